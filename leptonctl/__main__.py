@@ -1,0 +1,3 @@
+from leptonctl.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Thin Typer command-line interface: parse options, call one service, render."""

@@ -1,0 +1,119 @@
+"""The ``leptonctl`` command: global options, sub-commands, and the one error handler.
+
+``run(argv)`` is the whole program; it turns every ``LeptonError`` into a
+message on stderr and an exit code (see ``ExitCode``) in one place.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+
+from leptonctl import __version__
+from leptonctl.cli import execute, status
+from leptonctl.cli.context import Settings
+from leptonctl.errors import ExitCode, LeptonError
+
+app = typer.Typer(
+    name="leptonctl",
+    help="A cluster manager for people who own machines: SSH and a terminal are all it needs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("status")(status.status)
+app.command("exec", context_settings={"ignore_unknown_options": True})(execute.exec_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"leptonctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def global_options(
+    ctx: typer.Context,
+    inventory: Annotated[
+        Path | None,
+        typer.Option(
+            "-i",
+            "--inventory",
+            envvar="LEPTONCTL_INVENTORY",
+            help="Inventory file (Ansible YAML or INI). Default: this machine only.",
+        ),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            envvar="LEPTONCTL_STATE",
+            help="State store (SQLite file). Default: $XDG_DATA_HOME/leptonctl/state.db.",
+        ),
+    ] = None,
+    forks: Annotated[
+        int,
+        typer.Option(
+            "-f", "--forks", envvar="LEPTONCTL_FORKS", min=1, help="Hosts in flight at once."
+        ),
+    ] = 64,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", min=0.1, help="Seconds to open one connection.")
+    ] = 10.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds for one remote command.")
+    ] = 60.0,
+    accept_new_host_keys: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-host-keys",
+            help="Record host keys of hosts not yet in known_hosts (never a changed key).",
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    ctx.obj = Settings(
+        inventory_path=inventory,
+        state_path=state,
+        forks=forks,
+        connect_timeout=connect_timeout,
+        command_timeout=timeout,
+        accept_new_host_keys=accept_new_host_keys,
+    )
+
+
+def report_error(error: LeptonError, console: Console) -> None:
+    console.print(f"[bold red]error:[/] {error.message}", highlight=False, markup=True)
+    if error.hint:
+        console.print(f"[dim]hint: {error.hint}[/]", highlight=False)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run leptonctl with ``argv``; return the exit code."""
+    stderr = Console(stderr=True)
+    try:
+        result = app(args=argv, prog_name="leptonctl", standalone_mode=False)
+    except LeptonError as error:
+        report_error(error, stderr)
+        return int(error.exit_code)
+    except click.exceptions.Abort:
+        return int(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+    except click.ClickException as error:
+        error.show()
+        return int(ExitCode.USAGE) if error.exit_code == 2 else error.exit_code
+    return int(result or 0)
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,45 @@
+"""``leptonctl exec``: run one command on many hosts, output folded per host."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from leptonctl.cli.context import run_async, settings
+from leptonctl.cli.status import LimitOption
+from leptonctl.errors import ExitCode, HostError
+from leptonctl.remote.transport import RunResult
+from leptonctl.render.execute import exec_document, exec_report, output_groups
+from leptonctl.services.execute import run_everywhere, shell_command
+
+
+def exec_command(
+    ctx: typer.Context,
+    command: Annotated[list[str], typer.Argument(help="The command, after `--`.")],
+    limit: LimitOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+) -> None:
+    """Run a command on the selected hosts in parallel: `leptonctl exec -l gpu -- nvidia-smi -L`.
+
+    One argument is run as a shell snippet; several are quoted word by word.
+    Exit status: 0 when it exited 0 everywhere, 3 when some host could not be
+    reached, 4 when every host ran it but some exited non-zero.
+    """
+    config = settings(ctx)
+    _, hosts = config.hosts(limit)
+    line = shell_command(command)
+    with config.store() as store:
+        results = run_async(run_everywhere(hosts, line, config.transport(), store))
+    order = [h.name for h in hosts]
+    if as_json:
+        print(json.dumps(exec_document(line, results, order), indent=2))
+    else:
+        groups, errors = output_groups(results, order)
+        Console(highlight=False).print(exec_report(groups, errors))
+    if any(isinstance(r, HostError) for r in results.values()):
+        raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
+    if any(isinstance(r, RunResult) and not r.ok for r in results.values()):
+        raise typer.Exit(int(ExitCode.COMMAND_FAILED))

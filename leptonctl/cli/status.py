@@ -1,0 +1,72 @@
+"""``leptonctl status``: a table of hosts, a JSON document, or a live dashboard."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from leptonctl.cli.context import Settings, run_async, settings
+from leptonctl.errors import ExitCode
+from leptonctl.inventory import Host
+from leptonctl.render.status import dashboard, status_document, status_view
+from leptonctl.services.status import probe_hosts
+from leptonctl.services.watch import watch_status
+
+LimitOption = Annotated[
+    str | None,
+    typer.Option("-l", "--limit", help="Hosts to act on: names, groups, globs, !exclude, &and."),
+]
+
+
+def status(
+    ctx: typer.Context,
+    limit: LimitOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+    watch: Annotated[bool, typer.Option("-w", "--watch", help="Live dashboard.")] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.2, help="Seconds between refreshes (--watch).")
+    ] = 2.0,
+) -> None:
+    """Probe hosts and show their CPUs, memory, GPUs, FPGAs and disks.
+
+    Exit status: 0 when every selected host is up, 3 when some are not.
+    """
+    config = settings(ctx)
+    _, hosts = config.hosts(limit)
+    if watch:
+        _watch(config, hosts, interval, as_json)
+        return
+    with config.store() as store:
+        rows = run_async(probe_hosts(hosts, config.transport(), store))
+    now = time.time()
+    if as_json:
+        print(json.dumps(status_document(rows, now), indent=2))
+    else:
+        Console().print(status_view(rows, now))
+    if any(r.state != "up" for r in rows):
+        raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
+
+
+def _watch(config: Settings, hosts: Sequence[Host], interval: float, as_json: bool) -> None:
+    async def loop() -> None:
+        with config.store() as store:
+            stream = watch_status(hosts, config.transport(), store, interval)
+            if as_json:  # one document per refresh, for scripts that follow along
+                async for rows in stream:
+                    print(json.dumps(status_document(rows, time.time())), flush=True)
+                return
+            console = Console()
+            with Live(console=console, auto_refresh=False, screen=False) as live:
+                async for rows in stream:
+                    live.update(dashboard(rows, time.time(), "leptonctl status"), refresh=True)
+
+    try:
+        run_async(loop())
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None

@@ -1,0 +1,238 @@
+"""The agent's wire format, read into frozen dataclasses.
+
+The agent (``agent/lepton_agent.py``) prints one JSON document per probe.  This
+module is the only place that knows its field names: everything else in
+leptonctl works with ``HostFacts``.  Version skew is handled here too: a
+document of a newer schema major than we understand is refused with a clear
+message; missing optional fields read as ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SUPPORTED_SCHEMA = 1
+
+
+class WireError(ValueError):
+    """The agent's answer is not a document this leptonctl can read."""
+
+
+@dataclass(frozen=True)
+class CpuFacts:
+    model: str | None
+    cores: int | None
+    threads: int
+    usable_threads: int
+    load: tuple[float, float, float]
+    freq_mhz: float | None
+    max_freq_mhz: float | None
+
+
+@dataclass(frozen=True)
+class MemoryFacts:
+    total_bytes: int
+    available_bytes: int
+
+
+@dataclass(frozen=True)
+class DiskFacts:
+    path: str
+    role: str
+    mount: str | None
+    total_bytes: int
+    free_bytes: int
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    name: str | None
+    used_memory_bytes: int | None
+
+
+@dataclass(frozen=True)
+class GpuFacts:
+    index: int
+    uuid: str | None
+    name: str | None
+    pci_bus_id: str | None
+    memory_total_bytes: int | None
+    memory_used_bytes: int | None
+    utilization_pct: float | None
+    memory_utilization_pct: float | None
+    temperature_c: float | None
+    power_w: float | None
+    power_limit_w: float | None
+    compute_capability: str | None
+    mig_mode: str | None
+    ecc_uncorrected: int | None
+    processes: tuple[GpuProcess, ...] = ()
+
+
+@dataclass(frozen=True)
+class FpgaFacts:
+    index: int
+    slot: str
+    vendor_id: str | None
+    vendor: str | None
+    device_id: str | None
+    pci_class: str | None
+    functions: tuple[str, ...]
+    driver: str | None
+    numa_node: int | None
+    name: str | None
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What one probe of one host reported."""
+
+    schema: int
+    agent_version: str
+    time: float
+    probe_ms: float | None
+    hostname: str
+    os_system: str | None
+    os_release: str | None
+    os_distro: str | None
+    machine: str | None
+    python_version: str | None
+    cpu: CpuFacts
+    memory: MemoryFacts
+    disks: tuple[DiskFacts, ...]
+    gpus: tuple[GpuFacts, ...]
+    gpu_driver_version: str | None
+    cuda_version: str | None
+    fpgas: tuple[FpgaFacts, ...]
+    fpga_managers: tuple[Mapping[str, Any], ...] = ()
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def data_disk(self) -> DiskFacts | None:
+        return next((d for d in self.disks if d.role == "data"), None)
+
+
+def parse_facts(doc: Any) -> HostFacts:
+    """Read one probe document.  Raises ``WireError`` with what is wrong."""
+    if not isinstance(doc, Mapping):
+        raise WireError(f"expected a JSON object, got {type(doc).__name__}")
+    schema = doc.get("schema")
+    if not isinstance(schema, int):
+        raise WireError("the document has no integer 'schema' field")
+    if schema > SUPPORTED_SCHEMA:
+        raise WireError(
+            f"the agent speaks schema {schema}; this leptonctl reads up to {SUPPORTED_SCHEMA} "
+            "(upgrade leptonctl on the operator machine)"
+        )
+    if "error" in doc:
+        raise WireError(f"the agent reported an error: {doc['error']}")
+    try:
+        return _host_facts(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireError(f"malformed probe document: {exc!r}") from exc
+
+
+def _host_facts(doc: Mapping[str, Any]) -> HostFacts:
+    os_doc = doc.get("os") or {}
+    driver = doc.get("gpu_driver") or {}
+    return HostFacts(
+        schema=doc["schema"],
+        agent_version=str(doc.get("agent_version", "?")),
+        time=float(doc.get("time", 0.0)),
+        probe_ms=_opt_float(doc.get("probe_ms")),
+        hostname=str(doc["hostname"]),
+        os_system=os_doc.get("system"),
+        os_release=os_doc.get("release"),
+        os_distro=os_doc.get("distro"),
+        machine=os_doc.get("machine"),
+        python_version=(doc.get("python") or {}).get("version"),
+        cpu=_cpu(doc["cpu"]),
+        memory=MemoryFacts(
+            total_bytes=int(doc["memory"]["total_bytes"]),
+            available_bytes=int(doc["memory"]["available_bytes"]),
+        ),
+        disks=tuple(_disk(d) for d in doc.get("disks") or ()),
+        gpus=tuple(_gpu(g) for g in doc.get("gpus") or ()),
+        gpu_driver_version=driver.get("driver_version"),
+        cuda_version=driver.get("cuda_version"),
+        fpgas=tuple(_fpga(f) for f in doc.get("fpgas") or ()),
+        fpga_managers=tuple(doc.get("fpga_managers") or ()),
+        unavailable={str(k): str(v) for k, v in (doc.get("unavailable") or {}).items()},
+    )
+
+
+def _cpu(d: Mapping[str, Any]) -> CpuFacts:
+    load = d.get("load") or (0.0, 0.0, 0.0)
+    threads = int(d["threads"])
+    return CpuFacts(
+        model=d.get("model"),
+        cores=_opt_int(d.get("cores")),
+        threads=threads,
+        usable_threads=int(d.get("usable_threads") or threads),
+        load=(float(load[0]), float(load[1]), float(load[2])),
+        freq_mhz=_opt_float(d.get("freq_mhz")),
+        max_freq_mhz=_opt_float(d.get("max_freq_mhz")),
+    )
+
+
+def _disk(d: Mapping[str, Any]) -> DiskFacts:
+    return DiskFacts(
+        path=str(d["path"]),
+        role=str(d.get("role", "data")),
+        mount=d.get("mount"),
+        total_bytes=int(d["total_bytes"]),
+        free_bytes=int(d["free_bytes"]),
+    )
+
+
+def _gpu(d: Mapping[str, Any]) -> GpuFacts:
+    return GpuFacts(
+        index=int(d["index"]),
+        uuid=d.get("uuid"),
+        name=d.get("name"),
+        pci_bus_id=d.get("pci_bus_id"),
+        memory_total_bytes=_opt_int(d.get("memory_total_bytes")),
+        memory_used_bytes=_opt_int(d.get("memory_used_bytes")),
+        utilization_pct=_opt_float(d.get("utilization_pct")),
+        memory_utilization_pct=_opt_float(d.get("memory_utilization_pct")),
+        temperature_c=_opt_float(d.get("temperature_c")),
+        power_w=_opt_float(d.get("power_w")),
+        power_limit_w=_opt_float(d.get("power_limit_w")),
+        compute_capability=d.get("compute_capability"),
+        mig_mode=d.get("mig_mode"),
+        ecc_uncorrected=_opt_int(d.get("ecc_uncorrected")),
+        processes=tuple(
+            GpuProcess(
+                pid=int(p["pid"]),
+                name=p.get("name"),
+                used_memory_bytes=_opt_int(p.get("used_memory_bytes")),
+            )
+            for p in d.get("processes") or ()
+        ),
+    )
+
+
+def _fpga(d: Mapping[str, Any]) -> FpgaFacts:
+    return FpgaFacts(
+        index=int(d["index"]),
+        slot=str(d["slot"]),
+        vendor_id=d.get("vendor_id"),
+        vendor=d.get("vendor"),
+        device_id=d.get("device_id"),
+        pci_class=d.get("class"),
+        functions=tuple(d.get("functions") or ()),
+        driver=d.get("driver"),
+        numa_node=_opt_int(d.get("numa_node")),
+        name=d.get("name"),
+    )
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)

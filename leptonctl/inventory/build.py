@@ -1,0 +1,328 @@
+"""Resolve a :class:`RawInventory` into a frozen :class:`Inventory`.
+
+Group tree: every group that is nobody's child is a child of ``all``; a host
+that belongs to no group but ``all`` is in ``ungrouped``.  A cycle of children
+is an error.  The depth of a group is the length of the longest path from
+``all`` (``all`` is 0, top-level groups are 1).
+
+Variable precedence, lowest first (Ansible's default ``VARIABLE_PRECEDENCE``)::
+
+    1. vars of group ``all`` written in the inventory file
+    2. vars of the host's other groups written in the inventory file, sorted
+       by (depth, ansible_group_priority, name): parents before children,
+       same depth alphabetical, later wins
+    3. group_vars/all files next to the inventory
+    4. group_vars/<group> files, same order as 2
+    5. host vars written in the inventory file
+    6. host_vars/<host> files
+
+Values replace each other whole (Ansible's ``hash_behaviour=replace``).
+
+Connection fields and their names (the ``ansible_*`` spellings and
+leptonctl's short names both work; if both are set, the one from the higher
+precedence place wins, and in the same place the ``ansible_*`` name wins):
+
+    address        ansible_host, ansible_ssh_host, host
+    port           ansible_port, ansible_ssh_port, port     (1..65535)
+    user           ansible_user, ansible_ssh_user, user
+    identity_file  ansible_ssh_private_key_file, ansible_private_key_file,
+                   identity_file                            (kept as written)
+    connection     ansible_connection, connection           (ssh | local;
+                   Ansible's ``smart`` means ssh)
+    python         ansible_python_interpreter, python       (default python3;
+                   Ansible's ``auto*`` values mean python3)
+    data_dir       lepton_data_dir, data_dir
+    capacity       capacity
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from leptonctl.errors import InventoryError
+from leptonctl.inventory.capacity import CapacityValueError, parse_capacity
+from leptonctl.inventory.model import DeclaredCapacity, Host, Inventory
+from leptonctl.inventory.raw import EncryptedValue, RawInventory, VarSet
+
+__all__ = ["FIELD_NAMES", "build_inventory"]
+
+FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    "address": ("ansible_host", "ansible_ssh_host", "host"),
+    "port": ("ansible_port", "ansible_ssh_port", "port"),
+    "user": ("ansible_user", "ansible_ssh_user", "user"),
+    "identity_file": (
+        "ansible_ssh_private_key_file",
+        "ansible_private_key_file",
+        "identity_file",
+    ),
+    "connection": ("ansible_connection", "connection"),
+    "python": ("ansible_python_interpreter", "python"),
+    "data_dir": ("lepton_data_dir", "data_dir"),
+    "capacity": ("capacity",),
+}
+CONNECTIONS = {"ssh": "ssh", "local": "local", "smart": "ssh"}
+DEFAULT_PYTHON = "python3"
+
+
+def build_inventory(
+    raw: RawInventory,
+    *,
+    group_vars: Mapping[str, Sequence[VarSet]] | None = None,
+    host_vars: Mapping[str, Sequence[VarSet]] | None = None,
+) -> Inventory:
+    """Resolve groups and variables; raise :class:`InventoryError` on any problem."""
+    group_vars = group_vars or {}
+    host_vars = host_vars or {}
+    if not raw.hosts:
+        raise InventoryError(
+            "the inventory defines no hosts",
+            source=raw.source,
+            hint="add hosts under `all: hosts:` (YAML) or a [group] section (INI)",
+        )
+
+    parents = _parents(raw)
+    _check_cycles(raw)
+    depth = _depths(raw, parents)
+    priority = {name: _priority(raw, name) for name in raw.groups}
+    members = _members(raw)
+
+    def order(name: str) -> tuple[int, int, str]:
+        return (depth[name], priority[name], name)
+
+    host_groups: dict[str, list[str]] = {h: [] for h in raw.hosts}
+    for name in sorted(raw.groups, key=order):
+        if name in ("all", "ungrouped"):
+            continue
+        for host in members[name]:
+            host_groups[host].append(name)
+
+    groups: dict[str, list[str]] = {name: [] for name in raw.groups}
+    hosts: list[Host] = []
+    for name, raw_host in raw.hosts.items():
+        mine = ["all"] + host_groups[name]
+        if len(mine) == 1:
+            mine.append("ungrouped")
+        for g in mine:
+            groups[g].append(name)
+        layers: list[VarSet] = [raw.groups["all"].vars]
+        layers += [raw.groups[g].vars for g in mine[1:]]
+        layers += list(group_vars.get("all", ()))
+        for g in mine[1:]:
+            layers += list(group_vars.get(g, ()))
+        layers.append(raw_host.vars)
+        layers += list(host_vars.get(name, ()))
+        where = raw.source if raw_host.line is None else f"{raw.source}:{raw_host.line}"
+        hosts.append(_Resolver(name, layers).host(tuple(mine), where))
+
+    return Inventory(
+        source=raw.source,
+        hosts=tuple(hosts),
+        groups=MappingProxyType({name: tuple(names) for name, names in groups.items()}),
+    )
+
+
+# --------------------------------------------------------------------------
+# The group tree
+
+
+def _parents(raw: RawInventory) -> dict[str, list[str]]:
+    parents: dict[str, list[str]] = {name: [] for name in raw.groups}
+    for name, grp in raw.groups.items():
+        for child in grp.children:
+            if child == "all":
+                raise InventoryError(
+                    f"group 'all' cannot be a child of {name!r}",
+                    source=raw.source,
+                    line=grp.child_lines.get(child),
+                    key=f"{name}.children",
+                )
+            parents[child].append(name)
+    for name, ups in parents.items():
+        if name != "all" and not ups:
+            ups.append("all")
+    return parents
+
+
+def _check_cycles(raw: RawInventory) -> None:
+    state: dict[str, int] = {}  # 1 = on the path, 2 = done
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        path.append(name)
+        grp = raw.groups[name]
+        for child in grp.children:
+            if state.get(child) == 1:
+                cycle = [*path[path.index(child) :], child]
+                raise InventoryError(
+                    f"groups form a cycle: {' -> '.join(cycle)}",
+                    source=raw.source,
+                    line=grp.child_lines.get(child),
+                    key=f"{name}.children",
+                    hint="a group cannot (indirectly) be its own child",
+                )
+            if child not in state:
+                visit(child)
+        path.pop()
+        state[name] = 2
+
+    for name in raw.groups:
+        if name not in state:
+            visit(name)
+
+
+def _depths(raw: RawInventory, parents: Mapping[str, list[str]]) -> dict[str, int]:
+    depth: dict[str, int] = {"all": 0}
+
+    def of(name: str) -> int:
+        if name not in depth:
+            depth[name] = 1 + max(of(p) for p in parents[name])
+        return depth[name]
+
+    for name in raw.groups:
+        of(name)
+    return depth
+
+
+def _priority(raw: RawInventory, name: str) -> int:
+    grp = raw.groups[name]
+    value = grp.vars.values.get("ansible_group_priority", 1)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InventoryError(
+            f"ansible_group_priority must be an integer, got {value!r}",
+            source=grp.vars.source,
+            line=grp.vars.line_of("ansible_group_priority"),
+            key=f"{name}.vars.ansible_group_priority",
+        )
+    return value
+
+
+def _members(raw: RawInventory) -> dict[str, list[str]]:
+    """Group -> every host in it or its descendants, in inventory order."""
+    memo: dict[str, set[str]] = {}
+
+    def of(name: str) -> set[str]:
+        if name not in memo:
+            grp = raw.groups[name]
+            found = set(grp.hosts)
+            for child in grp.children:
+                found |= of(child)
+            memo[name] = found
+        return memo[name]
+
+    order = list(raw.hosts)
+    return {name: [h for h in order if h in of(name)] for name in raw.groups}
+
+
+# --------------------------------------------------------------------------
+# Variables and typed fields
+
+
+class _Resolver:
+    def __init__(self, host: str, layers: Sequence[VarSet]) -> None:
+        self.name = host
+        self.values: dict[str, Any] = {}
+        self.origin: dict[str, tuple[int, VarSet]] = {}
+        for index, layer in enumerate(layers):
+            for key, value in layer.values.items():
+                self.values[key] = value
+                self.origin[key] = (index, layer)
+
+    def error(self, path: str, message: str, hint: str | None = None) -> InventoryError:
+        top = path.split(".")[0]
+        layer = self.origin[top][1]
+        return InventoryError(
+            f"host {self.name}: {message}",
+            source=layer.source,
+            line=layer.line_of(path),
+            key=path,
+            hint=hint,
+        )
+
+    def pick(self, field: str) -> tuple[str, Any] | None:
+        names = FIELD_NAMES[field]
+        best: tuple[int, int] | None = None
+        found: tuple[str, Any] | None = None
+        for rank, key in enumerate(names):
+            if key not in self.values or self.values[key] is None:
+                continue
+            score = (self.origin[key][0], -rank)
+            if best is None or score > best:
+                best, found = score, (key, self.values[key])
+        return found
+
+    def text(self, field: str) -> str | None:
+        found = self.pick(field)
+        if found is None:
+            return None
+        key, value = found
+        if isinstance(value, EncryptedValue):
+            raise self.error(key, f"{key} is vault-encrypted; leptonctl cannot decrypt it")
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(key, f"{key} must be a non-empty string, got {value!r}")
+        return value.strip()
+
+    def port(self) -> int | None:
+        found = self.pick("port")
+        if found is None:
+            return None
+        key, value = found
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise self.error(key, f"{key} must be a port number in 1..65535, got {value!r}")
+        return value
+
+    def connection(self) -> str:
+        found = self.pick("connection")
+        if found is None:
+            return "ssh"
+        value = self.text("connection") or ""
+        mapped = CONNECTIONS.get(value.lower())
+        if mapped is None:
+            raise self.error(
+                found[0],
+                f"unsupported connection {value!r}",
+                hint="leptonctl connects with `ssh` (default) or `local`",
+            )
+        return mapped
+
+    def python(self) -> str:
+        value = self.text("python")
+        if value is None or value.startswith("auto"):
+            return DEFAULT_PYTHON
+        return value
+
+    def capacity(self) -> DeclaredCapacity | None:
+        found = self.pick("capacity")
+        if found is None:
+            return None
+        key, value = found
+        try:
+            return parse_capacity(value)
+        except CapacityValueError as exc:
+            path = key if exc.key is None else f"{key}.{exc.key}"
+            raise self.error(path, exc.message, hint=exc.hint) from None
+
+    def host(self, groups: tuple[str, ...], source: str) -> Host:
+        return Host(
+            name=self.name,
+            address=self.text("address"),
+            port=self.port(),
+            user=self.text("user"),
+            identity_file=self.text("identity_file"),
+            connection=self.connection(),
+            python=self.python(),
+            data_dir=self.text("data_dir"),
+            groups=groups,
+            vars=MappingProxyType(copy.deepcopy(self.values)),
+            capacity=self.capacity(),
+            source=source,
+        )

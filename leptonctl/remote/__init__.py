@@ -1,0 +1,1 @@
+"""The one transport: asyncssh (and local subprocesses), fan-out, and the agent client."""

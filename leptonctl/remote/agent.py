@@ -1,0 +1,187 @@
+"""The agent client: push the agent by content hash, run it, read its answers.
+
+The agent is one stdlib-only file.  On each host it lives at
+``${XDG_CACHE_HOME:-~/.cache}/leptonctl/agent-<sha256 prefix>.py``: a changed
+agent gets a new name, an unchanged one is never uploaded again.  The upload
+is verified against the hash on the host and renamed into place atomically, so
+concurrent pushes from two terminals are safe and a dropped connection never
+leaves a truncated agent under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from leptonctl.core.facts import HostFacts, WireError, parse_facts
+from leptonctl.errors import AgentError, HostError
+from leptonctl.inventory.model import Host
+from leptonctl.remote.transport import Connection, RunResult, Stream
+
+AGENT_FILE = "lepton_agent.py"
+_MISSING = 97  # exit status of the launcher when the agent is not in the cache yet
+_CACHE_DIR = '"${XDG_CACHE_HOME:-$HOME/.cache}/leptonctl"'
+
+# Runs on the host with the agent on stdin: verify, write privately, fsync, rename.
+_INSTALLER = """\
+import hashlib, os, sys, tempfile
+directory, name, digest = sys.argv[1:4]
+data = sys.stdin.buffer.read()
+if hashlib.sha256(data).hexdigest()[:len(digest)] != digest:
+    sys.exit("agent upload corrupted or truncated: sha256 mismatch")
+os.makedirs(directory, mode=0o700, exist_ok=True)
+fd, tmp = tempfile.mkstemp(dir=directory, prefix=".agent-")
+with os.fdopen(fd, "wb") as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+os.replace(tmp, os.path.join(directory, name))
+"""
+
+
+@cache
+def agent_source() -> bytes:
+    """The agent's bytes: packaged in the wheel, or from ``agent/`` in a checkout."""
+    packaged = resources.files("leptonctl") / "_agent" / AGENT_FILE
+    if packaged.is_file():
+        return packaged.read_bytes()
+    checkout = Path(__file__).resolve().parents[2] / "agent" / AGENT_FILE
+    return checkout.read_bytes()
+
+
+@cache
+def agent_digest() -> str:
+    return hashlib.sha256(agent_source()).hexdigest()[:20]
+
+
+def _agent_name() -> str:
+    return f"agent-{agent_digest()}.py"
+
+
+def agent_command(host: Host, args: list[str]) -> str:
+    """Shell command that runs the cached agent, or exits ``_MISSING`` if it is absent."""
+    argv = list(args)
+    if host.data_dir:
+        argv += ["--data-dir", host.data_dir]
+    quoted = " ".join(shlex.quote(a) for a in argv)
+    python = shlex.quote(host.python)
+    return (
+        f'f={_CACHE_DIR}/{_agent_name()}; [ -r "$f" ] || exit {_MISSING}; '
+        f'exec {python} "$f" {quoted}'
+    )
+
+
+@dataclass(frozen=True)
+class Probe:
+    facts: HostFacts
+    document: dict[str, Any]
+    pushed: bool  # the agent had to be uploaded for this probe
+
+
+async def push_agent(conn: Connection, host: Host, timeout: float) -> None:
+    command = " ".join(
+        [
+            shlex.quote(host.python),
+            "-c",
+            shlex.quote(_INSTALLER),
+            _CACHE_DIR,
+            shlex.quote(_agent_name()),
+            shlex.quote(agent_digest()),
+        ]
+    )
+    result = await conn.run(command, input=agent_source(), timeout=timeout)
+    if not result.ok:
+        raise _agent_failure(host, result, "could not install the agent")
+
+
+async def ensure_agent(conn: Connection, host: Host, timeout: float) -> bool:
+    """Make sure the agent is cached on the host; True if it had to be pushed."""
+    probe_cmd = f"[ -r {_CACHE_DIR}/{_agent_name()} ] || exit {_MISSING}"
+    result = await conn.run(probe_cmd, timeout=timeout)
+    if result.exit_status == _MISSING:
+        await push_agent(conn, host, timeout)
+        return True
+    return False
+
+
+async def run_agent(
+    conn: Connection, host: Host, args: list[str], timeout: float
+) -> tuple[dict[str, Any], bool]:
+    """Run one agent subcommand; push the agent first if the host lacks it."""
+    command = agent_command(host, args)
+    result = await conn.run(command, timeout=timeout)
+    pushed = False
+    if result.exit_status == _MISSING:
+        await push_agent(conn, host, timeout)
+        pushed = True
+        result = await conn.run(command, timeout=timeout)
+    if not result.ok:
+        raise _agent_failure(host, result, f"the agent's `{args[0]}` failed")
+    return _decode(host, result.stdout), pushed
+
+
+async def probe_host(conn: Connection, host: Host, timeout: float) -> Probe:
+    document, pushed = await run_agent(conn, host, ["probe"], timeout)
+    return Probe(_facts(host, document), document, pushed)
+
+
+class AgentSession:
+    """A long-lived ``agent serve`` process: one request line, one answer line."""
+
+    def __init__(self, host: Host, stream: Stream) -> None:
+        self.host = host
+        self._stream = stream
+
+    @classmethod
+    async def open(cls, conn: Connection, host: Host, timeout: float) -> AgentSession:
+        await ensure_agent(conn, host, timeout)
+        return cls(host, await conn.start(agent_command(host, ["serve"])))
+
+    async def probe(self, timeout: float) -> Probe:
+        await self._stream.send_line(b'{"op": "probe"}')
+        document = _decode(self.host, (await self._stream.read_line(timeout)).decode())
+        return Probe(_facts(self.host, document), document, pushed=False)
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+
+def _decode(host: Host, text: str) -> dict[str, Any]:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AgentError(
+            host.name, f"the agent printed something that is not JSON ({exc}): {text[:200]!r}"
+        ) from exc
+    if not isinstance(document, dict):
+        raise AgentError(host.name, "the agent's answer is not a JSON object")
+    return document
+
+
+def _facts(host: Host, document: dict[str, Any]) -> HostFacts:
+    try:
+        return parse_facts(document)
+    except WireError as exc:
+        raise AgentError(host.name, str(exc)) from exc
+
+
+def _agent_failure(host: Host, result: RunResult, what: str) -> HostError:
+    if result.exit_status == 127:
+        return AgentError(
+            host.name,
+            f"{what}: `{host.python}` was not found on the host",
+            hint="install python3 >= 3.8 there, or set `python:` "
+            "(ansible_python_interpreter) for this host",
+        )
+    tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+    return AgentError(
+        host.name,
+        f"{what} (exit status {result.exit_status}): {' | '.join(tail)}",
+        hint="run `leptonctl exec` on that host to investigate",
+    )

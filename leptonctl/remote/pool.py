@@ -1,0 +1,87 @@
+"""Fan-out: one connection per host, reused, with bounded concurrency.
+
+``HostPool.fan_out`` runs one coroutine per host and returns a mapping from
+host name to either the coroutine's value or the ``HostError`` that stopped
+it.  Partial failure is a value; only programming errors propagate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
+from leptonctl.errors import HostError, TimedOut, Unreachable
+from leptonctl.inventory.model import Host
+from leptonctl.remote.ssh import NewHostKeyCallback, connect_ssh
+from leptonctl.remote.transport import Connection, LocalConnection, TransportOptions
+
+T = TypeVar("T")
+
+
+class HostPool:
+    """Lazily opened connections to inventory hosts.  Use ``async with``."""
+
+    def __init__(
+        self, options: TransportOptions, on_new_host_key: NewHostKeyCallback | None = None
+    ) -> None:
+        self.options = options
+        self._on_new_host_key = on_new_host_key
+        self._connections: dict[str, Connection] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._slots = asyncio.Semaphore(max(1, options.forks))
+
+    async def __aenter__(self) -> HostPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        """Held around each operation so that at most ``forks`` run at once."""
+        return self._slots
+
+    async def connect(self, host: Host) -> Connection:
+        """The host's connection, opened on first use."""
+        lock = self._locks.setdefault(host.name, asyncio.Lock())
+        async with lock:
+            conn = self._connections.get(host.name)
+            if conn is None:
+                if host.connection == "local":
+                    conn = LocalConnection(host.name)
+                else:
+                    conn = await connect_ssh(host, self.options, self._on_new_host_key)
+                self._connections[host.name] = conn
+            return conn
+
+    async def forget(self, name: str) -> None:
+        """Close and drop a host's connection (it failed; the next use reconnects)."""
+        conn = self._connections.pop(name, None)
+        if conn is not None:
+            await conn.close()
+
+    async def fan_out(
+        self,
+        hosts: Iterable[Host],
+        operation: Callable[[Host, Connection], Awaitable[T]],
+    ) -> dict[str, T | HostError]:
+        """Run ``operation`` on every host, at most ``forks`` at a time."""
+
+        async def one(host: Host) -> T | HostError:
+            async with self._slots:
+                try:
+                    conn = await self.connect(host)
+                    return await operation(host, conn)
+                except HostError as error:
+                    if isinstance(error, (Unreachable, TimedOut)):
+                        await self.forget(host.name)  # reconnect on next use
+                    return error
+
+        hosts = list(hosts)
+        outcomes = await asyncio.gather(*(one(h) for h in hosts))
+        return {h.name: outcome for h, outcome in zip(hosts, outcomes, strict=True)}
+
+    async def close(self) -> None:
+        connections, self._connections = self._connections, {}
+        await asyncio.gather(*(c.close() for c in connections.values()))

@@ -1,0 +1,233 @@
+"""SSH connections with asyncssh: verified host keys, no prompts, typed failures.
+
+``connect_ssh`` honours ``~/.ssh/config`` (aliases, HostName, User, Port,
+IdentityFile, ProxyJump), ssh-agent and the known_hosts files.  Host keys are
+verified; an unknown key is refused unless ``accept_new_host_keys`` is set, in
+which case it is appended to ``~/.ssh/known_hosts`` and reported through
+``on_new_host_key`` so the caller can record it.  A *changed* key is always
+refused.  Nothing here ever asks a human for anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncssh
+
+from leptonctl.errors import (
+    AuthFailed,
+    HostError,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    TimedOut,
+    Unreachable,
+)
+from leptonctl.inventory.model import Host
+from leptonctl.paths import user_known_hosts
+from leptonctl.remote.transport import RunResult, Stream, TransportOptions, _text
+
+NewHostKeyCallback = Callable[[str, str, str], None]  # (inventory host, known_hosts name, key line)
+
+
+class _HostKeyPolicy(asyncssh.SSHClient):
+    """Called by asyncssh only for keys that known_hosts does not already trust."""
+
+    def __init__(self, known_hosts: list[str], accept_new: bool) -> None:
+        self._known_hosts = known_hosts
+        self._accept_new = accept_new
+        self.verdict: str | None = None  # "mismatch", "unknown" or "accepted"
+        self.accepted: tuple[str, str] | None = None  # (known_hosts name, public key)
+        self.fingerprint: str | None = None
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        self.fingerprint = key.get_fingerprint()
+        lookup_port = None if port == 22 else port
+        trusted = asyncssh.match_known_hosts(self._known_hosts, host, addr, lookup_port)[0]
+        if trusted:
+            self.verdict = "mismatch"
+            return False
+        if not self._accept_new:
+            self.verdict = "unknown"
+            return False
+        name = host if port == 22 else f"[{host}]:{port}"
+        self.accepted = (name, key.export_public_key("openssh").decode().strip())
+        self.verdict = "accepted"
+        return True
+
+
+class SshConnection:
+    """One asyncssh connection to one inventory host, reused for the whole command."""
+
+    def __init__(self, host: str, conn: asyncssh.SSHClientConnection) -> None:
+        self.host = host
+        self._conn = conn
+
+    async def run(self, command: str, *, input: bytes | None = None, timeout: float) -> RunResult:
+        try:
+            result = await self._conn.run(
+                command, input=input, timeout=timeout, check=False, encoding=None
+            )
+        except asyncssh.TimeoutError:
+            raise TimedOut(
+                self.host,
+                f"`{command}` did not finish within {timeout:g} s",
+                hint="raise --timeout, or look at what the command waits for",
+            ) from None
+        except (asyncssh.Error, OSError) as exc:
+            raise _lost(self.host, exc) from exc
+        status = result.exit_status
+        if status is not None and status < 0:  # asyncssh reports -1 when killed by a signal
+            status = None
+        return RunResult(self.host, command, status, _text(result.stdout), _text(result.stderr))
+
+    async def start(self, command: str) -> Stream:
+        try:
+            process = await self._conn.create_process(command, encoding=None)
+        except (asyncssh.Error, OSError) as exc:
+            raise _lost(self.host, exc) from exc
+        return _SshStream(self.host, process)
+
+    async def close(self) -> None:
+        self._conn.close()
+        with contextlib.suppress(asyncio.TimeoutError, asyncssh.Error, OSError):
+            await asyncio.wait_for(self._conn.wait_closed(), 2.0)
+
+
+class _SshStream:
+    def __init__(self, host: str, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self._host = host
+        self._process = process
+
+    async def send_line(self, line: bytes) -> None:
+        try:
+            self._process.stdin.write(line + b"\n")
+            await self._process.stdin.drain()
+        except (asyncssh.Error, OSError) as exc:
+            raise _lost(self._host, exc) from exc
+
+    async def read_line(self, timeout: float) -> bytes:
+        try:
+            line = await asyncio.wait_for(self._process.stdout.readline(), timeout)
+        except asyncio.TimeoutError:
+            raise TimedOut(self._host, f"the agent did not answer within {timeout:g} s") from None
+        except (asyncssh.Error, OSError) as exc:
+            raise _lost(self._host, exc) from exc
+        if not line:
+            raise Unreachable(self._host, "the agent session ended")
+        return bytes(line)
+
+    async def close(self) -> None:
+        self._process.close()
+
+
+async def connect_ssh(
+    host: Host,
+    options: TransportOptions,
+    on_new_host_key: NewHostKeyCallback | None = None,
+) -> SshConnection:
+    """Open one verified SSH connection to ``host`` or raise a ``HostError``."""
+    known_hosts = [str(p) for p in options.known_hosts if p.is_file()]
+    policy = _HostKeyPolicy(known_hosts, options.accept_new_host_keys)
+    target = host.address or host.name
+    kwargs: dict[str, object] = {
+        "known_hosts": known_hosts or b"",
+        "client_factory": lambda: policy,
+        "connect_timeout": options.connect_timeout,
+        "login_timeout": options.connect_timeout,
+        "keepalive_interval": options.keepalive_interval,
+        "password_auth": False,
+        "kbdint_auth": False,
+    }
+    if host.port is not None:
+        kwargs["port"] = host.port
+    if host.user is not None:
+        kwargs["username"] = host.user
+    if host.identity_file is not None:
+        kwargs["client_keys"] = [os.path.expanduser(host.identity_file)]
+    try:
+        conn = await asyncssh.connect(target, **kwargs)
+    except HostError:
+        raise
+    except Exception as exc:
+        raise _connect_error(host.name, target, exc, policy, options) from exc
+    if policy.accepted is not None:
+        name, key = policy.accepted
+        _append_known_host(user_known_hosts(), f"{name} {key}")
+        if on_new_host_key is not None:
+            on_new_host_key(host.name, name, key)
+    return SshConnection(host.name, conn)
+
+
+def _connect_error(
+    name: str, target: str, exc: BaseException, policy: _HostKeyPolicy, options: TransportOptions
+) -> HostError:
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        if policy.verdict == "mismatch":
+            return HostKeyMismatch(
+                name,
+                f"the host key of {target} has CHANGED (now {policy.fingerprint}); refusing to "
+                "connect: this may be a reinstalled machine or a machine in the middle",
+                hint=f"if the change is expected, remove the old key with `ssh-keygen -R {target}` "
+                "and accept the new one with --accept-new-host-keys",
+            )
+        return HostKeyUnknown(
+            name,
+            f"the host key of {target} ({policy.fingerprint or 'unknown'}) is not in known_hosts",
+            hint="verify the fingerprint, then connect once with `ssh` or rerun with "
+            "--accept-new-host-keys to record it",
+        )
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return AuthFailed(
+            name,
+            f"authentication to {target} failed: {exc.reason}",
+            hint="check the user and key (ansible_user, ansible_ssh_private_key_file, ssh-agent)",
+        )
+    if isinstance(exc, asyncssh.KeyImportError):
+        return AuthFailed(
+            name,
+            f"cannot load the private key for {target}: {exc}",
+            hint="load an encrypted key into ssh-agent; leptonctl never asks for a passphrase",
+        )
+    if isinstance(exc, asyncio.TimeoutError):
+        return Unreachable(
+            name,
+            f"{target} did not answer within {options.connect_timeout:g} s",
+            hint="is the machine up and sshd running? raise --connect-timeout for slow links",
+        )
+    if isinstance(exc, socket.gaierror):
+        return Unreachable(
+            name,
+            f"cannot resolve {target}: {exc.strerror}",
+            hint="set ansible_host in the inventory or a HostName in ~/.ssh/config",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return Unreachable(
+            name, f"{target} refused the connection", hint="is sshd running on that port?"
+        )
+    if isinstance(exc, OSError):
+        return Unreachable(name, f"cannot reach {target}: {exc.strerror or exc}")
+    if isinstance(exc, asyncssh.Error):
+        return Unreachable(name, f"SSH to {target} failed: {exc}")
+    raise exc
+
+
+def _lost(host: str, exc: BaseException) -> HostError:
+    return Unreachable(host, f"connection lost: {exc}", hint="the host or its sshd went away")
+
+
+def _append_known_host(path: Path, line: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())

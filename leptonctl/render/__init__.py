@@ -1,0 +1,1 @@
+"""Pure renderers: data in, rich renderables or JSON documents out."""

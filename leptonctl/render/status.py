@@ -1,0 +1,244 @@
+"""Renderers for ``leptonctl status``: rows in, a rich table or a JSON document out."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from leptonctl.core.capacity import NodeCapacity
+from leptonctl.core.facts import GpuFacts, HostFacts
+from leptonctl.render.units import human_age, human_bytes, short_gpu_name
+from leptonctl.services.status import HostStatus
+
+_STATE_STYLE = {"up": "green", "down": "bold red", "pending": "yellow"}
+
+
+def hosts_table(rows: Sequence[HostStatus], now: float) -> Table:
+    """One row per host; a down host shows its reason and, dimmed, what we last knew."""
+    table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
+    for column in ("HOST", "STATE", "CPU", "LOAD", "MEMORY", "GPUS", "FPGAS", "DISK", "AGENT"):
+        table.add_column(column, no_wrap=column != "GPUS")
+    table.add_column("NOTE", min_width=12)
+    for row in rows:
+        facts = row.facts
+        style = "dim" if row.state != "up" else None
+        state = Text(row.state, style=_STATE_STYLE[row.state])
+        note = _note(row, now)
+        if facts is None:
+            table.add_row(row.host.name, state, *(["-"] * 7), note)
+            continue
+        table.add_row(
+            row.host.name,
+            state,
+            Text(_cpu_cell(facts, row.capacity), style=style or ""),
+            Text(f"{facts.cpu.load[0]:.2f}", style=style or ""),
+            Text(_memory_cell(facts), style=style or ""),
+            Text(_gpus_cell(facts.gpus), style=style or ""),
+            Text(_fpgas_cell(facts), style=style or ""),
+            Text(_disk_cell(facts), style=style or ""),
+            Text(facts.agent_version, style=style or ""),
+            note,
+        )
+    return table
+
+
+def gpu_table(rows: Sequence[HostStatus]) -> Table | None:
+    """Per-GPU utilization and memory bars, or None when no host has a GPU."""
+    gpus = [(row, gpu) for row in rows if row.facts for gpu in row.facts.gpus]
+    if not gpus:
+        return None
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("HOST", "GPU", "MODEL", "UTIL", "MEMORY", "TEMP", "POWER", "PROCS"):
+        table.add_column(column, no_wrap=True)
+    for row, gpu in gpus:
+        mem_pct = _pct(gpu.memory_used_bytes, gpu.memory_total_bytes)
+        table.add_row(
+            row.host.name,
+            str(gpu.index),
+            short_gpu_name(gpu.name),
+            bar(gpu.utilization_pct),
+            Text.assemble(
+                bar(mem_pct),
+                f" {human_bytes(gpu.memory_used_bytes)}/{human_bytes(gpu.memory_total_bytes)}",
+            ),
+            "-" if gpu.temperature_c is None else f"{gpu.temperature_c:.0f}°C",
+            _power(gpu),
+            str(len(gpu.processes)),
+        )
+    return table
+
+
+def problems(rows: Sequence[HostStatus], now: float) -> Text | None:
+    """The full reason and hint of every host that is down, under the table."""
+    out = Text()
+    for row in rows:
+        if row.error is None:
+            continue
+        seen = (
+            "never probed"
+            if row.probed_at is None
+            else f"last seen {human_age(now - row.probed_at)} ago"
+        )
+        out.append(f"{row.host.name}: ", style="bold red")
+        out.append(f"{row.error.message} ({seen})\n")
+        if row.error.hint:
+            out.append(f"  hint: {row.error.hint}\n", style="dim")
+    out.rstrip()
+    return out if out.plain else None
+
+
+def dashboard(rows: Sequence[HostStatus], now: float, title: str) -> RenderableType:
+    """The whole ``status --watch`` screen."""
+    up = sum(1 for r in rows if r.state == "up")
+    header = Text.assemble((title, "bold"), f"  {up}/{len(rows)} up", ("  (Ctrl-C to quit)", "dim"))
+    return Group(header, status_view(rows, now))
+
+
+def status_view(rows: Sequence[HostStatus], now: float) -> RenderableType:
+    """Hosts table, per-GPU table when there are GPUs, and the reasons of down hosts."""
+    parts: list[RenderableType] = [hosts_table(rows, now)]
+    gpus = gpu_table(rows)
+    if gpus is not None:
+        parts += [Text(""), gpus]
+    trouble = problems(rows, now)
+    if trouble is not None:
+        parts += [Text(""), trouble]
+    return Group(*parts)
+
+
+def bar(percent: float | None, width: int = 12) -> Text:
+    """A fixed-width bar with the number after it: green, yellow past 70 %, red past 90 %."""
+    if percent is None:
+        return Text("n/a".ljust(width + 5), style="dim")
+    percent = max(0.0, min(100.0, percent))
+    filled = round(width * percent / 100)
+    style = "red" if percent >= 90 else "yellow" if percent >= 70 else "green"
+    return Text.assemble(
+        ("█" * filled, style), ("░" * (width - filled), "dim"), f" {percent:3.0f}%"
+    )
+
+
+def status_document(rows: Sequence[HostStatus], now: float) -> dict[str, Any]:
+    """The ``status --json`` document (a stable contract, documented in the README)."""
+    states = Counter(r.state for r in rows)
+    return {
+        "hosts": [host_document(r, now) for r in rows],
+        "summary": {"total": len(rows), "up": states["up"], "down": states["down"]},
+    }
+
+
+def host_document(row: HostStatus, now: float) -> dict[str, Any]:
+    facts = row.facts if row.state == "up" else None
+    doc: dict[str, Any] = {
+        "host": row.host.name,
+        "state": row.state,
+        "address": row.host.address,
+        "groups": list(row.host.groups),
+        "probed_at": row.probed_at,
+        "hostname": facts.hostname if facts else None,
+        "os": _os(facts),
+        "agent_version": facts.agent_version if facts else None,
+        "cpus": facts.cpu.threads if facts else None,
+        "cpu_cores": facts.cpu.cores if facts else None,
+        "cpu_model": facts.cpu.model if facts else None,
+        "load": list(facts.cpu.load) if facts else None,
+        "memory_bytes": facts.memory.total_bytes if facts else None,
+        "memory_available_bytes": facts.memory.available_bytes if facts else None,
+        "gpus": [dataclasses.asdict(g) for g in facts.gpus] if facts else [],
+        "gpu_driver_version": facts.gpu_driver_version if facts else None,
+        "fpgas": [dataclasses.asdict(f) for f in facts.fpgas] if facts else [],
+        "disks": [dataclasses.asdict(d) for d in facts.disks] if facts else [],
+        "unavailable": dict(facts.unavailable) if facts else {},
+        "capacity": _capacity(row.capacity),
+    }
+    if row.error is not None:
+        doc["error"] = row.error.to_json()
+        doc["last_probed_at"] = row.probed_at
+        doc["probed_at"] = None
+    return doc
+
+
+def _os(facts: HostFacts | None) -> dict[str, Any] | None:
+    if facts is None:
+        return None
+    return {"system": facts.os_system, "release": facts.os_release, "distro": facts.os_distro}
+
+
+def _capacity(cap: NodeCapacity) -> dict[str, Any]:
+    return {
+        "cpus": cap.cpus,
+        "memory_bytes": cap.memory_bytes,
+        "gpus": [dataclasses.asdict(g) for g in cap.gpus],
+        "fpgas": cap.fpgas,
+        "disk_free_bytes": cap.disk_free_bytes,
+        "source": cap.source,
+    }
+
+
+def _note(row: HostStatus, now: float) -> Text:
+    if row.error is not None:
+        return Text(row.error.kind, style="red")
+    if row.facts is None:
+        return Text("waiting for the first probe", style="dim")
+    notes = []
+    if row.capacity.source == "probe+declared":
+        notes.append("capacity limited by inventory")
+    return Text("; ".join(notes), style="dim")
+
+
+def _cpu_cell(facts: HostFacts, cap: NodeCapacity) -> str:
+    cores = f"{facts.cpu.cores}c/" if facts.cpu.cores else ""
+    cell = f"{cores}{facts.cpu.threads}t"
+    if cap.cpus is not None and cap.cpus < facts.cpu.threads:
+        cell += f" (use {cap.cpus})"
+    return cell
+
+
+def _memory_cell(facts: HostFacts) -> str:
+    used = facts.memory.total_bytes - facts.memory.available_bytes
+    return f"{human_bytes(used, True)}/{human_bytes(facts.memory.total_bytes, True)}"
+
+
+def _gpus_cell(gpus: Sequence[GpuFacts]) -> str:
+    if not gpus:
+        return "-"
+    models = Counter(short_gpu_name(g.name) for g in gpus)
+    kinds = ", ".join(f"{n}× {m}" for m, n in models.items())
+    utils = [g.utilization_pct for g in gpus if g.utilization_pct is not None]
+    used = sum(g.memory_used_bytes or 0 for g in gpus)
+    total = sum(g.memory_total_bytes or 0 for g in gpus)
+    util = f" {sum(utils) / len(utils):.0f}%" if utils else ""
+    return f"{kinds}{util} {human_bytes(used, True)}/{human_bytes(total, True)}"
+
+
+def _fpgas_cell(facts: HostFacts) -> str:
+    if not facts.fpgas:
+        return "-"
+    vendors = Counter(f.name or f.vendor or f.device_id or "FPGA" for f in facts.fpgas)
+    return ", ".join(f"{n}× {v}" for v, n in vendors.items())
+
+
+def _disk_cell(facts: HostFacts) -> str:
+    disk = facts.data_disk
+    if disk is None:
+        return "-"
+    return f"{human_bytes(disk.free_bytes, True)} free"
+
+
+def _power(gpu: GpuFacts) -> str:
+    if gpu.power_w is None:
+        return "-"
+    limit = "" if gpu.power_limit_w is None else f"/{gpu.power_limit_w:.0f}"
+    return f"{gpu.power_w:.0f}{limit} W"
+
+
+def _pct(part: int | None, whole: int | None) -> float | None:
+    if part is None or not whole:
+        return None
+    return 100.0 * part / whole

@@ -1,0 +1,104 @@
+"""Probe hosts and report their state; keep the last probe of each in the store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from leptonctl.core.capacity import NodeCapacity, effective_capacity
+from leptonctl.core.facts import HostFacts, WireError, parse_facts
+from leptonctl.errors import HostError
+from leptonctl.inventory.model import Host
+from leptonctl.remote.agent import Probe, probe_host
+from leptonctl.remote.pool import HostPool
+from leptonctl.remote.transport import Connection, TransportOptions
+from leptonctl.store.sqlite import SqliteStore
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One row of ``leptonctl status``: fresh facts, or the error and the last known facts."""
+
+    host: Host
+    facts: HostFacts | None
+    probed_at: float | None
+    error: HostError | None = None
+    agent_pushed: bool = False
+
+    @property
+    def state(self) -> str:
+        """ "up", "down", or "pending" (a live view that has not heard from the host yet)."""
+        if self.error is not None:
+            return "down"
+        return "pending" if self.facts is None else "up"
+
+    @property
+    def capacity(self) -> NodeCapacity:
+        return effective_capacity(self.facts, self.host.capacity)
+
+
+def new_host_key_recorder(
+    store: SqliteStore, clock: Callable[[], float] = time.time
+) -> Callable[[str, str, str], None]:
+    """Record each accepted host key in the event log (accepting is an explicit act)."""
+
+    def record(host: str, known_as: str, key: str) -> None:
+        store.record_event(clock(), "host_key_accepted", host, {"known_as": known_as, "key": key})
+
+    return record
+
+
+async def probe_hosts(
+    hosts: Sequence[Host],
+    options: TransportOptions,
+    store: SqliteStore,
+    clock: Callable[[], float] = time.time,
+) -> list[HostStatus]:
+    """Probe every host once, in parallel; store fresh facts; keep failures as rows."""
+
+    async def probe(host: Host, conn: Connection) -> Probe:
+        return await probe_host(conn, host, options.command_timeout)
+
+    async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
+        outcomes = await pool.fan_out(hosts, probe)
+    now = clock()
+    for host in hosts:
+        outcome = outcomes[host.name]
+        if isinstance(outcome, Probe):
+            store.save_facts(host.name, now, outcome.document)
+    return statuses_from(hosts, outcomes, store, now)
+
+
+def statuses_from(
+    hosts: Sequence[Host],
+    outcomes: dict[str, Probe | HostError],
+    store: SqliteStore,
+    now: float,
+) -> list[HostStatus]:
+    """Rows for ``hosts``: fresh where probed, last known facts where not."""
+    failed = [h.name for h in hosts if isinstance(outcomes[h.name], HostError)]
+    remembered = store.load_facts(failed) if failed else {}
+    rows = []
+    for host in hosts:
+        outcome = outcomes[host.name]
+        if isinstance(outcome, Probe):
+            rows.append(HostStatus(host, outcome.facts, now, agent_pushed=outcome.pushed))
+            continue
+        last = remembered.get(host.name)
+        rows.append(
+            HostStatus(
+                host,
+                _stored(last.document) if last else None,
+                last.probed_at if last else None,
+                error=outcome,
+            )
+        )
+    return rows
+
+
+def _stored(document: object) -> HostFacts | None:
+    try:
+        return parse_facts(document)
+    except WireError:
+        return None  # written by an older or newer leptonctl; not worth failing over

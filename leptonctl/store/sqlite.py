@@ -1,0 +1,161 @@
+"""The embedded state store: one SQLite file in WAL mode, private to the user.
+
+Holds what leptonctl learned and decided (the last probe of each host, the
+event log); the truth about what runs on a host stays on that host.  Schema
+changes are numbered migrations tracked with ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leptonctl.errors import StateError
+
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE host_facts (
+        host TEXT PRIMARY KEY,
+        probed_at REAL NOT NULL,
+        facts TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        host TEXT,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_by_kind ON events(kind, at);
+    """,
+)
+
+
+@dataclass(frozen=True)
+class StoredFacts:
+    host: str
+    probed_at: float
+    document: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    kind: str
+    host: str | None
+    detail: Mapping[str, Any]
+
+
+class SqliteStore:
+    """A state store on one SQLite file.  Use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            os.close(fd)
+            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(
+                f"cannot open the state store {path}: {exc}",
+                hint="check the path and its permissions, "
+                "or point --state/LEPTONCTL_STATE elsewhere",
+            ) from exc
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > len(_MIGRATIONS):
+            raise StateError(
+                f"the state store {self.path} has schema {version}, newer than this leptonctl "
+                f"({len(_MIGRATIONS)})",
+                hint="upgrade leptonctl, or use another --state file",
+            )
+        for number in range(version, len(_MIGRATIONS)):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (current,) = self._db.execute("PRAGMA user_version").fetchone()
+                if current == number:  # another process may have migrated meanwhile
+                    for statement in _split_sql(_MIGRATIONS[number]):
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {number + 1}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # -- host facts ---------------------------------------------------------
+
+    def save_facts(self, host: str, probed_at: float, document: Mapping[str, Any]) -> None:
+        self._write(
+            "INSERT INTO host_facts(host, probed_at, facts) VALUES (?, ?, ?) "
+            "ON CONFLICT(host) DO UPDATE SET "
+            "probed_at = excluded.probed_at, facts = excluded.facts",
+            (host, probed_at, json.dumps(document, separators=(",", ":"))),
+        )
+
+    def load_facts(self, hosts: Iterable[str] | None = None) -> dict[str, StoredFacts]:
+        rows = self._read("SELECT host, probed_at, facts FROM host_facts", ())
+        wanted = None if hosts is None else set(hosts)
+        return {
+            host: StoredFacts(host, probed_at, json.loads(facts))
+            for host, probed_at, facts in rows
+            if wanted is None or host in wanted
+        }
+
+    # -- events -------------------------------------------------------------
+
+    def record_event(
+        self, at: float, kind: str, host: str | None, detail: Mapping[str, Any]
+    ) -> None:
+        self._write(
+            "INSERT INTO events(at, kind, host, detail) VALUES (?, ?, ?, ?)",
+            (at, kind, host, json.dumps(detail, separators=(",", ":"))),
+        )
+
+    def events(self, kind: str | None = None) -> list[Event]:
+        if kind is None:
+            rows = self._read("SELECT at, kind, host, detail FROM events ORDER BY id", ())
+        else:
+            rows = self._read(
+                "SELECT at, kind, host, detail FROM events WHERE kind = ? ORDER BY id", (kind,)
+            )
+        return [Event(at, k, host, json.loads(detail)) for at, k, host, detail in rows]
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the state store {self.path}: {exc}") from exc
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return list(self._db.execute(sql, params))
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the state store {self.path}: {exc}") from exc
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

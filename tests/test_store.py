@@ -1,0 +1,70 @@
+"""The SQLite state store on real files: private, migrated, shared by two processes."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from leptonctl.errors import StateError
+from leptonctl.store.sqlite import SqliteStore
+
+
+def test_store_file_and_directory_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "state.db"
+    with SqliteStore(path):
+        pass
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_facts_round_trip_and_latest_wins(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.save_facts("h1", 10.0, {"schema": 1, "n": 1})
+        store.save_facts("h1", 20.0, {"schema": 1, "n": 2})
+        store.save_facts("h2", 15.0, {"schema": 1, "n": 3})
+    with SqliteStore(tmp_path / "s.db") as store:  # reopened: it was on disk
+        facts = store.load_facts()
+        assert {h: (f.probed_at, f.document["n"]) for h, f in facts.items()} == {
+            "h1": (20.0, 2),
+            "h2": (15.0, 3),
+        }
+        assert list(store.load_facts(["h2"])) == ["h2"]
+
+
+def test_two_open_stores_see_each_others_writes(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with SqliteStore(path) as first, SqliteStore(path) as second:
+        first.record_event(1.0, "host_key_accepted", "h1", {"known_as": "10.0.0.1"})
+        second.record_event(2.0, "host_key_accepted", "h2", {"known_as": "10.0.0.2"})
+        assert [e.host for e in first.events("host_key_accepted")] == ["h1", "h2"]
+        assert second.events("other") == []
+
+
+def test_wal_mode_and_schema_version_are_set(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with SqliteStore(path):
+        pass
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
+    db.close()
+
+
+def test_a_store_from_a_newer_leptonctl_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 999")
+    db.close()
+    with pytest.raises(StateError, match="newer than this leptonctl"):
+        SqliteStore(path)
+
+
+def test_unwritable_location_is_a_state_error_with_a_hint(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StateError) as info:
+        SqliteStore(blocker / "state.db")
+    assert info.value.hint and "--state" in info.value.hint
