@@ -40,17 +40,14 @@ any field may be null where it could not be read.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import platform
 import re
-import shutil
-import socket
-import subprocess
 import sys
 import time
-import warnings
+
+# csv, shutil, subprocess and warnings are imported where they are used: a probe of a
+# host without GPU tools never needs them, and every import is start-up time.
 
 AGENT_VERSION = "0.1.0"
 SCHEMA = 1
@@ -146,6 +143,8 @@ def norm_hex(value):
 
 def run_tool(argv):
     """Run a tool with stdin closed; return (returncode or None, stdout, stderr)."""
+    import subprocess
+
     try:
         proc = subprocess.run(
             argv,
@@ -212,12 +211,12 @@ def read_distro(host):
 
 
 def read_os(host):
-    uname = platform.uname()
+    uname = os.uname()
     distro = read_distro(host)
     return {
-        "os": {"system": uname.system, "release": uname.release, "version": uname.version,
+        "os": {"system": uname.sysname, "release": uname.release, "version": uname.version,
                "machine": uname.machine, "distro": distro},
-        "python": {"version": platform.python_version(), "executable": sys.executable},
+        "python": {"version": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable},
     }  # fmt: skip
 
 
@@ -423,6 +422,8 @@ def gpus_from_pynvml(host, reasons):
     if env_flag("LEPTON_AGENT_NO_PYNVML"):
         reasons.append("NVML not available (disabled by LEPTON_AGENT_NO_PYNVML)")
         return None
+    import warnings
+
     try:
         with warnings.catch_warnings():  # the old 'pynvml' package warns on import
             warnings.simplefilter("ignore")
@@ -453,6 +454,8 @@ def gpus_from_pynvml(host, reasons):
 
 def smi_csv(text):
     """nvidia-smi csv rows with '[N/A]'-like cells as None."""
+    import csv
+
     for row in csv.reader((text or "").splitlines(), skipinitialspace=True):
         if row and row[0].strip():
             yield [None if cell.strip().lower() in SMI_NULLS else cell.strip() for cell in row]
@@ -488,6 +491,8 @@ def smi_processes(host, smi, gpus):
 
 
 def gpus_from_nvidia_smi(host, reasons):
+    import shutil
+
     smi = shutil.which("nvidia-smi")
     if not smi:
         reasons.append("nvidia-smi not on PATH")
@@ -589,6 +594,8 @@ def read_fpga_managers(host):
 
 def read_fpga_tools():
     """First lines of `xbutil examine` / `fpgainfo fme` for the tools that are on PATH."""
+    import shutil
+
     texts = {}
     for tool, args in FPGA_TOOLS:
         exe = shutil.which(tool)
@@ -637,7 +644,7 @@ def probe(root, data_dir):
     started = time.perf_counter()
     host = Host(root, data_dir)
     doc = {"schema": SCHEMA, "agent_version": AGENT_VERSION, "time": time.time()}
-    doc.update(probe_ms=None, hostname=socket.gethostname())
+    doc.update(probe_ms=None, hostname=os.uname().nodename)
     try:
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
     except OSError as exc:

@@ -94,6 +94,23 @@ def test_ssh_config_alias_and_proxyjump_are_honoured(
     assert f"Connection from {h1.ip}" in log.read_text()[len(before) :]
 
 
+def test_proxy_jump_from_ansible_ssh_args_goes_through_the_jump_host(
+    lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h2, h4 = lab.host("h2"), lab.host("h4")
+    inventory = tmp_path / "jump.ini"
+    inventory.write_text(
+        f"far ansible_host={h4.ip} ansible_user=root "
+        f"ansible_ssh_common_args='-o ProxyJump=root@{h2.ip}'\n"
+    )
+    log = h4.root / "sshd.log"
+    before = log.read_text() if log.exists() else ""
+    code, doc = status_json(capsys, "-i", str(inventory))
+    assert code == 0, doc
+    assert by_host(doc)["far"]["hostname"] == "h4"
+    assert f"Connection from {h2.ip}" in log.read_text()[len(before) :]
+
+
 def test_changed_host_key_is_refused_while_other_hosts_answer(
     lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -194,16 +211,17 @@ def test_agent_is_pushed_once_then_reused(
 ) -> None:
     inventory = write_inventory(tmp_path / "hosts.yaml", lab, ["h2"])
     cache = lab.path_on("h2", "/root/.cache/leptonctl")
-    for old in cache.glob("agent-*.py") if cache.exists() else []:
+    for old in cache.glob("lepton_agent_*.py") if cache.exists() else []:
         old.unlink()
     assert status_json(capsys, "-i", str(inventory))[0] == 0
-    (agent,) = cache.glob("agent-*.py")
+    (agent,) = cache.glob("lepton_agent_*.py")
     first = agent.stat()
     assert first.st_mode & 0o777 == 0o600 and cache.stat().st_mode & 0o777 == 0o700
     assert status_json(capsys, "-i", str(inventory))[0] == 0
     second = agent.stat()
     assert (second.st_ino, second.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
     assert list(cache.glob(".agent-*")) == []  # no temp files left behind
+    assert list((cache / "__pycache__").glob("lepton_agent_*.pyc"))
 
 
 def test_probe_reports_the_hosts_real_memory_python_and_private_data_dir(

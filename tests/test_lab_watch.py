@@ -29,7 +29,7 @@ def serve_processes(lab: Lab, name: str) -> list[int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"serve" in argv and any(a.endswith(b".py") and b"agent-" in a for a in argv):
+        if b"serve" in argv and any(b"import lepton_agent_" in a for a in argv):
             found.append(pid)
     return found
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 
@@ -105,13 +104,15 @@ def run(argv: list[str] | None = None) -> int:
     except LeptonError as error:
         report_error(error, stderr)
         return int(error.exit_code)
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)
-    except KeyboardInterrupt:
-        return int(ExitCode.INTERRUPTED)
-    except click.ClickException as error:
-        error.show()
-        return int(ExitCode.USAGE) if error.exit_code == 2 else error.exit_code
+    except Exception as error:
+        # Click's usage errors (Typer may vendor Click, so match on behaviour, not class).
+        show, exit_code = getattr(error, "show", None), getattr(error, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            return exit_code
+        raise
     return int(result or 0)
 
 

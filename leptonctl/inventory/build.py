@@ -32,12 +32,16 @@ precedence place wins, and in the same place the ``ansible_*`` name wins):
     python         ansible_python_interpreter, python       (default python3;
                    Ansible's ``auto*`` values mean python3)
     data_dir       lepton_data_dir, data_dir
+    proxy_jump     lepton_proxy_jump, proxy_jump, or ``-J HOST`` / ``-o ProxyJump=HOST``
+                   inside ansible_ssh_common_args / ansible_ssh_extra_args (the
+                   only ssh option read from there; the rest belongs in ~/.ssh/config)
     capacity       capacity
 """
 
 from __future__ import annotations
 
 import copy
+import shlex
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -61,6 +65,8 @@ FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "connection": ("ansible_connection", "connection"),
     "python": ("ansible_python_interpreter", "python"),
     "data_dir": ("lepton_data_dir", "data_dir"),
+    "proxy_jump": ("lepton_proxy_jump", "proxy_jump"),
+    "ssh_args": ("ansible_ssh_extra_args", "ansible_ssh_common_args"),
     "capacity": ("capacity",),
 }
 CONNECTIONS = {"ssh": "ssh", "local": "local", "smart": "ssh"}
@@ -300,6 +306,30 @@ class _Resolver:
             return DEFAULT_PYTHON
         return value
 
+    def proxy_jump(self) -> str | None:
+        direct = self.text("proxy_jump")
+        if direct is not None:
+            return direct
+        found = self.pick("ssh_args")
+        if found is None:
+            return None
+        key, value = found
+        try:
+            words = shlex.split(str(value))
+        except ValueError as exc:
+            raise self.error(key, f"{key} is not valid shell words: {exc}") from None
+        for i, word in enumerate(words):
+            option = word[2:] if word.startswith("-o") else None
+            if option == "" and i + 1 < len(words):
+                option = words[i + 1]
+            if option is not None and option.lower().startswith("proxyjump"):
+                return option.split("=", 1)[1].strip() if "=" in option else None
+            if word == "-J" and i + 1 < len(words):
+                return words[i + 1]
+            if word.startswith("-J") and len(word) > 2:
+                return word[2:]
+        return None
+
     def capacity(self) -> DeclaredCapacity | None:
         found = self.pick("capacity")
         if found is None:
@@ -321,6 +351,7 @@ class _Resolver:
             connection=self.connection(),
             python=self.python(),
             data_dir=self.text("data_dir"),
+            proxy_jump=self.proxy_jump(),
             groups=groups,
             vars=MappingProxyType(copy.deepcopy(self.values)),
             capacity=self.capacity(),

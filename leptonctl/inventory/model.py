@@ -54,6 +54,7 @@ class Host:
     vars: Mapping[str, Any]
     capacity: DeclaredCapacity | None
     source: str
+    proxy_jump: str | None = None  # jump host(s), as ssh's -J takes them
 
     def __hash__(self) -> int:  # ``vars`` is a mapping, so hash the identity
         return hash((self.name, self.source))

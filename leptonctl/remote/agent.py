@@ -1,11 +1,15 @@
 """The agent client: push the agent by content hash, run it, read its answers.
 
 The agent is one stdlib-only file.  On each host it lives at
-``${XDG_CACHE_HOME:-~/.cache}/leptonctl/agent-<sha256 prefix>.py``: a changed
-agent gets a new name, an unchanged one is never uploaded again.  The upload
-is verified against the hash on the host and renamed into place atomically, so
-concurrent pushes from two terminals are safe and a dropped connection never
-leaves a truncated agent under its final name.
+``${XDG_CACHE_HOME:-~/.cache}/leptonctl/lepton_agent_<sha256 prefix>.py``: a
+changed agent gets a new name, an unchanged one is never uploaded again.  The
+upload is verified against the hash on the host and renamed into place
+atomically, so concurrent pushes from two terminals are safe and a dropped
+connection never leaves a truncated agent under its final name.
+
+The installer also byte-compiles the agent, and the launcher *imports* it
+rather than running it as a script, so each run skips compiling ~700 lines
+(about a third of the agent's start-up on a small host).
 """
 
 from __future__ import annotations
@@ -41,8 +45,20 @@ with os.fdopen(fd, "wb") as f:
     f.write(data)
     f.flush()
     os.fsync(f.fileno())
-os.replace(tmp, os.path.join(directory, name))
+final = os.path.join(directory, name)
+os.replace(tmp, final)
+try:
+    import importlib.util, py_compile
+    py_compile.compile(final, cfile=importlib.util.cache_from_source(final), doraise=True)
+except Exception:
+    pass  # no bytecode cache: the agent still runs, only its start-up is slower
 """
+
+# Runs the cached agent as an imported module (so its bytecode cache is used).
+# sys.path[0] is replaced first: nothing is ever imported from the remote cwd.
+_LAUNCHER = (
+    "import sys; sys.path[0] = sys.argv[1]; import {module} as a; sys.exit(a.main(sys.argv[2:]))"
+)
 
 
 @cache
@@ -60,8 +76,12 @@ def agent_digest() -> str:
     return hashlib.sha256(agent_source()).hexdigest()[:20]
 
 
+def _module() -> str:
+    return f"lepton_agent_{agent_digest()}"
+
+
 def _agent_name() -> str:
-    return f"agent-{agent_digest()}.py"
+    return f"{_module()}.py"
 
 
 def agent_command(host: Host, args: list[str]) -> str:
@@ -71,9 +91,10 @@ def agent_command(host: Host, args: list[str]) -> str:
         argv += ["--data-dir", host.data_dir]
     quoted = " ".join(shlex.quote(a) for a in argv)
     python = shlex.quote(host.python)
+    launcher = shlex.quote(_LAUNCHER.format(module=_module()))
     return (
-        f'f={_CACHE_DIR}/{_agent_name()}; [ -r "$f" ] || exit {_MISSING}; '
-        f'exec {python} "$f" {quoted}'
+        f'd={_CACHE_DIR}; [ -r "$d/{_agent_name()}" ] || exit {_MISSING}; '
+        f'exec {python} -c {launcher} "$d" {quoted}'
     )
 
 

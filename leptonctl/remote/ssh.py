@@ -150,6 +150,8 @@ async def connect_ssh(
         kwargs["port"] = host.port
     if host.user is not None:
         kwargs["username"] = host.user
+    if host.proxy_jump is not None:
+        kwargs["tunnel"] = host.proxy_jump
     if host.identity_file is not None:
         kwargs["client_keys"] = [os.path.expanduser(host.identity_file)]
     try:
