@@ -10,8 +10,9 @@ from leptonctl.core.outputs import HostOutput, fold_outputs
 from leptonctl.errors import CommandFailed, Unreachable
 from leptonctl.inventory.model import DeclaredCapacity
 from leptonctl.remote.transport import RunResult
-from leptonctl.render.execute import exec_document, exec_report, output_groups
-from leptonctl.render.status import bar, dashboard, hosts_table, status_document, status_view
+from leptonctl.render.documents import exec_document, status_document
+from leptonctl.render.execute import exec_report, output_groups
+from leptonctl.render.status import bar, dashboard, hosts_table, status_view
 from leptonctl.render.units import human_age, human_bytes
 from leptonctl.services.status import HostStatus
 from tests.helpers import gpu_facts, make_host

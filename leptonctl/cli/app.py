@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from leptonctl import __version__
 from leptonctl.cli import execute, status
@@ -90,19 +89,23 @@ def global_options(
     )
 
 
-def report_error(error: LeptonError, console: Console) -> None:
-    console.print(f"[bold red]error:[/] {error.message}", highlight=False, markup=True)
+def report_error(error: LeptonError) -> None:
+    """The one place a ``LeptonError`` becomes words on stderr."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, highlight=False)
+    console.print(f"[bold red]error:[/] {escape(error.message)}")
     if error.hint:
-        console.print(f"[dim]hint: {error.hint}[/]", highlight=False)
+        console.print(f"[dim]hint: {escape(error.hint)}[/]")
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run leptonctl with ``argv``; return the exit code."""
-    stderr = Console(stderr=True)
     try:
         result = app(args=argv, prog_name="leptonctl", standalone_mode=False)
     except LeptonError as error:
-        report_error(error, stderr)
+        report_error(error)
         return int(error.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)

@@ -6,13 +6,12 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from leptonctl.cli.context import run_async, settings
 from leptonctl.cli.status import LimitOption
 from leptonctl.errors import ExitCode, HostError
 from leptonctl.remote.transport import RunResult
-from leptonctl.render.execute import exec_document, exec_report, output_groups
+from leptonctl.render.documents import exec_document
 from leptonctl.services.execute import run_everywhere, shell_command
 
 
@@ -37,6 +36,10 @@ def exec_command(
     if as_json:
         print(json.dumps(exec_document(line, results, order), indent=2))
     else:
+        from rich.console import Console  # rich only where output is printed
+
+        from leptonctl.render.execute import exec_report, output_groups
+
         groups, errors = output_groups(results, order)
         Console(highlight=False).print(exec_report(groups, errors))
     if any(isinstance(r, HostError) for r in results.values()):

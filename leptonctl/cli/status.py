@@ -8,13 +8,11 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.live import Live
 
 from leptonctl.cli.context import Settings, run_async, settings
 from leptonctl.errors import ExitCode
 from leptonctl.inventory import Host
-from leptonctl.render.status import dashboard, status_document, status_view
+from leptonctl.render.documents import status_document
 from leptonctl.services.status import probe_hosts
 from leptonctl.services.watch import watch_status
 
@@ -48,12 +46,21 @@ def status(
     if as_json:
         print(json.dumps(status_document(rows, now), indent=2))
     else:
+        from rich.console import Console  # rich only where a table is printed
+
+        from leptonctl.render.status import status_view
+
         Console().print(status_view(rows, now))
     if any(r.state != "up" for r in rows):
         raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
 
 
 def _watch(config: Settings, hosts: Sequence[Host], interval: float, as_json: bool) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    from leptonctl.render.status import dashboard
+
     async def loop() -> None:
         with config.store() as store:
             stream = watch_status(hosts, config.transport(), store, interval)
@@ -61,8 +68,7 @@ def _watch(config: Settings, hosts: Sequence[Host], interval: float, as_json: bo
                 async for rows in stream:
                     print(json.dumps(status_document(rows, time.time())), flush=True)
                 return
-            console = Console()
-            with Live(console=console, auto_refresh=False, screen=False) as live:
+            with Live(console=Console(), auto_refresh=False) as live:
                 async for rows in stream:
                     live.update(dashboard(rows, time.time(), "leptonctl status"), refresh=True)
 

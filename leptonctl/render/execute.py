@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.rule import Rule
@@ -46,24 +45,3 @@ def exec_report(groups: Sequence[OutputGroup], errors: Mapping[str, HostError]) 
         if error.hint:
             parts.append(Text(f"hint: {error.hint}", style="dim"))
     return Group(*parts)
-
-
-def exec_document(
-    command: str, results: Mapping[str, RunResult | HostError], order: Sequence[str]
-) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
-    for host in order:
-        result = results[host]
-        if isinstance(result, RunResult):
-            rows.append(
-                {
-                    "host": host,
-                    "exit_status": result.exit_status,
-                    "stdout": result.stdout,
-                    "stderr": result.stderr,
-                }
-            )
-        else:
-            rows.append({"host": host, "exit_status": None, "error": result.to_json()})
-    ok = sum(1 for r in rows if r.get("exit_status") == 0)
-    return {"command": command, "results": rows, "summary": {"total": len(rows), "ok": ok}}
