@@ -62,6 +62,8 @@ def test_dashboard_has_per_gpu_bars() -> None:
     assert "2/3 up" not in text and "1/3 up" in text
     gpu_lines = [line for line in text.splitlines() if line.startswith("gpu07 ")]
     assert any("97%" in line and "700 W" in line for line in gpu_lines)
+    # the down host keeps its (dimmed) table row, but gets no live-looking GPU bars
+    assert not any("°C" in line for line in text.splitlines() if line.startswith("gpu08"))
 
 
 def test_bar_fills_in_proportion_and_says_when_unknown() -> None:

@@ -47,8 +47,8 @@ def hosts_table(rows: Sequence[HostStatus], now: float) -> Table:
 
 
 def gpu_table(rows: Sequence[HostStatus]) -> Table | None:
-    """Per-GPU utilization and memory bars, or None when no host has a GPU."""
-    gpus = [(row, gpu) for row in rows if row.facts for gpu in row.facts.gpus]
+    """Per-GPU bars of the hosts that are up (stale bars would mislead), or None."""
+    gpus = [(row, gpu) for row in rows if row.state == "up" and row.facts for gpu in row.facts.gpus]
     if not gpus:
         return None
     table = Table(box=None, header_style="bold", pad_edge=False)
