@@ -22,9 +22,9 @@ def test_store_file_and_directory_are_private(tmp_path: Path) -> None:
 
 def test_facts_round_trip_and_latest_wins(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "s.db") as store:
-        store.save_facts("h1", 10.0, {"schema": 1, "n": 1})
-        store.save_facts("h1", 20.0, {"schema": 1, "n": 2})
-        store.save_facts("h2", 15.0, {"schema": 1, "n": 3})
+        store.save_facts(10.0, {"h1": {"schema": 1, "n": 1}})
+        store.save_facts(15.0, {"h1": {"schema": 1, "n": 1}, "h2": {"schema": 1, "n": 3}})
+        store.save_facts(20.0, {"h1": {"schema": 1, "n": 2}})
     with SqliteStore(tmp_path / "s.db") as store:  # reopened: it was on disk
         facts = store.load_facts()
         assert {h: (f.probed_at, f.document["n"]) for h, f in facts.items()} == {

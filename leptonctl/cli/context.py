@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,3 @@ def settings(ctx: typer.Context) -> Settings:
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """The one ``asyncio.run`` of a command."""
     return asyncio.run(coro)
-
-
-def interactive() -> bool:
-    return sys.stdout.isatty()

@@ -30,7 +30,7 @@ from leptonctl.errors import (
 )
 from leptonctl.inventory.model import Host
 from leptonctl.paths import user_known_hosts
-from leptonctl.remote.transport import RunResult, Stream, TransportOptions, _text
+from leptonctl.remote.transport import RunResult, Stream, TransportOptions, decode_output
 
 NewHostKeyCallback = Callable[[str, str, str], None]  # (inventory host, known_hosts name, key line)
 
@@ -86,7 +86,8 @@ class SshConnection:
         status = result.exit_status
         if status is not None and status < 0:  # asyncssh reports -1 when killed by a signal
             status = None
-        return RunResult(self.host, command, status, _text(result.stdout), _text(result.stderr))
+        out, err = decode_output(result.stdout), decode_output(result.stderr)
+        return RunResult(self.host, command, status, out, err)
 
     async def start(self, command: str) -> Stream:
         try:

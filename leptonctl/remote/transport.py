@@ -106,7 +106,7 @@ class LocalConnection:
                 hint="raise --timeout, or look at what the command waits for",
             ) from None
         status = proc.returncode if proc.returncode is not None and proc.returncode >= 0 else None
-        return RunResult(self.host, command, status, _text(out), _text(err))
+        return RunResult(self.host, command, status, decode_output(out), decode_output(err))
 
     async def start(self, command: str) -> Stream:
         proc = await asyncio.create_subprocess_exec(
@@ -158,7 +158,7 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _text(data: bytes | str | None) -> str:
+def decode_output(data: bytes | str | None) -> str:
     if data is None:
         return ""
     if isinstance(data, str):

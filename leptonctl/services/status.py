@@ -63,10 +63,9 @@ async def probe_hosts(
     async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
         outcomes = await pool.fan_out(hosts, probe)
     now = clock()
-    for host in hosts:
-        outcome = outcomes[host.name]
-        if isinstance(outcome, Probe):
-            store.save_facts(host.name, now, outcome.document)
+    store.save_facts(
+        now, {name: o.document for name, o in outcomes.items() if isinstance(o, Probe)}
+    )
     return statuses_from(hosts, outcomes, store, now)
 
 

@@ -96,7 +96,7 @@ class LiveCluster:
         self._backoff.pop(host.name, None)
         now = self._clock()
         if now - self._stored_at.get(host.name, 0.0) >= STORE_EVERY:
-            self._store.save_facts(host.name, now, probe.document)
+            self._store.save_facts(now, {host.name: probe.document})
             self._stored_at[host.name] = now
         return HostStatus(host, probe.facts, now)
 

@@ -104,12 +104,13 @@ class SqliteStore:
 
     # -- host facts ---------------------------------------------------------
 
-    def save_facts(self, host: str, probed_at: float, document: Mapping[str, Any]) -> None:
+    def save_facts(self, probed_at: float, documents: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store the latest probe of each host, all in one transaction."""
         self._write(
             "INSERT INTO host_facts(host, probed_at, facts) VALUES (?, ?, ?) "
             "ON CONFLICT(host) DO UPDATE SET "
             "probed_at = excluded.probed_at, facts = excluded.facts",
-            (host, probed_at, json.dumps(document, separators=(",", ":"))),
+            [(h, probed_at, json.dumps(d, separators=(",", ":"))) for h, d in documents.items()],
         )
 
     def load_facts(self, hosts: Iterable[str] | None = None) -> dict[str, StoredFacts]:
@@ -128,7 +129,7 @@ class SqliteStore:
     ) -> None:
         self._write(
             "INSERT INTO events(at, kind, host, detail) VALUES (?, ?, ?, ?)",
-            (at, kind, host, json.dumps(detail, separators=(",", ":"))),
+            [(at, kind, host, json.dumps(detail, separators=(",", ":")))],
         )
 
     def events(self, kind: str | None = None) -> list[Event]:
@@ -142,11 +143,12 @@ class SqliteStore:
 
     # -- plumbing -----------------------------------------------------------
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+    def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One transaction for all ``rows``."""
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(sql, params)
+                self._db.executemany(sql, rows)
         except sqlite3.Error as exc:
             raise StateError(f"cannot write the state store {self.path}: {exc}") from exc
 
