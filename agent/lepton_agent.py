@@ -18,6 +18,14 @@ Commands
     copied into its reply. Exit 0 on EOF.
 ``version``
     Print ``{"schema": 1, "agent_version": ...}``.
+``job-start | job-status [ID ...] | job-kill ID [--grace S] | job-log ID [--offset N]
+[--limit N] | job-rm ID`` (each with ``--data-dir``)
+    Detached jobs under DATA/jobs/<id>/, see "Jobs" below. Each prints one JSON line and
+    exits 0; a malformed request prints ``{"schema": 1, "error": ...}`` and exits 2 (an
+    internal failure: exit 1). ``serve`` has the same ops: ``{"op": "job-start", "spec":
+    {...}}``, ``{"op": "job-status", "ids": [...] | null}``, ``{"op": "job-kill", "id": ID,
+    "grace": S}``, ``{"op": "job-log", "id": ID, "offset": N, "limit": N}``, ``{"op":
+    "job-rm", "id": ID}``; in their replies ``"id"`` is the job id.
 
 ``--data-dir`` defaults to ``$XDG_DATA_HOME/leptonctl`` or ``~/.local/share/leptonctl``
 and is created (mode 0700) when missing; its filesystem is reported in ``disks``.
@@ -35,6 +43,29 @@ Wire format, schema 1: one JSON object per line. Top-level keys: ``schema`` (1),
 ``fpga_tools`` ({"xbutil": text, "fpgainfo": text}) and ``unavailable`` ({section: reason}).
 The field names of each section are the keys the ``read_*`` functions below return;
 any field may be null where it could not be read.
+
+Jobs
+----
+``job-start`` reads the spec from stdin: ``{"id": "^[A-Za-z0-9._-]{1,64}$" (not . or ..),
+"command": [argv...] | "shell string" (run by /bin/sh -c), "env": {K: V} (added to the
+agent's environment), "workdir": path | null (home; relative = under home), "walltime": s |
+null, "grace": s (10)}``. It starts a supervisor (double fork + setsid, stdio /dev/null,
+cwd /) that outlives the SSH connection, waits up to 5 s for its first record and answers
+``{"schema": 1, "created": bool, <status entry>}``. A job dir that already has a supervisor or
+an end record is not started again (``created`` false): a retried submit is safe.
+The supervisor runs the command in a new session (pgid = sid = its pid), stdin /dev/null,
+stdout+stderr appended to ``log``, with the agent's original umask; it kills the whole
+group when the leader exits, on walltime (TERM, KILL after the grace: TIMEOUT) and on cancel
+(SIGTERM to the supervisor or a ``cancel`` file: CANCELLED).
+A status entry: ``{"id", "state", "pid", "pgid", "started", "ended", "exit_code", "signal",
+"peak_rss_bytes", "reason", "log_bytes"}``; state is one of STARTING, RUNNING, COMPLETED
+(exit 0), FAILED (127/126 when it could not start), TIMEOUT, CANCELLED, LOST (no end
+record and no supervisor: the host rebooted or it was killed), UNKNOWN (no such job).
+``job-status`` -> ``{"schema": 1, "jobs": [entry...]}``; ``job-kill`` -> the entry after the
+request plus ``"cancel_requested"`` (false for an ended job); ``job-log`` -> ``{"schema": 1,
+"id", "offset", "data" (utf-8, errors replaced), "next_offset", "eof", "state"}``;
+``job-rm`` -> ``{"schema": 1, "id", "removed", "state"}`` plus ``"error"`` while it runs.
+Every file the agent writes is private (umask 077, dirs 0700), records are written atomically.
 """
 
 from __future__ import annotations
@@ -46,8 +77,9 @@ import re
 import sys
 import time
 
-# csv, shutil, subprocess and warnings are imported where they are used: a probe of a
-# host without GPU tools never needs them, and every import is start-up time.
+# csv, shutil, subprocess, warnings and what only jobs need (fcntl, signal, select,
+# resource) are imported where they are used: a probe of a host without GPU tools never
+# needs them, and every import is start-up time.
 
 AGENT_VERSION = "0.1.0"
 SCHEMA = 1
@@ -683,12 +715,16 @@ def answer(line, root, data_dir):
             reply = {"schema": SCHEMA, "pong": True, "agent_version": AGENT_VERSION}
         elif op == "version":
             reply = {"schema": SCHEMA, "agent_version": AGENT_VERSION}
+        elif op in JOB_OPS:
+            reply = job_request(op, request, data_dir)
         else:
             reply = {"schema": SCHEMA, "error": "unknown op %r" % (op,)}
+    except BadRequest as exc:
+        reply = {"schema": SCHEMA, "error": str(exc)}
     except Exception as exc:
         reply = {"schema": SCHEMA, "error": "%s failed: %s: %s" % (op, type(exc).__name__, exc)}
     if "id" in request:
-        reply["id"] = request["id"]
+        reply.setdefault("id", request["id"])  # a job reply's "id" is the job id
     return reply
 
 
@@ -704,20 +740,670 @@ def serve(root, data_dir, stdin, stdout):
     return 0
 
 
+# ---------------------------------------------------------------- jobs
+
+# Layout of DATA/jobs/<id>/: spec.json (what to run), state.json (RUNNING record of the
+# supervisor), end.json (the end record), log (stdout+stderr), cancel (job-kill's request),
+# start.lock (held by a job-start while it starts the supervisor) and supervisor.lock (held by
+# the supervisor for its whole life, its text is the supervisor pid: a lock nobody holds is a
+# supervisor that is gone, whatever happened to its pid since).
+JOB_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+JOB_OPS = ("job-start", "job-status", "job-kill", "job-log", "job-rm")
+JOB_FIELDS = ("id", "state", "pid", "pgid", "started", "ended", "exit_code", "signal",
+              "peak_rss_bytes", "reason", "log_bytes")  # fmt: skip
+JOB_LIVE = ("STARTING", "RUNNING")
+JOB_GRACE_S = 10
+JOB_START_WAIT_S = 5.0
+JOB_KILL_WAIT_S = 1.0  # job-kill waits this long for the end record before it answers
+JOB_TICK_S = 0.2  # the supervisor's walltime / cancel-file check interval
+JOB_LOG_LIMIT = 65536
+JOB_LOG_LIMIT_MAX = 4 * MIB
+EXIT_NOT_FOUND, EXIT_CANNOT_EXEC = 127, 126  # what a shell answers for the same failures
+USER_UMASK = 0o022  # the umask the agent was started with (main() records it): jobs get it back
+
+
+class BadRequest(ValueError):
+    """A malformed job request: answered with an error (exit 2 on the command line)."""
+
+
+def check_job_id(job_id):
+    if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
+        raise BadRequest("job id must match ^%s$, got %r" % (JOB_ID_PATTERN, job_id))
+    if job_id in (".", ".."):
+        raise BadRequest("job id must not be %r" % job_id)
+    return job_id
+
+
+def check_seconds(value, name, positive=False):
+    """A number of seconds (not a bool, not NaN), > 0 or >= 0; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value:
+        raise BadRequest("%s must be a number of seconds or null, got %r" % (name, value))
+    if value < 0 or (positive and value == 0):
+        raise BadRequest("%s must be %s 0, got %r" % (name, ">" if positive else ">=", value))
+    return value
+
+
+def check_count(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BadRequest("%s must be an integer >= %d, got %r" % (name, minimum, value))
+    return value
+
+
+def check_command(command):
+    if isinstance(command, str) and command.strip() and "\0" not in command:
+        return command
+    if (
+        isinstance(command, list) and command
+        and all(isinstance(arg, str) and "\0" not in arg for arg in command)
+        and command[0]
+    ):  # fmt: skip
+        return command
+    raise BadRequest("command must be a non-empty argv list of strings or a shell string")
+
+
+def check_env(env):
+    if env is None:
+        return {}
+    good = isinstance(env, dict) and all(
+        isinstance(key, str) and key and "=" not in key and "\0" not in key
+        and isinstance(value, str) and "\0" not in value
+        for key, value in env.items()
+    )  # fmt: skip
+    if not good:
+        raise BadRequest("env must be an object of string names (no '=') to string values")
+    return env
+
+
+def normalize_spec(spec):
+    """The job spec as stored in spec.json: checked, with defaults and an absolute workdir."""
+    if not isinstance(spec, dict):
+        raise BadRequest("job spec must be a JSON object")
+    home = os.path.expanduser("~")
+    workdir = spec.get("workdir")
+    if workdir is not None and (not isinstance(workdir, str) or not workdir or "\0" in workdir):
+        raise BadRequest("workdir must be a non-empty path or null")
+    grace = spec.get("grace")
+    return {
+        "id": check_job_id(spec.get("id")),
+        "command": check_command(spec.get("command")),
+        "env": check_env(spec.get("env")),
+        "workdir": home if workdir is None else os.path.join(home, os.path.expanduser(workdir)),
+        "walltime": check_seconds(spec.get("walltime"), "walltime", positive=True),
+        "grace": JOB_GRACE_S if grace is None else check_seconds(grace, "grace"),
+    }
+
+
+def job_path(data_dir, job_id, name=""):
+    return os.path.join(data_dir, "jobs", job_id, name)
+
+
+def read_json(path):
+    """The JSON object in path, or None if it is missing or not a JSON object."""
+    text = read_text(path)
+    try:
+        doc = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def write_json_atomic(path, doc):
+    """Write doc to a temp file in the same dir, fsync it, rename it over path (mode 0600)."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json_line(doc))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    try:  # make the rename itself durable
+        dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def open_locked(path, flags, wait_s=0.0):
+    """An fd of path holding an exclusive flock, or None if another process holds it (after
+    trying for wait_s). Raises OSError when path cannot be opened."""
+    import fcntl
+
+    fd = os.open(path, flags, 0o600)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:  # BlockingIOError: someone else holds it
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.02)
+
+
+def lock_held(path):
+    """Whether a live process holds the flock on path (a missing file is not held)."""
+    try:
+        fd = open_locked(path, os.O_RDONLY)
+    except OSError:
+        return False
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def group_alive(pgid):
+    """Whether a process (zombies aside) of process group pgid exists."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        names = None
+    if names is None or not os.path.exists("/proc/self/stat"):
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for name in names:
+        stat = read_text("/proc/%s/stat" % name) if name.isdigit() else None
+        fields = stat.rsplit(")", 1)[-1].split() if stat else []
+        # after "pid (comm)": state ppid pgrp session ...
+        if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
+            return True
+    return False
+
+
+def signal_group(pgid, signum):
+    """killpg -> whether it was sent (a group that is gone or not ours is not an error)."""
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def file_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def signal_name(signum):
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "signal %d" % signum
+
+
+# ---------------------------------------------------------------- jobs: status, log, rm
+
+
+def job_status(data_dir, job_id):
+    """One job's status entry (JOB_FIELDS). The end record wins; without one, the state record
+    counts only while the supervisor holds its lock: otherwise the job is LOST."""
+    entry = dict.fromkeys(JOB_FIELDS)
+    entry.update(id=job_id, log_bytes=0)
+    if not os.path.isdir(job_path(data_dir, job_id)):
+        entry.update(state="UNKNOWN", reason="no such job")
+        return entry
+    entry["log_bytes"] = file_size(job_path(data_dir, job_id, "log"))
+    state = read_json(job_path(data_dir, job_id, "state.json")) or {}
+    entry.update((key, state.get(key)) for key in ("pid", "pgid", "started"))
+    end = read_json(job_path(data_dir, job_id, "end.json"))
+    if end is None and lock_held(job_path(data_dir, job_id, "supervisor.lock")):
+        entry["state"] = "RUNNING" if state else "STARTING"
+        return entry
+    if end is None:  # read again: the supervisor writes end.json just before it lets go
+        end = read_json(job_path(data_dir, job_id, "end.json"))
+    if end is not None:
+        keys = ("state", "ended", "exit_code", "signal", "peak_rss_bytes", "reason")
+        entry.update((key, end.get(key)) for key in keys)
+    elif lock_held(job_path(data_dir, job_id, "start.lock")):
+        entry["state"] = "STARTING"
+    elif state:
+        entry["state"] = "LOST"
+        entry["reason"] = (
+            "supervisor (pid %s) is gone without an end record: the host rebooted or it was "
+            "killed" % state.get("supervisor_pid")
+        )
+    else:
+        entry.update(state="LOST", reason="the supervisor never started")
+    return entry
+
+
+def list_job_ids(data_dir):
+    try:
+        names = os.listdir(os.path.join(data_dir, "jobs"))
+    except OSError:
+        return []
+    ids = [n for n in names if re.fullmatch(JOB_ID_PATTERN, n) and n not in (".", "..")]
+    return sorted(n for n in ids if os.path.isdir(job_path(data_dir, n)))
+
+
+def job_statuses(data_dir, ids):
+    if ids is None:
+        ids = list_job_ids(data_dir)
+    elif not isinstance(ids, list):
+        raise BadRequest("ids must be a list of job ids or null")
+    return {"schema": SCHEMA, "jobs": [job_status(data_dir, check_job_id(i)) for i in ids]}
+
+
+def trim_partial_utf8(data):
+    """data less a UTF-8 sequence cut off at its end (the next read sends it whole); never
+    trimmed to nothing, so a reader always makes progress."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # ASCII or a lead byte
+            need = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            need = 1 if byte < 0x80 or byte >> 3 == 0b11111 else need
+            return data[:-back] if need > back and len(data) > back else data
+    return data
+
+
+def read_job_log(data_dir, job_id, offset, limit):
+    check_job_id(job_id)
+    offset = check_count(offset, "offset", 0)
+    limit = min(check_count(limit, "limit", 1), JOB_LOG_LIMIT_MAX)
+    entry = job_status(data_dir, job_id)  # before the read: an ended job's log is complete
+    data, size = b"", 0
+    try:
+        with open(job_path(data_dir, job_id, "log"), "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(offset)
+            data = fh.read(limit)
+    except OSError:
+        pass
+    eof = entry["state"] not in JOB_LIVE and offset + len(data) >= size
+    if not eof:
+        data = trim_partial_utf8(data)
+    return {"schema": SCHEMA, "id": job_id, "offset": offset,
+            "data": data.decode("utf-8", "replace"), "next_offset": offset + len(data),
+            "eof": eof, "state": entry["state"]}  # fmt: skip
+
+
+def remove_job(data_dir, job_id):
+    """Remove an ended (or LOST and dead) job's directory; refuse while it runs."""
+    import shutil
+
+    entry = job_status(data_dir, check_job_id(job_id))
+    reply = {"schema": SCHEMA, "id": job_id, "removed": False, "state": entry["state"]}
+    if entry["state"] == "UNKNOWN":
+        return reply
+    alive = entry["state"] == "LOST" and entry["pgid"] and group_alive(entry["pgid"])
+    if entry["state"] in JOB_LIVE or alive:
+        reply["error"] = "job %s is %s: job-kill it first" % (job_id, entry["state"])
+        return reply
+    doomed = os.path.join(data_dir, "jobs", "%s~rm~%d" % (job_id, os.getpid()))
+    os.rename(job_path(data_dir, job_id), doomed)  # gone at once, not half-removed
+    shutil.rmtree(doomed, ignore_errors=True)
+    reply["removed"] = True
+    return reply
+
+
+# ---------------------------------------------------------------- jobs: start and kill
+
+
+def has_supervisor_or_end(data_dir, job_id):
+    return (
+        os.path.exists(job_path(data_dir, job_id, "state.json"))
+        or os.path.exists(job_path(data_dir, job_id, "end.json"))
+        or lock_held(job_path(data_dir, job_id, "supervisor.lock"))
+    )
+
+
+def wait_for_file(paths, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while not any(os.path.exists(path) for path in paths) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def start_job(data_dir, spec):
+    """Start the job's supervisor unless the job dir already has one (or an end record): a
+    retried submit answers the current status instead of running the command twice."""
+    spec = normalize_spec(spec)
+    job_id = spec["id"]
+    os.makedirs(job_path(data_dir, job_id), mode=0o700, exist_ok=True)
+    lock = open_locked(job_path(data_dir, job_id, "start.lock"), os.O_RDWR | os.O_CREAT,
+                       wait_s=2 * JOB_START_WAIT_S)  # fmt: skip
+    created = False
+    if lock is not None:
+        try:
+            created = not has_supervisor_or_end(data_dir, job_id)
+            if created:
+                write_json_atomic(job_path(data_dir, job_id, "spec.json"), spec)
+                spawn_supervisor(data_dir, job_id)
+                records = [job_path(data_dir, job_id, name) for name in ("state.json", "end.json")]
+                wait_for_file(records, JOB_START_WAIT_S)
+        finally:
+            os.close(lock)
+    return dict({"schema": SCHEMA, "created": created}, **job_status(data_dir, job_id))
+
+
+def kill_job(data_dir, job_id, grace):
+    """Ask the supervisor to cancel (cancel file + SIGTERM). A job whose supervisor is gone
+    is killed here (TERM, grace, KILL of its process group) and recorded CANCELLED."""
+    import signal
+
+    grace = check_seconds(grace, "grace")
+    entry = job_status(data_dir, check_job_id(job_id))
+    if entry["state"] not in (*JOB_LIVE, "LOST"):
+        return dict({"schema": SCHEMA, "cancel_requested": False}, **entry)
+    request = {"grace": grace, "time": time.time()}
+    write_json_atomic(job_path(data_dir, job_id, "cancel"), request)
+    if entry["state"] == "LOST":
+        kill_lost_job(data_dir, job_id, entry, grace)
+    else:
+        pid = convert(read_line(job_path(data_dir, job_id, "supervisor.lock")))
+        if pid and lock_held(job_path(data_dir, job_id, "supervisor.lock")):
+            os.kill(pid, signal.SIGTERM)
+        wait_for_file([job_path(data_dir, job_id, "end.json")], JOB_KILL_WAIT_S)
+    return dict({"schema": SCHEMA, "cancel_requested": True}, **job_status(data_dir, job_id))
+
+
+def kill_lost_job(data_dir, job_id, entry, grace):
+    import signal
+
+    pgid = entry["pgid"]
+    if not pgid or not group_alive(pgid):
+        return  # nothing left to kill, and nothing known about how it ended: stays LOST
+    if grace is None:
+        grace = (read_json(job_path(data_dir, job_id, "spec.json")) or {}).get("grace")
+    signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + (JOB_GRACE_S if grace is None else grace)
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    signal_group(pgid, signal.SIGKILL)
+    reason = "cancelled by job-kill; the supervisor was gone, so job-kill killed the group"
+    end = {"state": "CANCELLED", "exit_code": None, "signal": None, "ended": time.time(),
+           "peak_rss_bytes": None, "reason": reason}  # fmt: skip
+    write_json_atomic(job_path(data_dir, job_id, "end.json"), end)
+
+
+def spawn_supervisor(data_dir, job_id):
+    """Double fork + setsid: the supervisor is re-parented to init, in a session of its own
+    with no terminal, so it outlives the SSH connection and this process."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    code = 1
+    try:
+        os.setsid()
+        if os.fork():
+            code = 0
+        else:
+            detach_stdio()
+            code = supervise(data_dir, job_id)
+    finally:
+        os._exit(code)  # never back into the caller's stack (or its stdout buffers)
+
+
+def detach_stdio():
+    """stdin/stdout/stderr to /dev/null, every other inherited fd closed (a pipe of the SSH
+    channel or the job-start lock must not live on in the supervisor), cwd /."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = range(3, 1024)
+    for fd in fds:
+        if fd > 2:
+            os.closerange(fd, fd + 1)  # closes, ignoring errors (the listdir fd is gone)
+    os.chdir("/")
+
+
+# ---------------------------------------------------------------- jobs: the supervisor
+
+
+def supervise(data_dir, job_id):
+    """Run the job to its end and write end.json. Returns the supervisor's exit status."""
+    import signal
+
+    lock = open_locked(job_path(data_dir, job_id, "supervisor.lock"), os.O_RDWR | os.O_CREAT,
+                       wait_s=JOB_START_WAIT_S)  # fmt: skip
+    if lock is None:
+        return 1  # another supervisor owns this job
+    os.ftruncate(lock, 0)
+    os.write(lock, b"%d\n" % os.getpid())
+    pid = None
+    try:
+        spec = read_json(job_path(data_dir, job_id, "spec.json"))
+        flags = {}
+        wakeup = install_signal_wakeup(flags)
+        if flags or os.path.exists(job_path(data_dir, job_id, "cancel")):
+            write_end(data_dir, job_id, "CANCELLED", None, None, "cancelled before it started")
+            return 0
+        pid, error = start_job_process(data_dir, job_id, spec)
+        if pid is None:
+            write_end(data_dir, job_id, "FAILED", error[0], None, error[1])
+            return 0
+        ending, reason = watch_job(data_dir, job_id, spec, pid, flags, wakeup)
+        # the leader is a zombie until reaped, so its pgid cannot be reused before this KILL
+        signal_group(pid, signal.SIGKILL)
+        exit_code, signum = reap(pid)
+        pid = None
+        if ending is None:
+            ending = "COMPLETED" if exit_code == 0 else "FAILED"
+            if exit_code:
+                reason = "exit code %d" % exit_code
+            elif signum:
+                reason = "killed by %s" % signal_name(signum)
+        write_end(data_dir, job_id, ending, exit_code, signum, reason)
+        return 0
+    except Exception as exc:
+        if pid is not None:
+            signal_group(pid, signal.SIGKILL)
+        reason = "supervisor failed: %s: %s" % (type(exc).__name__, exc)
+        write_end(data_dir, job_id, "FAILED", None, None, reason)
+        return 1
+
+
+def install_signal_wakeup(flags):
+    """SIGTERM/SIGINT set flags["signal"] (cancel); every handled signal, SIGCHLD included,
+    writes a byte to the returned pipe, which wait_for_signal sleeps on."""
+    import signal
+
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd)
+
+    def cancel(signum, frame):
+        flags["signal"] = signum
+
+    signal.signal(signal.SIGTERM, cancel)
+    signal.signal(signal.SIGINT, cancel)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    return read_fd
+
+
+def wait_for_signal(read_fd, timeout_s):
+    import select
+
+    if not select.select([read_fd], [], [], max(0.0, timeout_s))[0]:
+        return
+    try:
+        os.read(read_fd, 512)  # drain: the pipe only says "a signal came"
+    except OSError:
+        return
+
+
+def start_job_process(data_dir, job_id, spec):
+    """Start the job in a new session (pgid = sid = pid), stdin /dev/null, stdout+stderr
+    appended to the log, with the agent's umask -> (pid, None) or (None, (exit code, reason))."""
+    import subprocess
+
+    workdir = spec["workdir"]
+    if not os.path.isdir(workdir):
+        return None, (EXIT_NOT_FOUND, "workdir %s does not exist" % workdir)
+    command = spec["command"]
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
+    env = dict(os.environ, **spec["env"])
+    log = os.open(job_path(data_dir, job_id, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                  0o600)  # fmt: skip
+    started = time.time()
+    private = os.umask(USER_UMASK)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                cwd=workdir, env=env, start_new_session=True)  # fmt: skip
+    except OSError as exc:
+        code = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_EXEC
+        return None, (code, "cannot start %s: %s" % (argv[0], exc.strerror or exc))
+    finally:
+        os.umask(private)
+        os.close(log)
+    proc.returncode = 0  # reaped by reap(), not by Popen
+    state = {"state": "RUNNING", "pid": proc.pid, "pgid": proc.pid,
+             "supervisor_pid": os.getpid(), "started": started}  # fmt: skip
+    write_json_atomic(job_path(data_dir, job_id, "state.json"), state)
+    return proc.pid, None
+
+
+def watch_job(data_dir, job_id, spec, pid, flags, wakeup):
+    """Wait until the job's leader has exited (left unreaped), enforcing walltime and cancel
+    on the way: TERM to the group, KILL after the grace -> (TIMEOUT|CANCELLED|None, reason)."""
+    import signal
+
+    cancel_file = job_path(data_dir, job_id, "cancel")
+    deadline = None if spec["walltime"] is None else time.monotonic() + spec["walltime"]
+    ending = reason = kill_at = None
+    grace = spec["grace"]
+    while not child_exited(pid):
+        now = time.monotonic()
+        if ending is None:
+            if flags or os.path.exists(cancel_file):
+                request = read_json(cancel_file)
+                ending, reason = "CANCELLED", "cancelled by job-kill"
+                if request is None:
+                    reason = "supervisor got %s" % signal_name(flags.get("signal", signal.SIGTERM))
+                elif request.get("grace") is not None:
+                    grace = request["grace"]
+            elif deadline is not None and now >= deadline:
+                ending, reason = "TIMEOUT", "walltime of %g s exceeded" % spec["walltime"]
+            if ending:
+                signal_group(pid, signal.SIGTERM)
+                kill_at = now + grace
+        elif kill_at is not None and now >= kill_at:
+            signal_group(pid, signal.SIGKILL)
+            reason += "; SIGKILL after %g s grace" % grace
+            kill_at = None
+        wake_at = kill_at if ending else deadline
+        wait_for_signal(wakeup, JOB_TICK_S if wake_at is None else min(JOB_TICK_S, wake_at - now))
+    return ending, reason
+
+
+def child_exited(pid):
+    """Whether the child has exited, without reaping it (WNOWAIT)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def reap(pid):
+    """Reap the child -> (exit code or None, signal number or None)."""
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    return os.WEXITSTATUS(status), None
+
+
+def write_end(data_dir, job_id, state, exit_code, signum, reason):
+    import resource
+
+    # Linux reports ru_maxrss in KiB: the largest of the reaped children (the job)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    end = {"state": state, "exit_code": exit_code, "signal": signum, "ended": time.time(),
+           "peak_rss_bytes": peak, "reason": reason}  # fmt: skip
+    write_json_atomic(job_path(data_dir, job_id, "end.json"), end)
+
+
+def job_request(op, request, data_dir):
+    """One job op (serve request or command line, same dict) -> its reply."""
+    if op == "job-start":
+        return start_job(data_dir, request.get("spec"))
+    if op == "job-status":
+        return job_statuses(data_dir, request.get("ids"))
+    if op == "job-kill":
+        return kill_job(data_dir, request.get("id"), request.get("grace"))
+    if op == "job-log":
+        offset, limit = request.get("offset", 0), request.get("limit", JOB_LOG_LIMIT)
+        return read_job_log(data_dir, request.get("id"), offset, limit)
+    return remove_job(data_dir, request.get("id"))
+
+
+class AgentParser(argparse.ArgumentParser):
+    """argparse that also answers a bad command line with a JSON error line (exit 2)."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        sys.stdout.write(json_line({"schema": SCHEMA, "error": message}))
+        sys.exit(2)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="lepton_agent", description="leptonctl host agent")
+    parser = AgentParser(prog="lepton_agent", description="leptonctl host agent")
     commands = parser.add_subparsers(dest="command")
     commands.required = True
+    data_help = "default: $XDG_DATA_HOME/leptonctl"
     for name, text in (("probe", "print one JSON probe document"), ("serve", "JSON-lines loop")):
         sub = commands.add_parser(name, help=text)
-        sub.add_argument("--data-dir", default=None, help="default: $XDG_DATA_HOME/leptonctl")
+        sub.add_argument("--data-dir", default=None, help=data_help)
         sub.add_argument("--root", default="/", help="prefix for /proc, /sys and /etc reads")
     commands.add_parser("version", help="print the agent version as JSON")
+    subs = {name: commands.add_parser(name, help=text) for name, text in (
+        ("job-start", "start a detached job; the JSON spec is read from stdin"),
+        ("job-status", "status of the given jobs (default: all)"),
+        ("job-kill", "cancel a job: TERM its process group, KILL after the grace"),
+        ("job-log", "read a job's log from a byte offset"),
+        ("job-rm", "remove an ended job's directory"),
+    )}  # fmt: skip
+    for sub in subs.values():
+        sub.add_argument("--data-dir", default=None, help=data_help)
+    subs["job-status"].add_argument("ids", nargs="*", metavar="ID")
+    for name in ("job-kill", "job-log", "job-rm"):
+        subs[name].add_argument("id", metavar="ID")
+    subs["job-kill"].add_argument("--grace", type=float, default=None, help="default: the spec's")
+    subs["job-log"].add_argument("--offset", type=int, default=0)
+    subs["job-log"].add_argument("--limit", type=int, default=JOB_LOG_LIMIT)
     return parser
 
 
+def job_command(args, data_dir):
+    """Run one job-* command line: one JSON line; exit 2 for a malformed request."""
+    request = {"ids": args.ids or None} if args.command == "job-status" else vars(args)
+    try:
+        if args.command == "job-start":
+            text = sys.stdin.read()
+            try:
+                request = {"spec": json.loads(text)}
+            except ValueError as exc:
+                raise BadRequest("job spec on stdin is not JSON: %s" % exc) from None
+        reply, code = job_request(args.command, request, data_dir), 0
+    except BadRequest as exc:
+        reply, code = {"schema": SCHEMA, "error": str(exc)}, 2
+    except Exception as exc:
+        error = "%s failed: %s: %s" % (args.command, type(exc).__name__, exc)
+        reply, code = {"schema": SCHEMA, "error": error}, 1
+    sys.stdout.write(json_line(reply))
+    return code
+
+
 def main(argv=None):
-    os.umask(0o077)
+    global USER_UMASK
+    USER_UMASK = os.umask(0o077)
     args = build_parser().parse_args(argv)
     if args.command == "version":
         sys.stdout.write(json_line({"schema": SCHEMA, "agent_version": AGENT_VERSION}))
@@ -725,6 +1411,8 @@ def main(argv=None):
     data_dir = os.path.abspath(os.path.expanduser(args.data_dir or default_data_dir()))
     if args.command == "serve":
         return serve(args.root, data_dir, sys.stdin, sys.stdout)
+    if args.command.startswith("job-"):
+        return job_command(args, data_dir)
     sys.stdout.write(json_line(probe(args.root, data_dir)))
     return 0
 

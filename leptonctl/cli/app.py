@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from leptonctl import __version__
-from leptonctl.cli import execute, status
+from leptonctl.cli import execute, jobs, status
 from leptonctl.cli.context import Settings
 from leptonctl.errors import ExitCode, LeptonError
 
@@ -27,6 +27,12 @@ app = typer.Typer(
 )
 app.command("status")(status.status)
 app.command("exec", context_settings={"ignore_unknown_options": True})(execute.exec_command)
+app.command("submit", context_settings={"ignore_unknown_options": True})(jobs.submit)
+app.command("jobs")(jobs.jobs)
+app.command("show")(jobs.show)
+app.command("logs")(jobs.logs)
+app.command("cancel")(jobs.cancel)
+app.command("schedule")(jobs.schedule)
 
 
 def _version(value: bool) -> None:

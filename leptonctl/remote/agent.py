@@ -132,16 +132,20 @@ async def ensure_agent(conn: Connection, host: Host, timeout: float) -> bool:
 
 
 async def run_agent(
-    conn: Connection, host: Host, args: list[str], timeout: float
+    conn: Connection,
+    host: Host,
+    args: list[str],
+    timeout: float,
+    input: bytes | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Run one agent subcommand; push the agent first if the host lacks it."""
     command = agent_command(host, args)
-    result = await conn.run(command, timeout=timeout)
+    result = await conn.run(command, input=input, timeout=timeout)
     pushed = False
     if result.exit_status == _MISSING:
         await push_agent(conn, host, timeout)
         pushed = True
-        result = await conn.run(command, timeout=timeout)
+        result = await conn.run(command, input=input, timeout=timeout)
     if not result.ok:
         raise _agent_failure(host, result, f"the agent's `{args[0]}` failed")
     return _decode(host, result.stdout), pushed

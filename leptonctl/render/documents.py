@@ -15,7 +15,9 @@ from leptonctl.core.capacity import NodeCapacity
 from leptonctl.core.facts import HostFacts
 from leptonctl.errors import HostError
 from leptonctl.remote.transport import RunResult
+from leptonctl.services.jobs import DryRun
 from leptonctl.services.status import HostStatus
+from leptonctl.store.jobs import JobRecord
 
 
 def status_document(rows: Sequence[HostStatus], now: float) -> dict[str, Any]:
@@ -94,3 +96,59 @@ def exec_document(
             rows.append({"host": host, "exit_status": None, "error": result.to_json()})
     ok = sum(1 for r in rows if r.get("exit_status") == 0)
     return {"command": command, "results": rows, "summary": {"total": len(rows), "ok": ok}}
+
+
+def job_document(record: JobRecord) -> dict[str, Any]:
+    """One job as ``jobs --json`` and ``show --json`` print it."""
+    spec = record.spec
+    return {
+        "id": record.id,
+        "name": record.name,
+        "state": record.state,
+        "host": record.host,
+        "exit_code": record.exit_code,
+        "submitted": record.submitted,
+        "started": record.started,
+        "ended": record.ended,
+        "priority": record.priority,
+        "reason": record.reason,
+        "attempt": record.attempt,
+        "retries": record.retries,
+        "devices": {
+            "gpus": list((record.allocation or {}).get("gpus", [])),
+            "fpgas": list((record.allocation or {}).get("fpgas", [])),
+        },
+        "allocation": dict(record.allocation) if record.allocation else None,
+        "request": spec.get("request"),
+        "command": spec.get("command"),
+        "walltime": spec.get("walltime"),
+        "after": spec.get("after", []),
+        "peak_rss_bytes": record.peak_rss_bytes,
+    }
+
+
+def jobs_document(records: Sequence[JobRecord]) -> dict[str, Any]:
+    return {"jobs": [job_document(r) for r in records]}
+
+
+def dry_run_document(result: DryRun) -> dict[str, Any]:
+    """``submit --dry-run --json``: start/end are seconds from now."""
+    return {
+        "makespan": result.plan.makespan,
+        "placements": [
+            {
+                "job": result.names.get(p.job_id, p.job_id),
+                "host": p.host,
+                "gpus": list(p.gpus),
+                "fpgas": list(p.fpgas),
+                "start": p.start,
+                "end": p.end,
+            }
+            for p in result.plan.placements
+        ],
+        "unplaceable": [
+            {"job": result.names.get(b.job_id, b.job_id), "reason": b.reason}
+            for b in result.plan.unplaceable
+        ],
+        "unknown_hosts": list(result.unknown_hosts),
+    }

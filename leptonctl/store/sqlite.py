@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from leptonctl.errors import StateError
+from leptonctl.store.jobs import JobTable
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -32,6 +33,28 @@ _MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL
     );
     CREATE INDEX events_by_kind ON events(kind, at);
+    """,
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        submitted REAL NOT NULL,
+        started REAL,
+        ended REAL,
+        host TEXT,
+        allocation TEXT,
+        exit_code INTEGER,
+        reason TEXT,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        retries INTEGER NOT NULL DEFAULT 0,
+        lost_since REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        peak_rss_bytes INTEGER
+    );
+    CREATE INDEX jobs_by_state ON jobs(state);
     """,
 )
 
@@ -80,6 +103,11 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def jobs(self) -> JobTable:
+        """The job queue and history (same database, same connection)."""
+        return JobTable(self._db, self.path)
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()

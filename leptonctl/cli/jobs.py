@@ -1,0 +1,294 @@
+"""Job commands: ``submit``, ``jobs``, ``show``, ``logs``, ``cancel``, ``schedule``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from leptonctl.cli.context import Settings, run_async, settings
+from leptonctl.cli.status import LimitOption
+from leptonctl.core.jobspec import (
+    Submission,
+    expand_array,
+    make_request,
+    parse_array,
+    parse_batch,
+    parse_duration,
+    parse_env,
+    parse_estimates,
+)
+from leptonctl.errors import ExitCode, UsageError
+from leptonctl.inventory import Inventory
+from leptonctl.render.documents import dry_run_document, job_document, jobs_document
+from leptonctl.services import jobs as service
+from leptonctl.store.jobs import ACTIVE, FINAL, JobRecord
+from leptonctl.store.sqlite import SqliteStore
+
+# How a finished job maps to `submit --wait`'s exit status (documented in the README).
+WAIT_EXIT = {"COMPLETED": 0, "TIMEOUT": 124, "CANCELLED": 130, "NODE_FAIL": 3}
+
+
+def submit(
+    ctx: typer.Context,
+    command: Annotated[list[str] | None, typer.Argument(help="The command, after `--`.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A YAML batch of jobs.")] = None,
+    cpus: Annotated[int, typer.Option(min=0, help="CPUs (threads).")] = 1,
+    mem: Annotated[str | None, typer.Option(help="Memory, e.g. 16GiB.")] = None,
+    gpus: Annotated[int, typer.Option(min=0, help="GPUs.")] = 0,
+    gpu_type: Annotated[str | None, typer.Option(help="GPU model substring, e.g. H100.")] = None,
+    gpu_mem: Annotated[str | None, typer.Option(help="Minimum memory per GPU.")] = None,
+    fpgas: Annotated[int, typer.Option(min=0, help="FPGA cards.")] = 0,
+    fpga_type: Annotated[str | None, typer.Option(help="FPGA card name substring.")] = None,
+    name: Annotated[str | None, typer.Option(help="Job name.")] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    walltime: Annotated[
+        str | None, typer.Option("--time", help="Walltime: 90s, 15m, 2h, H:MM:SS.")
+    ] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE (repeatable).")] = None,
+    workdir: Annotated[str | None, typer.Option(help="Working directory on the host.")] = None,
+    retries: Annotated[int, typer.Option(min=0, help="Requeues after failure or node loss.")] = 0,
+    after: Annotated[
+        str | None, typer.Option(help="Start after these jobs COMPLETED: ID[,ID].")
+    ] = None,
+    array: Annotated[
+        str | None, typer.Option(help="One job per index: 0-99, 1,3,5, 0-10:2.")
+    ] = None,
+    limit: LimitOption = None,
+    est: Annotated[
+        list[str] | None, typer.Option("--est", help="KIND=SECONDS estimate (repeatable).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; touch nothing.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the job; exit with its code.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Queue a job (or a batch with --file) and start what fits.
+
+    Example: `leptonctl submit --gpus 2 --gpu-type h100 -- python train.py`.
+    """
+    config = settings(ctx)
+    inventory = config.inventory()
+    if file is not None:
+        if command:
+            raise UsageError("give either --file or a command, not both")
+        jobs = _batch(file)
+    else:
+        if not command:
+            raise UsageError(
+                "no command given", hint="leptonctl submit --gpus 1 -- python train.py"
+            )
+        job = Submission(
+            name=name or Path(command[0]).name,
+            command=command[0] if len(command) == 1 else tuple(command),
+            request=make_request(cpus, mem, gpus, gpu_type, gpu_mem, fpgas, fpga_type),
+            priority=priority,
+            walltime=parse_duration(walltime) if walltime else None,
+            env=parse_env(env or []),
+            workdir=workdir,
+            retries=retries,
+            after=tuple(a.strip() for a in after.split(",") if a.strip()) if after else (),
+            limit=limit,
+            estimates=parse_estimates(est or []),
+        )
+        jobs = expand_array(job, parse_array(array)) if array else [job]
+    with config.store() as store:
+        if dry_run:
+            result = service.dry_run(store, inventory, jobs, time.time())
+            _print_dry_run(result, as_json)
+            return
+        ids = service.enqueue(store, inventory, jobs, time.time())
+        report = run_async(service.reconcile(inventory, config.transport(), store))
+        if as_json:
+            print(json.dumps({"id": ids[0]} if len(ids) == 1 else {"ids": ids, "id": ids[0]}))
+        else:
+            started = set(report.started)
+            for job_id in ids:
+                where = "started" if job_id in started else "queued"
+                print(f"job {job_id} {where}")
+        if wait:
+            raise typer.Exit(_wait(config, inventory, store, ids))
+
+
+def _batch(path: Path) -> list[Submission]:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {exc}") from None
+    return parse_batch(document, str(path))
+
+
+def _wait(config: Settings, inventory: Inventory, store: SqliteStore, ids: list[int]) -> int:
+    async def loop() -> list[JobRecord]:
+        while True:
+            records = [store.jobs.get(i) for i in ids]
+            if all(r is not None and r.state in FINAL for r in records):
+                return [r for r in records if r is not None]
+            await asyncio.sleep(1.0)
+            await service.reconcile(inventory, config.transport(), store)
+
+    records = run_async(loop())
+    worst = 0
+    for record in records:
+        code = WAIT_EXIT.get(record.state, record.exit_code if record.exit_code else 1)
+        worst = worst or code
+    return worst
+
+
+def _print_dry_run(result: service.DryRun, as_json: bool) -> None:
+    document = dry_run_document(result)
+    if as_json:
+        print(json.dumps(document, indent=2))
+        return
+    from rich.console import Console
+
+    from leptonctl.render.jobs import plan_table
+
+    console = Console()
+    console.print(plan_table(result))
+    console.print(f"predicted makespan: {result.plan.makespan:.0f} s")
+    for host in result.unknown_hosts:
+        console.print(f"[yellow]{host}: no declared capacity and never probed; not planned on[/]")
+
+
+def jobs(
+    ctx: typer.Context,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Include finished jobs.")] = False,
+    state: Annotated[str | None, typer.Option(help="Only this state, e.g. RUNNING.")] = None,
+    host: Annotated[str | None, typer.Option(help="Only jobs on this host.")] = None,
+    name: Annotated[str | None, typer.Option(help="Only jobs whose name contains this.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The queue (pending and running jobs); --all adds history."""
+    config = settings(ctx)
+    inventory = config.inventory()
+    with config.store() as store:
+        run_async(service.reconcile(inventory, config.transport(), store))
+        records = store.jobs.all() if all_jobs or state else store.jobs.in_states(ACTIVE)
+    records = [
+        r
+        for r in records
+        if (state is None or r.state == state.upper())
+        and (host is None or r.host == host)
+        and (name is None or name in r.name)
+    ]
+    if as_json:
+        print(json.dumps(jobs_document(records), indent=2))
+        return
+    from rich.console import Console
+
+    from leptonctl.render.jobs import jobs_table
+
+    Console().print(jobs_table(records, time.time()))
+
+
+def show(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Everything about one job: state, host, devices, why it is pending."""
+    config = settings(ctx)
+    inventory = config.inventory()
+    with config.store() as store:
+        run_async(service.reconcile(inventory, config.transport(), store))
+        record = store.jobs.get(job_id)
+    if record is None:
+        raise UsageError(f"no job {job_id}")
+    if as_json:
+        print(json.dumps(job_document(record), indent=2))
+        return
+    from rich.console import Console
+
+    from leptonctl.render.jobs import job_panel
+
+    Console().print(job_panel(record, time.time()))
+
+
+def logs(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="Job id.")],
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Stream until the job ends.")
+    ] = False,
+) -> None:
+    """Print a job's output (stdout and stderr); -f follows it until the job ends."""
+    config = settings(ctx)
+    inventory = config.inventory()
+    by_name = {h.name: h for h in inventory.hosts}
+    with config.store() as store:
+        record = store.jobs.get(job_id)
+        if record is None:
+            raise UsageError(f"no job {job_id}")
+        if record.host is None or record.host not in by_name:
+            raise UsageError(f"job {job_id} has no output yet ({record.state})")
+        host = by_name[record.host]
+        options = config.transport()
+
+        async def stream() -> None:
+            from leptonctl.remote.pool import HostPool
+
+            offset = 0
+            async with HostPool(options) as pool:
+                while True:
+                    chunk = await service.read_log(host, record.agent_id, offset, options, pool)
+                    sys.stdout.write(chunk.data)
+                    sys.stdout.flush()
+                    offset = chunk.next_offset
+                    if chunk.eof or (not follow and not chunk.data):
+                        return
+                    if not chunk.data:
+                        await asyncio.sleep(1.0)
+
+        run_async(stream())
+
+
+def cancel(
+    ctx: typer.Context,
+    job_ids: Annotated[list[int], typer.Argument(help="Job ids.")],
+) -> None:
+    """Cancel jobs: pending ones leave the queue; running ones are killed as a whole tree."""
+    config = settings(ctx)
+    inventory = config.inventory()
+    with config.store() as store:
+        results = run_async(service.cancel(inventory, config.transport(), store, job_ids))
+        run_async(service.reconcile(inventory, config.transport(), store))
+    for job_id, state in results.items():
+        print(f"job {job_id}: {'cancel requested' if state in ACTIVE else state}")
+
+
+def schedule(
+    ctx: typer.Context,
+    watch: Annotated[bool, typer.Option("-w", "--watch", help="Keep reconciling.")] = False,
+    interval: Annotated[float, typer.Option(min=0.5, help="Seconds between passes.")] = 5.0,
+) -> None:
+    """Reconcile once (what cron calls): collect ended jobs, requeue lost ones, start what fits."""
+    config = settings(ctx)
+    inventory = config.inventory()
+    with config.store() as store:
+
+        async def loop() -> int:
+            while True:
+                report = await service.reconcile(inventory, config.transport(), store)
+                stamp = time.strftime("%H:%M:%S")
+                lost = sorted(report.unreachable) or "-"
+                print(
+                    f"{stamp} started {report.started or '-'} finished {report.finished or '-'} "
+                    f"requeued {report.requeued or '-'} unreachable {lost}",
+                    flush=True,
+                )
+                if not watch:
+                    return int(ExitCode.HOSTS_UNREACHABLE) if report.unreachable else 0
+                await asyncio.sleep(interval)
+
+        code = run_async(loop())
+    raise typer.Exit(code)

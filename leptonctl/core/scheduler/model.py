@@ -1,0 +1,164 @@
+"""The scheduler's plain data: what jobs ask for, what nodes offer, what was decided.
+
+Every type here is a frozen dataclass; the scheduler functions take these in and
+return these out, with no I/O and no clock (``now`` is always a parameter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+COMPLETED = "COMPLETED"
+KIND_KEYS = ("cpu", "gpu", "fpga")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one job asks for."""
+
+    cpus: int = 1
+    memory_bytes: int = 0
+    gpus: int = 0
+    gpu_type: str | None = None  # case-insensitive substring of the GPU model, e.g. "h100"
+    gpu_memory_bytes: int = 0  # minimum memory per GPU
+    fpgas: int = 0
+    fpga_type: str | None = None  # case-insensitive substring of the FPGA card name
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    model: str | None
+    memory_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Fpga:
+    index: int
+    name: str | None
+
+
+@dataclass(frozen=True)
+class Node:
+    """A host as the scheduler sees it (already limited by declared capacity)."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+    cpus: int = 0
+    memory_bytes: int = 0
+    gpus: tuple[Gpu, ...] = ()
+    fpgas: tuple[Fpga, ...] = ()
+    schedulable: bool = True  # False = drained / down: nothing new goes there
+
+
+@dataclass(frozen=True)
+class Job:
+    """A queued job, as the scheduler sees it."""
+
+    id: str
+    request: Request
+    priority: int = 0  # higher first
+    submitted: float = 0.0  # FIFO tie-break within a priority
+    walltime: float | None = None  # seconds; enables backfill
+    after: tuple[str, ...] = ()  # ids that must be COMPLETED first
+    hosts: frozenset[str] | None = None  # allowed hosts (--limit); None = any
+    # key: host name, group name, "cpu"/"gpu"/"fpga", or a GPU type; value: seconds on such a node
+    estimates: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Concrete devices: never two jobs on the same GPU/FPGA index of a host."""
+
+    job_id: str
+    host: str
+    cpus: int
+    memory_bytes: int
+    gpus: tuple[int, ...]  # GPU indexes on that host
+    fpgas: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Running:
+    """A job already running (or starting)."""
+
+    allocation: Allocation
+    started: float
+    walltime: float | None = None
+    estimate: float | None = None  # predicted duration if known
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Why a pending job does not start now (or can never start)."""
+
+    job_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """The result of one scheduling pass."""
+
+    start: tuple[Allocation, ...]  # jobs to start now, with their devices
+    blocked: tuple[Blocked, ...]
+    doomed: tuple[Blocked, ...]  # jobs that can never run (reason says why)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One job of a plan: where, on which devices, and when (seconds from ``now``)."""
+
+    job_id: str
+    host: str
+    gpus: tuple[int, ...]
+    fpgas: tuple[int, ...]
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    placements: tuple[Placement, ...]
+    makespan: float
+    unplaceable: tuple[Blocked, ...]
+
+
+def estimate_for(job: Job, node: Node) -> float | None:
+    """The most specific runtime estimate of ``job`` on ``node``, in seconds.
+
+    Precedence: host name > group name (first of ``node.groups`` that has one) >
+    GPU type (a key that is a case-insensitive substring of the model of a GPU the
+    job could use on the node; the longest such key wins) > resource kind ("gpu"
+    if the job asks GPUs, "fpga" if FPGAs, else "cpu"). ``None`` if none applies.
+    """
+    est = job.estimates
+    if not est:
+        return None
+    if node.name in est:
+        return float(est[node.name])
+    for group in node.groups:
+        if group in est:
+            return float(est[group])
+    request = job.request
+    if request.gpus > 0:
+        wanted = request.gpu_type.lower() if request.gpu_type else None
+        models = [
+            g.model.lower()
+            for g in node.gpus
+            if g.model is not None and (wanted is None or wanted in g.model.lower())
+        ]
+        best: tuple[int, str] | None = None
+        for key in est:
+            low = key.lower()
+            if low in KIND_KEYS or not low:
+                continue
+            if any(low in model for model in models) and (best is None or len(low) > best[0]):
+                best = (len(low), key)
+        if best is not None:
+            return float(est[best[1]])
+    kind = "gpu" if request.gpus > 0 else "fpga" if request.fpgas > 0 else "cpu"
+    if kind in est:
+        return float(est[kind])
+    return None

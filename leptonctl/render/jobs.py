@@ -1,0 +1,101 @@
+"""Renderers for the job commands: queue table, one job, a dry-run plan."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from rich.table import Table
+from rich.text import Text
+
+from leptonctl.render.units import human_age, human_bytes
+from leptonctl.services.jobs import DryRun
+from leptonctl.store.jobs import JobRecord
+
+_STATE_STYLE = {
+    "PENDING": "yellow",
+    "STARTING": "cyan",
+    "RUNNING": "green",
+    "COMPLETED": "dim green",
+    "FAILED": "red",
+    "CANCELLED": "dim",
+    "TIMEOUT": "red",
+    "NODE_FAIL": "bold red",
+}
+
+
+def jobs_table(records: Sequence[JobRecord], now: float) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
+    for column in ("ID", "NAME", "STATE", "HOST", "DEVICES", "TIME", "EXIT", "REASON"):
+        table.add_column(column, no_wrap=column not in ("NAME", "REASON"))
+    for r in records:
+        table.add_row(
+            str(r.id),
+            r.name,
+            Text(r.state, style=_STATE_STYLE.get(r.state, "")),
+            r.host or "-",
+            devices(r),
+            _elapsed(r, now),
+            "-" if r.exit_code is None else str(r.exit_code),
+            r.reason or "",
+        )
+    return table
+
+
+def job_panel(r: JobRecord, now: float) -> Table:
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    command = r.spec.get("command")
+    request = r.spec.get("request") or {}
+    rows = [
+        ("id", str(r.id)),
+        ("name", r.name),
+        ("state", r.state),
+        ("reason", r.reason or "-"),
+        ("command", command if isinstance(command, str) else shlex.join(command or [])),
+        ("host", r.host or "-"),
+        ("devices", devices(r)),
+        ("request", ", ".join(f"{k}={v}" for k, v in request.items() if v)),
+        ("priority", str(r.priority)),
+        ("walltime", "-" if not r.spec.get("walltime") else f"{r.spec['walltime']:.0f} s"),
+        ("after", ", ".join(str(a) for a in r.spec.get("after", [])) or "-"),
+        ("attempt", f"{r.attempt + 1} of {r.retries + 1}"),
+        ("submitted", f"{human_age(now - r.submitted)} ago"),
+        ("run time", _elapsed(r, now)),
+        ("exit code", "-" if r.exit_code is None else str(r.exit_code)),
+        ("peak RSS", human_bytes(r.peak_rss_bytes) if r.peak_rss_bytes else "-"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def plan_table(result: DryRun) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
+    for column in ("JOB", "HOST", "DEVICES", "START", "END"):
+        table.add_column(column)
+    for p in sorted(result.plan.placements, key=lambda p: (p.start, p.host)):
+        dev = ",".join([f"gpu{g}" for g in p.gpus] + [f"fpga{f}" for f in p.fpgas]) or "-"
+        table.add_row(
+            result.names.get(p.job_id, p.job_id), p.host, dev, f"+{p.start:.0f}s", f"+{p.end:.0f}s"
+        )
+    for b in result.plan.unplaceable:
+        table.add_row(
+            result.names.get(b.job_id, b.job_id), Text("unplaceable", style="red"), "", "", b.reason
+        )
+    return table
+
+
+def devices(r: JobRecord) -> str:
+    alloc = r.allocation or {}
+    parts = [f"gpu{g}" for g in alloc.get("gpus", [])] + [
+        f"fpga{f}" for f in alloc.get("fpgas", [])
+    ]
+    return ",".join(parts) or "-"
+
+
+def _elapsed(r: JobRecord, now: float) -> str:
+    if r.started is None:
+        return "-"
+    return human_age((r.ended or now) - r.started)

@@ -1,0 +1,505 @@
+"""Jobs: enqueue, reconcile against the hosts, start, cancel, read logs.
+
+Daemonless and level-triggered.  ``reconcile`` is the one loop: it asks each
+host's agent what became of the jobs it runs (truth lives on the host), then
+decides under a store transaction which pending jobs start where (the pure
+scheduler), then starts them.  Every job command calls it first; so do
+``leptonctl schedule`` and cron.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from leptonctl.core.capacity import effective_capacity
+from leptonctl.core.facts import HostFacts, WireError, parse_facts
+from leptonctl.core.jobspec import Submission
+from leptonctl.core.scheduler import (
+    Allocation,
+    Fpga,
+    Gpu,
+    Job,
+    Node,
+    Plan,
+    Request,
+    Running,
+    dispatch,
+    plan,
+)
+from leptonctl.errors import HostError, UsageError
+from leptonctl.inventory import Host, Inventory, select_hosts
+from leptonctl.remote.agent import probe_host, run_agent
+from leptonctl.remote.pool import HostPool
+from leptonctl.remote.transport import Connection, TransportOptions
+from leptonctl.services.status import new_host_key_recorder
+from leptonctl.store.jobs import FINAL, JobRecord
+from leptonctl.store.sqlite import SqliteStore
+
+FACTS_MAX_AGE = 600.0  # seconds before a host's stored capacity is probed again
+NODE_FAIL_AFTER = 120.0  # seconds a host may be unreachable before its jobs are NODE_FAIL
+
+
+# -- submit ----------------------------------------------------------------------
+
+
+def enqueue(
+    store: SqliteStore, inventory: Inventory, jobs: Sequence[Submission], now: float
+) -> list[int]:
+    """Add jobs to the queue; ``after`` names other entries of the batch or existing ids."""
+    for job in jobs:
+        if job.limit:
+            select_hosts(inventory, job.limit)  # an unknown host or group is an error now
+    names: dict[str, list[int]] = defaultdict(list)
+    ids: list[int] = []
+    for job in jobs:
+        after = _resolve_after(store, job, names)
+        (job_id,) = store.jobs.add([(job.name, _spec(job, after), job.priority, job.retries)], now)
+        ids.append(job_id)
+        names[job.name].append(job_id)
+        base = job.name.split("[", 1)[0]
+        if job.array_index is not None:
+            names[base].append(job_id)
+    return ids
+
+
+def _resolve_after(
+    store: SqliteStore, job: Submission, names: Mapping[str, list[int]]
+) -> list[int]:
+    resolved: list[int] = []
+    for ref in job.after:
+        if ref in names:
+            resolved.extend(names[ref])
+        elif ref.isdigit() and store.jobs.get(int(ref)) is not None:
+            resolved.append(int(ref))
+        else:
+            raise UsageError(
+                f"job {job.name}: --after {ref!r} is neither a job id "
+                "nor an earlier job of this batch"
+            )
+    return resolved
+
+
+def _spec(job: Submission, after: list[int]) -> dict[str, Any]:
+    return {
+        "uid": secrets.token_hex(4),
+        "command": job.command if isinstance(job.command, str) else list(job.command),
+        "env": dict(job.env),
+        "workdir": job.workdir,
+        "request": asdict(job.request),
+        "walltime": job.walltime,
+        "estimates": dict(job.estimates),
+        "limit": job.limit,
+        "after": after,
+        "array_index": job.array_index,
+    }
+
+
+# -- the scheduler's view of the cluster -------------------------------------------
+
+
+def nodes_from(
+    hosts: Sequence[Host], facts: Mapping[str, HostFacts | None], up: set[str]
+) -> list[Node]:
+    """Scheduler nodes: probed facts limited by declared capacity; unreachable = unschedulable."""
+    nodes = []
+    for host in hosts:
+        host_facts = facts.get(host.name)
+        cap = effective_capacity(host_facts, host.capacity)
+        fpga_names = [f.name or f.vendor for f in host_facts.fpgas] if host_facts else []
+        nodes.append(
+            Node(
+                name=host.name,
+                groups=tuple(host.groups),
+                cpus=cap.cpus or 0,
+                memory_bytes=cap.memory_bytes or 0,
+                gpus=tuple(Gpu(g.index, g.model, g.memory_bytes) for g in cap.gpus),
+                fpgas=tuple(
+                    Fpga(i, fpga_names[i] if i < len(fpga_names) else None)
+                    for i in range(cap.fpgas)
+                ),
+                schedulable=host.name in up and cap.source != "unknown",
+            )
+        )
+    return nodes
+
+
+def job_view(record: JobRecord, inventory: Inventory) -> Job:
+    spec = record.spec
+    limit = spec.get("limit")
+    return Job(
+        id=str(record.id),
+        request=Request(**spec["request"]),
+        priority=record.priority,
+        submitted=record.submitted,
+        walltime=spec.get("walltime"),
+        after=tuple(str(a) for a in spec.get("after", ())),
+        hosts=frozenset(h.name for h in select_hosts(inventory, limit)) if limit else None,
+        estimates=spec.get("estimates") or {},
+    )
+
+
+def running_view(record: JobRecord) -> Running:
+    alloc = record.allocation or {}
+    return Running(
+        allocation=Allocation(
+            job_id=str(record.id),
+            host=record.host or "",
+            cpus=int(alloc.get("cpus", 0)),
+            memory_bytes=int(alloc.get("memory_bytes", 0)),
+            gpus=tuple(alloc.get("gpus", ())),
+            fpgas=tuple(alloc.get("fpgas", ())),
+        ),
+        started=record.started or record.submitted,
+        walltime=record.spec.get("walltime"),
+    )
+
+
+def stored_facts(
+    store: SqliteStore, hosts: Sequence[Host]
+) -> dict[str, tuple[float, HostFacts | None]]:
+    out: dict[str, tuple[float, HostFacts | None]] = {}
+    for name, stored in store.load_facts([h.name for h in hosts]).items():
+        try:
+            out[name] = (stored.probed_at, parse_facts(stored.document))
+        except WireError:
+            out[name] = (stored.probed_at, None)
+    return out
+
+
+# -- reconcile ---------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileReport:
+    started: list[int] = field(default_factory=list)
+    finished: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
+    unreachable: dict[str, HostError] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _HostReport:
+    jobs: Mapping[str, Mapping[str, Any]]  # agent id -> job-status entry
+    probed: Any | None  # a fresh Probe, when the stored facts were stale
+
+
+async def reconcile(
+    inventory: Inventory,
+    options: TransportOptions,
+    store: SqliteStore,
+    clock: Callable[[], float] = time.time,
+    node_fail_after: float = NODE_FAIL_AFTER,
+) -> ReconcileReport:
+    """Collect what ended, requeue what was lost, start what now fits."""
+    report = ReconcileReport()
+    hosts = list(inventory.hosts)
+    by_name = {h.name: h for h in hosts}
+    async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
+        active = store.jobs.in_states(("STARTING", "RUNNING"))
+        ids_on: dict[str, list[str]] = defaultdict(list)
+        for record in active:
+            if record.host:
+                ids_on[record.host].append(record.agent_id)
+        known = stored_facts(store, hosts)
+        now = clock()
+
+        async def observe(host: Host, conn: Connection) -> _HostReport:
+            probe = None
+            stored = known.get(host.name)
+            if stored is None or now - stored[0] > FACTS_MAX_AGE or stored[1] is None:
+                probe = await probe_host(conn, host, options.command_timeout)
+            doc, _ = await run_agent(
+                conn, host, ["job-status", *ids_on.get(host.name, [])], options.command_timeout
+            )
+            return _HostReport({j["id"]: j for j in doc.get("jobs", [])}, probe)
+
+        outcomes = await pool.fan_out(hosts, observe)
+        now = clock()
+        fresh = {
+            n: o.probed.document
+            for n, o in outcomes.items()
+            if isinstance(o, _HostReport) and o.probed
+        }
+        if fresh:
+            store.save_facts(now, fresh)
+        up = {n for n, o in outcomes.items() if not isinstance(o, HostError)}
+        report.unreachable = {n: o for n, o in outcomes.items() if isinstance(o, HostError)}
+        with store.jobs.exclusive():
+            for record in store.jobs.in_states(("STARTING", "RUNNING")):
+                _collect(
+                    store, record, outcomes.get(record.host or ""), now, node_fail_after, report
+                )
+            facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
+            starts = _decide(store, inventory, nodes_from(hosts, facts, up), now)
+        await _start(pool, store, starts, by_name, options, clock, report)
+    return report
+
+
+def _collect(
+    store: SqliteStore,
+    record: JobRecord,
+    outcome: _HostReport | HostError | None,
+    now: float,
+    node_fail_after: float,
+    report: ReconcileReport,
+) -> None:
+    if isinstance(outcome, _HostReport):
+        status = outcome.jobs.get(record.agent_id, {})
+        state = status.get("state", "UNKNOWN")
+        if state in FINAL:
+            store.jobs.update(
+                record.id,
+                state=state,
+                exit_code=status.get("exit_code"),
+                ended=status.get("ended") or now,
+                peak_rss_bytes=status.get("peak_rss_bytes"),
+                reason=status.get("reason"),
+                lost_since=None,
+            )
+            report.finished.append(record.id)
+            if state in ("FAILED", "TIMEOUT") and record.attempt < record.retries:
+                _requeue(store, record, f"attempt {record.attempt + 1} ended {state}", report)
+        elif state == "LOST" or (state == "UNKNOWN" and record.state == "RUNNING"):
+            _node_fail(
+                store, record, status.get("reason") or "the job vanished from its host", now, report
+            )
+        elif record.lost_since is not None:
+            store.jobs.update(record.id, lost_since=None)
+        return
+    if record.lost_since is None:
+        store.jobs.update(record.id, lost_since=now)
+    elif now - record.lost_since >= node_fail_after:
+        why = outcome.message if isinstance(outcome, HostError) else "host not in the inventory"
+        _node_fail(store, record, f"host {record.host} unreachable: {why}", now, report)
+
+
+def _node_fail(
+    store: SqliteStore, record: JobRecord, why: str, now: float, report: ReconcileReport
+) -> None:
+    if record.attempt < record.retries:
+        _requeue(store, record, why, report)
+        return
+    store.jobs.update(record.id, state="NODE_FAIL", ended=now, reason=why)
+    report.finished.append(record.id)
+
+
+def _requeue(store: SqliteStore, record: JobRecord, why: str, report: ReconcileReport) -> None:
+    store.jobs.update(
+        record.id,
+        state="PENDING",
+        attempt=record.attempt + 1,
+        host=None,
+        allocation=None,
+        started=None,
+        ended=None,
+        exit_code=None,
+        lost_since=None,
+        reason=f"requeued: {why}",
+    )
+    report.requeued.append(record.id)
+
+
+def _decide(store: SqliteStore, inventory: Inventory, nodes: list[Node], now: float) -> list[int]:
+    """One scheduling pass inside the caller's transaction; returns ids now STARTING."""
+    pending = store.jobs.in_states(("PENDING",))
+    starting = store.jobs.in_states(("STARTING",))
+    if not pending:
+        return [r.id for r in starting]
+    active = store.jobs.in_states(("STARTING", "RUNNING"))
+    deps = {int(a) for r in pending for a in r.spec.get("after", ())}
+    finished = {str(i): s for i, s in store.jobs.states_of(deps).items() if s in FINAL}
+    decision = dispatch(
+        [job_view(r, inventory) for r in pending],
+        nodes,
+        [running_view(r) for r in active],
+        finished,
+        now,
+    )
+    for alloc in decision.start:
+        store.jobs.update(
+            int(alloc.job_id),
+            state="STARTING",
+            host=alloc.host,
+            allocation={
+                "cpus": alloc.cpus,
+                "memory_bytes": alloc.memory_bytes,
+                "gpus": list(alloc.gpus),
+                "fpgas": list(alloc.fpgas),
+            },
+            reason=None,
+        )
+    for doomed in decision.doomed:
+        store.jobs.update(int(doomed.job_id), state="FAILED", ended=now, reason=doomed.reason)
+    for blocked in decision.blocked:
+        store.jobs.update(int(blocked.job_id), reason=blocked.reason)
+    return [r.id for r in starting] + [int(a.job_id) for a in decision.start]
+
+
+async def _start(
+    pool: HostPool,
+    store: SqliteStore,
+    ids: list[int],
+    hosts: Mapping[str, Host],
+    options: TransportOptions,
+    clock: Callable[[], float],
+    report: ReconcileReport,
+) -> None:
+    records = [r for r in (store.jobs.get(i) for i in ids) if r is not None and r.host in hosts]
+
+    async def start(record: JobRecord) -> None:
+        host = hosts[record.host or ""]
+        conn = await pool.connect(host)
+        payload = json.dumps(agent_spec(record)).encode()
+        doc, _ = await run_agent(conn, host, ["job-start"], options.command_timeout, input=payload)
+        if "error" in doc:
+            raise UsageError(f"job {record.id}: the agent refused to start it: {doc['error']}")
+
+    results = await asyncio.gather(*(start(r) for r in records), return_exceptions=True)
+    now = clock()
+    for record, result in zip(records, results, strict=True):
+        if isinstance(result, HostError):
+            store.jobs.update(
+                record.id, state="PENDING", host=None, allocation=None,
+                reason=f"could not start on {record.host}: {result.message}",
+            )  # fmt: skip
+        elif isinstance(result, BaseException):
+            store.jobs.update(record.id, state="FAILED", ended=now, reason=str(result))
+        else:
+            store.jobs.update(record.id, state="RUNNING", started=now)
+            report.started.append(record.id)
+
+
+def agent_spec(record: JobRecord) -> dict[str, Any]:
+    """What the agent's ``job-start`` gets: command, environment with devices, limits."""
+    alloc = record.allocation or {}
+    gpus = ",".join(str(g) for g in alloc.get("gpus", ()))
+    env = {
+        **record.spec.get("env", {}),
+        "LEPTON_JOB_ID": str(record.id),
+        "LEPTON_HOST": record.host or "",
+        "CUDA_VISIBLE_DEVICES": gpus,
+        "NVIDIA_VISIBLE_DEVICES": gpus or "void",
+        "LEPTON_FPGA_DEVICES": ",".join(str(f) for f in alloc.get("fpgas", ())),
+    }
+    return {
+        "id": record.agent_id,
+        "command": record.spec["command"],
+        "env": env,
+        "workdir": record.spec.get("workdir"),
+        "walltime": record.spec.get("walltime"),
+    }
+
+
+# -- dry run -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DryRun:
+    plan: Plan
+    names: Mapping[str, str]  # job id in the plan -> job name
+    unknown_hosts: tuple[str, ...]  # selected hosts with neither declared capacity nor a probe
+
+
+def dry_run(
+    store: SqliteStore, inventory: Inventory, jobs: Sequence[Submission], now: float
+) -> DryRun:
+    """Plan without touching a host or the queue: declared capacity + last stored probes."""
+    hosts = list(inventory.hosts)
+    facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
+    unknown = tuple(h.name for h in hosts if h.capacity is None and facts.get(h.name) is None)
+    nodes = nodes_from(hosts, facts, {h.name for h in hosts})
+    ids = {job.name: str(i) for i, job in enumerate(jobs)}
+    views = []
+    for i, job in enumerate(jobs):
+        after = tuple(ids[a] for a in job.after if a in ids)
+        limit = job.limit
+        views.append(
+            Job(
+                id=str(i),
+                request=job.request,
+                priority=job.priority,
+                submitted=float(i),
+                walltime=job.walltime,
+                after=after,
+                hosts=frozenset(h.name for h in select_hosts(inventory, limit)) if limit else None,
+                estimates=job.estimates,
+            )
+        )
+    running = [running_view(r) for r in store.jobs.in_states(("RUNNING",))]
+    result = plan(views, nodes, running, now=now)
+    return DryRun(result, {str(i): j.name for i, j in enumerate(jobs)}, unknown)
+
+
+# -- cancel and logs -------------------------------------------------------------------
+
+
+async def cancel(
+    inventory: Inventory,
+    options: TransportOptions,
+    store: SqliteStore,
+    ids: Sequence[int],
+    clock: Callable[[], float] = time.time,
+) -> dict[int, str]:
+    """Cancel jobs: pending ones at once, running ones by killing their process tree."""
+    results: dict[int, str] = {}
+    by_name = {h.name: h for h in inventory.hosts}
+    records = []
+    for job_id in ids:
+        record = store.jobs.get(job_id)
+        if record is None:
+            raise UsageError(f"no job {job_id}")
+        records.append(record)
+    async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
+        for record in records:
+            if record.state in FINAL:
+                results[record.id] = record.state
+            elif record.state == "PENDING":
+                store.jobs.update(
+                    record.id, state="CANCELLED", ended=clock(), reason="cancelled while pending"
+                )
+                results[record.id] = "CANCELLED"
+            else:
+                host = by_name.get(record.host or "")
+                if host is None:
+                    raise UsageError(
+                        f"job {record.id} runs on {record.host}, which is not in the inventory"
+                    )
+                store.jobs.update(record.id, cancel_requested=1)
+                conn = await pool.connect(host)
+                doc, _ = await run_agent(
+                    conn, host, ["job-kill", record.agent_id], options.command_timeout
+                )
+                results[record.id] = str(doc.get("state", "RUNNING"))
+    return results
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    data: str
+    next_offset: int
+    eof: bool
+    state: str
+
+
+async def read_log(
+    host: Host, agent_id: str, offset: int, options: TransportOptions, pool: HostPool
+) -> LogChunk:
+    conn = await pool.connect(host)
+    doc, _ = await run_agent(
+        conn, host, ["job-log", agent_id, "--offset", str(offset)], options.command_timeout
+    )
+    if "error" in doc:
+        raise UsageError(str(doc["error"]))
+    return LogChunk(
+        str(doc.get("data", "")),
+        int(doc.get("next_offset", offset)),
+        bool(doc.get("eof")),
+        str(doc.get("state", "")),
+    )

@@ -1,0 +1,160 @@
+"""The job queue and history, in the state store's SQLite database.
+
+Every change that allocates devices happens inside ``JobTable.exclusive()``
+(``BEGIN IMMEDIATE``): two terminals reconciling at once are serialised by
+SQLite, so the second one sees the first one's allocations and can never
+double-book a device.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leptonctl.errors import StateError
+
+ACTIVE = ("PENDING", "STARTING", "RUNNING")
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
+
+_COLUMNS = (
+    "id, name, spec, state, priority, submitted, started, ended, host, allocation, exit_code, "
+    "reason, attempt, retries, lost_since, cancel_requested, peak_rss_bytes"
+)
+_UPDATABLE = {
+    "state", "started", "ended", "host", "allocation", "exit_code", "reason", "attempt",
+    "lost_since", "cancel_requested", "peak_rss_bytes",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: int
+    name: str
+    spec: Mapping[str, Any]  # command, env, workdir, request, walltime, estimates, limit, after...
+    state: str
+    priority: int
+    submitted: float
+    started: float | None
+    ended: float | None
+    host: str | None
+    allocation: Mapping[str, Any] | None  # {"cpus", "memory_bytes", "gpus", "fpgas"}
+    exit_code: int | None
+    reason: str | None
+    attempt: int
+    retries: int
+    lost_since: float | None
+    cancel_requested: bool
+    peak_rss_bytes: int | None
+
+    @property
+    def agent_id(self) -> str:
+        """The job's directory name on its host: one per attempt.  The random ``uid`` drawn
+        at submit keeps two state stores (two operators, or a store that was reset) from
+        ever meeting each other's job directories on a shared host."""
+        return f"{self.id}.{self.attempt}.{self.spec.get('uid', 'x')}"
+
+
+class JobTable:
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One write transaction; everything inside sees and changes one consistent queue."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot update the job queue in {self._path}: {exc}") from exc
+
+    def add(self, jobs: Sequence[tuple[str, Mapping[str, Any], int, int]], now: float) -> list[int]:
+        """Insert (name, spec, priority, retries) rows as PENDING; returns their ids."""
+        ids = []
+        with self.exclusive():
+            for name, spec, priority, retries in jobs:
+                cursor = self._db.execute(
+                    "INSERT INTO jobs(name, spec, state, priority, submitted, retries) "
+                    "VALUES (?, ?, 'PENDING', ?, ?, ?)",
+                    (name, json.dumps(spec), priority, now, retries),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def set_spec(self, job_id: int, spec: Mapping[str, Any]) -> None:
+        self._db.execute("UPDATE jobs SET spec = ? WHERE id = ?", (json.dumps(spec), job_id))
+
+    def update(self, job_id: int, **fields: Any) -> None:
+        """Change some columns of one job (call inside ``exclusive()`` or on its own)."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        if "allocation" in fields and fields["allocation"] is not None:
+            fields["allocation"] = json.dumps(fields["allocation"])
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        sql = f"UPDATE jobs SET {assignments} WHERE id = ?"  # noqa: S608 - names are whitelisted
+        try:
+            if self._db.in_transaction:
+                self._db.execute(sql, (*fields.values(), job_id))
+            else:
+                with self.exclusive():
+                    self._db.execute(sql, (*fields.values(), job_id))
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot update job {job_id} in {self._path}: {exc}") from exc
+
+    def get(self, job_id: int) -> JobRecord | None:
+        rows = self._select("WHERE id = ?", (job_id,))
+        return rows[0] if rows else None
+
+    def in_states(self, states: Iterable[str]) -> list[JobRecord]:
+        wanted = tuple(states)
+        marks = ", ".join("?" for _ in wanted)
+        return self._select(f"WHERE state IN ({marks}) ORDER BY id", wanted)
+
+    def all(self) -> list[JobRecord]:
+        return self._select("ORDER BY id", ())
+
+    def states_of(self, ids: Iterable[int]) -> dict[int, str]:
+        wanted = tuple(ids)
+        if not wanted:
+            return {}
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._db.execute(f"SELECT id, state FROM jobs WHERE id IN ({marks})", wanted)  # noqa: S608
+        return {int(i): str(s) for i, s in rows}
+
+    def _select(self, where: str, params: tuple[Any, ...]) -> list[JobRecord]:
+        try:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs {where}", params).fetchall()  # noqa: S608
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the job queue in {self._path}: {exc}") from exc
+        return [_record(row) for row in rows]
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    (id_, name, spec, state, priority, submitted, started, ended, host, allocation, exit_code,
+     reason, attempt, retries, lost_since, cancel_requested, peak_rss) = row  # fmt: skip
+    return JobRecord(
+        id=int(id_),
+        name=name,
+        spec=json.loads(spec),
+        state=state,
+        priority=int(priority),
+        submitted=float(submitted),
+        started=started,
+        ended=ended,
+        host=host,
+        allocation=json.loads(allocation) if allocation else None,
+        exit_code=exit_code,
+        reason=reason,
+        attempt=int(attempt),
+        retries=int(retries),
+        lost_since=lost_since,
+        cancel_requested=bool(cancel_requested),
+        peak_rss_bytes=peak_rss,
+    )
