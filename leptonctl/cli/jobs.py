@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -28,7 +27,7 @@ from leptonctl.errors import ExitCode, UsageError
 from leptonctl.inventory import Inventory
 from leptonctl.render.documents import dry_run_document, job_document, jobs_document
 from leptonctl.services import jobs as service
-from leptonctl.store.jobs import ACTIVE, FINAL, JobRecord
+from leptonctl.store.jobs import ACTIVE
 from leptonctl.store.sqlite import SqliteStore
 
 # How a finished job maps to `submit --wait`'s exit status (documented in the README).
@@ -128,15 +127,7 @@ def _batch(path: Path) -> list[Submission]:
 
 
 def _wait(config: Settings, inventory: Inventory, store: SqliteStore, ids: list[int]) -> int:
-    async def loop() -> list[JobRecord]:
-        while True:
-            records = [store.jobs.get(i) for i in ids]
-            if all(r is not None and r.state in FINAL for r in records):
-                return [r for r in records if r is not None]
-            await asyncio.sleep(1.0)
-            await service.reconcile(inventory, config.transport(), store)
-
-    records = run_async(loop())
+    records = run_async(service.wait_for(inventory, config.transport(), store, ids))
     worst = 0
     for record in records:
         code = WAIT_EXIT.get(record.state, record.exit_code if record.exit_code else 1)
@@ -234,22 +225,11 @@ def logs(
         host = by_name[record.host]
         options = config.transport()
 
-        async def stream() -> None:
-            from leptonctl.remote.pool import HostPool
+        def write(data: str) -> None:
+            sys.stdout.write(data)
+            sys.stdout.flush()
 
-            offset = 0
-            async with HostPool(options) as pool:
-                while True:
-                    chunk = await service.read_log(host, record.agent_id, offset, options, pool)
-                    sys.stdout.write(chunk.data)
-                    sys.stdout.flush()
-                    offset = chunk.next_offset
-                    if chunk.eof or (not follow and not chunk.data):
-                        return
-                    if not chunk.data:
-                        await asyncio.sleep(1.0)
-
-        run_async(stream())
+        run_async(service.stream_log(host, record.agent_id, options, follow, write))
 
 
 def cancel(
@@ -276,19 +256,16 @@ def schedule(
     inventory = config.inventory()
     with config.store() as store:
 
-        async def loop() -> int:
-            while True:
-                report = await service.reconcile(inventory, config.transport(), store)
-                stamp = time.strftime("%H:%M:%S")
-                lost = sorted(report.unreachable) or "-"
-                print(
-                    f"{stamp} started {report.started or '-'} finished {report.finished or '-'} "
-                    f"requeued {report.requeued or '-'} unreachable {lost}",
-                    flush=True,
-                )
-                if not watch:
-                    return int(ExitCode.HOSTS_UNREACHABLE) if report.unreachable else 0
-                await asyncio.sleep(interval)
+        def show(report: service.ReconcileReport) -> None:
+            lost = sorted(report.unreachable) or "-"
+            print(
+                f"{time.strftime('%H:%M:%S')} started {report.started or '-'} "
+                f"finished {report.finished or '-'} requeued {report.requeued or '-'} "
+                f"unreachable {lost}",
+                flush=True,
+            )
 
-        code = run_async(loop())
-    raise typer.Exit(code)
+        report = run_async(
+            service.reconcile_loop(inventory, config.transport(), store, watch, interval, show)
+        )
+    raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE) if report.unreachable else 0)

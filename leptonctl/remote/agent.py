@@ -168,9 +168,13 @@ class AgentSession:
         await ensure_agent(conn, host, timeout)
         return cls(host, await conn.start(agent_command(host, ["serve"])))
 
+    async def request(self, op: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one op (``{"op": "job-start", "spec": ...}``), read its one-line answer."""
+        await self._stream.send_line(json.dumps(op).encode())
+        return _decode(self.host, (await self._stream.read_line(timeout)).decode())
+
     async def probe(self, timeout: float) -> Probe:
-        await self._stream.send_line(b'{"op": "probe"}')
-        document = _decode(self.host, (await self._stream.read_line(timeout)).decode())
+        document = await self.request({"op": "probe"}, timeout)
         return Probe(_facts(self.host, document), document, pushed=False)
 
     async def close(self) -> None:

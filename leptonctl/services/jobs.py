@@ -10,7 +10,6 @@ scheduler), then starts them.  Every job command calls it first; so do
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from collections import defaultdict
@@ -35,7 +34,7 @@ from leptonctl.core.scheduler import (
 )
 from leptonctl.errors import HostError, UsageError
 from leptonctl.inventory import Host, Inventory, select_hosts
-from leptonctl.remote.agent import probe_host, run_agent
+from leptonctl.remote.agent import AgentSession, probe_host, run_agent
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, TransportOptions
 from leptonctl.services.status import new_host_key_recorder
@@ -196,49 +195,54 @@ async def reconcile(
     store: SqliteStore,
     clock: Callable[[], float] = time.time,
     node_fail_after: float = NODE_FAIL_AFTER,
+    pool: HostPool | None = None,
 ) -> ReconcileReport:
-    """Collect what ended, requeue what was lost, start what now fits."""
+    """Collect what ended, requeue what was lost, start what now fits.
+
+    Pass a ``pool`` to keep connections across repeated passes (``--wait``, ``--watch``).
+    """
+    if pool is None:
+        async with HostPool(options, new_host_key_recorder(store, clock)) as own:
+            return await reconcile(inventory, options, store, clock, node_fail_after, own)
     report = ReconcileReport()
     hosts = list(inventory.hosts)
     by_name = {h.name: h for h in hosts}
-    async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
-        active = store.jobs.in_states(("STARTING", "RUNNING"))
-        ids_on: dict[str, list[str]] = defaultdict(list)
-        for record in active:
-            if record.host:
-                ids_on[record.host].append(record.agent_id)
-        known = stored_facts(store, hosts)
-        now = clock()
+    active = store.jobs.in_states(("STARTING", "RUNNING"))
+    ids_on: dict[str, list[str]] = defaultdict(list)
+    for record in active:
+        if record.host:
+            ids_on[record.host].append(record.agent_id)
+    known = stored_facts(store, hosts)
+    now = clock()
 
-        async def observe(host: Host, conn: Connection) -> _HostReport:
-            probe = None
-            stored = known.get(host.name)
-            if stored is None or now - stored[0] > FACTS_MAX_AGE or stored[1] is None:
-                probe = await probe_host(conn, host, options.command_timeout)
-            doc, _ = await run_agent(
-                conn, host, ["job-status", *ids_on.get(host.name, [])], options.command_timeout
-            )
-            return _HostReport({j["id"]: j for j in doc.get("jobs", [])}, probe)
+    async def observe(host: Host, conn: Connection) -> _HostReport:
+        probe = None
+        stored = known.get(host.name)
+        if stored is None or now - stored[0] > FACTS_MAX_AGE or stored[1] is None:
+            probe = await probe_host(conn, host, options.command_timeout)
+        ids = ids_on.get(host.name)
+        if not ids:  # nothing of ours runs there: being reachable is all we need to know
+            if probe is None:
+                (await conn.run("true", timeout=options.command_timeout)).check()
+            return _HostReport({}, probe)
+        doc, _ = await run_agent(conn, host, ["job-status", *ids], options.command_timeout)
+        return _HostReport({j["id"]: j for j in doc.get("jobs", [])}, probe)
 
-        outcomes = await pool.fan_out(hosts, observe)
-        now = clock()
-        fresh = {
-            n: o.probed.document
-            for n, o in outcomes.items()
-            if isinstance(o, _HostReport) and o.probed
-        }
-        if fresh:
-            store.save_facts(now, fresh)
-        up = {n for n, o in outcomes.items() if not isinstance(o, HostError)}
-        report.unreachable = {n: o for n, o in outcomes.items() if isinstance(o, HostError)}
-        with store.jobs.exclusive():
-            for record in store.jobs.in_states(("STARTING", "RUNNING")):
-                _collect(
-                    store, record, outcomes.get(record.host or ""), now, node_fail_after, report
-                )
-            facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
-            starts = _decide(store, inventory, nodes_from(hosts, facts, up), now)
-        await _start(pool, store, starts, by_name, options, clock, report)
+    outcomes = await pool.fan_out(hosts, observe)
+    now = clock()
+    fresh = {
+        n: o.probed.document for n, o in outcomes.items() if isinstance(o, _HostReport) and o.probed
+    }
+    if fresh:
+        store.save_facts(now, fresh)
+    up = {n for n, o in outcomes.items() if not isinstance(o, HostError)}
+    report.unreachable = {n: o for n, o in outcomes.items() if isinstance(o, HostError)}
+    with store.jobs.exclusive():
+        for record in store.jobs.in_states(("STARTING", "RUNNING")):
+            _collect(store, record, outcomes.get(record.host or ""), now, node_fail_after, report)
+        facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
+        starts = _decide(store, inventory, nodes_from(hosts, facts, up), now)
+    await _start(pool, store, starts, by_name, options, clock, report)
     return report
 
 
@@ -351,29 +355,44 @@ async def _start(
     clock: Callable[[], float],
     report: ReconcileReport,
 ) -> None:
-    records = [r for r in (store.jobs.get(i) for i in ids) if r is not None and r.host in hosts]
+    """Start STARTING jobs: one ``agent serve`` per host, one ``job-start`` line per job."""
+    by_host: dict[str, list[JobRecord]] = defaultdict(list)
+    for record in (store.jobs.get(i) for i in ids):
+        if record is not None and record.host in hosts:
+            by_host[record.host or ""].append(record)
 
-    async def start(record: JobRecord) -> None:
-        host = hosts[record.host or ""]
-        conn = await pool.connect(host)
-        payload = json.dumps(agent_spec(record)).encode()
-        doc, _ = await run_agent(conn, host, ["job-start"], options.command_timeout, input=payload)
-        if "error" in doc:
-            raise UsageError(f"job {record.id}: the agent refused to start it: {doc['error']}")
+    async def start_all(host: Host, conn: Connection) -> dict[int, dict[str, Any]]:
+        session = await AgentSession.open(conn, host, options.command_timeout)
+        answers = {}
+        try:
+            for record in by_host[host.name]:
+                answers[record.id] = await session.request(
+                    {"op": "job-start", "spec": agent_spec(record)}, options.command_timeout
+                )
+        finally:
+            await session.close()
+        return answers
 
-    results = await asyncio.gather(*(start(r) for r in records), return_exceptions=True)
+    outcomes = await pool.fan_out([hosts[name] for name in by_host], start_all)
     now = clock()
-    for record, result in zip(records, results, strict=True):
-        if isinstance(result, HostError):
-            store.jobs.update(
-                record.id, state="PENDING", host=None, allocation=None,
-                reason=f"could not start on {record.host}: {result.message}",
-            )  # fmt: skip
-        elif isinstance(result, BaseException):
-            store.jobs.update(record.id, state="FAILED", ended=now, reason=str(result))
-        else:
-            store.jobs.update(record.id, state="RUNNING", started=now)
-            report.started.append(record.id)
+    for name, records in by_host.items():
+        outcome = outcomes[name]
+        for record in records:
+            if isinstance(outcome, HostError):
+                store.jobs.update(
+                    record.id, state="PENDING", host=None, allocation=None,
+                    reason=f"could not start on {name}: {outcome.message}",
+                )  # fmt: skip
+                continue
+            answer = outcome.get(record.id, {})
+            if "error" in answer:
+                store.jobs.update(
+                    record.id, state="FAILED", ended=now,
+                    reason=f"the agent refused to start it: {answer['error']}",
+                )  # fmt: skip
+            else:
+                store.jobs.update(record.id, state="RUNNING", started=answer.get("started") or now)
+                report.started.append(record.id)
 
 
 def agent_spec(record: JobRecord) -> dict[str, Any]:
@@ -478,6 +497,61 @@ async def cancel(
                 )
                 results[record.id] = str(doc.get("state", "RUNNING"))
     return results
+
+
+async def wait_for(
+    inventory: Inventory,
+    options: TransportOptions,
+    store: SqliteStore,
+    ids: Sequence[int],
+    poll: float = 1.0,
+) -> list[JobRecord]:
+    """Reconcile until every job in ``ids`` has ended (one connection per host throughout)."""
+    async with HostPool(options, new_host_key_recorder(store)) as pool:
+        while True:
+            records = [store.jobs.get(i) for i in ids]
+            if all(r is not None and r.state in FINAL for r in records):
+                return [r for r in records if r is not None]
+            await asyncio.sleep(poll)
+            await reconcile(inventory, options, store, pool=pool)
+
+
+async def reconcile_loop(
+    inventory: Inventory,
+    options: TransportOptions,
+    store: SqliteStore,
+    forever: bool,
+    interval: float,
+    on_report: Callable[[ReconcileReport], None],
+) -> ReconcileReport:
+    """``leptonctl schedule [--watch]``: one pass, or a pass every ``interval`` seconds."""
+    async with HostPool(options, new_host_key_recorder(store)) as pool:
+        while True:
+            report = await reconcile(inventory, options, store, pool=pool)
+            on_report(report)
+            if not forever:
+                return report
+            await asyncio.sleep(interval)
+
+
+async def stream_log(
+    host: Host,
+    agent_id: str,
+    options: TransportOptions,
+    follow: bool,
+    write: Callable[[str], None],
+) -> None:
+    """Copy a job's log to ``write``; with ``follow``, keep going until the job ends."""
+    offset = 0
+    async with HostPool(options) as pool:
+        while True:
+            chunk = await read_log(host, agent_id, offset, options, pool)
+            write(chunk.data)
+            offset = chunk.next_offset
+            if chunk.eof or (not follow and not chunk.data):
+                return
+            if not chunk.data:
+                await asyncio.sleep(1.0)
 
 
 @dataclass(frozen=True)
