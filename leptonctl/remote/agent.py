@@ -26,6 +26,7 @@ from typing import Any
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
+from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, RunResult, Stream
 
 AGENT_FILE = "lepton_agent.py"
@@ -179,6 +180,44 @@ class AgentSession:
 
     async def close(self) -> None:
         await self._stream.close()
+
+
+class AgentSessions:
+    """One ``agent serve`` per host, opened on first use and kept while the pool lives.
+
+    A command that talks to the same hosts again and again (``submit --wait``,
+    ``schedule --watch``) then pays for the agent's start-up once per host, not per call.
+    """
+
+    def __init__(self, pool: HostPool) -> None:
+        self.pool = pool
+        self._sessions: dict[str, AgentSession] = {}
+
+    async def get(self, host: Host) -> AgentSession:
+        session = self._sessions.get(host.name)
+        if session is None:
+            conn = await self.pool.connect(host)
+            session = await AgentSession.open(conn, host, self.pool.options.command_timeout)
+            self._sessions[host.name] = session
+        return session
+
+    async def request(self, host: Host, op: dict[str, Any]) -> dict[str, Any]:
+        """One op on the host's session; a failed session is dropped (reopened next time)."""
+        try:
+            session = await self.get(host)
+            return await session.request(op, self.pool.options.command_timeout)
+        except HostError:
+            await self.drop(host.name)
+            raise
+
+    async def drop(self, name: str) -> None:
+        session = self._sessions.pop(name, None)
+        if session is not None:
+            await session.close()
+
+    async def close(self) -> None:
+        for name in list(self._sessions):
+            await self.drop(name)
 
 
 def _decode(host: Host, text: str) -> dict[str, Any]:

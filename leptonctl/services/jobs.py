@@ -34,7 +34,7 @@ from leptonctl.core.scheduler import (
 )
 from leptonctl.errors import HostError, UsageError
 from leptonctl.inventory import Host, Inventory, select_hosts
-from leptonctl.remote.agent import AgentSession, probe_host, run_agent
+from leptonctl.remote.agent import AgentSessions, probe_host, run_agent
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, TransportOptions
 from leptonctl.services.status import new_host_key_recorder
@@ -195,15 +195,21 @@ async def reconcile(
     store: SqliteStore,
     clock: Callable[[], float] = time.time,
     node_fail_after: float = NODE_FAIL_AFTER,
-    pool: HostPool | None = None,
+    sessions: AgentSessions | None = None,
 ) -> ReconcileReport:
     """Collect what ended, requeue what was lost, start what now fits.
 
-    Pass a ``pool`` to keep connections across repeated passes (``--wait``, ``--watch``).
+    Pass ``sessions`` to keep connections and agent sessions across repeated passes
+    (``--wait``, ``schedule --watch``).
     """
-    if pool is None:
-        async with HostPool(options, new_host_key_recorder(store, clock)) as own:
-            return await reconcile(inventory, options, store, clock, node_fail_after, own)
+    if sessions is None:
+        async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
+            own = AgentSessions(pool)
+            try:
+                return await reconcile(inventory, options, store, clock, node_fail_after, own)
+            finally:
+                await own.close()
+    pool = sessions.pool
     report = ReconcileReport()
     hosts = list(inventory.hosts)
     by_name = {h.name: h for h in hosts}
@@ -225,7 +231,7 @@ async def reconcile(
             if probe is None:
                 (await conn.run("true", timeout=options.command_timeout)).check()
             return _HostReport({}, probe)
-        doc, _ = await run_agent(conn, host, ["job-status", *ids], options.command_timeout)
+        doc = await sessions.request(host, {"op": "job-status", "ids": ids})
         return _HostReport({j["id"]: j for j in doc.get("jobs", [])}, probe)
 
     outcomes = await pool.fan_out(hosts, observe)
@@ -242,7 +248,7 @@ async def reconcile(
             _collect(store, record, outcomes.get(record.host or ""), now, node_fail_after, report)
         facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
         starts = _decide(store, inventory, nodes_from(hosts, facts, up), now)
-    await _start(pool, store, starts, by_name, options, clock, report)
+    await _start(sessions, store, starts, by_name, clock, report)
     return report
 
 
@@ -347,33 +353,26 @@ def _decide(store: SqliteStore, inventory: Inventory, nodes: list[Node], now: fl
 
 
 async def _start(
-    pool: HostPool,
+    sessions: AgentSessions,
     store: SqliteStore,
     ids: list[int],
     hosts: Mapping[str, Host],
-    options: TransportOptions,
     clock: Callable[[], float],
     report: ReconcileReport,
 ) -> None:
-    """Start STARTING jobs: one ``agent serve`` per host, one ``job-start`` line per job."""
+    """Start STARTING jobs: one ``job-start`` line per job on the host's agent session."""
     by_host: dict[str, list[JobRecord]] = defaultdict(list)
     for record in (store.jobs.get(i) for i in ids):
         if record is not None and record.host in hosts:
             by_host[record.host or ""].append(record)
 
     async def start_all(host: Host, conn: Connection) -> dict[int, dict[str, Any]]:
-        session = await AgentSession.open(conn, host, options.command_timeout)
-        answers = {}
-        try:
-            for record in by_host[host.name]:
-                answers[record.id] = await session.request(
-                    {"op": "job-start", "spec": agent_spec(record)}, options.command_timeout
-                )
-        finally:
-            await session.close()
-        return answers
+        return {
+            record.id: await sessions.request(host, {"op": "job-start", "spec": agent_spec(record)})
+            for record in by_host[host.name]
+        }
 
-    outcomes = await pool.fan_out([hosts[name] for name in by_host], start_all)
+    outcomes = await sessions.pool.fan_out([hosts[name] for name in by_host], start_all)
     now = clock()
     for name, records in by_host.items():
         outcome = outcomes[name]
@@ -508,12 +507,18 @@ async def wait_for(
 ) -> list[JobRecord]:
     """Reconcile until every job in ``ids`` has ended (one connection per host throughout)."""
     async with HostPool(options, new_host_key_recorder(store)) as pool:
-        while True:
-            records = [store.jobs.get(i) for i in ids]
-            if all(r is not None and r.state in FINAL for r in records):
-                return [r for r in records if r is not None]
-            await asyncio.sleep(poll)
-            await reconcile(inventory, options, store, pool=pool)
+        sessions = AgentSessions(pool)
+        try:
+            report = ReconcileReport()
+            while True:
+                records = [store.jobs.get(i) for i in ids]
+                if all(r is not None and r.state in FINAL for r in records):
+                    return [r for r in records if r is not None]
+                busy = report.started or report.finished  # keep going while things move
+                await asyncio.sleep(poll / 5 if busy else poll)
+                report = await reconcile(inventory, options, store, sessions=sessions)
+        finally:
+            await sessions.close()
 
 
 async def reconcile_loop(
@@ -526,12 +531,16 @@ async def reconcile_loop(
 ) -> ReconcileReport:
     """``leptonctl schedule [--watch]``: one pass, or a pass every ``interval`` seconds."""
     async with HostPool(options, new_host_key_recorder(store)) as pool:
-        while True:
-            report = await reconcile(inventory, options, store, pool=pool)
-            on_report(report)
-            if not forever:
-                return report
-            await asyncio.sleep(interval)
+        sessions = AgentSessions(pool)
+        try:
+            while True:
+                report = await reconcile(inventory, options, store, sessions=sessions)
+                on_report(report)
+                if not forever:
+                    return report
+                await asyncio.sleep(interval)
+        finally:
+            await sessions.close()
 
 
 async def stream_log(
