@@ -1,0 +1,136 @@
+"""Job commands on the embedded default (this machine, `connection: local`): no root needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from leptonctl.cli.app import run
+from leptonctl.errors import ExitCode
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = run(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def submit_json(capsys: pytest.CaptureFixture[str], *args: str, expect: int = 0) -> int:
+    code, out, err = cli(capsys, "submit", "--json", *args)
+    assert code == expect, err
+    return int(json.loads(out.splitlines()[0])["id"])
+
+
+def job(capsys: pytest.CaptureFixture[str], job_id: int) -> dict:
+    code, out, _ = cli(capsys, "show", str(job_id), "--json")
+    assert code == 0
+    return json.loads(out)
+
+
+def test_wait_returns_the_jobs_exit_code_and_logs_hold_its_output(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = cli(capsys, "submit", "--wait", "--", "echo to-log; exit 7")
+    assert code == 7
+    job_id = int(out.split()[1])
+    doc = job(capsys, job_id)
+    assert (doc["state"], doc["exit_code"], doc["host"]) == ("FAILED", 7, "localhost")
+    code, out, _ = cli(capsys, "logs", str(job_id))
+    assert code == 0 and out == "to-log\n"
+
+
+def test_jobs_json_lists_history_with_the_documented_keys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    job_id = submit_json(capsys, "--wait", "--name", "hello", "--", "true")
+    code, out, _ = cli(capsys, "jobs", "--all", "--json")
+    assert code == 0
+    (entry,) = json.loads(out)["jobs"]
+    for key in ("id", "name", "state", "host", "exit_code", "submitted", "started", "ended"):
+        assert key in entry
+    assert (entry["id"], entry["name"], entry["state"]) == (job_id, "hello", "COMPLETED")
+    code, out, _ = cli(capsys, "jobs", "--json")  # the queue only: nothing pending or running
+    assert json.loads(out)["jobs"] == []
+
+
+def test_devices_and_identity_are_exported_to_the_job(capsys: pytest.CaptureFixture[str]) -> None:
+    command = 'echo "$LEPTON_JOB_ID|$LEPTON_HOST|$CUDA_VISIBLE_DEVICES|$LEPTON_ARRAY_INDEX|$X"'
+    code, out, _ = cli(capsys, "submit", "--wait", "--array", "4", "--env", "X=y", "--", command)
+    assert code == 0
+    job_id = int(out.split()[1])
+    _, log, _ = cli(capsys, "logs", str(job_id))
+    assert log.strip() == f"{job_id}|localhost||4|y"  # no GPUs asked: none visible
+
+
+def test_a_failed_dependency_fails_its_dependant(capsys: pytest.CaptureFixture[str]) -> None:
+    first = submit_json(capsys, "--wait", "--", "exit 1", expect=1)
+    second = submit_json(capsys, "--after", str(first), "--", "echo never")
+    doc = job(capsys, second)
+    assert doc["state"] == "FAILED" and str(first) in (doc["reason"] or "")
+
+
+def test_a_dependency_holds_the_dependant_until_it_completes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    flag = tmp_path / "first-done"
+    first = submit_json(capsys, "--", f"sleep 1; touch {flag}")
+    second = submit_json(capsys, "--after", str(first), "--wait", "--", f"test -e {flag}")
+    assert job(capsys, second)["state"] == "COMPLETED"
+
+
+def test_cancel_a_pending_job_and_a_running_job(capsys: pytest.CaptureFixture[str]) -> None:
+    running = submit_json(capsys, "--cpus", "1", "--", "sleep 300")
+    waiting = submit_json(capsys, "--after", str(running), "--", "true")
+    assert job(capsys, running)["state"] == "RUNNING"
+    code, out, _ = cli(capsys, "cancel", str(waiting), str(running))
+    assert code == 0 and f"job {waiting}: CANCELLED" in out
+    assert job(capsys, running)["state"] == "CANCELLED"
+
+
+def test_a_request_no_host_can_ever_fit_fails_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    job_id = submit_json(capsys, "--gpus", "1", "--", "nvidia-smi")
+    doc = job(capsys, job_id)
+    assert doc["state"] == "FAILED" and "gpu" in (doc["reason"] or "").lower()
+
+
+def test_batch_file_with_a_bad_entry_is_rejected_before_anything_is_queued(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    batch = tmp_path / "jobs.yaml"
+    batch.write_text(
+        "jobs:\n  - {name: ok, command: 'true'}\n  - {name: bad, command: x, gpus: -2}\n"
+    )
+    code, _, err = cli(capsys, "submit", "--file", str(batch))
+    assert code == ExitCode.USAGE and "entry 1 (gpus)" in err
+    _, out, _ = cli(capsys, "jobs", "--all", "--json")
+    assert json.loads(out)["jobs"] == []
+
+
+def test_dry_run_prints_a_plan_and_queues_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    batch = tmp_path / "jobs.yaml"
+    batch.write_text(
+        "jobs:\n"
+        "  - {name: a, command: 'true', est: {cpu: 30}}\n"
+        "  - {name: b, command: 'true', est: {cpu: 60}, after: a}\n"
+    )
+    assert cli(capsys, "status")[0] == 0  # one stored probe to plan on
+    code, out, _ = cli(capsys, "submit", "--file", str(batch), "--dry-run", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    placed = {p["job"]: p for p in doc["placements"]}
+    assert placed["b"]["start"] >= placed["a"]["end"] == pytest.approx(30)
+    assert doc["makespan"] == pytest.approx(90)
+    _, out, _ = cli(capsys, "jobs", "--all", "--json")
+    assert json.loads(out)["jobs"] == []
+
+
+def test_unknown_job_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "show", "999")
+    assert code == ExitCode.USAGE and "no job 999" in err
