@@ -134,3 +134,18 @@ def test_dry_run_prints_a_plan_and_queues_nothing(
 def test_unknown_job_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, "show", "999")
     assert code == ExitCode.USAGE and "no job 999" in err
+
+
+def test_logs_follow_streams_until_the_job_ends(capsys: pytest.CaptureFixture[str]) -> None:
+    job_id = submit_json(capsys, "--", "for i in 1 2 3; do echo line-$i; sleep 0.4; done")
+    code, out, _ = cli(capsys, "logs", "-f", str(job_id))
+    assert code == 0 and out == "line-1\nline-2\nline-3\n"
+
+
+def test_logs_of_a_pending_job_say_so_unless_following(capsys: pytest.CaptureFixture[str]) -> None:
+    first = submit_json(capsys, "--", "sleep 1")
+    second = submit_json(capsys, "--after", str(first), "--", "echo after-first")
+    code, _, err = cli(capsys, "logs", str(second))
+    assert code == ExitCode.USAGE and "no output yet (PENDING)" in err
+    code, out, _ = cli(capsys, "logs", "-f", str(second))  # waits for it to start, then follows
+    assert code == 0 and out == "after-first\n"

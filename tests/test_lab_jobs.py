@@ -174,8 +174,38 @@ def test_unreachable_host_fails_its_job_over_to_another_host(
         lab.start_sshd(first["host"])
     assert record is not None and record.attempt == 1
     assert record.state == "RUNNING" and record.host != first["host"]
-    assert "unreachable" in (record.reason or "") or record.reason is None
+    cli(capsys, "-i", str(inv), "jobs")  # the first host is back: its stale attempt is killed
+    deadline = time.monotonic() + 15
+    while len(processes_in(lab, first["host"], b"sleep\x0030")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_in(lab, first["host"], b"sleep\x0030") == []  # never two runs at once
     cli(capsys, "-i", str(inv), "cancel", str(job_id))
+
+
+def test_lost_host_without_retries_ends_node_fail(
+    lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = inventory(tmp_path / "hosts.ini", lab, ["h2"])
+    _, out = cli(capsys, "-i", str(inv), "submit", "--json", "--", "sleep 30")
+    job_id = json.loads(out)["id"]
+    lab.stop_sshd("h2")
+    try:
+        code, out = cli(capsys, "-i", str(inv), "schedule", "--node-fail-after", "0")
+        assert code == 3 and "unreachable ['h2']" in out  # first pass: marked lost
+        cli(capsys, "-i", str(inv), "schedule", "--node-fail-after", "0")
+        state = Path(os.environ["XDG_DATA_HOME"]) / "leptonctl" / "state.db"
+        with SqliteStore(state) as store:
+            record = store.jobs.get(job_id)
+    finally:
+        lab.start_sshd("h2")
+    assert record is not None and record.state == "NODE_FAIL"
+    assert "unreachable" in (record.reason or "")
+    assert processes_in(lab, "h2", b"sleep\x0030")  # it kept running while cut off
+    cli(capsys, "-i", str(inv), "schedule")  # the host is back: the abandoned run is stopped
+    deadline = time.monotonic() + 15
+    while processes_in(lab, "h2", b"sleep\x0030") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_in(lab, "h2", b"sleep\x0030") == []
 
 
 def test_two_terminals_submitting_at_once_never_overbook(

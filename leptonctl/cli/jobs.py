@@ -215,21 +215,13 @@ def logs(
     """Print a job's output (stdout and stderr); -f follows it until the job ends."""
     config = settings(ctx)
     inventory = config.inventory()
-    by_name = {h.name: h for h in inventory.hosts}
+
+    def write(data: str) -> None:
+        sys.stdout.write(data)
+        sys.stdout.flush()
+
     with config.store() as store:
-        record = store.jobs.get(job_id)
-        if record is None:
-            raise UsageError(f"no job {job_id}")
-        if record.host is None or record.host not in by_name:
-            raise UsageError(f"job {job_id} has no output yet ({record.state})")
-        host = by_name[record.host]
-        options = config.transport()
-
-        def write(data: str) -> None:
-            sys.stdout.write(data)
-            sys.stdout.flush()
-
-        run_async(service.stream_log(host, record.agent_id, options, follow, write))
+        run_async(service.job_log(inventory, config.transport(), store, job_id, follow, write))
 
 
 def cancel(
@@ -250,6 +242,10 @@ def schedule(
     ctx: typer.Context,
     watch: Annotated[bool, typer.Option("-w", "--watch", help="Keep reconciling.")] = False,
     interval: Annotated[float, typer.Option(min=0.5, help="Seconds between passes.")] = 5.0,
+    node_fail_after: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds a host may be unreachable before its jobs fail."),
+    ] = service.NODE_FAIL_AFTER,
 ) -> None:
     """Reconcile once (what cron calls): collect ended jobs, requeue lost ones, start what fits."""
     config = settings(ctx)
@@ -266,6 +262,8 @@ def schedule(
             )
 
         report = run_async(
-            service.reconcile_loop(inventory, config.transport(), store, watch, interval, show)
+            service.reconcile_loop(
+                inventory, config.transport(), store, watch, interval, show, node_fail_after
+            )
         )
     raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE) if report.unreachable else 0)

@@ -219,9 +219,14 @@ async def reconcile(
         if record.host:
             ids_on[record.host].append(record.agent_id)
     known = stored_facts(store, hosts)
+    orphans = store.jobs.orphans()
     now = clock()
 
     async def observe(host: Host, conn: Connection) -> _HostReport:
+        for agent_id in orphans.get(host.name, []):  # back from the dead: stop the old run
+            await sessions.request(host, {"op": "job-kill", "id": agent_id})
+        if orphans.get(host.name):
+            store.jobs.forget_orphans(host.name, orphans[host.name])
         probe = None
         stored = known.get(host.name)
         if stored is None or now - stored[0] > FACTS_MAX_AGE or stored[1] is None:
@@ -293,6 +298,8 @@ def _collect(
 def _node_fail(
     store: SqliteStore, record: JobRecord, why: str, now: float, report: ReconcileReport
 ) -> None:
+    if record.host:  # it may still run there: kill it if that host comes back
+        store.jobs.add_orphan(record.host, record.agent_id, now)
     if record.attempt < record.retries:
         _requeue(store, record, why, report)
         return
@@ -528,13 +535,16 @@ async def reconcile_loop(
     forever: bool,
     interval: float,
     on_report: Callable[[ReconcileReport], None],
+    node_fail_after: float = NODE_FAIL_AFTER,
 ) -> ReconcileReport:
     """``leptonctl schedule [--watch]``: one pass, or a pass every ``interval`` seconds."""
     async with HostPool(options, new_host_key_recorder(store)) as pool:
         sessions = AgentSessions(pool)
         try:
             while True:
-                report = await reconcile(inventory, options, store, sessions=sessions)
+                report = await reconcile(
+                    inventory, options, store, node_fail_after=node_fail_after, sessions=sessions
+                )
                 on_report(report)
                 if not forever:
                     return report
@@ -543,24 +553,48 @@ async def reconcile_loop(
             await sessions.close()
 
 
-async def stream_log(
-    host: Host,
-    agent_id: str,
+async def job_log(
+    inventory: Inventory,
     options: TransportOptions,
+    store: SqliteStore,
+    job_id: int,
     follow: bool,
     write: Callable[[str], None],
 ) -> None:
-    """Copy a job's log to ``write``; with ``follow``, keep going until the job ends."""
-    offset = 0
-    async with HostPool(options) as pool:
-        while True:
-            chunk = await read_log(host, agent_id, offset, options, pool)
-            write(chunk.data)
-            offset = chunk.next_offset
-            if chunk.eof or (not follow and not chunk.data):
-                return
-            if not chunk.data:
+    """Copy a job's log to ``write``; with ``follow``, wait for it to start and keep going
+    until it ends."""
+    async with HostPool(options, new_host_key_recorder(store)) as pool:
+        sessions = AgentSessions(pool)
+        try:
+            while True:
+                await reconcile(inventory, options, store, sessions=sessions)
+                record = store.jobs.get(job_id)
+                if record is None:
+                    raise UsageError(f"no job {job_id}")
+                if record.host is not None or record.state in FINAL:
+                    break
+                if not follow:
+                    raise UsageError(
+                        f"job {job_id} has no output yet ({record.state})",
+                        hint=f"`leptonctl logs -f {job_id}` waits for it to start",
+                    )
                 await asyncio.sleep(1.0)
+            host = {h.name: h for h in inventory.hosts}.get(record.host or "")
+            if host is None:
+                raise UsageError(
+                    f"job {job_id} never ran on a host of this inventory ({record.state})"
+                )
+            offset = 0
+            while True:
+                chunk = await read_log(host, record.agent_id, offset, options, pool)
+                write(chunk.data)
+                offset = chunk.next_offset
+                if chunk.eof or (not follow and not chunk.data):
+                    return
+                if not chunk.data:
+                    await asyncio.sleep(0.5)
+        finally:
+            await sessions.close()
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,27 @@ class JobTable:
         except sqlite3.Error as exc:
             raise StateError(f"cannot update job {job_id} in {self._path}: {exc}") from exc
 
+    def add_orphan(self, host: str, agent_id: str, now: float) -> None:
+        """A job attempt given up on while its host was unreachable: kill it if it comes back."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO orphans(host, agent_id, since) VALUES (?, ?, ?)",
+            (host, agent_id, now),
+        )
+
+    def orphans(self) -> dict[str, list[str]]:
+        rows = self._db.execute("SELECT host, agent_id FROM orphans ORDER BY since").fetchall()
+        out: dict[str, list[str]] = {}
+        for host, agent_id in rows:
+            out.setdefault(host, []).append(agent_id)
+        return out
+
+    def forget_orphans(self, host: str, agent_ids: Iterable[str]) -> None:
+        with self.exclusive():
+            self._db.executemany(
+                "DELETE FROM orphans WHERE host = ? AND agent_id = ?",
+                [(host, a) for a in agent_ids],
+            )
+
     def get(self, job_id: int) -> JobRecord | None:
         rows = self._select("WHERE id = ?", (job_id,))
         return rows[0] if rows else None

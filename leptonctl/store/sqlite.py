@@ -56,6 +56,14 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_by_state ON jobs(state);
     """,
+    """
+    CREATE TABLE orphans (
+        host TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        since REAL NOT NULL,
+        PRIMARY KEY (host, agent_id)
+    );
+    """,
 )
 
 
