@@ -143,3 +143,17 @@ def test_plan_on_shared_nodes_is_no_worse_than_its_min_min_start() -> None:
 
     reference = _greedy(_build(jobs, nodes, (), 0.0), "minmin").makespan
     assert plan(jobs, nodes, budget_seconds=0.3).makespan <= reference + 1e-9
+
+
+def test_shared_node_batch_with_no_budget_still_gets_a_complete_plan() -> None:
+    # MCT always completes; Min-min and Sufferage only join when the budget allows.
+    from leptonctl.core.scheduler import Job, Node, Request, plan
+
+    nodes = [Node(name=f"n{i}", cpus=8, memory_bytes=2**30) for i in range(3)]
+    jobs = [
+        Job(id=str(j), request=Request(cpus=1 + j % 3), submitted=j, estimates={"cpu": 10 + j})
+        for j in range(30)
+    ]
+    result = plan(jobs, nodes, budget_seconds=0.0)
+    assert sorted(p.job_id for p in result.placements) == sorted(j.id for j in jobs)
+    assert result.makespan == max(p.end for p in result.placements)
