@@ -317,6 +317,18 @@ class Lab:
             if pid != h.anchor_pid:
                 _kill(pid)
 
+    def pids_matching(self, name: str, needle: bytes) -> list[int]:
+        """PIDs of the processes inside one host's network namespace whose command line
+        (NUL-separated, as in /proc/PID/cmdline) contains ``needle``."""
+        found = []
+        for pid in map(int, _run(["ip", "netns", "pids", self.host(name).netns]).stdout.split()):
+            try:
+                if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                continue
+        return found
+
     def regenerate_host_key(self, name: str) -> str:
         """New host key + sshd restart.  The operator's known_hosts keeps the old key."""
         h = self.host(name)

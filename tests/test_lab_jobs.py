@@ -19,7 +19,7 @@ import pytest
 from leptonctl.cli.app import run
 from leptonctl.inventory import load_inventory
 from leptonctl.remote.transport import TransportOptions
-from leptonctl.services.jobs import reconcile
+from leptonctl.services.reconcile import reconcile
 from leptonctl.store.sqlite import SqliteStore
 from tests.lab import Lab
 
@@ -60,17 +60,7 @@ def wait_for(capsys, inv: Path, job_id: int, states: set[str], timeout: float = 
 
 
 def processes_in(lab: Lab, name: str, needle: bytes) -> list[int]:
-    pids = subprocess.run(
-        ["ip", "netns", "pids", lab.host(name).netns], capture_output=True, text=True
-    ).stdout.split()
-    found = []
-    for pid in map(int, pids):
-        try:
-            if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-        except OSError:
-            continue
-    return found
+    return lab.pids_matching(name, needle)
 
 
 def test_jobs_spread_over_hosts_queue_when_full_and_start_later(

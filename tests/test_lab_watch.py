@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,9 @@ pytestmark = pytest.mark.lab
 
 
 def serve_processes(lab: Lab, name: str) -> list[int]:
-    """PIDs of `agent serve` processes inside one lab host's network namespace."""
-    pids = subprocess.run(
-        ["ip", "netns", "pids", lab.host(name).netns], capture_output=True, text=True
-    ).stdout.split()
-    found = []
-    for pid in map(int, pids):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"serve" in argv and any(b"import lepton_agent_" in a for a in argv):
-            found.append(pid)
-    return found
+    """PIDs of `agent serve` processes inside one lab host."""
+    return [p for p in lab.pids_matching(name, b"import lepton_agent_") if p in
+            lab.pids_matching(name, b"serve")]  # fmt: skip
 
 
 def test_live_view_greys_a_crashed_host_and_recovers_it(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +29,7 @@ from leptonctl.errors import ExitCode, UsageError
 from leptonctl.inventory import Inventory
 from leptonctl.render.documents import dry_run_document, job_document, jobs_document
 from leptonctl.services import jobs as service
+from leptonctl.services.reconcile import NODE_FAIL_AFTER, ReconcileReport, reconcile
 from leptonctl.store.jobs import ACTIVE
 from leptonctl.store.sqlite import SqliteStore
 
@@ -104,7 +107,7 @@ def submit(
             _print_dry_run(result, as_json)
             return
         ids = service.enqueue(store, inventory, jobs, time.time())
-        report = run_async(service.reconcile(inventory, config.transport(), store))
+        report = run_async(reconcile(inventory, config.transport(), store))
         if as_json:
             print(json.dumps({"id": ids[0]} if len(ids) == 1 else {"ids": ids, "id": ids[0]}))
         else:
@@ -151,6 +154,14 @@ def _print_dry_run(result: service.DryRun, as_json: bool) -> None:
         console.print(f"[yellow]{host}: no declared capacity and never probed; not planned on[/]")
 
 
+@contextmanager
+def _reconciled(config: Settings) -> Iterator[SqliteStore]:
+    """The state store, after one reconcile pass: what every reading command starts with."""
+    with config.store() as store:
+        run_async(reconcile(config.inventory(), config.transport(), store))
+        yield store
+
+
 def jobs(
     ctx: typer.Context,
     all_jobs: Annotated[bool, typer.Option("--all", help="Include finished jobs.")] = False,
@@ -160,10 +171,7 @@ def jobs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The queue (pending and running jobs); --all adds history."""
-    config = settings(ctx)
-    inventory = config.inventory()
-    with config.store() as store:
-        run_async(service.reconcile(inventory, config.transport(), store))
+    with _reconciled(settings(ctx)) as store:
         records = store.jobs.all() if all_jobs or state else store.jobs.in_states(ACTIVE)
     records = [
         r
@@ -188,10 +196,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Everything about one job: state, host, devices, why it is pending."""
-    config = settings(ctx)
-    inventory = config.inventory()
-    with config.store() as store:
-        run_async(service.reconcile(inventory, config.transport(), store))
+    with _reconciled(settings(ctx)) as store:
         record = store.jobs.get(job_id)
     if record is None:
         raise UsageError(f"no job {job_id}")
@@ -233,7 +238,7 @@ def cancel(
     inventory = config.inventory()
     with config.store() as store:
         results = run_async(service.cancel(inventory, config.transport(), store, job_ids))
-        run_async(service.reconcile(inventory, config.transport(), store))
+        run_async(reconcile(inventory, config.transport(), store))
     for job_id, state in results.items():
         print(f"job {job_id}: {'cancel requested' if state in ACTIVE else state}")
 
@@ -245,14 +250,14 @@ def schedule(
     node_fail_after: Annotated[
         float,
         typer.Option(min=0.0, help="Seconds a host may be unreachable before its jobs fail."),
-    ] = service.NODE_FAIL_AFTER,
+    ] = NODE_FAIL_AFTER,
 ) -> None:
     """Reconcile once (what cron calls): collect ended jobs, requeue lost ones, start what fits."""
     config = settings(ctx)
     inventory = config.inventory()
     with config.store() as store:
 
-        def show(report: service.ReconcileReport) -> None:
+        def show(report: ReconcileReport) -> None:
             lost = sorted(report.unreachable) or "-"
             print(
                 f"{time.strftime('%H:%M:%S')} started {report.started or '-'} "

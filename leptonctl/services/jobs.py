@@ -1,11 +1,5 @@
-"""Jobs: enqueue, reconcile against the hosts, start, cancel, read logs.
-
-Daemonless and level-triggered.  ``reconcile`` is the one loop: it asks each
-host's agent what became of the jobs it runs (truth lives on the host), then
-decides under a store transaction which pending jobs start where (the pure
-scheduler), then starts them.  Every job command calls it first; so do
-``leptonctl schedule`` and cron.
-"""
+"""Job operations: enqueue, dry-run, wait, cancel, logs.  Each reconciles first
+(``leptonctl.services.reconcile``) so it acts on what the hosts say now."""
 
 from __future__ import annotations
 
@@ -14,36 +8,31 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from leptonctl.core.capacity import effective_capacity
-from leptonctl.core.facts import HostFacts, WireError, parse_facts
 from leptonctl.core.jobspec import Submission
 from leptonctl.core.scheduler import (
-    Allocation,
-    Fpga,
-    Gpu,
     Job,
-    Node,
     Plan,
-    Request,
-    Running,
-    dispatch,
     plan,
 )
-from leptonctl.errors import HostError, UsageError
+from leptonctl.errors import UsageError
 from leptonctl.inventory import Host, Inventory, select_hosts
-from leptonctl.remote.agent import AgentSessions, probe_host, run_agent
+from leptonctl.remote.agent import AgentSessions, run_agent
 from leptonctl.remote.pool import HostPool
-from leptonctl.remote.transport import Connection, TransportOptions
+from leptonctl.remote.transport import TransportOptions
+from leptonctl.services.reconcile import (
+    NODE_FAIL_AFTER,
+    ReconcileReport,
+    nodes_from,
+    reconcile,
+    running_view,
+    stored_facts,
+)
 from leptonctl.services.status import new_host_key_recorder
 from leptonctl.store.jobs import FINAL, JobRecord
 from leptonctl.store.sqlite import SqliteStore
-
-FACTS_MAX_AGE = 600.0  # seconds before a host's stored capacity is probed again
-NODE_FAIL_AFTER = 120.0  # seconds a host may be unreachable before its jobs are NODE_FAIL
-
 
 # -- submit ----------------------------------------------------------------------
 
@@ -97,328 +86,6 @@ def _spec(job: Submission, after: list[int]) -> dict[str, Any]:
         "limit": job.limit,
         "after": after,
         "array_index": job.array_index,
-    }
-
-
-# -- the scheduler's view of the cluster -------------------------------------------
-
-
-def nodes_from(
-    hosts: Sequence[Host], facts: Mapping[str, HostFacts | None], up: set[str]
-) -> list[Node]:
-    """Scheduler nodes: probed facts limited by declared capacity; unreachable = unschedulable."""
-    nodes = []
-    for host in hosts:
-        host_facts = facts.get(host.name)
-        cap = effective_capacity(host_facts, host.capacity)
-        fpga_names = [f.name or f.vendor for f in host_facts.fpgas] if host_facts else []
-        nodes.append(
-            Node(
-                name=host.name,
-                groups=tuple(host.groups),
-                cpus=cap.cpus or 0,
-                memory_bytes=cap.memory_bytes or 0,
-                gpus=tuple(Gpu(g.index, g.model, g.memory_bytes) for g in cap.gpus),
-                fpgas=tuple(
-                    Fpga(i, fpga_names[i] if i < len(fpga_names) else None)
-                    for i in range(cap.fpgas)
-                ),
-                schedulable=host.name in up and cap.source != "unknown",
-            )
-        )
-    return nodes
-
-
-def job_view(record: JobRecord, inventory: Inventory) -> Job:
-    spec = record.spec
-    limit = spec.get("limit")
-    return Job(
-        id=str(record.id),
-        request=Request(**spec["request"]),
-        priority=record.priority,
-        submitted=record.submitted,
-        walltime=spec.get("walltime"),
-        after=tuple(str(a) for a in spec.get("after", ())),
-        hosts=frozenset(h.name for h in select_hosts(inventory, limit)) if limit else None,
-        estimates=spec.get("estimates") or {},
-    )
-
-
-def running_view(record: JobRecord) -> Running:
-    alloc = record.allocation or {}
-    return Running(
-        allocation=Allocation(
-            job_id=str(record.id),
-            host=record.host or "",
-            cpus=int(alloc.get("cpus", 0)),
-            memory_bytes=int(alloc.get("memory_bytes", 0)),
-            gpus=tuple(alloc.get("gpus", ())),
-            fpgas=tuple(alloc.get("fpgas", ())),
-        ),
-        started=record.started or record.submitted,
-        walltime=record.spec.get("walltime"),
-    )
-
-
-def stored_facts(
-    store: SqliteStore, hosts: Sequence[Host]
-) -> dict[str, tuple[float, HostFacts | None]]:
-    out: dict[str, tuple[float, HostFacts | None]] = {}
-    for name, stored in store.load_facts([h.name for h in hosts]).items():
-        try:
-            out[name] = (stored.probed_at, parse_facts(stored.document))
-        except WireError:
-            out[name] = (stored.probed_at, None)
-    return out
-
-
-# -- reconcile ---------------------------------------------------------------------
-
-
-@dataclass
-class ReconcileReport:
-    started: list[int] = field(default_factory=list)
-    finished: list[int] = field(default_factory=list)
-    requeued: list[int] = field(default_factory=list)
-    unreachable: dict[str, HostError] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _HostReport:
-    jobs: Mapping[str, Mapping[str, Any]]  # agent id -> job-status entry
-    probed: Any | None  # a fresh Probe, when the stored facts were stale
-
-
-async def reconcile(
-    inventory: Inventory,
-    options: TransportOptions,
-    store: SqliteStore,
-    clock: Callable[[], float] = time.time,
-    node_fail_after: float = NODE_FAIL_AFTER,
-    sessions: AgentSessions | None = None,
-) -> ReconcileReport:
-    """Collect what ended, requeue what was lost, start what now fits.
-
-    Pass ``sessions`` to keep connections and agent sessions across repeated passes
-    (``--wait``, ``schedule --watch``).
-    """
-    if sessions is None:
-        async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
-            own = AgentSessions(pool)
-            try:
-                return await reconcile(inventory, options, store, clock, node_fail_after, own)
-            finally:
-                await own.close()
-    pool = sessions.pool
-    report = ReconcileReport()
-    hosts = list(inventory.hosts)
-    by_name = {h.name: h for h in hosts}
-    active = store.jobs.in_states(("STARTING", "RUNNING"))
-    ids_on: dict[str, list[str]] = defaultdict(list)
-    for record in active:
-        if record.host:
-            ids_on[record.host].append(record.agent_id)
-    known = stored_facts(store, hosts)
-    orphans = store.jobs.orphans()
-    now = clock()
-
-    async def observe(host: Host, conn: Connection) -> _HostReport:
-        for agent_id in orphans.get(host.name, []):  # back from the dead: stop the old run
-            await sessions.request(host, {"op": "job-kill", "id": agent_id})
-        if orphans.get(host.name):
-            store.jobs.forget_orphans(host.name, orphans[host.name])
-        probe = None
-        stored = known.get(host.name)
-        if stored is None or now - stored[0] > FACTS_MAX_AGE or stored[1] is None:
-            probe = await probe_host(conn, host, options.command_timeout)
-        ids = ids_on.get(host.name)
-        if not ids:  # nothing of ours runs there: being reachable is all we need to know
-            if probe is None:
-                (await conn.run("true", timeout=options.command_timeout)).check()
-            return _HostReport({}, probe)
-        doc = await sessions.request(host, {"op": "job-status", "ids": ids})
-        return _HostReport({j["id"]: j for j in doc.get("jobs", [])}, probe)
-
-    outcomes = await pool.fan_out(hosts, observe)
-    now = clock()
-    fresh = {
-        n: o.probed.document for n, o in outcomes.items() if isinstance(o, _HostReport) and o.probed
-    }
-    if fresh:
-        store.save_facts(now, fresh)
-    up = {n for n, o in outcomes.items() if not isinstance(o, HostError)}
-    report.unreachable = {n: o for n, o in outcomes.items() if isinstance(o, HostError)}
-    with store.jobs.exclusive():
-        for record in store.jobs.in_states(("STARTING", "RUNNING")):
-            _collect(store, record, outcomes.get(record.host or ""), now, node_fail_after, report)
-        facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
-        starts = _decide(store, inventory, nodes_from(hosts, facts, up), now)
-    await _start(sessions, store, starts, by_name, clock, report)
-    return report
-
-
-def _collect(
-    store: SqliteStore,
-    record: JobRecord,
-    outcome: _HostReport | HostError | None,
-    now: float,
-    node_fail_after: float,
-    report: ReconcileReport,
-) -> None:
-    if isinstance(outcome, _HostReport):
-        status = outcome.jobs.get(record.agent_id, {})
-        state = status.get("state", "UNKNOWN")
-        if state in FINAL:
-            store.jobs.update(
-                record.id,
-                state=state,
-                exit_code=status.get("exit_code"),
-                ended=status.get("ended") or now,
-                peak_rss_bytes=status.get("peak_rss_bytes"),
-                reason=status.get("reason"),
-                lost_since=None,
-            )
-            report.finished.append(record.id)
-            if state in ("FAILED", "TIMEOUT") and record.attempt < record.retries:
-                _requeue(store, record, f"attempt {record.attempt + 1} ended {state}", report)
-        elif state == "LOST" or (state == "UNKNOWN" and record.state == "RUNNING"):
-            _node_fail(
-                store, record, status.get("reason") or "the job vanished from its host", now, report
-            )
-        elif record.lost_since is not None:
-            store.jobs.update(record.id, lost_since=None)
-        return
-    if record.lost_since is None:
-        store.jobs.update(record.id, lost_since=now)
-    elif now - record.lost_since >= node_fail_after:
-        why = outcome.message if isinstance(outcome, HostError) else "host not in the inventory"
-        _node_fail(store, record, f"host {record.host} unreachable: {why}", now, report)
-
-
-def _node_fail(
-    store: SqliteStore, record: JobRecord, why: str, now: float, report: ReconcileReport
-) -> None:
-    if record.host:  # it may still run there: kill it if that host comes back
-        store.jobs.add_orphan(record.host, record.agent_id, now)
-    if record.attempt < record.retries:
-        _requeue(store, record, why, report)
-        return
-    store.jobs.update(record.id, state="NODE_FAIL", ended=now, reason=why)
-    report.finished.append(record.id)
-
-
-def _requeue(store: SqliteStore, record: JobRecord, why: str, report: ReconcileReport) -> None:
-    store.jobs.update(
-        record.id,
-        state="PENDING",
-        attempt=record.attempt + 1,
-        host=None,
-        allocation=None,
-        started=None,
-        ended=None,
-        exit_code=None,
-        lost_since=None,
-        reason=f"requeued: {why}",
-    )
-    report.requeued.append(record.id)
-
-
-def _decide(store: SqliteStore, inventory: Inventory, nodes: list[Node], now: float) -> list[int]:
-    """One scheduling pass inside the caller's transaction; returns ids now STARTING."""
-    pending = store.jobs.in_states(("PENDING",))
-    starting = store.jobs.in_states(("STARTING",))
-    if not pending:
-        return [r.id for r in starting]
-    active = store.jobs.in_states(("STARTING", "RUNNING"))
-    deps = {int(a) for r in pending for a in r.spec.get("after", ())}
-    finished = {str(i): s for i, s in store.jobs.states_of(deps).items() if s in FINAL}
-    decision = dispatch(
-        [job_view(r, inventory) for r in pending],
-        nodes,
-        [running_view(r) for r in active],
-        finished,
-        now,
-    )
-    for alloc in decision.start:
-        store.jobs.update(
-            int(alloc.job_id),
-            state="STARTING",
-            host=alloc.host,
-            allocation={
-                "cpus": alloc.cpus,
-                "memory_bytes": alloc.memory_bytes,
-                "gpus": list(alloc.gpus),
-                "fpgas": list(alloc.fpgas),
-            },
-            reason=None,
-        )
-    for doomed in decision.doomed:
-        store.jobs.update(int(doomed.job_id), state="FAILED", ended=now, reason=doomed.reason)
-    for blocked in decision.blocked:
-        store.jobs.update(int(blocked.job_id), reason=blocked.reason)
-    return [r.id for r in starting] + [int(a.job_id) for a in decision.start]
-
-
-async def _start(
-    sessions: AgentSessions,
-    store: SqliteStore,
-    ids: list[int],
-    hosts: Mapping[str, Host],
-    clock: Callable[[], float],
-    report: ReconcileReport,
-) -> None:
-    """Start STARTING jobs: one ``job-start`` line per job on the host's agent session."""
-    by_host: dict[str, list[JobRecord]] = defaultdict(list)
-    for record in (store.jobs.get(i) for i in ids):
-        if record is not None and record.host in hosts:
-            by_host[record.host or ""].append(record)
-
-    async def start_all(host: Host, conn: Connection) -> dict[int, dict[str, Any]]:
-        return {
-            record.id: await sessions.request(host, {"op": "job-start", "spec": agent_spec(record)})
-            for record in by_host[host.name]
-        }
-
-    outcomes = await sessions.pool.fan_out([hosts[name] for name in by_host], start_all)
-    now = clock()
-    for name, records in by_host.items():
-        outcome = outcomes[name]
-        for record in records:
-            if isinstance(outcome, HostError):
-                store.jobs.update(
-                    record.id, state="PENDING", host=None, allocation=None,
-                    reason=f"could not start on {name}: {outcome.message}",
-                )  # fmt: skip
-                continue
-            answer = outcome.get(record.id, {})
-            if "error" in answer:
-                store.jobs.update(
-                    record.id, state="FAILED", ended=now,
-                    reason=f"the agent refused to start it: {answer['error']}",
-                )  # fmt: skip
-            else:
-                store.jobs.update(record.id, state="RUNNING", started=answer.get("started") or now)
-                report.started.append(record.id)
-
-
-def agent_spec(record: JobRecord) -> dict[str, Any]:
-    """What the agent's ``job-start`` gets: command, environment with devices, limits."""
-    alloc = record.allocation or {}
-    gpus = ",".join(str(g) for g in alloc.get("gpus", ()))
-    env = {
-        **record.spec.get("env", {}),
-        "LEPTON_JOB_ID": str(record.id),
-        "LEPTON_HOST": record.host or "",
-        "CUDA_VISIBLE_DEVICES": gpus,
-        "NVIDIA_VISIBLE_DEVICES": gpus or "void",
-        "LEPTON_FPGA_DEVICES": ",".join(str(f) for f in alloc.get("fpgas", ())),
-    }
-    return {
-        "id": record.agent_id,
-        "command": record.spec["command"],
-        "env": env,
-        "workdir": record.spec.get("workdir"),
-        "walltime": record.spec.get("walltime"),
     }
 
 
