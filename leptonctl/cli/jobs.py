@@ -158,8 +158,18 @@ def _print_dry_run(result: service.DryRun, as_json: bool) -> None:
 def _reconciled(config: Settings) -> Iterator[SqliteStore]:
     """The state store, after one reconcile pass: what every reading command starts with."""
     with config.store() as store:
-        run_async(reconcile(config.inventory(), config.transport(), store))
+        report = run_async(reconcile(config.inventory(), config.transport(), store))
+        _warn_unreachable(report)
         yield store
+
+
+def _warn_unreachable(report: ReconcileReport) -> None:
+    """Unreachable hosts do not fail a reading command, but the reader should know."""
+    for name, error in sorted(report.unreachable.items()):
+        print(
+            f"warning: {name} unreachable ({error.kind}); its jobs are as last seen",
+            file=sys.stderr,
+        )
 
 
 def jobs(
