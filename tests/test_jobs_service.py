@@ -29,3 +29,15 @@ def test_assigned_gpus_and_fpgas_are_exported() -> None:
 def test_a_job_without_gpus_sees_none() -> None:
     env = agent_spec(record({"cpus": 1, "memory_bytes": 0, "gpus": [], "fpgas": []}))["env"]
     assert env["CUDA_VISIBLE_DEVICES"] == "" and env["NVIDIA_VISIBLE_DEVICES"] == "void"
+
+
+def test_a_planned_host_pins_the_job_only_while_that_host_is_up() -> None:
+    from leptonctl.inventory import parse_inventory
+    from leptonctl.services.reconcile import job_view
+
+    inventory = parse_inventory("h1\nh2\n", "hosts.ini", fmt="ini")
+    queued = record(None)
+    queued = JobRecord(**{**queued.__dict__, "spec": {**queued.spec, "planned_host": "h2",
+                       "request": {"cpus": 1}}})  # fmt: skip
+    assert job_view(queued, inventory, up={"h1", "h2"}).hosts == frozenset({"h2"})
+    assert job_view(queued, inventory, up={"h1"}).hosts is None  # h2 is down: anywhere

@@ -75,7 +75,7 @@ def test_batch_file_reads_entries_arrays_and_dependencies() -> None:
     assert [j.name for j in jobs] == ["prep", "train", "eval[0]", "eval[1]", "eval[2]"]
     assert jobs[1].command == ("python", "train.py", "--lr", "0.1")
     assert jobs[1].estimates == {"gpu": 600.0, "h100": 300.0} and jobs[1].walltime == 3600
-    assert jobs[1].after == ("prep",) and jobs[2].after == ("train",)
+    assert jobs[0].after == () and jobs[1].after == ("prep",) and jobs[2].after == ("train",)
 
 
 @pytest.mark.parametrize(

@@ -234,3 +234,21 @@ def test_dry_run_plans_on_declared_capacity_without_touching_anything(
 
 def asyncio_run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+def test_a_batch_with_estimates_runs_where_the_makespan_plan_puts_it(
+    lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Greedy "earliest completion now" would put `first` on h1 and `second` on h2 (100 s);
+    # the plan puts `first` on h2 and `second` on h1, for a makespan of 12 s.
+    inv = inventory(tmp_path / "hosts.ini", lab, ["h1", "h2"])
+    batch = tmp_path / "jobs.yaml"
+    batch.write_text(
+        "jobs:\n"
+        "  - {name: first, command: 'sleep 1', est: {h1: 10, h2: 12}}\n"
+        "  - {name: second, command: 'sleep 1', est: {h1: 10, h2: 100}}\n"
+    )
+    code, out = cli(capsys, "-i", str(inv), "submit", "--file", str(batch), "--json")
+    assert code == 0, out
+    jobs = {j["name"]: j for j in jobs_json(capsys, inv).values()}
+    assert (jobs["first"]["host"], jobs["second"]["host"]) == ("h2", "h1")

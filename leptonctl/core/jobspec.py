@@ -212,8 +212,9 @@ def _batch_entry(entry: Any, index: int, source: str) -> Submission:
         walltime = entry.get("time", entry.get("walltime"))
         walltime_value = None if walltime is None else parse_duration(str(walltime), "time")
         field_name = "after"
-        after = entry.get("after") or ()
-        after_value = tuple(str(a) for a in (after if isinstance(after, list) else [after]))
+        after = entry.get("after")
+        after_list = [] if after is None else after if isinstance(after, list) else [after]
+        after_value = tuple(str(a) for a in after_list)
         field_name = "est"
         est = entry.get("est") or {}
         if not isinstance(est, Mapping):

@@ -44,17 +44,32 @@ def enqueue(
     for job in jobs:
         if job.limit:
             select_hosts(inventory, job.limit)  # an unknown host or group is an error now
+    planned = _planned_hosts(store, inventory, jobs, now)
     names: dict[str, list[int]] = defaultdict(list)
     ids: list[int] = []
-    for job in jobs:
+    for index, job in enumerate(jobs):
         after = _resolve_after(store, job, names)
-        (job_id,) = store.jobs.add([(job.name, _spec(job, after), job.priority, job.retries)], now)
+        spec = _spec(job, after)
+        if index in planned:
+            spec["planned_host"] = planned[index]
+        (job_id,) = store.jobs.add([(job.name, spec, job.priority, job.retries)], now)
         ids.append(job_id)
         names[job.name].append(job_id)
         base = job.name.split("[", 1)[0]
         if job.array_index is not None:
             names[base].append(job_id)
     return ids
+
+
+def _planned_hosts(
+    store: SqliteStore, inventory: Inventory, jobs: Sequence[Submission], now: float
+) -> dict[int, str]:
+    """With runtime estimates, the makespan planner decides which host each job of the batch
+    should run on; dispatch then keeps the job for that host while the host is up."""
+    if not any(job.estimates for job in jobs):
+        return {}
+    result = dry_run(store, inventory, jobs, now).plan
+    return {int(p.job_id): p.host for p in result.placements}
 
 
 def _resolve_after(

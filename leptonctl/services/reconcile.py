@@ -69,9 +69,15 @@ def nodes_from(
     return nodes
 
 
-def job_view(record: JobRecord, inventory: Inventory) -> Job:
+def job_view(record: JobRecord, inventory: Inventory, up: set[str] | None = None) -> Job:
+    """The scheduler's view of a queued job.  A job the planner assigned to a host
+    (``planned_host``, from a batch with estimates) is kept for that host while it is up."""
     spec = record.spec
     limit = spec.get("limit")
+    allowed = frozenset(h.name for h in select_hosts(inventory, limit)) if limit else None
+    planned = spec.get("planned_host")
+    if planned and up is not None and planned in up and (allowed is None or planned in allowed):
+        allowed = frozenset({planned})
     return Job(
         id=str(record.id),
         request=Request(**spec["request"]),
@@ -79,7 +85,7 @@ def job_view(record: JobRecord, inventory: Inventory) -> Job:
         submitted=record.submitted,
         walltime=spec.get("walltime"),
         after=tuple(str(a) for a in spec.get("after", ())),
-        hosts=frozenset(h.name for h in select_hosts(inventory, limit)) if limit else None,
+        hosts=allowed,
         estimates=spec.get("estimates") or {},
     )
 
@@ -265,6 +271,7 @@ def _requeue(store: SqliteStore, record: JobRecord, why: str, report: ReconcileR
 
 def _decide(store: SqliteStore, inventory: Inventory, nodes: list[Node], now: float) -> list[int]:
     """One scheduling pass inside the caller's transaction; returns ids now STARTING."""
+    up = {n.name for n in nodes if n.schedulable}
     pending = store.jobs.in_states(("PENDING",))
     starting = store.jobs.in_states(("STARTING",))
     if not pending:
@@ -273,7 +280,7 @@ def _decide(store: SqliteStore, inventory: Inventory, nodes: list[Node], now: fl
     deps = {int(a) for r in pending for a in r.spec.get("after", ())}
     finished = {str(i): s for i, s in store.jobs.states_of(deps).items() if s in FINAL}
     decision = dispatch(
-        [job_view(r, inventory) for r in pending],
+        [job_view(r, inventory, up) for r in pending],
         nodes,
         [running_view(r) for r in active],
         finished,
