@@ -149,3 +149,23 @@ def test_logs_of_a_pending_job_say_so_unless_following(capsys: pytest.CaptureFix
     assert code == ExitCode.USAGE and "no output yet (PENDING)" in err
     code, out, _ = cli(capsys, "logs", "-f", str(second))  # waits for it to start, then follows
     assert code == 0 and out == "after-first\n"
+
+
+def test_a_job_cancelled_between_decision_and_start_is_never_started(
+    capsys: pytest.CaptureFixture[str], operator_home: Path, tmp_path: Path
+) -> None:
+    # What an operator killed right after the scheduling transaction leaves behind: a
+    # STARTING job with its devices reserved.  Cancelling it must not start it later.
+    from leptonctl.store.sqlite import SqliteStore
+
+    marker = tmp_path / "ran"
+    state = operator_home / ".local" / "share" / "leptonctl" / "state.db"
+    with SqliteStore(state) as store:
+        spec = {"uid": "c0ffee", "command": f"touch {marker}", "env": {}, "request": {"cpus": 1}}
+        (job_id,) = store.jobs.add([("late", spec, 0, 0)], 0.0)
+        allocation = {"cpus": 1, "memory_bytes": 0, "gpus": [], "fpgas": []}
+        store.jobs.update(job_id, state="STARTING", host="localhost", allocation=allocation)
+    code, _, _ = cli(capsys, "cancel", str(job_id))
+    assert code == 0
+    assert job(capsys, job_id)["state"] == "CANCELLED"
+    assert not marker.exists()

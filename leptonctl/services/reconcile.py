@@ -227,6 +227,9 @@ def _collect(
             report.finished.append(record.id)
             if state in ("FAILED", "TIMEOUT") and record.attempt < record.retries:
                 _requeue(store, record, f"attempt {record.attempt + 1} ended {state}", report)
+        elif state == "UNKNOWN" and record.cancel_requested:  # cancelled before it started
+            store.jobs.update(record.id, state="CANCELLED", ended=now, reason="cancelled")
+            report.finished.append(record.id)
         elif state == "LOST" or (state == "UNKNOWN" and record.state == "RUNNING"):
             _node_fail(
                 store, record, status.get("reason") or "the job vanished from its host", now, report
@@ -246,6 +249,10 @@ def _node_fail(
 ) -> None:
     if record.host:  # it may still run there: kill it if that host comes back
         store.jobs.add_orphan(record.host, record.agent_id, now)
+    if record.cancel_requested:
+        store.jobs.update(record.id, state="CANCELLED", ended=now, reason=f"cancelled; {why}")
+        report.finished.append(record.id)
+        return
     if record.attempt < record.retries:
         _requeue(store, record, why, report)
         return
