@@ -28,6 +28,7 @@ from leptonctl.core.scheduler.model import (
     Job,
     Node,
     Running,
+    dependency_cycles,
     estimate_for,
 )
 
@@ -159,26 +160,8 @@ def _dependency_verdicts(
                 doomed[job.id] = f"dependency job {dep} is unknown (not pending, running or done)"
                 break
     # Cycles among pending jobs never resolve.
-    state: dict[str, int] = {}
-
-    def visit(job_id: str, path: list[str]) -> None:
-        state[job_id] = 1
-        path.append(job_id)
-        for dep in pending[job_id].after:
-            if dep not in pending or dep in finished:
-                continue
-            if state.get(dep) == 1:
-                cycle = [*path[path.index(dep) :], dep]
-                for member in cycle:
-                    doomed.setdefault(member, "dependency cycle: " + " -> ".join(cycle))
-            elif dep not in state:
-                visit(dep, path)
-        path.pop()
-        state[job_id] = 2
-
-    for job in order:
-        if job.id not in state:
-            visit(job.id, [])
+    for member, cycle in dependency_cycles(order, settled=finished).items():
+        doomed.setdefault(member, "dependency cycle: " + " -> ".join(cycle))
     return doomed
 
 

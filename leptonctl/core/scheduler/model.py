@@ -6,7 +6,7 @@ return these out, with no I/O and no clock (``now`` is always a parameter).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 
 COMPLETED = "COMPLETED"
@@ -162,3 +162,33 @@ def estimate_for(job: Job, node: Node) -> float | None:
     if kind in est:
         return float(est[kind])
     return None
+
+
+def dependency_cycles(jobs: Sequence[Job], settled: Container[str] = ()) -> dict[str, list[str]]:
+    """Job id -> a dependency cycle through it (``[a, b, a]``), among ``jobs``.
+
+    Dependencies outside ``jobs`` or in ``settled`` (already finished) are not followed.
+    """
+    by_id = {j.id: j for j in jobs}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    cycles: dict[str, list[str]] = {}
+
+    def visit(job_id: str, path: list[str]) -> None:
+        state[job_id] = 1
+        path.append(job_id)
+        for dep in by_id[job_id].after:
+            if dep not in by_id or dep in settled:
+                continue
+            if state.get(dep) == 1:
+                cycle = [*path[path.index(dep) :], dep]
+                for member in cycle:
+                    cycles.setdefault(member, cycle)
+            elif dep not in state:
+                visit(dep, path)
+        path.pop()
+        state[job_id] = 2
+
+    for job in jobs:
+        if job.id not in state:
+            visit(job.id, [])
+    return cycles

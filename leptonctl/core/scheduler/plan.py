@@ -34,6 +34,7 @@ from leptonctl.core.scheduler.model import (
     Placement,
     Plan,
     Running,
+    dependency_cycles,
     estimate_for,
 )
 
@@ -384,26 +385,8 @@ def plan(
 
 
 def _cyclic(jobs: Sequence[Job]) -> set[str]:
-    by_id = {j.id: j for j in jobs}
-    state: dict[str, int] = {}
-    cyclic: set[str] = set()
-
-    def visit(job_id: str, path: list[str]) -> None:
-        state[job_id] = 1
-        path.append(job_id)
-        for dep in by_id[job_id].after:
-            if dep not in by_id:
-                continue
-            if state.get(dep) == 1:
-                cyclic.update(path[path.index(dep) :])
-            elif dep not in state:
-                visit(dep, path)
-        path.pop()
-        state[job_id] = 2
-
-    for job in jobs:
-        if job.id not in state:
-            visit(job.id, [])
+    """Jobs on a dependency cycle, and every job that waits on one."""
+    cyclic = set(dependency_cycles(jobs))
     changed = True
     while changed:
         changed = False
