@@ -879,11 +879,14 @@ def open_locked(path, flags, wait_s=0.0):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
-        except OSError:  # BlockingIOError: someone else holds it
+        except BlockingIOError:  # someone else holds it
             if time.monotonic() >= deadline:
                 os.close(fd)
                 return None
             time.sleep(0.02)
+        except OSError:  # no locking here at all (e.g. ENOLCK on NFS): say so, do not guess
+            os.close(fd)
+            raise
 
 
 def lock_held(path):

@@ -169,3 +169,69 @@ def test_a_job_cancelled_between_decision_and_start_is_never_started(
     assert code == 0
     assert job(capsys, job_id)["state"] == "CANCELLED"
     assert not marker.exists()
+
+
+def test_a_batch_with_a_bad_reference_queues_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    batch = tmp_path / "jobs.yaml"
+    batch.write_text(
+        f"jobs:\n  - {{name: a, command: 'touch {tmp_path}/a-ran'}}\n"
+        "  - {name: b, command: 'true', after: nosuchjob}\n"
+    )
+    code, _, err = cli(capsys, "submit", "--file", str(batch))
+    assert code == ExitCode.USAGE and "nosuchjob" in err
+    _, out, _ = cli(capsys, "jobs", "--all", "--json")
+    assert json.loads(out)["jobs"] == [] and not (tmp_path / "a-ran").exists()
+
+
+def test_jobs_on_hosts_of_another_inventory_are_left_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    other = tmp_path / "other.ini"
+    other.write_text("me ansible_connection=local\n")
+    _, out, _ = cli(capsys, "-i", str(other), "submit", "--json", "--", "sleep 20")
+    job_id = json.loads(out)["id"]
+    for _ in range(2):  # the default inventory has no host "me": nothing to judge there
+        assert cli(capsys, "schedule", "--node-fail-after", "0")[0] == 0
+    _, out, _ = cli(capsys, "-i", str(other), "show", str(job_id), "--json")
+    assert json.loads(out)["state"] == "RUNNING"
+    cli(capsys, "-i", str(other), "cancel", str(job_id))
+
+
+def test_a_queued_job_whose_limit_vanished_fails_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[gpu]\nme ansible_connection=local\n")
+    first = json.loads(cli(capsys, "-i", str(inventory), "submit", "--json", "--cpus", "2",
+                           "--", "sleep 20")[1])["id"]  # fmt: skip
+    queued = json.loads(cli(capsys, "-i", str(inventory), "submit", "--json", "--limit", "gpu",
+                            "--cpus", "2", "--", "true")[1])["id"]  # fmt: skip
+    inventory.write_text("[cpu]\nme ansible_connection=local\n")  # the group is gone
+    code, out, _ = cli(capsys, "-i", str(inventory), "jobs", "--all", "--json")
+    assert code == 0  # the other jobs are still reconciled and listed
+    states = {j["id"]: j for j in json.loads(out)["jobs"]}
+    assert states[first]["state"] == "RUNNING"
+    assert states[queued]["state"] in ("FAILED", "PENDING") and states[queued]["reason"]
+    cli(capsys, "-i", str(inventory), "cancel", str(first), str(queued))
+
+
+def test_a_job_stopped_on_its_host_is_retried_not_taken_for_a_cancel(
+    capsys: pytest.CaptureFixture[str], operator_home: Path
+) -> None:
+    import os
+    import signal
+    import time
+
+    job_id = submit_json(capsys, "--retries", "1", "--", "sleep 30")
+    jobs_dir = operator_home / ".local" / "share" / "leptonctl" / "jobs"
+    (state_file,) = jobs_dir.glob(f"{job_id}.0.*/state.json")
+    os.kill(json.loads(state_file.read_text())["supervisor_pid"], signal.SIGTERM)  # a shutdown
+    deadline = time.monotonic() + 10
+    while not (state_file.parent / "end.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    doc = job(capsys, job_id)  # reconciles: requeued and started again as attempt 2
+    assert doc["attempt"] == 1 and doc["state"] == "RUNNING"
+    cli(capsys, "cancel", str(job_id))
+    assert job(capsys, job_id)["state"] == "CANCELLED"

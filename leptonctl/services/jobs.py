@@ -47,17 +47,17 @@ def enqueue(
     planned = _planned_hosts(store, inventory, jobs, now)
     names: dict[str, list[int]] = defaultdict(list)
     ids: list[int] = []
-    for index, job in enumerate(jobs):
-        after = _resolve_after(store, job, names)
-        spec = _spec(job, after)
-        if index in planned:
-            spec["planned_host"] = planned[index]
-        (job_id,) = store.jobs.add([(job.name, spec, job.priority, job.retries)], now)
-        ids.append(job_id)
-        names[job.name].append(job_id)
-        base = job.name.split("[", 1)[0]
-        if job.array_index is not None:
-            names[base].append(job_id)
+    with store.jobs.exclusive():  # all of the batch or none of it
+        for index, job in enumerate(jobs):
+            after = _resolve_after(store, job, names)
+            spec = _spec(job, after)
+            if index in planned:
+                spec["planned_host"] = planned[index]
+            job_id = store.jobs.insert(job.name, spec, job.priority, job.retries, now)
+            ids.append(job_id)
+            names[job.name].append(job_id)
+            if job.array_index is not None:
+                names[job.name.split("[", 1)[0]].append(job_id)
     return ids
 
 
@@ -167,23 +167,25 @@ async def cancel(
         for record in records:
             if record.state in FINAL:
                 results[record.id] = record.state
-            elif record.state == "PENDING":
-                store.jobs.update(
-                    record.id, state="CANCELLED", ended=clock(), reason="cancelled while pending"
-                )
+                continue
+            # First the flag: from now on no reconcile starts, requeues or keeps it.
+            store.jobs.update(record.id, cancel_requested=1)
+            if store.jobs.update_if(
+                record.id, ("PENDING", record.attempt),
+                state="CANCELLED", ended=clock(), reason="cancelled while pending",
+            ):  # fmt: skip
                 results[record.id] = "CANCELLED"
-            else:
-                host = by_name.get(record.host or "")
-                if host is None:
-                    raise UsageError(
-                        f"job {record.id} runs on {record.host}, which is not in the inventory"
-                    )
-                store.jobs.update(record.id, cancel_requested=1)
-                conn = await pool.connect(host)
-                doc, _ = await run_agent(
-                    conn, host, ["job-kill", record.agent_id], options.command_timeout
-                )
-                results[record.id] = str(doc.get("state", "RUNNING"))
+                continue
+            record = store.jobs.get(record.id) or record  # started meanwhile, maybe
+            host = by_name.get(record.host or "")
+            if record.state in FINAL or host is None:
+                results[record.id] = record.state
+                continue
+            conn = await pool.connect(host)
+            doc, _ = await run_agent(
+                conn, host, ["job-kill", record.agent_id], options.command_timeout
+            )
+            results[record.id] = str(doc.get("state", "RUNNING"))
     return results
 
 

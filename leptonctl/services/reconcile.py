@@ -27,7 +27,7 @@ from leptonctl.core.scheduler import (
     Running,
     dispatch,
 )
-from leptonctl.errors import HostError
+from leptonctl.errors import AgentError, HostError, LimitError
 from leptonctl.inventory import Host, Inventory, select_hosts
 from leptonctl.remote.agent import AgentSessions, probe_host
 from leptonctl.remote.pool import HostPool
@@ -74,7 +74,10 @@ def job_view(record: JobRecord, inventory: Inventory, up: set[str] | None = None
     (``planned_host``, from a batch with estimates) is kept for that host while it is up."""
     spec = record.spec
     limit = spec.get("limit")
-    allowed = frozenset(h.name for h in select_hosts(inventory, limit)) if limit else None
+    try:
+        allowed = frozenset(h.name for h in select_hosts(inventory, limit)) if limit else None
+    except LimitError:  # the inventory changed under a queued job: it fits nowhere now
+        allowed = frozenset()
     planned = spec.get("planned_host")
     if planned and up is not None and planned in up and (allowed is None or planned in allowed):
         allowed = frozenset({planned})
@@ -159,17 +162,24 @@ async def reconcile(
     report = ReconcileReport()
     hosts = list(inventory.hosts)
     by_name = {h.name: h for h in hosts}
-    active = store.jobs.in_states(("STARTING", "RUNNING"))
+    active = [r for r in store.jobs.in_states(("STARTING", "RUNNING")) if r.host in by_name]
+    # Only records seen exactly like this are judged below: another leptonctl may start,
+    # cancel or requeue jobs while this one talks to the hosts.
+    observed = {r.id: (r.state, r.attempt, r.host) for r in active}
     ids_on: dict[str, list[str]] = defaultdict(list)
+    cancels_on: dict[str, list[str]] = defaultdict(list)
     for record in active:
-        if record.host:
-            ids_on[record.host].append(record.agent_id)
+        ids_on[record.host or ""].append(record.agent_id)
+        if record.cancel_requested:
+            cancels_on[record.host or ""].append(record.agent_id)
     known = stored_facts(store, hosts)
     orphans = store.jobs.orphans()
     now = clock()
 
     async def observe(host: Host, conn: Connection) -> _HostReport:
         for agent_id in orphans.get(host.name, []):  # back from the dead: stop the old run
+            await sessions.request(host, {"op": "job-kill", "id": agent_id})
+        for agent_id in cancels_on.get(host.name, []):  # cancel is level-triggered
             await sessions.request(host, {"op": "job-kill", "id": agent_id})
         if orphans.get(host.name):
             store.jobs.forget_orphans(host.name, orphans[host.name])
@@ -183,6 +193,8 @@ async def reconcile(
                 (await conn.run("true", timeout=options.command_timeout)).check()
             return _HostReport({}, probe)
         doc = await sessions.request(host, {"op": "job-status", "ids": ids})
+        if "error" in doc:  # not an observation: judging from it would fail healthy jobs
+            raise AgentError(host.name, f"job-status failed: {doc['error']}")
         return _HostReport({j["id"]: j for j in doc.get("jobs", [])}, probe)
 
     outcomes = await pool.fan_out(hosts, observe)
@@ -196,6 +208,8 @@ async def reconcile(
     report.unreachable = {n: o for n, o in outcomes.items() if isinstance(o, HostError)}
     with store.jobs.exclusive():
         for record in store.jobs.in_states(("STARTING", "RUNNING")):
+            if observed.get(record.id) != (record.state, record.attempt, record.host):
+                continue  # changed meanwhile, or on a host of another inventory: next pass
             _collect(store, record, outcomes.get(record.host or ""), now, node_fail_after, report)
         facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
         starts = _decide(store, inventory, nodes_from(hosts, facts, up), now)
@@ -214,7 +228,10 @@ def _collect(
     if isinstance(outcome, _HostReport):
         status = outcome.jobs.get(record.agent_id, {})
         state = status.get("state", "UNKNOWN")
-        if state in FINAL:
+        if state == "CANCELLED" and not record.cancel_requested:
+            # nobody here asked: the supervisor was stopped on the host (e.g. a shutdown)
+            _node_fail(store, record, status.get("reason") or "stopped on its host", now, report)
+        elif state in FINAL:
             store.jobs.update(
                 record.id,
                 state=state,
@@ -225,7 +242,8 @@ def _collect(
                 lost_since=None,
             )
             report.finished.append(record.id)
-            if state in ("FAILED", "TIMEOUT") and record.attempt < record.retries:
+            retry = record.attempt < record.retries and not record.cancel_requested
+            if state in ("FAILED", "TIMEOUT") and retry:
                 _requeue(store, record, f"attempt {record.attempt + 1} ended {state}", report)
         elif state == "UNKNOWN" and record.cancel_requested:  # cancelled before it started
             store.jobs.update(record.id, state="CANCELLED", ended=now, reason="cancelled")
@@ -261,6 +279,8 @@ def _node_fail(
 
 
 def _requeue(store: SqliteStore, record: JobRecord, why: str, report: ReconcileReport) -> None:
+    if record.cancel_requested:
+        return
     store.jobs.update(
         record.id,
         state="PENDING",
@@ -279,6 +299,9 @@ def _requeue(store: SqliteStore, record: JobRecord, why: str, report: ReconcileR
 def _decide(store: SqliteStore, inventory: Inventory, nodes: list[Node], now: float) -> list[int]:
     """One scheduling pass inside the caller's transaction; returns ids now STARTING."""
     up = {n.name for n in nodes if n.schedulable}
+    for record in store.jobs.in_states(("PENDING",)):
+        if record.cancel_requested:
+            store.jobs.update(record.id, state="CANCELLED", ended=now, reason="cancelled")
     pending = store.jobs.in_states(("PENDING",))
     starting = store.jobs.in_states(("STARTING",))
     if not pending:
@@ -338,21 +361,28 @@ async def _start(
     for name, records in by_host.items():
         outcome = outcomes[name]
         for record in records:
+            expect = ("STARTING", record.attempt)
             if isinstance(outcome, HostError):
-                store.jobs.update(
-                    record.id, state="PENDING", host=None, allocation=None,
-                    reason=f"could not start on {name}: {outcome.message}",
-                )  # fmt: skip
+                # It may have started before the connection failed: keep it STARTING (the
+                # start is idempotent and is sent again); a host that stays away turns it
+                # NODE_FAIL through lost_since, with the usual orphan kill.
+                store.jobs.update_if(
+                    record.id, expect, reason=f"start on {name} unconfirmed: {outcome.message}"
+                )
                 continue
             answer = outcome.get(record.id, {})
             if "error" in answer:
-                store.jobs.update(
-                    record.id, state="FAILED", ended=now,
+                store.jobs.update_if(
+                    record.id, expect, state="FAILED", ended=now,
                     reason=f"the agent refused to start it: {answer['error']}",
                 )  # fmt: skip
-            else:
-                store.jobs.update(record.id, state="RUNNING", started=answer.get("started") or now)
+            elif store.jobs.update_if(
+                record.id, expect, state="RUNNING", started=answer.get("started") or now
+            ):
                 report.started.append(record.id)
+            else:  # cancelled or requeued while it was starting: that run must not live on
+                with store.jobs.exclusive():
+                    store.jobs.add_orphan(name, record.agent_id, now)
 
 
 def agent_spec(record: JobRecord) -> dict[str, Any]:

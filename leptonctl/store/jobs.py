@@ -74,24 +74,32 @@ class JobTable:
         except sqlite3.Error as exc:
             raise StateError(f"cannot update the job queue in {self._path}: {exc}") from exc
 
-    def add(self, jobs: Sequence[tuple[str, Mapping[str, Any], int, int]], now: float) -> list[int]:
-        """Insert (name, spec, priority, retries) rows as PENDING; returns their ids."""
-        ids = []
-        with self.exclusive():
-            for name, spec, priority, retries in jobs:
-                cursor = self._db.execute(
-                    "INSERT INTO jobs(name, spec, state, priority, submitted, retries) "
-                    "VALUES (?, ?, 'PENDING', ?, ?, ?)",
-                    (name, json.dumps(spec), priority, now, retries),
-                )
-                ids.append(int(cursor.lastrowid or 0))
-        return ids
+    def insert(
+        self, name: str, spec: Mapping[str, Any], priority: int, retries: int, now: float
+    ) -> int:
+        """Insert one PENDING job inside the caller's ``exclusive()``; returns its id."""
+        cursor = self._db.execute(
+            "INSERT INTO jobs(name, spec, state, priority, submitted, retries) "
+            "VALUES (?, ?, 'PENDING', ?, ?, ?)",
+            (name, json.dumps(spec), priority, now, retries),
+        )
+        return int(cursor.lastrowid or 0)
 
-    def set_spec(self, job_id: int, spec: Mapping[str, Any]) -> None:
-        self._db.execute("UPDATE jobs SET spec = ? WHERE id = ?", (json.dumps(spec), job_id))
+    def add(self, jobs: Sequence[tuple[str, Mapping[str, Any], int, int]], now: float) -> list[int]:
+        """Insert (name, spec, priority, retries) rows as PENDING, all or none."""
+        with self.exclusive():
+            return [self.insert(n, spec, prio, retries, now) for n, spec, prio, retries in jobs]
 
     def update(self, job_id: int, **fields: Any) -> None:
         """Change some columns of one job (call inside ``exclusive()`` or on its own)."""
+        self.update_if(job_id, None, **fields)
+
+    def update_if(self, job_id: int, expect: tuple[str, int] | None, **fields: Any) -> bool:
+        """Compare-and-set: change the job only while it is still in state ``expect[0]`` at
+        attempt ``expect[1]`` (or always, with ``expect=None``).  True if a row changed.
+
+        This is how a slow writer (a start that took seconds, a cancel) never overwrites
+        what another leptonctl process decided meanwhile."""
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -99,12 +107,15 @@ class JobTable:
             fields["allocation"] = json.dumps(fields["allocation"])
         assignments = ", ".join(f"{name} = ?" for name in fields)
         sql = f"UPDATE jobs SET {assignments} WHERE id = ?"  # noqa: S608 - names are whitelisted
+        params: tuple[Any, ...] = (*fields.values(), job_id)
+        if expect is not None:
+            sql += " AND state = ? AND attempt = ?"
+            params = (*params, *expect)
         try:
             if self._db.in_transaction:
-                self._db.execute(sql, (*fields.values(), job_id))
-            else:
-                with self.exclusive():
-                    self._db.execute(sql, (*fields.values(), job_id))
+                return self._db.execute(sql, params).rowcount > 0
+            with self.exclusive():
+                return self._db.execute(sql, params).rowcount > 0
         except sqlite3.Error as exc:
             raise StateError(f"cannot update job {job_id} in {self._path}: {exc}") from exc
 
