@@ -1114,10 +1114,18 @@ def kill_job(data_dir, job_id, grace):
     return dict({"schema": SCHEMA, "cancel_requested": True}, **job_status(data_dir, job_id))
 
 
+def boot_id():
+    """This boot's random id: a pid or pgid recorded under another boot means nothing now."""
+    return (read_text("/proc/sys/kernel/random/boot_id") or "").strip() or None
+
+
 def kill_lost_job(data_dir, job_id, entry, grace):
     import signal
 
     pgid = entry["pgid"]
+    recorded = (read_json(job_path(data_dir, job_id, "state.json")) or {}).get("boot_id")
+    if recorded and recorded != boot_id():
+        return  # the host rebooted: that process group died with it; never kill a stranger
     if not pgid or not group_alive(pgid):
         return  # nothing left to kill, and nothing known about how it ended: stays LOST
     if grace is None:
@@ -1272,7 +1280,8 @@ def start_job_process(data_dir, job_id, spec):
         os.close(log)
     proc.returncode = 0  # reaped by reap(), not by Popen
     state = {"state": "RUNNING", "pid": proc.pid, "pgid": proc.pid,
-             "supervisor_pid": os.getpid(), "started": started}  # fmt: skip
+             "supervisor_pid": os.getpid(), "started": started,
+             "boot_id": boot_id()}  # fmt: skip
     write_json_atomic(job_path(data_dir, job_id, "state.json"), state)
     return proc.pid, None
 

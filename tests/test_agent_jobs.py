@@ -246,6 +246,22 @@ def test_supervisor_sigkilled_is_lost_and_kill_then_kills_the_group_itself(data_
     assert wait_group_gone(reply["pgid"]) == []
 
 
+def test_kill_after_a_reboot_never_signals_a_recycled_process_group(data_dir):
+    # A job recorded under another boot: its pgid now names some stranger's group (here:
+    # this very job, standing in for the stranger), which job-kill must leave alone.
+    reply = start(data_dir, id="b", command="sleep 300", grace=1)
+    state_file = data_dir / "jobs" / "b" / "state.json"
+    state = json.loads(state_file.read_text())
+    os.kill(state["supervisor_pid"], signal.SIGKILL)
+    state_file.write_text(json.dumps({**state, "boot_id": "a-previous-boot"}))
+    time.sleep(0.2)
+    code, _ = agent(data_dir, "job-kill", "b")
+    assert code == 0
+    assert group_members(reply["pgid"])  # still alive: not ours to kill after a reboot
+    os.killpg(reply["pgid"], signal.SIGKILL)
+    assert wait_group_gone(reply["pgid"]) == []
+
+
 def test_log_offsets_limits_and_eof(data_dir):
     text = "héllo wörld\n" * 3
     start(data_dir, id="log", command=["printf", "%s", text])
