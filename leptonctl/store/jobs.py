@@ -120,14 +120,21 @@ class JobTable:
             raise StateError(f"cannot update job {job_id} in {self._path}: {exc}") from exc
 
     def add_orphan(self, host: str, agent_id: str, now: float) -> None:
-        """A job attempt given up on while its host was unreachable: kill it if it comes back."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO orphans(host, agent_id, since) VALUES (?, ?, ?)",
-            (host, agent_id, now),
-        )
+        """A job attempt given up on while its host was unreachable: kill it if it comes back.
+        Call inside ``exclusive()``."""
+        try:
+            self._db.execute(
+                "INSERT OR IGNORE INTO orphans(host, agent_id, since) VALUES (?, ?, ?)",
+                (host, agent_id, now),
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot record an orphan in {self._path}: {exc}") from exc
 
     def orphans(self) -> dict[str, list[str]]:
-        rows = self._db.execute("SELECT host, agent_id FROM orphans ORDER BY since").fetchall()
+        try:
+            rows = self._db.execute("SELECT host, agent_id FROM orphans ORDER BY since").fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the orphan list in {self._path}: {exc}") from exc
         out: dict[str, list[str]] = {}
         for host, agent_id in rows:
             out.setdefault(host, []).append(agent_id)
