@@ -1199,6 +1199,7 @@ def supervise(data_dir, job_id):
         if flags or os.path.exists(job_path(data_dir, job_id, "cancel")):
             write_end(data_dir, job_id, "CANCELLED", None, None, "cancelled before it started")
             return 0
+        become_subreaper()
         pid, error = start_job_process(data_dir, job_id, spec)
         if pid is None:
             write_end(data_dir, job_id, "FAILED", error[0], None, error[1])
@@ -1208,6 +1209,7 @@ def supervise(data_dir, job_id):
         signal_group(pid, signal.SIGKILL)
         exit_code, signum = reap(pid)
         pid = None
+        kill_descendants()  # what left the group (setsid, daemons) ends with the job too
         if ending is None:
             ending = "COMPLETED" if exit_code == 0 else "FAILED"
             if exit_code:
@@ -1317,6 +1319,49 @@ def watch_job(data_dir, job_id, spec, pid, flags, wakeup):
         wake_at = kill_at if ending else deadline
         wait_for_signal(wakeup, JOB_TICK_S if wake_at is None else min(JOB_TICK_S, wake_at - now))
     return ending, reason
+
+
+def become_subreaper():
+    """Orphans of the job are re-parented to the supervisor instead of init (Linux >= 3.4,
+    prctl PR_SET_CHILD_SUBREAPER), so a process that leaves the job's group with setsid
+    can still be found and killed at the end. Best effort: without it only the group dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def kill_descendants(timeout_s=2.0):
+    """SIGKILL and reap every remaining child of this process (with the subreaper set,
+    that is everything the job left behind), until none is left or timeout_s passes."""
+    import contextlib
+    import signal
+
+    me = str(os.getpid())
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        children = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                stat = read_text("/proc/%s/stat" % name) or ""
+                fields = stat.rsplit(")", 1)[-1].split()
+                if len(fields) > 1 and fields[1] == me:
+                    children.append(int(name))
+        for child in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child, signal.SIGKILL)
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            if not children:
+                return
+        if not children:
+            return
+        time.sleep(0.02)
 
 
 def child_exited(pid):

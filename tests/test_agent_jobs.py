@@ -190,6 +190,34 @@ def test_kill_cancels_and_kills_the_whole_tree(data_dir):
     assert (code, again["state"], again["cancel_requested"]) == (0, "CANCELLED", False)
 
 
+def test_processes_that_left_the_group_with_setsid_die_with_the_job(data_dir):
+    reply = start(data_dir, id="esc", command="setsid sleep 317 & sleep 316", grace=1)
+    time.sleep(0.3)
+    escaped = [p for p in _pids_with(b"sleep\x00317")]
+    assert escaped and all(os.getpgid(p) != reply["pgid"] for p in escaped)  # really escaped
+    code, _ = agent(data_dir, "job-kill", "esc")
+    assert code == 0
+    assert wait_ended(data_dir, "esc")["state"] == "CANCELLED"
+    deadline = time.monotonic() + 5
+    while _pids_with(b"sleep\x00317") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pids_with(b"sleep\x00317") == []
+
+
+def _pids_with(needle: bytes) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+                state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+            except OSError:
+                continue
+            if needle in cmdline and state != "Z":
+                found.append(int(name))
+    return found
+
+
 def test_walltime_ends_timeout_and_the_tree_is_gone(data_dir):
     reply = start(data_dir, id="t", command="sleep 300 & sleep 300", walltime=1, grace=1)
     entry = wait_ended(data_dir, "t")
