@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from leptonctl import __version__
-from leptonctl.cli import execute, jobs, status
+from leptonctl.cli import execute, jobs, node, status
 from leptonctl.cli.context import Settings
 from leptonctl.errors import ExitCode, LeptonError
 
@@ -33,6 +33,7 @@ app.command("show")(jobs.show)
 app.command("logs")(jobs.logs)
 app.command("cancel")(jobs.cancel)
 app.command("schedule")(jobs.schedule)
+app.add_typer(node.app, name="node")
 
 
 def _version(value: bool) -> None:

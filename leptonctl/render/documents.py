@@ -16,6 +16,7 @@ from leptonctl.core.facts import HostFacts
 from leptonctl.errors import HostError
 from leptonctl.remote.transport import RunResult
 from leptonctl.services.jobs import DryRun
+from leptonctl.services.nodes import NodeRow
 from leptonctl.services.status import HostStatus
 from leptonctl.store.jobs import JobRecord
 
@@ -151,4 +152,20 @@ def dry_run_document(result: DryRun) -> dict[str, Any]:
             for b in result.plan.unplaceable
         ],
         "unknown_hosts": list(result.unknown_hosts),
+    }
+
+
+def nodes_document(rows: Sequence[NodeRow]) -> dict[str, Any]:
+    """``node list --json``."""
+    return {
+        "nodes": [
+            {
+                "host": r.host,
+                "state": "drained" if r.drained else "active",
+                "reason": r.reason,
+                "since": r.since,
+                "jobs": r.running,
+            }
+            for r in rows
+        ]
     }

@@ -121,7 +121,7 @@ def dry_run(
     hosts = list(inventory.hosts)
     facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
     unknown = tuple(h.name for h in hosts if h.capacity is None and facts.get(h.name) is None)
-    nodes = nodes_from(hosts, facts, {h.name for h in hosts})
+    nodes = nodes_from(hosts, facts, {h.name for h in hosts} - set(store.drained()))
     ids = {job.name: str(i) for i, job in enumerate(jobs)}
     views = []
     for i, job in enumerate(jobs):

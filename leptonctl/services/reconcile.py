@@ -212,7 +212,8 @@ async def reconcile(
                 continue  # changed meanwhile, or on a host of another inventory: next pass
             _collect(store, record, outcomes.get(record.host or ""), now, node_fail_after, report)
         facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
-        starts = _decide(store, inventory, nodes_from(hosts, facts, up), now)
+        schedulable = up - set(store.drained())
+        starts = _decide(store, inventory, nodes_from(hosts, facts, schedulable), now)
     await _start(sessions, store, starts, by_name, clock, report)
     return report
 

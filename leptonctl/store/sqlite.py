@@ -64,6 +64,13 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (host, agent_id)
     );
     """,
+    """
+    CREATE TABLE drained (
+        host TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        since REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -157,6 +164,24 @@ class SqliteStore:
             for host, probed_at, facts in rows
             if wanted is None or host in wanted
         }
+
+    # -- drained hosts ------------------------------------------------------
+
+    def drain(self, hosts: Iterable[str], reason: str, now: float) -> None:
+        """Nothing new is scheduled on these hosts until ``resume``; running jobs go on."""
+        self._write(
+            "INSERT INTO drained(host, reason, since) VALUES (?, ?, ?) "
+            "ON CONFLICT(host) DO UPDATE SET reason = excluded.reason",
+            [(h, reason, now) for h in hosts],
+        )
+
+    def resume(self, hosts: Iterable[str]) -> None:
+        self._write("DELETE FROM drained WHERE host = ?", [(h,) for h in hosts])
+
+    def drained(self) -> dict[str, tuple[str, float]]:
+        """Host -> (reason, since) for every drained host."""
+        rows = self._read("SELECT host, reason, since FROM drained", ())
+        return {host: (reason, since) for host, reason, since in rows}
 
     # -- events -------------------------------------------------------------
 

@@ -1,0 +1,66 @@
+"""``leptonctl node drain|resume|list``: where new jobs may go."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+
+from leptonctl.cli.context import run_async, settings
+from leptonctl.render.documents import nodes_document
+from leptonctl.services import nodes as service
+
+app = typer.Typer(
+    help="Drain, resume and list hosts (where new jobs may go).", no_args_is_help=True
+)
+
+
+@app.command("drain")
+def drain(
+    ctx: typer.Context,
+    hosts: Annotated[str, typer.Argument(help="Hosts: names, groups, globs, like --limit.")],
+    reason: Annotated[str, typer.Option(help="Why, shown by `node list`.")] = "drained by operator",
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until their jobs have ended.")] = False,
+) -> None:
+    """Schedule nothing new on these hosts; running jobs finish undisturbed."""
+    config = settings(ctx)
+    inventory = config.inventory()
+    with config.store() as store:
+        names = service.drain(store, inventory, hosts, reason, time.time())
+        print(f"drained: {', '.join(names)}")
+        if wait:
+            run_async(service.wait_until_idle(inventory, config.transport(), store, names))
+            print("no jobs left on them")
+
+
+@app.command("resume")
+def resume(
+    ctx: typer.Context,
+    hosts: Annotated[str, typer.Argument(help="Hosts: names, groups, globs, like --limit.")],
+) -> None:
+    """Let the scheduler use these hosts again."""
+    config = settings(ctx)
+    with config.store() as store:
+        names = service.resume(store, config.inventory(), hosts)
+    print(f"resumed: {', '.join(names)}")
+
+
+@app.command("list")
+def list_nodes(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every inventory host: active or drained (and why), and its jobs."""
+    config = settings(ctx)
+    with config.store() as store:
+        rows = service.node_rows(store, config.inventory())
+    if as_json:
+        print(json.dumps(nodes_document(rows), indent=2))
+        return
+    from rich.console import Console
+
+    from leptonctl.render.nodes import nodes_table
+
+    Console().print(nodes_table(rows, time.time()))
