@@ -6,7 +6,6 @@ Pure parsing with errors that say where: ``jobs.yaml: entry 3 (gpus): ...``.
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,10 +34,6 @@ class Submission:
     limit: str | None = None
     estimates: Mapping[str, float] = field(default_factory=dict)
     array_index: int | None = None
-
-    @property
-    def command_line(self) -> str:
-        return self.command if isinstance(self.command, str) else shlex.join(self.command)
 
 
 def parse_duration(text: str, what: str = "--time") -> float:

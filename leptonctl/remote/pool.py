@@ -48,7 +48,7 @@ class HostPool:
         async with lock:
             conn = self._connections.get(host.name)
             if conn is None:
-                if host.connection == "local":
+                if host.is_local:
                     conn = LocalConnection(host.name)
                 else:
                     conn = await connect_ssh(host, self.options, self._on_new_host_key)

@@ -137,7 +137,7 @@ async def connect_ssh(
     """Open one verified SSH connection to ``host`` or raise a ``HostError``."""
     known_hosts = [str(p) for p in options.known_hosts if p.is_file()]
     policy = _HostKeyPolicy(known_hosts, options.accept_new_host_keys)
-    target = host.address or host.name
+    target = host.ssh_target
     kwargs: dict[str, object] = {
         "known_hosts": known_hosts or b"",
         "client_factory": lambda: policy,
