@@ -68,3 +68,36 @@ def test_unwritable_location_is_a_state_error_with_a_hint(tmp_path: Path) -> Non
     with pytest.raises(StateError) as info:
         SqliteStore(blocker / "state.db")
     assert info.value.hint and "--state" in info.value.hint
+
+
+def test_many_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> None:
+    # Two terminals (or cron and a terminal) creating the store at the same moment: the
+    # switch to WAL must not fail with "database is locked" in either of them.  The
+    # processes import first, then all open at one agreed instant.
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import sys, time; from pathlib import Path\n"
+        "from leptonctl.store.sqlite import SqliteStore\n"
+        "while time.time() < float(sys.argv[2]): pass\n"
+        "with SqliteStore(Path(sys.argv[1])) as s: s.record_event(0.0, 'opened', None, {})\n"
+    )
+    for attempt in range(10):
+        path = tmp_path / f"fresh-{attempt}" / "state.db"
+        start = str(time.time() + 1.0)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(path), start],
+                cwd=root,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        errors = [err for p in procs if (err := p.communicate(timeout=60)[1]) and p.returncode]
+        assert errors == []
+        with SqliteStore(path) as store:
+            assert len(store.events("opened")) == 4

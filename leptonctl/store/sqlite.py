@@ -7,10 +7,12 @@ changes are numbered migrations tracked with ``PRAGMA user_version``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,11 +100,15 @@ class SqliteStore:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
             os.close(fd)
-            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            # Switching a new file to WAL needs an exclusive lock that SQLite does not wait
+            # for (no busy handler): two processes opening a fresh store at once would see
+            # "database is locked".  A lock file serialises just this opening step.
+            with _opening_lock(path):
+                self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StateError(
                 f"cannot open the state store {path}: {exc}",
@@ -218,6 +224,16 @@ class SqliteStore:
             return list(self._db.execute(sql, params))
         except sqlite3.Error as exc:
             raise StateError(f"cannot read the state store {self.path}: {exc}") from exc
+
+
+@contextmanager
+def _opening_lock(path: Path) -> Iterator[None]:
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _split_sql(script: str) -> list[str]:
