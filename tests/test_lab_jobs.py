@@ -63,6 +63,14 @@ def processes_in(lab: Lab, name: str, needle: bytes) -> list[int]:
     return lab.pids_matching(name, needle)
 
 
+def remaining_after(lab: Lab, name: str, needle: bytes, timeout: float = 15) -> list[int]:
+    """The matching processes still there once they have had ``timeout`` seconds to go."""
+    deadline = time.monotonic() + timeout
+    while processes_in(lab, name, needle) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return processes_in(lab, name, needle)
+
+
 def test_jobs_spread_over_hosts_queue_when_full_and_start_later(
     lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -165,10 +173,7 @@ def test_unreachable_host_fails_its_job_over_to_another_host(
     assert record is not None and record.attempt == 1
     assert record.state == "RUNNING" and record.host != first["host"]
     cli(capsys, "-i", str(inv), "jobs")  # the first host is back: its stale attempt is killed
-    deadline = time.monotonic() + 15
-    while len(processes_in(lab, first["host"], b"sleep\x0030")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert processes_in(lab, first["host"], b"sleep\x0030") == []  # never two runs at once
+    assert remaining_after(lab, first["host"], b"sleep\x0030") == []  # never two runs at once
     cli(capsys, "-i", str(inv), "cancel", str(job_id))
 
 
@@ -192,10 +197,7 @@ def test_lost_host_without_retries_ends_node_fail(
     assert "unreachable" in (record.reason or "")
     assert processes_in(lab, "h2", b"sleep\x0030")  # it kept running while cut off
     cli(capsys, "-i", str(inv), "schedule")  # the host is back: the abandoned run is stopped
-    deadline = time.monotonic() + 15
-    while processes_in(lab, "h2", b"sleep\x0030") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert processes_in(lab, "h2", b"sleep\x0030") == []
+    assert remaining_after(lab, "h2", b"sleep\x0030") == []
 
 
 def test_two_terminals_submitting_at_once_never_overbook(

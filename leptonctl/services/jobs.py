@@ -26,6 +26,7 @@ from leptonctl.services.reconcile import (
     NODE_FAIL_AFTER,
     ReconcileReport,
     nodes_from,
+    open_sessions,
     reconcile,
     running_view,
     stored_facts,
@@ -197,19 +198,15 @@ async def wait_for(
     poll: float = 1.0,
 ) -> list[JobRecord]:
     """Reconcile until every job in ``ids`` has ended (one connection per host throughout)."""
-    async with HostPool(options, new_host_key_recorder(store)) as pool:
-        sessions = AgentSessions(pool)
-        try:
-            report = ReconcileReport()
-            while True:
-                records = [store.jobs.get(i) for i in ids]
-                if all(r is not None and r.state in FINAL for r in records):
-                    return [r for r in records if r is not None]
-                busy = report.started or report.finished  # keep going while things move
-                await asyncio.sleep(poll / 5 if busy else poll)
-                report = await reconcile(inventory, options, store, sessions=sessions)
-        finally:
-            await sessions.close()
+    async with open_sessions(options, store) as sessions:
+        report = ReconcileReport()
+        while True:
+            records = [store.jobs.get(i) for i in ids]
+            if all(r is not None and r.state in FINAL for r in records):
+                return [r for r in records if r is not None]
+            busy = report.started or report.finished  # keep going while things move
+            await asyncio.sleep(poll / 5 if busy else poll)
+            report = await reconcile(inventory, options, store, sessions=sessions)
 
 
 async def reconcile_loop(
@@ -222,19 +219,15 @@ async def reconcile_loop(
     node_fail_after: float = NODE_FAIL_AFTER,
 ) -> ReconcileReport:
     """``leptonctl schedule [--watch]``: one pass, or a pass every ``interval`` seconds."""
-    async with HostPool(options, new_host_key_recorder(store)) as pool:
-        sessions = AgentSessions(pool)
-        try:
-            while True:
-                report = await reconcile(
-                    inventory, options, store, node_fail_after=node_fail_after, sessions=sessions
-                )
-                on_report(report)
-                if not forever:
-                    return report
-                await asyncio.sleep(interval)
-        finally:
-            await sessions.close()
+    async with open_sessions(options, store) as sessions:
+        while True:
+            report = await reconcile(
+                inventory, options, store, node_fail_after=node_fail_after, sessions=sessions
+            )
+            on_report(report)
+            if not forever:
+                return report
+            await asyncio.sleep(interval)
 
 
 async def job_log(
@@ -247,38 +240,32 @@ async def job_log(
 ) -> None:
     """Copy a job's log to ``write``; with ``follow``, wait for it to start and keep going
     until it ends."""
-    async with HostPool(options, new_host_key_recorder(store)) as pool:
-        sessions = AgentSessions(pool)
-        try:
-            while True:
-                await reconcile(inventory, options, store, sessions=sessions)
-                record = store.jobs.get(job_id)
-                if record is None:
-                    raise UsageError(f"no job {job_id}")
-                if record.host is not None or record.state in FINAL:
-                    break
-                if not follow:
-                    raise UsageError(
-                        f"job {job_id} has no output yet ({record.state})",
-                        hint=f"`leptonctl logs -f {job_id}` waits for it to start",
-                    )
-                await asyncio.sleep(1.0)
-            host = {h.name: h for h in inventory.hosts}.get(record.host or "")
-            if host is None:
+    async with open_sessions(options, store) as sessions:
+        while True:
+            await reconcile(inventory, options, store, sessions=sessions)
+            record = store.jobs.get(job_id)
+            if record is None:
+                raise UsageError(f"no job {job_id}")
+            if record.host is not None or record.state in FINAL:
+                break
+            if not follow:
                 raise UsageError(
-                    f"job {job_id} never ran on a host of this inventory ({record.state})"
+                    f"job {job_id} has no output yet ({record.state})",
+                    hint=f"`leptonctl logs -f {job_id}` waits for it to start",
                 )
-            offset = 0
-            while True:
-                chunk = await read_log(host, record.agent_id, offset, options, pool)
-                write(chunk.data)
-                offset = chunk.next_offset
-                if chunk.eof or (not follow and not chunk.data):
-                    return
-                if not chunk.data:
-                    await asyncio.sleep(0.5)
-        finally:
-            await sessions.close()
+            await asyncio.sleep(1.0)
+        host = {h.name: h for h in inventory.hosts}.get(record.host or "")
+        if host is None:
+            raise UsageError(f"job {job_id} never ran on a host of this inventory ({record.state})")
+        offset = 0
+        while True:
+            chunk = await read_log(sessions, host, record.agent_id, offset)
+            write(chunk.data)
+            offset = chunk.next_offset
+            if chunk.eof or (not follow and not chunk.data):
+                return
+            if not chunk.data:
+                await asyncio.sleep(0.5)
 
 
 @dataclass(frozen=True)
@@ -289,13 +276,9 @@ class LogChunk:
     state: str
 
 
-async def read_log(
-    host: Host, agent_id: str, offset: int, options: TransportOptions, pool: HostPool
-) -> LogChunk:
-    conn = await pool.connect(host)
-    doc, _ = await run_agent(
-        conn, host, ["job-log", agent_id, "--offset", str(offset)], options.command_timeout
-    )
+async def read_log(sessions: AgentSessions, host: Host, agent_id: str, offset: int) -> LogChunk:
+    """One piece of a job's log, over the host's agent session (``logs -f`` polls this)."""
+    doc = await sessions.request(host, {"op": "job-log", "id": agent_id, "offset": offset})
     if "error" in doc:
         raise UsageError(str(doc["error"]))
     return LogChunk(

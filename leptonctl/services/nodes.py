@@ -7,11 +7,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from leptonctl.inventory import Inventory, select_hosts
-from leptonctl.remote.agent import AgentSessions
-from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import TransportOptions
-from leptonctl.services.reconcile import reconcile
-from leptonctl.services.status import new_host_key_recorder
+from leptonctl.services.reconcile import open_sessions, reconcile
 from leptonctl.store.sqlite import SqliteStore
 
 
@@ -61,14 +58,10 @@ async def wait_until_idle(
     poll: float = 2.0,
 ) -> None:
     """Reconcile until no job runs on ``hosts`` any more (``node drain --wait``)."""
-    async with HostPool(options, new_host_key_recorder(store)) as pool:
-        sessions = AgentSessions(pool)
-        try:
-            while True:
-                await reconcile(inventory, options, store, sessions=sessions)
-                busy = {r.host for r in store.jobs.in_states(("STARTING", "RUNNING"))}
-                if not busy & set(hosts):
-                    return
-                await asyncio.sleep(poll)
-        finally:
-            await sessions.close()
+    async with open_sessions(options, store) as sessions:
+        while True:
+            await reconcile(inventory, options, store, sessions=sessions)
+            busy = {r.host for r in store.jobs.in_states(("STARTING", "RUNNING"))}
+            if not busy & set(hosts):
+                return
+            await asyncio.sleep(poll)

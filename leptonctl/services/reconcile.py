@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +139,19 @@ class _HostReport:
     probed: Any | None  # a fresh Probe, when the stored facts were stale
 
 
+@asynccontextmanager
+async def open_sessions(
+    options: TransportOptions, store: SqliteStore, clock: Callable[[], float] = time.time
+) -> AsyncIterator[AgentSessions]:
+    """Connections and agent sessions for one command, closed when it is done."""
+    async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
+        sessions = AgentSessions(pool)
+        try:
+            yield sessions
+        finally:
+            await sessions.close()
+
+
 async def reconcile(
     inventory: Inventory,
     options: TransportOptions,
@@ -152,12 +166,8 @@ async def reconcile(
     (``--wait``, ``schedule --watch``).
     """
     if sessions is None:
-        async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
-            own = AgentSessions(pool)
-            try:
-                return await reconcile(inventory, options, store, clock, node_fail_after, own)
-            finally:
-                await own.close()
+        async with open_sessions(options, store, clock) as own:
+            return await reconcile(inventory, options, store, clock, node_fail_after, own)
     pool = sessions.pool
     report = ReconcileReport()
     hosts = list(inventory.hosts)
