@@ -71,6 +71,7 @@ Every file the agent writes is private (umask 077, dirs 0700), records are writt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -717,6 +718,8 @@ def answer(line, root, data_dir):
             reply = {"schema": SCHEMA, "agent_version": AGENT_VERSION}
         elif op in JOB_OPS:
             reply = job_request(op, request, data_dir)
+        elif op in DATA_OPS:
+            reply = data_request(op, request, data_dir)
         else:
             reply = {"schema": SCHEMA, "error": "unknown op %r" % (op,)}
     except BadRequest as exc:
@@ -1401,6 +1404,1067 @@ def job_request(op, request, data_dir):
     return remove_job(data_dir, request.get("id"))
 
 
+# ---------------------------------------------------------------- chunks
+
+# DATA/chunks/<first two hex digits>/<sha256>: one verified chunk, read-only (0400). A chunk is
+# written under DATA/chunks/.tmp/ and renamed into place only after its hash matched and its
+# bytes were fsync'ed, so a crash never leaves a half chunk under a final name. Identical chunks
+# are stored once per host (the name is the content).
+HASH_PATTERN = r"[0-9a-f]{64}"
+IO_BLOCK = 1 << 20
+DATA_OPS = ("chunk-have", "chunk-verify", "chunk-rm", "chunk-import", "grant", "revoke", "scan",
+            "file-status", "materialize")  # fmt: skip
+
+
+def check_hash(value):
+    if not isinstance(value, str) or not re.fullmatch(HASH_PATTERN, value):
+        raise BadRequest("chunk hash must be 64 lowercase hex digits, got %r" % (value,))
+    return value
+
+
+def check_hashes(values, allow_all=False):
+    if values is None and allow_all:
+        return None
+    if not isinstance(values, list):
+        raise BadRequest("hashes must be a list of chunk hashes")
+    return [check_hash(h) for h in values]
+
+
+def chunk_path(data_dir, digest):
+    return os.path.join(data_dir, "chunks", digest[:2], digest)
+
+
+def existing_parent(path):
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def free_bytes(path):
+    st = os.statvfs(existing_parent(path))
+    return st.f_bavail * st.f_frsize
+
+
+def stored_chunks(data_dir):
+    """Every chunk on this host: hash -> size."""
+    found = {}
+    root = os.path.join(data_dir, "chunks")
+    for sub in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        if len(sub) != 2:
+            continue
+        for name in os.listdir(os.path.join(root, sub)):
+            if re.fullmatch(HASH_PATTERN, name):
+                found[name] = file_size(os.path.join(root, sub, name))
+    return found
+
+
+def chunk_have(data_dir, hashes):
+    """Which chunks are here (no hashing: a chunk is verified when it is written)."""
+    if hashes is None:
+        present = stored_chunks(data_dir)
+    else:
+        present = {}
+        for digest in hashes:
+            with contextlib.suppress(OSError):
+                present[digest] = os.stat(chunk_path(data_dir, digest)).st_size
+    used = sum(present.values()) if hashes is None else None
+    return {"schema": SCHEMA, "present": present, "free_bytes": free_bytes(data_dir),
+            "used_bytes": used}  # fmt: skip
+
+
+def hash_range(path, offset=0, length=None):
+    """sha256 hex of length bytes of path from offset (to the end when length is None)."""
+    import hashlib
+
+    digest, total = hashlib.sha256(), 0
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(offset)
+        buf = bytearray(IO_BLOCK)
+        view = memoryview(buf)
+        while length is None or total < length:
+            want = IO_BLOCK if length is None else min(IO_BLOCK, length - total)
+            got = fh.readinto(view[:want])
+            if not got:
+                break
+            digest.update(view[:got])
+            total += got
+    return digest.hexdigest(), total
+
+
+def chunk_verify(data_dir, hashes):
+    """Re-hash the named chunks: which are ok, missing or corrupt."""
+    started = time.monotonic()
+    ok, missing, corrupt, hashed = [], [], [], 0
+    for digest in hashes:
+        path = chunk_path(data_dir, digest)
+        try:
+            actual, size = hash_range(path)
+        except FileNotFoundError:
+            missing.append(digest)
+            continue
+        except OSError as exc:
+            corrupt.append(digest)
+            sys.stderr.write("%s: %s\n" % (digest, exc))
+            continue
+        hashed += size
+        (ok if actual == digest else corrupt).append(digest)
+    return {"schema": SCHEMA, "ok": ok, "missing": missing, "corrupt": corrupt, "bytes": hashed,
+            "seconds": round(time.monotonic() - started, 6)}  # fmt: skip
+
+
+def chunk_rm(data_dir, hashes):
+    removed, freed = [], 0
+    for digest in hashes:
+        path = chunk_path(data_dir, digest)
+        try:
+            size = os.stat(path).st_size
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        removed.append(digest)
+        freed += size
+    return {"schema": SCHEMA, "removed": removed, "freed_bytes": freed}
+
+
+def fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+class ChunkSink:
+    """Receives one chunk's bytes into a temp file; commit() renames it into the store."""
+
+    def __init__(self, data_dir, digest):
+        import hashlib
+
+        self.final = chunk_path(data_dir, digest)
+        self.digest = digest
+        tmp_dir = os.path.join(data_dir, "chunks", ".tmp")
+        os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
+        name = "%s.%d.%s" % (digest[:16], os.getpid(), os.urandom(4).hex())
+        self.tmp = os.path.join(tmp_dir, name)
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.hash = hashlib.sha256()
+
+    def write(self, block):
+        self.hash.update(block)
+        view = memoryview(block)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    def check(self):
+        """None if the bytes hash to the chunk's name, else why not (and the temp is gone)."""
+        if self.hash.hexdigest() == self.digest:
+            write_behind(self.fd, 0, 0)
+            return None
+        self.abort()
+        return "hash mismatch: received bytes hash to %s" % self.hash.hexdigest()
+
+    def seal(self):
+        """fsync, make read-only, rename into the store (after check())."""
+        try:
+            os.fsync(self.fd)
+            os.fchmod(self.fd, 0o400)
+            os.makedirs(os.path.dirname(self.final), mode=0o700, exist_ok=True)
+            os.replace(self.tmp, self.final)
+            self.tmp = None
+        finally:
+            self.abort()
+
+    def commit(self):
+        """check() then seal(): None when the chunk is in the store, else why not."""
+        problem = self.check()
+        if problem is None:
+            self.seal()
+        return problem
+
+    def abort(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+            self.tmp = None
+
+
+def widen_pipe(fd):
+    """1 MiB pipe buffers between the agent and ssh: fewer wake-ups per megabyte moved."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), IO_BLOCK)
+    except OSError:
+        pass  # not a pipe, or above /proc/sys/fs/pipe-max-size: the default works too
+
+
+def write_behind(fd, offset, length):
+    """Start writing these bytes back to disk now, without waiting (the later fsync then
+    finds them clean) and without keeping them cached: a transfer streams, it does not fill
+    the page cache with data nobody reads back."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):
+            advise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+# Durability is paid per batch, not per chunk: verified chunks wait (open, unsynced) until
+# SYNC_BATCH_BYTES of them are pending, then they are synced and made visible together; the
+# kernel has written most of them back by then. A crash loses at most one batch of work,
+# never correctness: nothing counts as stored before its bytes are on disk.
+SYNC_BATCH_BYTES = 256 * MIB
+SYNC_BATCH_FILES = 64
+
+
+class ChunkBatch:
+    def __init__(self):
+        self.pending, self.bytes = [], 0
+
+    def add(self, sink, size):
+        """Queue a checked sink; the digests sealed now (when the batch was full)."""
+        self.pending.append(sink)
+        self.bytes += size
+        full = self.bytes >= SYNC_BATCH_BYTES or len(self.pending) >= SYNC_BATCH_FILES
+        return self.flush() if full else []
+
+    def flush(self):
+        sealed, pending = [], self.pending
+        self.pending, self.bytes = [], 0
+        for sink in pending:
+            sink.seal()
+            sealed.append(sink.digest)
+        return sealed
+
+    def abort(self):
+        for sink in self.pending:
+            sink.abort()
+        self.pending, self.bytes = [], 0
+
+
+# ---------------------------------------------------------------- datasets: scan, materialize
+
+
+def scan_tree(path, chunk_size):
+    """Manifest of a local file or tree: {"kind", "entries": [{"path", "type", "mode", "size",
+    "chunks": [[hash, size]...], "target"}]}. Paths are relative POSIX paths ("" = the file)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(path):
+        raise BadRequest("no such file or directory: %s" % path)
+    if not isinstance(chunk_size, int) or chunk_size < 4096:
+        raise BadRequest("chunk_size must be an integer >= 4096")
+    if os.path.isfile(path):
+        return {"schema": SCHEMA, "kind": "file", "entries": [scan_file(path, "", chunk_size)]}
+    entries = []
+    for top, dirs, files in os.walk(path):
+        dirs.sort()
+        rel_top = os.path.relpath(top, path)
+        rel_top = "" if rel_top == "." else rel_top
+        if rel_top:
+            mode = os.stat(top).st_mode & 0o7777
+            entries.append({"path": rel_top, "type": "dir", "mode": mode, "size": 0, "chunks": [],
+                            "target": None})  # fmt: skip
+        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(top, d))]):
+            full, rel = os.path.join(top, name), os.path.join(rel_top, name)
+            if os.path.islink(full):
+                entries.append({"path": rel, "type": "symlink", "mode": 0o777, "size": 0,
+                                "chunks": [], "target": os.readlink(full)})  # fmt: skip
+            elif os.path.isfile(full):
+                entries.append(scan_file(full, rel, chunk_size))
+    return {"schema": SCHEMA, "kind": "dir", "entries": entries}
+
+
+def scan_file(full, rel, chunk_size):
+    size = os.stat(full).st_size
+    chunks, offset = [], 0
+    while offset < size:
+        digest, got = hash_range(full, offset, min(chunk_size, size - offset))
+        if not got:
+            break
+        chunks.append([digest, got])
+        offset += got
+    return {"path": rel, "type": "file", "mode": os.stat(full).st_mode & 0o7777, "size": size,
+            "chunks": chunks, "target": None}  # fmt: skip
+
+
+def check_dest(path):
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise BadRequest("destination must be an absolute path, got %r" % (path,))
+    return os.path.normpath(path)
+
+
+def entry_path(dest, kind, rel):
+    if kind == "file" and rel == "":
+        return dest
+    if rel.startswith("/") or ".." in rel.split("/"):
+        raise BadRequest("manifest path escapes the destination: %r" % (rel,))
+    return os.path.join(dest, rel)
+
+
+def materialize(data_dir, dest, manifest, label=None):
+    """Build a dataset at dest from the chunks stored here: a single-chunk file is a hard link
+    to its chunk (read-only), a longer one a copy (copy_file_range: a reflink where the
+    filesystem can). Nothing is written unless every chunk is here; it is built next to dest
+    and renamed into place. A relative dest is under the data dir. dest is only ever replaced
+    when a sidecar (.NAME.lepton-dataset) says leptonctl made it: never an operator's files."""
+    import shutil
+
+    if isinstance(dest, str) and dest and not os.path.isabs(dest):
+        dest = os.path.join(data_dir, dest)
+    dest = check_dest(dest)
+    kind, entries = manifest.get("kind"), manifest.get("entries") or []
+    label = str(label or "")
+    parent = os.path.dirname(dest)
+    sidecar = os.path.join(parent, ".%s.lepton-dataset" % os.path.basename(dest))
+    ours = os.path.exists(sidecar)
+    if os.path.lexists(dest) and not ours:
+        raise BadRequest("%s exists and was not made by leptonctl: not replacing it" % dest)
+    if ours and os.path.lexists(dest) and label and (read_text(sidecar) or "").strip() == label:
+        return {"schema": SCHEMA, "done": True, "missing": [], "path": dest, "reused": True}
+    needed = {
+        chunk_hash(c) for e in entries if e.get("type") == "file" for c in e.get("chunks", [])
+    }
+    missing = sorted(h for h in needed if not os.path.exists(chunk_path(data_dir, h)))
+    if missing:
+        return {"schema": SCHEMA, "done": False, "missing": missing, "path": dest}
+    os.makedirs(parent, mode=0o755, exist_ok=True)
+    build = os.path.join(parent, ".%s.lepton-build.%d" % (os.path.basename(dest), os.getpid()))
+    linked = copied = 0
+    try:
+        if kind == "dir":
+            os.mkdir(build, 0o755)
+        for entry in entries:
+            target = entry_path(build, kind, entry.get("path", ""))
+            if entry["type"] == "dir":
+                os.makedirs(target, mode=0o700, exist_ok=True)
+                os.chmod(target, entry["mode"] & 0o7777)
+            elif entry["type"] == "symlink":
+                os.symlink(entry["target"], target)
+            elif len(entry["chunks"]) == 1 and try_link(data_dir, entry["chunks"][0], target):
+                linked += 1
+            else:
+                concatenate(data_dir, entry["chunks"], target, entry["mode"])
+                copied += 1
+        with open(sidecar, "w") as fh:
+            fh.write(label + "\n")
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            shutil.rmtree(dest)
+        elif os.path.lexists(dest):
+            os.unlink(dest)
+        os.replace(build, dest)
+    finally:
+        if os.path.lexists(build):
+            shutil.rmtree(build, ignore_errors=True) if os.path.isdir(build) else os.unlink(build)
+    return {"schema": SCHEMA, "done": True, "missing": [], "path": dest, "linked": linked,
+            "copied": copied}  # fmt: skip
+
+
+def try_link(data_dir, chunk, target):
+    """Hard-link a chunk as a file; False where links cannot cross (another filesystem)."""
+    try:
+        os.link(chunk_path(data_dir, chunk_hash(chunk)), target)
+        return True
+    except OSError:
+        return False
+
+
+def chunk_hash(chunk):
+    """A manifest chunk: [hash, size] (scan) or {"hash", "size"} (the operator's manifest)."""
+    return chunk["hash"] if isinstance(chunk, dict) else chunk[0]
+
+
+def chunk_size_of(chunk):
+    return chunk["size"] if isinstance(chunk, dict) else chunk[1]
+
+
+def concatenate(data_dir, chunks, target, mode):
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for chunk in chunks:
+            digest, size = chunk_hash(chunk), chunk_size_of(chunk)
+            src = os.open(chunk_path(data_dir, digest), os.O_RDONLY)
+            try:
+                left = size
+                while left:
+                    copy = getattr(os, "copy_file_range", None)
+                    try:
+                        got = copy(src, fd, left) if copy else 0
+                    except OSError:
+                        got = 0
+                    if not got:
+                        got = os.write(fd, os.read(src, min(left, IO_BLOCK)))
+                        if not got:
+                            raise OSError("chunk %s is shorter than its manifest says" % digest)
+                    left -= got
+            finally:
+                os.close(src)
+        os.fsync(fd)
+        os.fchmod(fd, mode & 0o7777)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- transfers
+
+# A transfer moves chunk frames down a chain of hosts: source -> r1 -> r2 ... Each hop stores
+# what it receives (chunks into its store, or files at their destinations) and forwards every
+# byte to the next hop while it receives it, so K replicas cost about one transfer. Hops talk
+# over OpenSSH: the operator installs a one-shot key on the receiver (restrict, a forced command
+# that runs `recv --transfer ID`, expiry-time a few minutes ahead) and hands the private half to
+# the upstream hop inside its spec. recv removes its own key line when it starts; `revoke`
+# removes whatever a crash left, and expired lines. The stream is frames: one JSON header line
+# {"h": hash, "n": size, "t": [[file index, offset], ...] (files mode)} then n bytes; a final
+# {"end": true} line. Every hop that stores checks the hash before it commits.
+TRANSFER_ID_PATTERN = r"[A-Za-z0-9_-]{8,64}"
+KEY_COMMENT = "leptonctl-transfer:"
+PEER_ALIAS = "leptonctl-peer"
+PROGRESS_EVERY_S = 0.5
+
+
+def check_transfer_id(value):
+    if not isinstance(value, str) or not re.fullmatch(TRANSFER_ID_PATTERN, value):
+        raise BadRequest("transfer id must match %s, got %r" % (TRANSFER_ID_PATTERN, value))
+    return value
+
+
+def transfer_path(data_dir, transfer_id, suffix):
+    return os.path.join(data_dir, "transfers", transfer_id + suffix)
+
+
+def authorized_keys_path():
+    override = os.environ.get("LEPTON_AGENT_AUTHORIZED_KEYS")  # tests: never the real file
+    if override:
+        return override
+    import pwd
+
+    home = pwd.getpwuid(os.getuid()).pw_dir  # what sshd reads, whatever $HOME says
+    return os.path.join(home, ".ssh", "authorized_keys")
+
+
+def agent_file():
+    return os.path.abspath(__file__)
+
+
+def forced_command(data_dir, transfer_id):
+    parts = [sys.executable, agent_file(), "recv", "--transfer", transfer_id, "--data-dir",
+             data_dir]  # fmt: skip
+    for part in parts:
+        if any(c in part for c in '"\\\n'):
+            raise BadRequest("path not usable in a forced command: %r" % (part,))
+    import shlex
+
+    return "exec " + " ".join(shlex.quote(p) for p in parts)
+
+
+def edit_authorized_keys(keep):
+    """Rewrite authorized_keys keeping the lines for which keep(line) is true. Editors are
+    serialised by a flock on the ~/.ssh directory itself (the file is replaced by rename)."""
+    import fcntl
+
+    path = authorized_keys_path()
+    try:
+        lock = os.open(os.path.dirname(path), os.O_RDONLY)
+    except FileNotFoundError:
+        return 0
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path) as fh:
+                lines = fh.readlines()
+        except FileNotFoundError:
+            return 0
+        kept = [line for line in lines if keep(line)]
+        if len(kept) == len(lines):
+            return 0
+        st = os.stat(path)
+        tmp = "%s.leptonctl.%d" % (path, os.getpid())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, st.st_mode & 0o777)
+        with os.fdopen(fd, "w") as fh:
+            fh.writelines(kept)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return len(lines) - len(kept)
+    finally:
+        os.close(lock)
+
+
+def expired_transfer_line(line, now):
+    """A leptonctl transfer key whose expiry-time has passed (sshd ignores it anyway)."""
+    if KEY_COMMENT not in line:
+        return False
+    found = re.search(r'expiry-time="(\d{14})Z"', line)
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+    return bool(found) and found.group(1) < stamp
+
+
+def grant(data_dir, request):
+    """Write a transfer spec here and, with a public key, authorise it for one recv."""
+    transfer_id = check_transfer_id(request.get("transfer"))
+    spec = request.get("spec")
+    if not isinstance(spec, dict):
+        raise BadRequest("grant needs a spec object")
+    os.makedirs(os.path.join(data_dir, "transfers"), mode=0o700, exist_ok=True)
+    write_json_atomic(transfer_path(data_dir, transfer_id, ".json"), spec)
+    pubkey = request.get("pubkey")
+    if pubkey is None:
+        return {"schema": SCHEMA, "granted": transfer_id, "key": False}
+    if not isinstance(pubkey, str) or not re.fullmatch(r"ssh-ed25519 [A-Za-z0-9+/=]+", pubkey):
+        raise BadRequest("pubkey must be one 'ssh-ed25519 BASE64' key")
+    ttl = check_seconds(request.get("ttl_s", 300), "ttl_s", positive=True)
+    expiry = time.strftime("%Y%m%d%H%M%S", time.gmtime(time.time() + ttl))
+    line = 'restrict,command="%s",expiry-time="%sZ" %s %s%s\n' % (
+        forced_command(data_dir, transfer_id),
+        expiry,
+        pubkey,
+        KEY_COMMENT,
+        transfer_id,
+    )
+    path = authorized_keys_path()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    import fcntl
+
+    lock = os.open(os.path.dirname(path), os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released by the close below
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = "\n" + line  # never glue our line onto a last line without a newline
+        os.write(fd, line.encode())  # one O_APPEND write: never interleaved with another
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.close(lock)
+    return {"schema": SCHEMA, "granted": transfer_id, "key": True, "expires": expiry + "Z"}
+
+
+def revoke(data_dir, transfer_id, now=None):
+    """Remove the transfer's key line, spec and key files, and every expired transfer key."""
+    transfer_id = check_transfer_id(transfer_id)
+    now = time.time() if now is None else now
+    marker = KEY_COMMENT + transfer_id
+    removed = edit_authorized_keys(
+        lambda line: (
+            line.rstrip("\n").split(" ")[-1] != marker and not expired_transfer_line(line, now)
+        )
+    )
+    for suffix in (".json", ".key", ".known_hosts", ".stderr"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(transfer_path(data_dir, transfer_id, suffix))
+    return {"schema": SCHEMA, "revoked": transfer_id, "key_lines_removed": removed}
+
+
+def read_transfer_spec(data_dir, transfer_id):
+    spec = read_json(transfer_path(data_dir, transfer_id, ".json"))
+    if spec is None:
+        raise BadRequest("no spec for transfer %s (expired or already used)" % transfer_id)
+    return spec
+
+
+class NextHop:
+    """The ssh process to the next host of the chain (or stdout), fed while we receive."""
+
+    def __init__(self, data_dir, transfer_id, spec):
+        import subprocess
+
+        self.name, self.error, self.proc, self.out = spec.get("name"), None, None, None
+        if spec.get("kind") == "stdout":
+            self.out = sys.stdout.buffer
+            return
+        key = transfer_path(data_dir, transfer_id, ".key")
+        known = transfer_path(data_dir, transfer_id, ".known_hosts")
+        os.makedirs(os.path.dirname(key), mode=0o700, exist_ok=True)
+        for path, text in ((key, spec["key"]), (known, "%s %s\n" % (PEER_ALIAS, spec["host_key"]))):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+        argv = ["ssh", "-T", "-i", key, "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+                "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", "UserKnownHostsFile=" + known, "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "HostKeyAlias=" + PEER_ALIAS, "-o", "ConnectTimeout=10",
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+                "-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+                "aes256-gcm@openssh.com,aes128-ctr",
+                "-o", "Compression=" + ("yes" if spec.get("compress") else "no"),
+                "-F", "/dev/null", "-p", str(int(spec.get("port") or 22)),
+                "-l", spec["user"], spec["address"], "lepton-recv"]  # fmt: skip
+        self.stderr_path = transfer_path(data_dir, transfer_id, ".stderr")
+        err = open(self.stderr_path, "wb")  # noqa: SIM115 (closed right after the fork)
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, bufsize=0)  # fmt: skip
+        finally:
+            err.close()
+        self.out = self.proc.stdin
+        widen_pipe(self.out.fileno())
+
+    def write(self, block):
+        if self.out is None:
+            return
+        try:
+            self.out.write(block)
+        except (BrokenPipeError, OSError) as exc:
+            self.fail("lost the connection to the next hop: %s" % exc)
+
+    def fail(self, message):
+        if self.error is None:
+            self.error = message
+        if self.proc is not None:
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+        self.out = None
+
+    def finish(self):
+        """Close the stream; the downstream hops' results (a list)."""
+        if self.proc is None:
+            if self.out is not None:
+                self.out.flush()
+            return []
+        try:
+            if self.out is not None:
+                self.out.close()
+        except OSError:
+            pass
+        output = self.proc.stdout.read()
+        code = self.proc.wait()
+        tail = (read_text(self.stderr_path) or "").strip().splitlines()[-3:]
+        with contextlib.suppress(OSError):
+            os.unlink(self.stderr_path)
+        for line in output.decode("utf-8", "replace").splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("hops"), list):
+                return doc["hops"]
+        reason = self.error or "ssh exited with status %s" % code
+        if tail:
+            reason += ": " + " | ".join(tail)
+        return [{"name": self.name, "error": reason, "stored": [], "failed": {}}]
+
+
+class FilesSink:
+    """Files mode: frames land at (file, offset) in DEST.lepton-part files as they arrive. A
+    journal next to each part file lists the verified chunks ("offset hash" lines, appended
+    after the bytes are synced), so a rerun sends only what is missing; a complete file is
+    renamed into place with its mode."""
+
+    def __init__(self, spec):
+        self.files = spec.get("files") or []
+        self.fds, self.journals, self.done = {}, {}, {}
+        self.pending, self.pending_bytes = [], 0
+        for entry in spec.get("dirs") or []:
+            os.makedirs(entry["path"], mode=0o700, exist_ok=True)
+            os.chmod(entry["path"], entry["mode"] & 0o7777)
+        for entry in spec.get("links") or []:
+            if os.path.lexists(entry["path"]):
+                os.unlink(entry["path"])
+            os.symlink(entry["target"], entry["path"])
+
+    def part(self, index):
+        if index not in self.fds:
+            path = self.files[index]["path"]
+            os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+            self.fds[index] = os.open(path + ".lepton-part", os.O_RDWR | os.O_CREAT, 0o600)
+        return self.fds[index]
+
+    def verified(self, index):
+        """(offset, hash) pairs the journal of file ``index`` lists (read once)."""
+        if index not in self.done:
+            entry = self.files[index]
+            self.done[index] = set(journal_entries(entry["path"] + ".lepton-part.done"))
+        return self.done[index]
+
+    def write(self, targets, position, block, digest):
+        """Unverified bytes at their places (nothing counts until journaled); a place the
+        journal already lists as verified is never written again."""
+        for index, offset in targets:
+            if (offset, digest) in self.verified(index):
+                continue
+            fd, view, at = self.part(index), memoryview(block), offset + position
+            while view:
+                n = os.pwrite(fd, view, at)
+                view, at = view[n:], at + n
+
+    def commit(self, targets, digest, size):
+        """A verified frame: journaled once its bytes are synced (in batches, see above)."""
+        for index, offset in targets:
+            write_behind(self.part(index), offset, size)
+        self.pending += [(index, offset, digest) for index, offset in targets]
+        self.pending_bytes += size * len(targets)
+        if self.pending_bytes >= SYNC_BATCH_BYTES:
+            self.flush()
+
+    def flush(self):
+        for index in sorted({index for index, _, _ in self.pending}):
+            os.fdatasync(self.part(index))
+        for index, offset, digest in self.pending:
+            if index not in self.journals:
+                journal = self.files[index]["path"] + ".lepton-part.done"
+                self.journals[index] = open(journal, "a")  # noqa: SIM115 (closed by finish)
+            self.journals[index].write("%d %s\n" % (offset, digest))
+        for journal in self.journals.values():
+            journal.flush()
+        self.pending, self.pending_bytes = [], 0
+
+    def finish(self):
+        """Rename every complete file into place; the paths that are complete."""
+        self.flush()
+        for journal in self.journals.values():
+            journal.close()
+        done = []
+        for index, entry in enumerate(self.files):
+            path = entry["path"]
+            if not os.path.exists(path + ".lepton-part"):
+                if entry["size"] == 0 and not os.path.exists(path):
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+                    os.fchmod(fd, entry["mode"] & 0o7777)
+                    os.close(fd)
+                if os.path.exists(path):
+                    done.append(path)
+                continue
+            if len(journal_done(entry)) < len(entry.get("chunks") or []):
+                continue
+            fd = self.part(index)
+            os.ftruncate(fd, entry["size"])
+            os.fsync(fd)
+            os.fchmod(fd, entry["mode"] & 0o7777)
+            os.replace(path + ".lepton-part", path)
+            os.unlink(path + ".lepton-part.done")
+            done.append(path)
+        for fd in self.fds.values():
+            os.close(fd)
+        return done
+
+
+def journal_entries(path):
+    """The (offset, hash) lines of a journal (none when it is missing)."""
+    try:
+        with open(path) as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        offset, _, digest = line.partition(" ")
+        if offset.isdigit():
+            entries.append((int(offset), digest))
+    return entries
+
+
+def journal_done(entry):
+    """Offsets of the entry's chunks that its journal lists as verified."""
+    done = set(journal_entries(entry["path"] + ".lepton-part.done"))
+    return [c[0] for c in entry.get("chunks") or [] if (c[0], c[2]) in done]
+
+
+def file_state(entry):
+    """Which chunks ([offset, size, hash]) of a files-mode entry are at the destination."""
+    path, chunks = entry["path"], entry.get("chunks") or []
+    if os.path.exists(path + ".lepton-part"):
+        have = journal_done(entry)
+    elif os.path.isfile(path) and os.path.getsize(path) == entry["size"]:
+        have = [c[0] for c in chunks if hash_range(path, c[0], c[1])[0] == c[2]]
+    else:
+        have = []
+    complete = len(have) == len(chunks) and (bool(chunks) or os.path.isfile(path))
+    return {"path": path, "done": have, "complete": complete}
+
+
+def file_status(files):
+    if not isinstance(files, list):
+        raise BadRequest("files must be a list")
+    return {"schema": SCHEMA, "files": [file_state(entry) for entry in files]}
+
+
+def receive(data_dir, transfer_id):
+    """The forced command of a transfer key: receive frames, store them, pass them on."""
+    import hashlib
+
+    spec = read_transfer_spec(data_dir, transfer_id)
+    with contextlib.suppress(OSError):  # one-shot: nobody can use this key again
+        marker = KEY_COMMENT + transfer_id
+        edit_authorized_keys(lambda line: line.rstrip("\n").split(" ")[-1] != marker)
+    mode = spec.get("store", "chunks")
+    hop = NextHop(data_dir, transfer_id, spec["next"]) if spec.get("next") else None
+    mine = {"name": spec.get("name"), "stored": [], "failed": {}, "error": None, "bytes": 0}
+    files = None
+    batch = ChunkBatch()
+    stdin, broken = sys.stdin.buffer, None
+    widen_pipe(stdin.fileno())
+    try:
+        files = FilesSink(spec) if mode == "files" else None
+        while True:
+            header = stdin.readline()
+            if not header:
+                broken = "the stream ended early (the sender or a previous hop was lost)"
+                break
+            frame = json.loads(header)
+            if frame.get("end"):
+                break
+            if mode == "probe":  # net probe: discard the bytes, answer acks at once
+                skip(stdin, int(frame.get("n") or 0))
+                if frame.get("ack"):
+                    sys.stdout.write("ack\n")
+                    sys.stdout.flush()
+                continue
+            digest, size, targets = check_hash(frame["h"]), int(frame["n"]), frame.get("t") or []
+            if hop is not None:
+                hop.write(header)
+            sink = ChunkSink(data_dir, digest) if mode == "chunks" and not mine["error"] else None
+            hasher = hashlib.sha256() if files is not None else None
+            left = size
+            while left:
+                block = stdin.read(min(left, IO_BLOCK))
+                if not block:
+                    break
+                if hop is not None:
+                    hop.write(block)
+                try:
+                    if sink is not None:
+                        sink.write(block)
+                    elif hasher is not None and not mine["error"]:
+                        hasher.update(block)
+                        files.write(targets, size - left, block, digest)
+                except OSError as exc:  # disk full, quota: keep forwarding, store no more
+                    mine["error"] = "cannot store: %s" % exc
+                    if sink is not None:
+                        sink.abort()
+                        sink = None
+                left -= len(block)
+            if left:
+                if sink is not None:
+                    sink.abort()
+                broken = "the stream ended inside a chunk (the sender or a previous hop was lost)"
+                break
+            mine["bytes"] += size
+            if sink is not None:
+                problem = sink.check()
+                if problem:
+                    mine["failed"][digest] = problem
+                else:
+                    mine["stored"] += batch.add(sink, size)
+            elif hasher is not None and not mine["error"]:
+                if hasher.hexdigest() != digest:
+                    mine["failed"][digest] = "hash mismatch"
+                else:
+                    files.commit(targets, digest, size)
+                    mine["stored"].append(digest)
+        if hop is not None and broken is None:
+            hop.write(b'{"end":true}\n')
+    except (ValueError, KeyError, TypeError, BadRequest) as exc:
+        broken = "malformed stream: %s" % exc
+    except OSError as exc:
+        mine["error"] = "cannot store: %s" % exc
+    finally:
+        try:
+            mine["stored"] += batch.flush()
+        except OSError as exc:
+            batch.abort()
+            mine["error"] = mine["error"] or "cannot store: %s" % exc
+        downstream = hop.finish() if hop is not None else []
+        if files is not None:
+            try:
+                mine["files_done"] = files.finish()
+            except OSError as exc:
+                mine["error"] = mine["error"] or "cannot finish files: %s" % exc
+        fsync_dir(os.path.join(data_dir, "chunks"))
+        revoke(data_dir, transfer_id)
+    mine["error"] = broken or mine["error"]
+    if hop is not None and hop.error and downstream and not downstream[0].get("error"):
+        downstream[0]["error"] = hop.error
+    sys.stdout.write(json_line({"schema": SCHEMA, "hops": [mine, *downstream]}))
+    sys.stdout.flush()
+    return 0
+
+
+def skip(stream, size):
+    while size > 0:
+        block = stream.read(min(size, IO_BLOCK))
+        if not block:
+            raise ValueError("the stream ended inside a frame")
+        size -= len(block)
+
+
+def net_probe(data_dir, spec):
+    """Measure the link to spec["next"] over the transfer channel: the round-trip time
+    (best of a few acked empty frames) and the bandwidth (zero-filled frames for about
+    spec["seconds"], then one ack; the ack's own round trip is taken off the time)."""
+    transfer_id = check_transfer_id(spec.get("transfer"))
+    budget = float(spec.get("seconds") or 1.0)
+    max_bytes = int(spec.get("max_bytes") or (1 << 30))
+    hop = NextHop(data_dir, transfer_id, spec["next"])
+    result = {"schema": SCHEMA, "rtt_s": None, "bandwidth_bps": None, "bytes": 0, "error": None}
+    block = bytes(4 * IO_BLOCK)
+
+    def ack():
+        hop.write(b'{"n":0,"ack":true}\n')  # stdin of ssh is unbuffered: sent now
+        line = hop.proc.stdout.readline() if hop.out is not None else b""
+        if line.strip() != b"ack":
+            raise OSError("no ack from the peer")
+
+    try:
+        started = time.monotonic()
+        ack()  # the connection is up (handshake, key, forced command) after this
+        rtts = []
+        for _ in range(3):
+            at = time.monotonic()
+            ack()
+            rtts.append(time.monotonic() - at)
+        rtt = min(rtts)
+        at, sent = time.monotonic(), 0
+        while time.monotonic() - at < budget and sent < max_bytes and hop.out is not None:
+            hop.write(json_line({"n": len(block)}).encode())
+            hop.write(block)
+            sent += len(block)
+        ack()
+        elapsed = max(time.monotonic() - at - rtt, 1e-6)
+        result.update(rtt_s=round(rtt, 6), bandwidth_bps=round(sent / elapsed, 1), bytes=sent,
+                      setup_s=round(at - started, 6))  # fmt: skip
+    except (OSError, ValueError) as exc:
+        result["error"] = hop.error or "probe failed: %s" % exc
+    finally:
+        if hop.out is not None:
+            hop.write(b'{"end":true}\n')
+        downstream = hop.finish()
+        revoke(data_dir, transfer_id)
+    if result["error"] and downstream and downstream[-1].get("error"):
+        result["error"] = downstream[-1]["error"]
+    sys.stdout.write(json_line(result))
+    return 0
+
+
+def send(data_dir, spec):
+    """Send frames of spec["items"] to spec["next"] (an ssh hop, or stdout for the operator).
+    An item is {"h", "n"} (from this host's chunk store) or {"h", "n", "path", "o"} (a range of
+    a file), with "t" targets in files mode. With "store": true the sender also keeps a copy of
+    every item in its own chunk store (a `put host:/path` whose source host is a replica)."""
+    transfer_id = check_transfer_id(spec.get("transfer"))
+    if not isinstance(spec.get("next"), dict):
+        raise BadRequest("send needs a next hop")
+    to_stdout = spec["next"].get("kind") == "stdout"
+    hop = NextHop(data_dir, transfer_id, spec["next"])
+    if to_stdout:
+        widen_pipe(sys.stdout.fileno())
+    rate = spec.get("rate_bps") or 0
+    started = last = time.monotonic()
+    mine = {"name": spec.get("name"), "stored": [], "failed": {}, "error": None, "bytes": 0}
+    try:
+        for item in spec.get("items") or []:
+            if hop.out is None:
+                break
+            digest, size = check_hash(item["h"]), int(item["n"])
+            source = item.get("path") or chunk_path(data_dir, digest)
+            try:
+                fh = open(source, "rb", buffering=0)  # noqa: SIM115 (the with below)
+            except OSError as exc:
+                mine["failed"][digest] = "cannot read %s: %s" % (source, exc)
+                continue
+            keep = ChunkSink(data_dir, digest) if spec.get("store") and item.get("path") else None
+            with fh:
+                fh.seek(int(item.get("o") or 0))
+                frame = {"h": digest, "n": size}
+                if item.get("t"):
+                    frame["t"] = item["t"]
+                hop.write(json_line(frame).encode())
+                left = size
+                while left and hop.out is not None:
+                    block = fh.read(min(left, IO_BLOCK))
+                    if not block:  # the source shrank: pad, the receiver's hash check fails
+                        mine["failed"][digest] = "source %s is shorter than expected" % source
+                        block = b"\0" * min(left, IO_BLOCK)
+                    hop.write(block)
+                    if keep is not None:
+                        keep.write(block)
+                    left -= len(block)
+                    mine["bytes"] += len(block)
+                    now = time.monotonic()
+                    if rate and mine["bytes"] / rate > now - started:
+                        time.sleep(min(1.0, mine["bytes"] / rate - (now - started)))
+                    if not to_stdout and now - last >= PROGRESS_EVERY_S:
+                        sys.stdout.write(json_line({"progress": mine["bytes"]}))
+                        sys.stdout.flush()
+                        last = now
+            if keep is not None:
+                problem = None if left else keep.commit()
+                keep.abort()
+                if not left and problem is None:
+                    mine["stored"].append(digest)
+        if hop.out is not None:
+            hop.write(b'{"end":true}\n')
+    finally:
+        downstream = hop.finish()
+        if not to_stdout:
+            revoke(data_dir, transfer_id)
+    mine["error"] = hop.error
+    doc = {"schema": SCHEMA, "seconds": round(time.monotonic() - started, 6)}
+    doc["hops"] = [mine, *downstream]
+    if to_stdout:
+        sys.stderr.write(json_line(doc))
+    else:
+        sys.stdout.write(json_line(doc))
+    return 0
+
+
+def chunk_import(data_dir, items):
+    """Copy file ranges of this host into its own chunk store, verifying each hash."""
+    if not isinstance(items, list):
+        raise BadRequest("items must be a list")
+    stored, failed = [], {}
+    for item in items:
+        digest, size = check_hash(item.get("h")), int(item.get("n", -1))
+        sink = ChunkSink(data_dir, digest)
+        try:
+            with open(item["path"], "rb", buffering=0) as fh:
+                fh.seek(int(item.get("o") or 0))
+                left = size
+                while left:
+                    block = fh.read(min(left, IO_BLOCK))
+                    if not block:
+                        break
+                    sink.write(block)
+                    left -= len(block)
+            problem = sink.commit() if not left else "the file is shorter than expected"
+        except (OSError, KeyError) as exc:
+            problem = "cannot read: %s" % exc
+        finally:
+            sink.abort()
+        if problem:
+            failed[digest] = problem
+        else:
+            stored.append(digest)
+    return {"schema": SCHEMA, "stored": stored, "failed": failed}
+
+
+def data_request(op, request, data_dir):
+    """One data op (serve request or `request` command line) -> its reply."""
+    if op == "chunk-have":
+        return chunk_have(data_dir, check_hashes(request.get("hashes"), allow_all=True))
+    if op == "chunk-verify":
+        hashes = check_hashes(request.get("hashes"), allow_all=True)
+        return chunk_verify(data_dir, sorted(stored_chunks(data_dir)) if hashes is None else hashes)
+    if op == "chunk-rm":
+        return chunk_rm(data_dir, check_hashes(request.get("hashes")))
+    if op == "grant":
+        return grant(data_dir, request)
+    if op == "revoke":
+        return revoke(data_dir, request.get("transfer"))
+    if op == "scan":
+        return scan_tree(request.get("path"), request.get("chunk_size"))
+    if op == "file-status":
+        return file_status(request.get("files"))
+    if op == "chunk-import":
+        return chunk_import(data_dir, request.get("items"))
+    manifest = request.get("manifest") or {}
+    return materialize(data_dir, request.get("dest"), manifest, request.get("label"))
+
+
 class AgentParser(argparse.ArgumentParser):
     """argparse that also answers a bad command line with a JSON error line (exit 2)."""
 
@@ -1429,6 +2493,15 @@ def build_parser():
     )}  # fmt: skip
     for sub in subs.values():
         sub.add_argument("--data-dir", default=None, help=data_help)
+    for name, text in (
+        ("request", "answer one serve request read from stdin (any op), then exit"),
+        ("send", "send a transfer; its JSON spec is the first line of stdin"),
+        ("net-probe", "measure the link to a peer; the JSON spec is on stdin"),
+        ("recv", "receive a transfer (the forced command of a transfer key)"),
+    ):
+        subs[name] = commands.add_parser(name, help=text)
+        subs[name].add_argument("--data-dir", default=None, help=data_help)
+    subs["recv"].add_argument("--transfer", required=True, metavar="ID")
     subs["job-status"].add_argument("ids", nargs="*", metavar="ID")
     for name in ("job-kill", "job-log", "job-rm"):
         subs[name].add_argument("id", metavar="ID")
@@ -1458,6 +2531,31 @@ def job_command(args, data_dir):
     return code
 
 
+def transfer_command(args, data_dir):
+    """request / send / recv: the data plane's command lines."""
+    try:
+        if args.command == "recv":
+            return receive(data_dir, check_transfer_id(args.transfer))
+        streaming = args.command in ("send", "net-probe")
+        line = sys.stdin.buffer.readline() if streaming else sys.stdin.buffer.read()
+        try:
+            request = json.loads(line)
+        except ValueError as exc:
+            raise BadRequest("the request on stdin is not JSON: %s" % exc) from None
+        if not isinstance(request, dict):
+            raise BadRequest("the request on stdin must be a JSON object")
+        if args.command == "send":
+            return send(data_dir, request)
+        if args.command == "net-probe":
+            return net_probe(data_dir, request)
+        reply = answer(json.dumps(request), "/", data_dir)
+        sys.stdout.write(json_line(reply))
+        return 1 if "error" in reply else 0
+    except BadRequest as exc:
+        sys.stdout.write(json_line({"schema": SCHEMA, "error": str(exc)}))
+        return 2
+
+
 def main(argv=None):
     global USER_UMASK
     USER_UMASK = os.umask(0o077)
@@ -1470,6 +2568,8 @@ def main(argv=None):
         return serve(args.root, data_dir, sys.stdin, sys.stdout)
     if args.command.startswith("job-"):
         return job_command(args, data_dir)
+    if args.command in ("request", "send", "recv", "net-probe"):
+        return transfer_command(args, data_dir)
     sys.stdout.write(json_line(probe(args.root, data_dir)))
     return 0
 

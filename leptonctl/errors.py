@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad options, bad inventory, bad configuration
     HOSTS_UNREACHABLE = 3  # some selected hosts could not be reached or probed
     COMMAND_FAILED = 4  # every host answered, but a remote command exited non-zero
+    SKIPPED = 75  # maintain: another maintenance run holds the lock (sysexits EX_TEMPFAIL)
     INTERRUPTED = 130
 
 
@@ -72,8 +73,38 @@ class LimitError(UsageError):
     """A ``--limit`` selector that names no host or group of the inventory."""
 
 
+class PlaybookError(UsageError):
+    """A malformed playbook: names the file (and line), the step (counted from 1) and the field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str,
+        step: int | None = None,
+        field: str | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = source if line is None else f"{source}:{line}"
+        if step is not None:
+            where = f"{where}: step {step}"
+        if field is not None:
+            where = f"{where} ({field})"
+        super().__init__(f"{where}: {message}", hint=hint)
+        self.source = source
+        self.step = step
+        self.field = field
+        self.line = line
+        self.detail = message
+
+
 class StateError(LeptonError):
     """The operator's state store cannot be opened, read or written."""
+
+
+class NetGraphError(LeptonError):
+    """The network graph is inconsistent (a bad link), or has no route between two hosts."""
 
 
 # --------------------------------------------------------------------------

@@ -31,7 +31,10 @@ def lab() -> Iterator[Lab]:
     reason = Lab.unavailable_reason()
     if reason is not None:
         pytest.skip(f"the sshd lab is unavailable: {reason}")
-    with Lab(LAB_HOSTS, prefix="lepi", first_ip=40) as running:
+    # Two test runs at once (two worktrees, two developers on one machine) need two labs:
+    # LEPTONCTL_TEST_LAB=PREFIX:FIRST_IP gives this run its own namespaces and addresses.
+    prefix, _, first_ip = os.environ.get("LEPTONCTL_TEST_LAB", "lepi:40").partition(":")
+    with Lab(LAB_HOSTS, prefix=prefix, first_ip=int(first_ip or 40)) as running:
         yield running
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from leptonctl import __version__
-from leptonctl.cli import execute, jobs, node, status
+from leptonctl.cli import copy, cron, data, execute, jobs, maintain, net, node, status
 from leptonctl.cli.context import Settings
 from leptonctl.errors import ExitCode, LeptonError
 
@@ -34,6 +34,11 @@ app.command("logs")(jobs.logs)
 app.command("cancel")(jobs.cancel)
 app.command("schedule")(jobs.schedule)
 app.add_typer(node.app, name="node")
+app.command("maintain")(maintain.maintain)
+app.add_typer(cron.app, name="cron")
+app.add_typer(data.app, name="data")
+app.command("cp")(copy.cp)
+app.add_typer(net.app, name="net")
 
 
 def _version(value: bool) -> None:

@@ -66,6 +66,12 @@ def submit(
     est: Annotated[
         list[str] | None, typer.Option("--est", help="KIND=SECONDS estimate (repeatable).")
     ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input", help="Dataset on the job's host first: NAME[@V][:/mount] (repeatable)."
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; touch nothing.")] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the job; exit with its code.")
@@ -99,6 +105,7 @@ def submit(
             after=tuple(a.strip() for a in after.split(",") if a.strip()) if after else (),
             limit=limit,
             estimates=parse_estimates(est or []),
+            inputs=tuple(inputs or ()),
         )
         jobs = expand_array(job, parse_array(array)) if array else [job]
     with config.store() as store:

@@ -34,6 +34,7 @@ class Submission:
     limit: str | None = None
     estimates: Mapping[str, float] = field(default_factory=dict)
     array_index: int | None = None
+    inputs: tuple[str, ...] = ()  # NAME[@VERSION][:/mount] datasets it needs on its host
 
 
 def parse_duration(text: str, what: str = "--time") -> float:

@@ -30,7 +30,14 @@ from leptonctl.errors import (
 )
 from leptonctl.inventory.model import Host
 from leptonctl.paths import user_known_hosts
-from leptonctl.remote.transport import RunResult, Stream, TransportOptions, decode_output
+from leptonctl.remote.transport import (
+    PeerInfo,
+    Pipe,
+    RunResult,
+    Stream,
+    TransportOptions,
+    decode_output,
+)
 
 NewHostKeyCallback = Callable[[str, str, str], None]  # (inventory host, known_hosts name, key line)
 
@@ -96,6 +103,23 @@ class SshConnection:
             raise _lost(self.host, exc) from exc
         return _SshStream(self.host, process)
 
+    async def open_pipe(self, command: str) -> Pipe:
+        try:
+            process = await self._conn.create_process(command, encoding=None)
+        except (asyncssh.Error, OSError) as exc:
+            raise _lost(self.host, exc) from exc
+        return _SshPipe(self.host, process)
+
+    def peer(self) -> PeerInfo:
+        address, port = self._conn.get_extra_info("peername")[:2]
+        key = self._conn.get_server_host_key()
+        host_key = (
+            "" if key is None else " ".join(key.export_public_key("openssh").decode().split()[:2])
+        )
+        return PeerInfo(
+            str(address), int(port), str(self._conn.get_extra_info("username")), host_key
+        )
+
     async def close(self) -> None:
         self._conn.close()
         with contextlib.suppress(asyncio.TimeoutError, asyncssh.Error, OSError):
@@ -126,6 +150,53 @@ class _SshStream:
         return bytes(line)
 
     async def close(self) -> None:
+        self._process.close()
+
+
+class _SshPipe:
+    def __init__(self, host: str, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self._host = host
+        self._process = process
+        self._errors = asyncio.ensure_future(process.stderr.read())
+
+    async def write(self, data: bytes) -> None:
+        try:
+            self._process.stdin.write(data)
+            await self._process.stdin.drain()
+        except (asyncssh.Error, OSError) as exc:
+            raise _lost(self._host, exc) from exc
+
+    async def write_eof(self) -> None:
+        with contextlib.suppress(asyncssh.Error, OSError):
+            self._process.stdin.write_eof()
+
+    async def read(self, size: int) -> bytes:
+        try:
+            return bytes(await self._process.stdout.read(size))
+        except (asyncssh.Error, OSError) as exc:
+            raise _lost(self._host, exc) from exc
+
+    async def readline(self) -> bytes:
+        try:
+            return bytes(await self._process.stdout.readline())
+        except (asyncssh.Error, OSError) as exc:
+            raise _lost(self._host, exc) from exc
+
+    async def wait(self, timeout: float) -> tuple[int | None, str]:
+        try:
+            result = await self._process.wait(timeout=timeout)
+        except asyncssh.TimeoutError:
+            await self.kill()
+            raise TimedOut(
+                self._host, f"a transfer process did not end within {timeout:g} s"
+            ) from None
+        except (asyncssh.Error, OSError) as exc:
+            raise _lost(self._host, exc) from exc
+        errors = decode_output(await self._errors)
+        status = result.exit_status
+        return (status if status is not None and status >= 0 else None), errors[-2000:]
+
+    async def kill(self) -> None:
         self._process.close()
 
 

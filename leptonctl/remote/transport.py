@@ -63,6 +63,36 @@ class Stream(Protocol):
     async def close(self) -> None: ...
 
 
+class Pipe(Protocol):
+    """A running process we stream raw bytes through (a transfer's sender or receiver)."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self) -> None: ...
+
+    async def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes of stdout; ``b""`` at its end."""
+        ...
+
+    async def readline(self) -> bytes: ...
+
+    async def wait(self, timeout: float) -> tuple[int | None, str]:
+        """The exit status (None: killed) and the tail of stderr."""
+        ...
+
+    async def kill(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """How the operator reached an SSH host: what another host needs to reach it too."""
+
+    address: str
+    port: int
+    username: str
+    host_key: str  # "ssh-ed25519 AAAA…", the key the operator verified
+
+
 class Connection(Protocol):
     host: str
 
@@ -71,6 +101,12 @@ class Connection(Protocol):
         ...
 
     async def start(self, command: str) -> Stream: ...
+
+    async def open_pipe(self, command: str) -> Pipe: ...
+
+    def peer(self) -> PeerInfo | None:
+        """None for the local connection."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -120,8 +156,65 @@ class LocalConnection:
         )
         return _LocalStream(self.host, proc)
 
+    async def open_pipe(self, command: str) -> Pipe:
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        return _LocalPipe(self.host, proc)
+
+    def peer(self) -> PeerInfo | None:
+        return None
+
     async def close(self) -> None:
         return None
+
+
+class _LocalPipe:
+    def __init__(self, host: str, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self._host = host
+        self._proc = proc
+        self._stdin, self._stdout, self._stderr = proc.stdin, proc.stdout, proc.stderr
+        self._errors = asyncio.ensure_future(self._stderr.read())
+
+    async def write(self, data: bytes) -> None:
+        try:
+            self._stdin.write(data)
+            await self._stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise Unreachable(self._host, f"the local process went away: {exc}") from exc
+
+    async def write_eof(self) -> None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._stdin.close()
+
+    async def read(self, size: int) -> bytes:
+        return await self._stdout.read(size)
+
+    async def readline(self) -> bytes:
+        return await self._stdout.readline()
+
+    async def wait(self, timeout: float) -> tuple[int | None, str]:
+        try:
+            code = await asyncio.wait_for(self._proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            await self.kill()
+            raise TimedOut(
+                self._host, f"a transfer process did not end within {timeout:g} s"
+            ) from None
+        errors = decode_output(await self._errors)
+        return (code if code >= 0 else None), errors[-2000:]
+
+    async def kill(self) -> None:
+        if self._proc.returncode is None:
+            _kill_group(self._proc)
+            await self._proc.wait()
 
 
 class _LocalStream:

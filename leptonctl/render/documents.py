@@ -12,12 +12,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from leptonctl.core.capacity import NodeCapacity
+from leptonctl.core.datasets import VerifyReport
 from leptonctl.core.facts import HostFacts
+from leptonctl.core.netgraph import Route
 from leptonctl.errors import HostError
 from leptonctl.remote.transport import RunResult
 from leptonctl.services.jobs import DryRun
 from leptonctl.services.nodes import NodeRow
 from leptonctl.services.status import HostStatus
+from leptonctl.store.data import DatasetRecord
 from leptonctl.store.jobs import JobRecord
 
 
@@ -168,4 +171,137 @@ def nodes_document(rows: Sequence[NodeRow]) -> dict[str, Any]:
             }
             for r in rows
         ]
+    }
+
+
+def dataset_document(
+    record: DatasetRecord, replicas: Mapping[str, Mapping[str, str]]
+) -> dict[str, Any]:
+    """``data show --json``: one version, its files, and where each chunk's copies are.
+
+    A chunk's ``replicas`` lists the hosts with a healthy copy (sorted); ``corrupt`` the
+    hosts whose copy failed its checksum."""
+    chunks = []
+    for digest, size in record.manifest.chunk_sizes().items():
+        states = replicas.get(digest, {})
+        chunks.append(
+            {
+                "hash": digest,
+                "size": size,
+                "replicas": sorted(h for h, s in states.items() if s == "ok"),
+                "corrupt": sorted(h for h, s in states.items() if s != "ok"),
+            }
+        )
+    files = []
+    for entry in record.manifest.entries:
+        doc: dict[str, Any] = {
+            "path": entry.path,
+            "type": entry.type,
+            "mode": entry.mode,
+            "size": entry.size,
+        }
+        if entry.type == "file":
+            doc["chunks"] = [c.hash for c in entry.chunks]
+        if entry.target is not None:
+            doc["target"] = entry.target
+        files.append(doc)
+    return {
+        **_dataset_summary(record, replicas),
+        "kind": record.manifest.kind,
+        "chunk_size": record.chunk_size,
+        "source": record.source,
+        "files": files,
+        "chunks": chunks,
+    }
+
+
+def datasets_document(
+    records: Sequence[DatasetRecord], replicas: Mapping[str, Mapping[str, str]]
+) -> dict[str, Any]:
+    """``data list --json``: ``healthy_min`` is the fewest healthy copies of any chunk."""
+    return {"datasets": [_dataset_summary(r, replicas) for r in records]}
+
+
+def _dataset_summary(
+    record: DatasetRecord, replicas: Mapping[str, Mapping[str, str]]
+) -> dict[str, Any]:
+    hashes = record.manifest.hashes()
+    healthy = [sum(1 for s in replicas.get(h, {}).values() if s == "ok") for h in hashes]
+    return {
+        "name": record.name,
+        "version": record.version,
+        "state": record.state,
+        "size": record.size,
+        "replicas": record.replicas,
+        "chunks": len(hashes),
+        "files": sum(1 for e in record.manifest.entries if e.type == "file"),
+        "healthy_min": min(healthy, default=record.replicas),
+        "created": record.created,
+        "completed": record.completed,
+    }
+
+
+def verify_document(report: VerifyReport) -> dict[str, Any]:
+    """``data verify --json`` (and the scrub step of maintenance runs)."""
+    return {
+        "dataset": report.dataset,
+        "healthy": report.healthy,
+        "replicas_checked": report.replicas_checked,
+        "replicas_ok": report.replicas_ok,
+        "bytes_hashed": report.bytes_hashed,
+        "seconds": report.seconds,
+        "problems": [
+            {"hash": p.hash, "host": p.host, "problem": p.problem, "detail": p.detail}
+            for p in report.problems
+        ],
+        "under_replicated": list(report.under_replicated),
+    }
+
+
+def net_document(g: Any, hosts: Sequence[str], now: float) -> dict[str, Any]:
+    """``net show --json``: the links of the graph (from ``build_graph``) between ``hosts``.
+
+    ``bandwidth_bps`` is bytes per second, ``rtt_s`` and ``age_s`` seconds; ``measured``
+    is a unix time; hints have ``source: "hint"`` and no age."""
+    wanted = set(hosts)
+    order = {h: i for i, h in enumerate(hosts)}
+    links = sorted(
+        ((u, v, a) for u, v, a in g.edges(data=True) if u in wanted and v in wanted and u != v),
+        key=lambda link: (order[link[0]], order[link[1]]),
+    )
+    unreachable = sorted(
+        (
+            (u, v, error)
+            for (u, v), error in g.graph.get("unreachable", {}).items()
+            if u in wanted and v in wanted
+        ),
+        key=lambda pair: (order[pair[0]], order[pair[1]]),
+    )
+    return {
+        "hosts": list(hosts),
+        "links": [
+            {
+                "src": u,
+                "dst": v,
+                "bandwidth_bps": a["bandwidth_bps"],
+                "rtt_s": a.get("rtt_s"),
+                "age_s": None if a.get("measured") is None else max(0.0, now - a["measured"]),
+                "measured": a.get("measured"),
+                "source": a.get("source"),
+            }
+            for u, v, a in links
+        ],
+        "unreachable": [{"src": u, "dst": v, "error": error} for u, v, error in unreachable],
+    }
+
+
+def route_document(route: Route) -> dict[str, Any]:
+    """``net show --route A B --json``; bandwidths in bytes per second."""
+    return {
+        "route": list(route.hosts),
+        "bottleneck_bps": route.bottleneck_bps,
+        "expected_bps": route.expected_bps,
+        "direct_bps": route.direct_bps,
+        "relayed": route.relayed,
+        "rtt_s": route.rtt_s,
     }

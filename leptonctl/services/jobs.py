@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from leptonctl.core.datasets import parse_input
 from leptonctl.core.jobspec import Submission
 from leptonctl.core.scheduler import (
     Job,
@@ -22,6 +23,7 @@ from leptonctl.inventory import Host, Inventory, select_hosts
 from leptonctl.remote.agent import AgentSessions, run_agent
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import TransportOptions
+from leptonctl.services.datasets import find_record
 from leptonctl.services.reconcile import (
     NODE_FAIL_AFTER,
     ReconcileReport,
@@ -52,6 +54,7 @@ def enqueue(
         for index, job in enumerate(jobs):
             after = _resolve_after(store, job, names)
             spec = _spec(job, after)
+            spec["inputs"] = _resolve_inputs(store, job.inputs)
             if index in planned:
                 spec["planned_host"] = planned[index]
             job_id = store.jobs.insert(job.name, spec, job.priority, job.retries, now)
@@ -87,6 +90,16 @@ def _resolve_after(
                 f"job {job.name}: --after {ref!r} is neither a job id "
                 "nor an earlier job of this batch"
             )
+    return resolved
+
+
+def _resolve_inputs(store: SqliteStore, inputs: Sequence[str]) -> list[dict[str, Any]]:
+    """Pin each input to a ready version now: the job sees the data as it was submitted."""
+    resolved = []
+    for text in inputs:
+        ref = parse_input(text)
+        record = find_record(store, ref.name, ref.version)
+        resolved.append({"name": ref.name, "version": record.version, "mount": ref.mount})
     return resolved
 
 

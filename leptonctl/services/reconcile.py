@@ -33,6 +33,8 @@ from leptonctl.inventory import Host, Inventory, select_hosts
 from leptonctl.remote.agent import AgentSessions, probe_host
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, TransportOptions
+from leptonctl.services.datasets import DataError
+from leptonctl.services.inputs import input_locality, stage_inputs
 from leptonctl.services.status import new_host_key_recorder
 from leptonctl.store.jobs import FINAL, JobRecord
 from leptonctl.store.sqlite import SqliteStore
@@ -70,7 +72,12 @@ def nodes_from(
     return nodes
 
 
-def job_view(record: JobRecord, inventory: Inventory, up: set[str] | None = None) -> Job:
+def job_view(
+    record: JobRecord,
+    inventory: Inventory,
+    up: set[str] | None = None,
+    locality: Mapping[str, float] | None = None,
+) -> Job:
     """The scheduler's view of a queued job.  A job the planner assigned to a host
     (``planned_host``, from a batch with estimates) is kept for that host while it is up."""
     spec = record.spec
@@ -91,6 +98,7 @@ def job_view(record: JobRecord, inventory: Inventory, up: set[str] | None = None
         after=tuple(str(a) for a in spec.get("after", ())),
         hosts=allowed,
         estimates=spec.get("estimates") or {},
+        locality=locality or {},
     )
 
 
@@ -320,8 +328,9 @@ def _decide(store: SqliteStore, inventory: Inventory, nodes: list[Node], now: fl
     active = store.jobs.in_states(("STARTING", "RUNNING"))
     deps = {int(a) for r in pending for a in r.spec.get("after", ())}
     finished = {str(i): s for i, s in store.jobs.states_of(deps).items() if s in FINAL}
+    locality = input_locality(store, pending)
     decision = dispatch(
-        [job_view(r, inventory, up) for r in pending],
+        [job_view(r, inventory, up, locality.get(r.id)) for r in pending],
         nodes,
         [running_view(r) for r in active],
         finished,
@@ -361,11 +370,17 @@ async def _start(
         if record is not None and record.host in hosts:
             by_host[record.host or ""].append(record)
 
+    async def start_one(host: Host, record: JobRecord) -> dict[str, Any]:
+        env: dict[str, str] = {}
+        if record.spec.get("inputs"):
+            try:
+                env = await stage_inputs(sessions, store, hosts, host, record)
+            except DataError as exc:
+                return {"error": f"its input could not be staged: {exc.message}"}
+        return await sessions.request(host, {"op": "job-start", "spec": agent_spec(record, env)})
+
     async def start_all(host: Host, conn: Connection) -> dict[int, dict[str, Any]]:
-        return {
-            record.id: await sessions.request(host, {"op": "job-start", "spec": agent_spec(record)})
-            for record in by_host[host.name]
-        }
+        return {record.id: await start_one(host, record) for record in by_host[host.name]}
 
     outcomes = await sessions.pool.fan_out([hosts[name] for name in by_host], start_all)
     now = clock()
@@ -396,7 +411,7 @@ async def _start(
                     store.jobs.add_orphan(name, record.agent_id, now)
 
 
-def agent_spec(record: JobRecord) -> dict[str, Any]:
+def agent_spec(record: JobRecord, extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What the agent's ``job-start`` gets: command, environment with devices, limits."""
     alloc = record.allocation or {}
     gpus = ",".join(str(g) for g in alloc.get("gpus", ()))
@@ -407,6 +422,7 @@ def agent_spec(record: JobRecord) -> dict[str, Any]:
         "CUDA_VISIBLE_DEVICES": gpus,
         "NVIDIA_VISIBLE_DEVICES": gpus or "void",
         "LEPTON_FPGA_DEVICES": ",".join(str(f) for f in alloc.get("fpgas", ())),
+        **(extra_env or {}),
     }
     return {
         "id": record.agent_id,

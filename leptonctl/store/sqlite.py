@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from leptonctl.errors import StateError
+from leptonctl.store.data import DataTable
 from leptonctl.store.jobs import JobTable
+from leptonctl.store.links import LinkTable
+from leptonctl.store.maintenance import MaintenanceTable
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -71,6 +74,71 @@ _MIGRATIONS: tuple[str, ...] = (
         host TEXT PRIMARY KEY,
         reason TEXT NOT NULL,
         since REAL NOT NULL
+    );
+    """,
+    # 5: datasets.  A version is 'writing' until every chunk has K replicas, then 'ready'.
+    """
+    CREATE TABLE datasets (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        created REAL NOT NULL,
+        completed REAL,
+        replicas INTEGER NOT NULL,
+        chunk_size INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE dataset_chunks (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (name, version, hash),
+        FOREIGN KEY (name, version) REFERENCES datasets(name, version) ON DELETE CASCADE
+    );
+    CREATE INDEX dataset_chunks_by_hash ON dataset_chunks(hash);
+    CREATE TABLE chunks (
+        hash TEXT PRIMARY KEY,
+        size INTEGER NOT NULL
+    );
+    CREATE TABLE replicas (
+        hash TEXT NOT NULL,
+        host TEXT NOT NULL,
+        state TEXT NOT NULL,
+        checked REAL NOT NULL,
+        PRIMARY KEY (hash, host)
+    );
+    CREATE INDEX replicas_by_host ON replicas(host);
+    """,
+    # 6: measured links (net probe).  error is set when src could not reach dst.
+    """
+    CREATE TABLE links (
+        src TEXT NOT NULL,
+        dst TEXT NOT NULL,
+        measured REAL NOT NULL,
+        bandwidth_bps REAL,
+        rtt_s REAL,
+        error TEXT,
+        PRIMARY KEY (src, dst)
+    );
+    """,
+    # 7: maintenance runs, and small named values (e.g. the scrub rotation's cursor).
+    """
+    CREATE TABLE maintenance_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started REAL NOT NULL,
+        ended REAL,
+        playbooks TEXT NOT NULL,
+        check_mode INTEGER NOT NULL,
+        outcome TEXT,
+        exit_code INTEGER,
+        steps TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
     );
     """,
 )
@@ -126,9 +194,24 @@ class SqliteStore:
         self._db.close()
 
     @property
+    def maintenance(self) -> MaintenanceTable:
+        """Maintenance runs and small named values (same database, same connection)."""
+        return MaintenanceTable(self._db, self.path)
+
+    @property
     def jobs(self) -> JobTable:
         """The job queue and history (same database, same connection)."""
         return JobTable(self._db, self.path)
+
+    @property
+    def data(self) -> DataTable:
+        """Datasets, chunks and replicas (same database, same connection)."""
+        return DataTable(self._db, self.path)
+
+    @property
+    def links(self) -> LinkTable:
+        """Measured network links (same database, same connection)."""
+        return LinkTable(self._db, self.path)
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -188,6 +271,19 @@ class SqliteStore:
         """Host -> (reason, since) for every drained host."""
         rows = self._read("SELECT host, reason, since FROM drained", ())
         return {host: (reason, since) for host, reason, since in rows}
+
+    # -- small named values (kv) ---------------------------------------------
+
+    def value(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM kv WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_value(self, key: str, value: str) -> None:
+        self._write(
+            "INSERT INTO kv(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(key, value)],
+        )
 
     # -- events -------------------------------------------------------------
 

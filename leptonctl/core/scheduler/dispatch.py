@@ -139,7 +139,8 @@ def _placements(
         )
         est = estimate_for(job, node) if use_estimates else None
         mct = (0.0, est) if est is not None else (1.0, 0.0)
-        ranked.append(((*mct, fit[0], fit[1], *slack), node.name, alloc))
+        local = -job.locality.get(node.name, 0.0)
+        ranked.append(((*mct, local, fit[0], fit[1], *slack), node.name, alloc))
     ranked.sort(key=lambda r: (r[0], r[1]))
     return [r[2] for r in ranked]
 

@@ -65,6 +65,9 @@ class Job:
     hosts: frozenset[str] | None = None  # allowed hosts (--limit); None = any
     # key: host name, group name, "cpu"/"gpu"/"fpga", or a GPU type; value: seconds on such a node
     estimates: Mapping[str, float] = field(default_factory=dict)
+    # host -> share (0..1) of the job's input bytes already stored there: among hosts that
+    # fit equally well by estimate, the one holding more of the data wins
+    locality: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

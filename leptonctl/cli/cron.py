@@ -1,0 +1,104 @@
+"""``leptonctl cron install|remove|show``: crontab entries that run ``leptonctl maintain``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from leptonctl.cli.context import settings
+from leptonctl.paths import default_state_path
+from leptonctl.services import cron as service
+from leptonctl.services.maintain import default_lock_path
+
+app = typer.Typer(
+    help="Crontab entries that run `leptonctl maintain` (tick, nightly, scrub).",
+    no_args_is_help=True,
+)
+
+NameOption = Annotated[
+    str, typer.Option("--name", help="Which installation (several clusters, one crontab).")
+]
+
+
+@app.command("install")
+def install(
+    ctx: typer.Context,
+    tick: Annotated[
+        str, typer.Option(help="When health + dispatch run (cron expression, or off).")
+    ] = service.SCHEDULES["tick"][0],
+    nightly: Annotated[
+        str, typer.Option(help="When the nightly playbook runs (or off).")
+    ] = service.SCHEDULES["nightly"][0],
+    scrub: Annotated[
+        str, typer.Option(help="When the scrub playbook runs (or off).")
+    ] = service.SCHEDULES["scrub"][0],
+    log: Annotated[Path | None, typer.Option(help="Where runs append their JSON lines.")] = None,
+    metrics_dir: Annotated[
+        Path | None,
+        typer.Option("--metrics-dir", help="node_exporter textfile directory for leptonctl.prom."),
+    ] = None,
+    name: NameOption = "default",
+) -> None:
+    """Install (or update) the entries; installing again changes them in place."""
+    config = settings(ctx)
+    config.inventory()  # a broken inventory fails now, not at 3 a.m.
+    state = (config.state_path or default_state_path()).absolute()
+    target = service.CronTarget(
+        python=Path(sys.executable).absolute(),  # not resolved: a venv's python is a symlink
+        inventory=config.inventory_path.absolute() if config.inventory_path else None,
+        state=state,
+        lock=default_lock_path(state),
+        log=(log or state.parent / "maintain.log").absolute(),
+        metrics_dir=metrics_dir.absolute() if metrics_dir else None,
+    )
+    when = {
+        "tick": service.check_when(tick, "--tick"),
+        "nightly": service.check_when(nightly, "--nightly"),
+        "scrub": service.check_when(scrub, "--scrub"),
+    }
+    entries = service.install(target, when, service.check_name(name))
+    if entries:
+        print(f"installed {len(entries)} crontab entr{'y' if len(entries) == 1 else 'ies'}:")
+    _print(entries, "every schedule is off: no entry installed")
+
+
+@app.command("remove")
+def remove(
+    name: NameOption = "default",
+    every: Annotated[bool, typer.Option("--all", help="Every installation's entries.")] = False,
+) -> None:
+    """Remove our entries; every other line of the crontab stays as it is."""
+    gone = service.remove(None if every else service.check_name(name))
+    print(f"removed {len(gone)} entr{'y' if len(gone) == 1 else 'ies'}")
+
+
+@app.command("show")
+def show(
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only this installation's entries.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The leptonctl entries in this user's crontab."""
+    entries = service.show(name)
+    if as_json:
+        doc = [
+            {"name": e.name, "schedule": e.schedule, "when": e.when, "command": e.command}
+            for e in entries
+        ]
+        print(json.dumps({"entries": doc}, indent=2))
+        return
+    _print(entries, "no leptonctl entries in this crontab")
+
+
+def _print(entries: Sequence[service.CronEntry], empty: str) -> None:
+    if not entries:
+        print(empty)
+        return
+    for entry in entries:
+        print(entry.line)

@@ -1,0 +1,376 @@
+"""``leptonctl data put|get|ls|rm|verify|repair|rebalance|gc``: replicated datasets."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from leptonctl.cli.context import Settings, run_async, settings
+from leptonctl.cli.progress import TransferBar
+from leptonctl.cli.status import LimitOption
+from leptonctl.core.datasets import parse_dataset_ref
+from leptonctl.errors import ExitCode, UsageError
+from leptonctl.inventory import Host
+from leptonctl.inventory.capacity import parse_size
+from leptonctl.remote.agent import AgentSessions
+from leptonctl.services import datasets, replicas
+from leptonctl.services.reconcile import open_sessions
+from leptonctl.store.sqlite import SqliteStore
+
+app = typer.Typer(
+    help="Datasets kept as checksummed chunks with K replicas on the cluster's own disks.",
+    no_args_is_help=True,
+)
+T = TypeVar("T")
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (no progress bar).")]
+
+
+def _with_sessions(
+    config: Settings,
+    store: SqliteStore,
+    hosts: Sequence[Host],
+    work: Callable[[AgentSessions, Any], Awaitable[T]],
+) -> T:
+    """Run ``work(sessions, graph)`` in the command's one event loop."""
+
+    async def main() -> T:
+        async with open_sessions(config.transport(), store) as sessions:
+            return await work(sessions, _graph(store, hosts))
+
+    return run_async(main())
+
+
+def _graph(store: SqliteStore, hosts: Sequence[Host]) -> Any:
+    """The measured network graph when `net probe` has run (chains are ordered on it)."""
+    if not store.links.load():
+        return None
+    from leptonctl.services.net import load_graph
+
+    return load_graph(store, hosts, time.time())
+
+
+def _print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, default=str))
+
+
+def _notes(notes: Sequence[str]) -> None:
+    for note in notes:
+        print(f"  note: {note}", file=sys.stderr)
+
+
+@app.command("put")
+def put(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="A local file or directory, or HOST:/path.")],
+    name: Annotated[str, typer.Argument(help="Dataset name (a new version if it exists).")],
+    replicas_: Annotated[
+        int, typer.Option("--replicas", "-k", min=1, help="Copies of every chunk.")
+    ] = datasets.DEFAULT_REPLICAS,
+    limit: LimitOption = None,
+    chunk_size: Annotated[str, typer.Option(help="Chunk size, e.g. 64MiB.")] = "64MiB",
+    as_json: JsonOption = False,
+) -> None:
+    """Store a file or tree as a new dataset version with K replicas per chunk."""
+    parse_dataset_ref(name)  # a valid name, no @version
+    if "@" in name:
+        raise UsageError("put takes a dataset name without @version")
+    size = parse_size(chunk_size)
+    if size < 4096:
+        raise UsageError(f"--chunk-size {chunk_size} is too small (at least 4 KiB)")
+    config = settings(ctx)
+    inventory, hosts = config.hosts(limit)
+    with config.store() as store:
+        report = _with_sessions(
+            config,
+            store,
+            hosts,
+            lambda sessions, graph: datasets.put(
+                sessions,
+                store,
+                inventory,
+                hosts,
+                source,
+                name,
+                replicas=replicas_,
+                chunk_size=size,
+                graph=graph,
+                progress=TransferBar.for_terminal("data", as_json),
+            ),
+        )
+    if as_json:
+        _print_json(asdict(report))
+        return
+    print(
+        f"{report.name}@{report.version}: {_size(report.size)} in {report.chunks} chunk(s), "
+        f"{report.replicas} replicas, {_size(report.sent_bytes)} sent in {report.seconds:.1f} s"
+        + (
+            f" ({report.reused_chunks} chunk(s) were already in place)"
+            if report.reused_chunks
+            else ""
+        )
+    )
+    _notes(report.notes)
+
+
+@app.command("get")
+def get(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION.")],
+    dest: Annotated[str, typer.Argument(help="Local path to rebuild the dataset at.")],
+    limit: LimitOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild a dataset locally, verifying every chunk (falls over to another replica)."""
+    name, version = parse_dataset_ref(ref)
+    config = settings(ctx)
+    _, hosts = config.hosts(limit)
+    with config.store() as store:
+        report = _with_sessions(
+            config,
+            store,
+            hosts,
+            lambda sessions, _graph: datasets.get(
+                sessions,
+                store,
+                hosts,
+                name,
+                version,
+                dest,
+                progress=TransferBar.for_terminal("data", as_json),
+            ),
+        )
+    if as_json:
+        _print_json(asdict(report))
+        return
+    print(
+        f"{report.name}@{report.version} -> {report.dest}: {_size(report.size)}, "
+        f"{_size(report.fetched_bytes)} fetched in {report.seconds:.1f} s"
+    )
+    _notes(report.notes)
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    ref: Annotated[str | None, typer.Argument(help="NAME or NAME@VERSION: its chunks.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Datasets, or one dataset's chunks and where their replicas are."""
+    config = settings(ctx)
+    with config.store() as store:
+        if ref is None:
+            records = store.data.datasets()
+            holders = store.data.replicas()
+            if as_json:
+                from leptonctl.render.documents import datasets_document
+
+                _print_json(datasets_document(records, holders))
+                return
+            from leptonctl.render.data import datasets_table
+
+            _console().print(datasets_table(records, holders))
+            return
+        name, version = parse_dataset_ref(ref)
+        record = store.data.get(name, version) or _latest_any(store, name)
+        if record is None:
+            datasets.find_record(store, name, version)  # raises the helpful error
+            return
+        holders = store.data.replicas(record.manifest.hashes())
+    if as_json:
+        from leptonctl.render.documents import dataset_document
+
+        _print_json(dataset_document(record, holders))
+        return
+    from leptonctl.render.data import dataset_table
+
+    _console().print(dataset_table(record, holders))
+
+
+def _latest_any(store: SqliteStore, name: str) -> Any:
+    versions = store.data.versions(name)
+    return versions[-1] if versions else None
+
+
+@app.command("rm")
+def rm(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="NAME (every version) or NAME@VERSION.")],
+    limit: LimitOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove a dataset (or one version) and delete chunks nothing else uses."""
+    name, version = parse_dataset_ref(ref)
+    config = settings(ctx)
+    _, hosts = config.hosts(limit)
+    with config.store() as store:
+        report = _with_sessions(
+            config,
+            store,
+            hosts,
+            lambda sessions, _graph: datasets.remove(sessions, store, hosts, name, version),
+        )
+    if as_json:
+        _print_json(asdict(report))
+        return
+    versions = ", ".join(str(v) for v in report.versions)
+    print(
+        f"removed {report.name} version(s) {versions}: {report.freed_chunks} chunk(s), "
+        f"{_size(report.freed_bytes)} freed"
+    )
+    _notes(
+        [
+            f"{h}: copies left ({why}); `leptonctl data gc` removes them"
+            for h, why in report.left_on.items()
+        ]
+    )
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    ref: Annotated[str | None, typer.Argument(help="A dataset (default: all).")] = None,
+    limit: LimitOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-hash every replica where it lies; exit 4 if any is missing or corrupt."""
+    name = parse_dataset_ref(ref)[0] if ref else None
+    config = settings(ctx)
+    _, hosts = config.hosts(limit)
+    with config.store() as store:
+        if name is not None and not store.data.versions(name):
+            datasets.find_record(store, name, None)
+        report = _with_sessions(
+            config,
+            store,
+            hosts,
+            lambda sessions, _graph: replicas.verify(sessions, store, hosts, name),
+        )
+    if as_json:
+        from leptonctl.render.documents import verify_document
+
+        _print_json(verify_document(report))
+    else:
+        from leptonctl.render.data import verify_table
+
+        _console().print(verify_table(report))
+    _exit_for(report.problems, report.under_replicated)
+
+
+def _exit_for(problems: Sequence[Any], short: Sequence[str]) -> None:
+    kinds = {p.problem for p in problems}
+    if kinds - {"unreachable"} or short:
+        raise typer.Exit(int(ExitCode.COMMAND_FAILED))
+    if kinds:
+        raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
+
+
+@app.command("repair")
+def repair(
+    ctx: typer.Context,
+    ref: Annotated[str | None, typer.Argument(help="A dataset (default: all).")] = None,
+    limit: LimitOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete corrupt copies and restore every chunk to K healthy replicas on live hosts."""
+    name = parse_dataset_ref(ref)[0] if ref else None
+    config = settings(ctx)
+    _, hosts = config.hosts(limit)
+    with config.store() as store:
+        if name is not None and not store.data.versions(name):
+            datasets.find_record(store, name, None)
+        report = _with_sessions(
+            config,
+            store,
+            hosts,
+            lambda sessions, graph: replicas.repair(sessions, store, hosts, name, graph),
+        )
+    if as_json:
+        _print_json(asdict(report) | {"healthy": report.healthy})
+    else:
+        print(
+            f"repair: {report.chunks} chunk(s) checked, {report.copies_made} copies made, "
+            f"{report.corrupt_removed} corrupt copies removed, {_size(report.sent_bytes)} sent"
+        )
+        if report.lost:
+            print(
+                f"  LOST (no healthy copy anywhere): {len(report.lost)} chunk(s)", file=sys.stderr
+            )
+        _notes([f"{h[:12]}: {why}" for h, why in report.short.items()])
+        _notes([f"{host}: {why}" for host, why in report.problems.items()])
+    if not report.healthy:
+        raise typer.Exit(int(ExitCode.COMMAND_FAILED))
+
+
+@app.command("rebalance")
+def rebalance(
+    ctx: typer.Context,
+    limit: LimitOption = None,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Acceptable spread of disk use (0-1).")
+    ] = 0.05,
+    check: Annotated[bool, typer.Option("--check", help="Plan only, move nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Move replicas from full hosts to empty ones, never dropping below K."""
+    config = settings(ctx)
+    _, hosts = config.hosts(limit)
+    with config.store() as store:
+        report = _with_sessions(
+            config,
+            store,
+            hosts,
+            lambda sessions, _graph: replicas.rebalance(sessions, store, hosts, tolerance, check),
+        )
+    if as_json:
+        _print_json(asdict(report))
+        return
+    print(
+        f"rebalance: {report.moves_done}/{report.moves_planned} move(s), "
+        f"{_size(report.bytes_moved)} moved; spread of disk use "
+        f"{report.spread_before:.1%} -> {report.spread_after:.1%}"
+    )
+    _notes([f"{host}: {why}" for host, why in report.problems.items()])
+
+
+@app.command("gc")
+def gc(
+    ctx: typer.Context,
+    limit: LimitOption = None,
+    check: Annotated[bool, typer.Option("--check", help="Report only, delete nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete chunks on the hosts that no dataset version uses any more."""
+    config = settings(ctx)
+    _, hosts = config.hosts(limit)
+    with config.store() as store:
+        report = _with_sessions(
+            config,
+            store,
+            hosts,
+            lambda sessions, _graph: replicas.collect_garbage(sessions, store, hosts, check),
+        )
+    if as_json:
+        _print_json(asdict(report))
+        return
+    verb = "would delete" if check else "deleted"
+    total = sum(report.removed.values())
+    print(f"gc: {verb} {total} unreferenced chunk(s), {_size(report.freed_bytes)}")
+    _notes([f"{host}: {why}" for host, why in report.problems.items()])
+
+
+def _size(value: int) -> str:
+    from leptonctl.render.units import human_bytes
+
+    return human_bytes(value)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()

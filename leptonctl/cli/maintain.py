@@ -1,0 +1,115 @@
+"""``leptonctl maintain``: run maintenance playbooks (what cron calls)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from leptonctl.cli.context import run_async, settings
+from leptonctl.cli.status import LimitOption
+from leptonctl.paths import default_state_path
+from leptonctl.render.maintain import (
+    playbooks_table,
+    run_event,
+    run_summary,
+    step_event,
+    step_lines,
+)
+from leptonctl.services import maintain as service
+from leptonctl.services.maintain_context import StepResult
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def maintain(
+    ctx: typer.Context,
+    playbooks: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Shipped playbook names, or YAML files or directories. "
+            f"Default: {' '.join(service.TICK_PLAYBOOKS)}."
+        ),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Show what would be done; contact and change nothing.")
+    ] = False,
+    limit: LimitOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines (the default when not on a terminal).")
+    ] = False,
+    metrics_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-dir",
+            envvar="LEPTONCTL_METRICS_DIR",
+            help="Write leptonctl.prom here (node_exporter textfile collector).",
+        ),
+    ] = None,
+    lock: Annotated[
+        Path | None,
+        typer.Option("--lock", help="The run lock. Default: next to the state store."),
+    ] = None,
+    list_playbooks: Annotated[
+        bool, typer.Option("--list", help="List the shipped playbooks and exit.")
+    ] = False,
+) -> None:
+    """Run playbooks: probe, health, dispatch, gc, drain/resume, shell, scrub, repair.
+
+    One run at a time: a run that finds another one going skips (exit 75).
+    Exit status: 0 healthy, 3 some hosts down or unhealthy (named), 1 a step failed.
+    """
+    config = settings(ctx)
+    json_lines = as_json or not sys.stdout.isatty()
+    if list_playbooks:
+        _list(json_lines)
+        return
+    books = service.load_playbooks(playbooks or [])
+    inventory = config.inventory()
+    lock_path = lock or service.default_lock_path(config.state_path or default_state_path())
+
+    def show(result: StepResult) -> None:
+        if json_lines:
+            print(json.dumps(step_event(result), default=str), flush=True)
+        else:
+            _console().print(step_lines(result))
+
+    with config.store() as store:
+        report = run_async(
+            service.maintain(
+                inventory,
+                config.transport(),
+                store,
+                books,
+                lock_path=lock_path,
+                check=check,
+                limit=limit,
+                metrics_dir=metrics_dir,
+                on_step=show,
+            )
+        )
+    if json_lines:
+        print(json.dumps(run_event(report), default=str), flush=True)
+    else:
+        _console().print(run_summary(report))
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def _list(json_lines: bool) -> None:
+    rows = service.playbook_list()
+    if json_lines:
+        doc = {"playbooks": [{"name": n, "file": f, "about": a} for n, f, a in rows]}
+        print(json.dumps(doc, indent=2))
+        return
+    _console().print(playbooks_table(rows))
+
+
+def _console() -> Console:
+    from rich.console import Console  # rich only where a terminal summary is printed
+
+    return Console(highlight=False)

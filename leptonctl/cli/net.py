@@ -1,0 +1,143 @@
+"""``leptonctl net show``: the measured network, and the route a copy would take."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+
+from leptonctl.cli.context import run_async, settings
+from leptonctl.cli.status import LimitOption
+from leptonctl.core.netgraph import DEFAULT_MAX_AGE_S
+from leptonctl.errors import ExitCode, UsageError
+from leptonctl.render.documents import net_document, route_document
+from leptonctl.services import net as service
+from leptonctl.services.netprobe import ProbeReport, probe_links
+from leptonctl.services.reconcile import open_sessions
+
+app = typer.Typer(
+    help="The network between hosts: measured links, and the routes copies take.",
+    no_args_is_help=True,
+)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    limit: LimitOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    route: Annotated[
+        tuple[str, str] | None,
+        typer.Option("--route", metavar="SRC DST", help="Explain the best route from SRC to DST."),
+    ] = None,
+    max_age: Annotated[
+        float,
+        typer.Option(
+            "--max-age", min=0.0, help="Ignore measurements older than this many seconds."
+        ),
+    ] = DEFAULT_MAX_AGE_S,
+) -> None:
+    """The link matrix (bandwidth and rtt per directed pair), or one route explained."""
+    config = settings(ctx)
+    inventory, hosts = config.hosts(limit)
+    names = [h.name for h in hosts]
+    if route is not None:
+        if route[0] == route[1]:
+            raise UsageError(f"--route needs two different hosts, got {route[0]} twice")
+        for name in route:
+            inventory.host(name)  # an unknown name: LimitError with close matches
+            if name not in names:
+                raise UsageError(f"{name} is not among the hosts selected by --limit {limit}")
+    now = time.time()
+    with config.store() as store:
+        graph = service.load_graph(store, hosts, now, max_age)
+    if route is not None:
+        chosen = service.require_route(graph, *route)
+        if as_json:
+            print(json.dumps(route_document(chosen), indent=2))
+            return
+        from rich.console import Console
+
+        from leptonctl.render.net import route_table
+
+        Console().print(route_table(chosen, graph))
+        return
+    if as_json:
+        print(json.dumps(net_document(graph, names, now), indent=2))
+        return
+    from rich.console import Console
+
+    from leptonctl.render.net import link_matrix_table
+
+    Console().print(link_matrix_table(graph, names, now))
+
+
+@app.command("probe")
+def probe(
+    ctx: typer.Context,
+    limit: LimitOption = None,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0.05, max=30.0, help="Measuring time per pair.")
+    ] = 1.0,
+    budget: Annotated[
+        float | None,
+        typer.Option("--budget", min=1.0, help="Stop starting new pairs after this many seconds."),
+    ] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option("--sample", min=1, help="Measure only N peers per host (large fleets)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Measure bandwidth and round-trip time of every ordered pair of hosts, over the channel
+    copies use (pairs sharing no host run at once); results go to the state store."""
+    config = settings(ctx)
+    _, hosts = config.hosts(limit)
+    with config.store() as store:
+
+        async def main() -> ProbeReport:
+            async with open_sessions(config.transport(), store) as sessions:
+                return await probe_links(
+                    sessions, store, hosts, seconds=seconds, budget=budget, sample=sample
+                )
+
+        report = run_async(main())
+        graph = service.load_graph(store, hosts, time.time())
+    if as_json:
+        doc = {
+            "measured": [
+                {
+                    "src": m.src,
+                    "dst": m.dst,
+                    "bandwidth_bps": m.bandwidth_bps,
+                    "rtt_s": m.rtt_s,
+                    "error": m.error,
+                }
+                for m in report.measured
+            ],
+            "unreachable_hosts": report.unreachable_hosts,
+            "skipped_pairs": report.skipped_pairs,
+            "seconds": round(report.seconds, 3),
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        from rich.console import Console
+
+        from leptonctl.render.net import link_matrix_table
+
+        console = Console()
+        console.print(link_matrix_table(graph, [h.name for h in hosts], time.time()))
+        console.print(
+            f"measured {len(report.measured)} pair(s) in {report.seconds:.1f} s"
+            + (
+                f"; {report.skipped_pairs} left for later (--budget)"
+                if report.skipped_pairs
+                else ""
+            )
+        )
+        for name, why in sorted(report.unreachable_hosts.items()):
+            console.print(f"[yellow]{name}: not reachable from here ({why})[/]")
+    if report.unreachable_hosts:
+        raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))

@@ -1,0 +1,137 @@
+"""Renderers for ``leptonctl net show``: the link matrix and a route's explanation.
+
+The graph holds bytes per second; these show **bits** per second ("940 Mbit/s"),
+which is what network people read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+from rich.text import Text
+
+from leptonctl.core.netgraph import Route
+from leptonctl.render.units import human_age
+
+if TYPE_CHECKING:
+    import networkx as nx  # type: ignore[import-untyped]
+
+
+def human_bitrate(bytes_per_s: float | None) -> str:
+    """Bytes/s as decimal bits/s, three significant digits: 117.5e6 -> '940 Mbit/s'."""
+    if bytes_per_s is None:
+        return "?"
+    bits = float(bytes_per_s) * 8
+    for unit in ("bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"):
+        if abs(bits) < 999.5 or unit == "Tbit/s":
+            return f"{bits:.3g} {unit}" if bits < 100 else f"{bits:.0f} {unit}"
+        bits /= 1000
+    raise AssertionError("unreachable")
+
+
+def human_rtt(rtt_s: float | None) -> str:
+    if rtt_s is None:
+        return "rtt ?"
+    ms = rtt_s * 1000
+    return f"{ms:.2g} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
+def _heat(bandwidth: float, best: float) -> str:
+    """Green near the best link, yellow at half of it, red well below."""
+    share = bandwidth / best if best > 0 else 0.0
+    if share >= 0.75:
+        return "green"
+    if share >= 0.4:
+        return "yellow"
+    return "red"
+
+
+def link_matrix_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
+    """Rows are senders, columns receivers; each cell the link's bandwidth and rtt,
+    coloured by bandwidth relative to the best link shown."""
+    unreachable = g.graph.get("unreachable", {})
+    links = {(u, v): a for u, v, a in g.edges(data=True) if u in hosts and v in hosts and u != v}
+    best = max((float(a["bandwidth_bps"]) for a in links.values()), default=0.0)
+    table = Table(header_style="bold", title="links (row → column)", show_lines=True)
+    table.add_column("FROM \\ TO", style="bold")
+    for dst in hosts:
+        table.add_column(dst, justify="center")
+    for src in hosts:
+        cells: list[Text] = []
+        for dst in hosts:
+            attrs = links.get((src, dst))
+            if src == dst:
+                cells.append(Text("—", style="dim"))
+            elif (src, dst) in unreachable:
+                cells.append(Text("✗", style="bold red"))
+            elif attrs is None:
+                cells.append(Text("?", style="dim"))
+            else:
+                bandwidth = float(attrs["bandwidth_bps"])
+                mark = "*" if attrs.get("source") == "hint" else ""
+                cell = Text(human_bitrate(bandwidth) + mark, style=_heat(bandwidth, best))
+                cell.append("\n" + human_rtt(attrs.get("rtt_s")), style="dim")
+                cells.append(cell)
+        table.add_row(src, *cells)
+    table.caption = _matrix_caption(links, unreachable, now)
+    return table
+
+
+def _matrix_caption(
+    links: Mapping[tuple[str, str], Mapping[str, Any]],
+    unreachable: Mapping[tuple[str, str], str],
+    now: float,
+) -> str:
+    measured = [a["measured"] for a in links.values() if a.get("measured") is not None]
+    parts = []
+    if measured:
+        parts.append(f"oldest measurement {human_age(now - min(measured))} ago")
+    else:
+        parts.append("no measurements: run `leptonctl net probe`")
+    if any(a.get("source") == "hint" for a in links.values()):
+        parts.append("* inventory hint")
+    if unreachable:
+        parts.append("✗ unreachable")
+    parts.append("? not measured")
+    return " · ".join(parts)
+
+
+def route_table(route: Route, g: nx.DiGraph) -> Table:
+    """The chosen path hop by hop, and what it is expected to deliver against the direct
+    link."""
+    table = Table(header_style="bold", title=f"route {' → '.join(route.hosts)}")
+    for column in ("HOP", "FROM", "TO", "BANDWIDTH", "RTT", "SOURCE"):
+        table.add_column(column)
+    for number, (u, v) in enumerate(pairwise(route.hosts), start=1):
+        attrs = g.edges[u, v]
+        bandwidth = float(attrs["bandwidth_bps"])
+        style = "bold" if bandwidth == route.bottleneck_bps and route.relayed else ""
+        source = attrs.get("source", "?")
+        if attrs.get("age_s") is not None:
+            source = f"{source} {human_age(attrs['age_s'])} ago"
+        table.add_row(
+            str(number),
+            u,
+            v,
+            Text(human_bitrate(bandwidth), style=style),
+            human_rtt(attrs.get("rtt_s")),
+            source,
+        )
+    table.caption = route_summary(route)
+    return table
+
+
+def route_summary(route: Route) -> str:
+    """One line: what the route is expected to deliver, and why it was chosen."""
+    expected = f"expected {human_bitrate(route.expected_bps)}"
+    if route.relayed:
+        expected += f" (bottleneck {human_bitrate(route.bottleneck_bps)} over {route.hops} hops)"
+    if route.direct_bps is None:
+        return f"{expected}; no direct link"
+    if not route.relayed:
+        return f"{expected} over the direct link"
+    ratio = route.expected_bps / route.direct_bps
+    return f"{expected}: {ratio:.1f}× the direct link ({human_bitrate(route.direct_bps)})"

@@ -1,0 +1,237 @@
+"""``leptonctl cp``: routed, resumable, verified copies of files and trees.
+
+The source is scanned where it lives (chunk hashes computed there), the
+destination reports which chunks it already holds (a rerun sends only the
+rest), and the bytes flow source -> relays -> destination along the route the
+network graph picks.  Relays forward while they receive and store nothing;
+the destination checks every chunk's hash before it counts, and renames a
+file into place only when all of its chunks are in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from leptonctl.core.netgraph import Route, best_route
+from leptonctl.errors import HostError, LeptonError, UsageError
+from leptonctl.inventory.model import Host, Inventory
+from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.transfer import Hop, TransferOutcome, Transfers, operator_host
+from leptonctl.services.datasets import files_spec, manifest_from_scan, split_location
+
+CP_CHUNK_SIZE = 16 << 20
+
+
+class CopyError(LeptonError):
+    """A copy did not complete (what arrived is kept: rerun to resume)."""
+
+
+@dataclass
+class CopyReport:
+    route: list[str]
+    bytes: int  # bytes sent this time
+    seconds: float
+    total_bytes: int  # size of everything copied
+    reused_bytes: int  # already at the destination (a resumed copy)
+    expected_bps: float | None = None
+    direct_bps: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: Host
+    dest: Host
+    relays: tuple[Host, ...]
+    route: Route | None
+
+
+async def plan_route(
+    sessions: AgentSessions,
+    graph: Any,
+    source: Host,
+    dest: Host,
+    hosts: Sequence[Host],
+    via: str | None,
+    direct: bool,
+) -> Plan:
+    """The relays between two hosts: from the graph, skipping relays the operator cannot
+    reach now (a dead relay is routed around on the next run)."""
+    by_name = {h.name: h for h in hosts}
+    if via is not None and via not in by_name:
+        raise UsageError(f"--via {via}: no such host in the inventory")
+    if source.is_local or dest.is_local or graph is None:
+        forced: tuple[Host, ...] = ()
+        if via and not (source.is_local or dest.is_local):
+            forced = (by_name[via],)
+        return Plan(source, dest, forced, None)
+    g = graph.copy()
+    while True:
+        route = best_route(g, source.name, dest.name, via=via, direct_only=direct)
+        if route is None:
+            if via is not None:
+                return Plan(source, dest, (by_name[via],), None)
+            return Plan(source, dest, (), None)  # nothing measured: try the direct link
+        relays = tuple(by_name[n] for n in route.hosts[1:-1])
+        dead = [h for h in relays if not await _reachable(sessions, h)]
+        if not dead or via is not None:
+            return Plan(source, dest, relays, route)
+        g.remove_nodes_from(h.name for h in dead)
+
+
+async def _reachable(sessions: AgentSessions, host: Host) -> bool:
+    try:
+        await sessions.get(host)
+    except HostError:
+        await sessions.drop(host.name)
+        return False
+    return True
+
+
+async def copy(
+    sessions: AgentSessions,
+    inventory: Inventory,
+    src: str,
+    dst: str,
+    *,
+    graph: Any = None,
+    via: str | None = None,
+    direct: bool = False,
+    streams: int = 1,
+    rate_bps: float | None = None,
+    compress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> CopyReport:
+    started = time.monotonic()
+    src_host, src_path = split_location(src, inventory)
+    dst_host, dst_path = split_location(dst, inventory)
+    me = operator_host()
+    src_host, dst_host = src_host or me, dst_host or me
+    if src_host.is_local and dst_host.is_local and src_host.name == dst_host.name:
+        raise UsageError("both ends are on this machine: use cp(1)")
+    scan = await sessions.request(
+        src_host, {"op": "scan", "path": src_path, "chunk_size": CP_CHUNK_SIZE}
+    )
+    if "error" in scan:
+        raise UsageError(f"cannot read {src}: {scan['error']}")
+    manifest = manifest_from_scan(scan)
+    dest = await _destination(sessions, dst_host, dst_path, manifest.kind, src_path)
+    spec = files_spec(manifest, dest)
+    status = await sessions.request(dst_host, {"op": "file-status", "files": spec["files"]})
+    if "error" in status:
+        raise CopyError(f"{dst_host.name}: cannot read {dest}: {status['error']}")
+    items, total, reused = _items(spec, status["files"], src_path, manifest.kind)
+    plan = await plan_route(sessions, graph, src_host, dst_host, list(inventory.hosts), via, direct)
+    route = [src_host.name, *(h.name for h in plan.relays), dst_host.name]
+    report = CopyReport(route, 0, 0.0, total, reused)
+    if plan.route is not None:
+        report.expected_bps, report.direct_bps = plan.route.expected_bps, plan.route.direct_bps
+    if items:
+        to_send = sum(int(i["n"]) for i in items)
+        outcomes = await _run(
+            Transfers(sessions), plan, spec, items, streams, rate_bps, compress, progress, to_send
+        )
+        for outcome in outcomes:
+            report.bytes += outcome.hops[0].bytes if outcome.hops else 0
+            for name, error in outcome.errors.items():
+                report.notes.append(f"{name}: {error}")
+        # The destination verified every chunk and renamed each complete file into place;
+        # it says which (no second read of the data to find out).
+        done = {f["path"] for f in status["files"] if f["complete"]}
+        for outcome in outcomes:
+            done.update(outcome.hops[-1].files_done if outcome.hops else ())
+        incomplete = [f["path"] for f in spec["files"] if f["path"] not in done]
+        if incomplete:
+            raise CopyError(
+                f"the copy to {dst_host.name} did not complete ({len(incomplete)} file(s) "
+                f"incomplete, e.g. {incomplete[0] if incomplete else dest})",
+                hint="run the same cp again: verified chunks are kept and only the rest is "
+                "sent (a dead relay is routed around); " + "; ".join(report.notes[-2:]),
+            )
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _destination(
+    sessions: AgentSessions, host: Host, path: str, kind: str, src_path: str
+) -> str:
+    """A destination ending in "/" means "into that directory", keeping the source's name."""
+    if path.endswith("/") or path == "/":
+        return path.rstrip("/") + "/" + src_path.rstrip("/").rsplit("/", 1)[-1]
+    return path
+
+
+def _items(
+    spec: dict[str, Any], states: Sequence[dict[str, Any]], src_path: str, kind: str
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Frames still to send: one per (file, chunk) that the destination lacks."""
+    items: list[dict[str, Any]] = []
+    total = reused = 0
+    root = spec["dirs"][0]["path"] if kind == "dir" else None
+    for index, (entry, state) in enumerate(zip(spec["files"], states, strict=True)):
+        done = set(state["done"])
+        source = src_path if root is None else src_path + entry["path"][len(root) :]
+        for offset, size, digest in entry["chunks"]:
+            total += size
+            if offset in done:
+                reused += size
+                continue
+            items.append(
+                {"h": digest, "n": size, "path": source, "o": offset, "t": [[index, offset]]}
+            )
+    return items, total, reused
+
+
+async def _run(
+    transfers: Transfers,
+    plan: Plan,
+    spec: dict[str, Any],
+    items: list[dict[str, Any]],
+    streams: int,
+    rate_bps: float | None,
+    compress: bool,
+    progress: Callable[[int, int], None] | None,
+    total: int,
+) -> list[TransferOutcome]:
+    """``streams`` parallel chains over the same route, items dealt round-robin."""
+    streams = max(1, min(streams, len(items)))
+    shares = [items[i::streams] for i in range(streams)]
+    moved = [0] * streams
+
+    def tick(i: int) -> Callable[[int], None]:
+        def update(done: int) -> None:
+            moved[i] = done
+            if progress is not None:
+                progress(sum(moved), total)
+
+        return update
+
+    chain = [*(Hop(h, store="none") for h in plan.relays)]
+    chain.append(Hop(plan.dest, store="files", files=spec))
+
+    async def one(i: int) -> TransferOutcome:
+        return await transfers.run(
+            plan.source,
+            shares[i],
+            chain,
+            compress=compress,
+            rate_bps=rate_bps / streams if rate_bps else None,
+            progress=tick(i),
+        )
+
+    results = await asyncio.gather(*(one(i) for i in range(streams)), return_exceptions=True)
+    outcomes = []
+    for result in results:
+        if isinstance(result, HostError):
+            raise CopyError(
+                f"{result.host}: {result.message}",
+                hint="run the same cp again to resume (use --via or --direct to pick the path)",
+            )
+        if isinstance(result, BaseException):
+            raise result
+        outcomes.append(result)
+    return outcomes

@@ -1,0 +1,430 @@
+"""``data put`` / ``get`` / ``rm``: datasets in, out and away.
+
+A put scans the source where it lives (the operator's disk, or ``host:/path``
+on a host), records a new *writing* version whose manifest lists every chunk,
+replicates the chunks (``services/replication``), asks the hosts what they
+hold, and only then flips the version to *ready*: readers see the old version
+or the new one, never a mix.  A put that stops half way leaves an invisible
+writing version; running the same put again finds it and sends only the chunks
+that are still missing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from leptonctl.core.datasets import ChunkRef, Manifest, ManifestEntry
+from leptonctl.errors import HostError, LeptonError, UsageError
+from leptonctl.inventory.model import Host, Inventory
+from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.transfer import Hop, Transfers, operator_host
+from leptonctl.services.replication import Origin, Replicator
+from leptonctl.store.data import DatasetRecord
+from leptonctl.store.sqlite import SqliteStore
+
+DEFAULT_CHUNK_SIZE = 64 << 20
+DEFAULT_REPLICAS = 3
+
+
+class DataError(LeptonError):
+    """A data command could not do what it was asked (nothing half-done is visible)."""
+
+
+class ProgressSink(Protocol):
+    def begin(self, total: int, label: str) -> None: ...
+
+    def advance(self, done: int) -> None: ...
+
+    def end(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PutReport:
+    name: str
+    version: int
+    size: int
+    chunks: int
+    replicas: int
+    requested_replicas: int
+    sent_bytes: int
+    reused_chunks: int  # already on enough hosts before this put
+    seconds: float
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GetReport:
+    name: str
+    version: int
+    dest: str
+    size: int
+    fetched_bytes: int
+    reused_chunks: int  # already at the destination (a resumed get)
+    seconds: float
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RemoveReport:
+    name: str
+    versions: tuple[int, ...]
+    freed_chunks: int
+    freed_bytes: int
+    left_on: Mapping[str, str]  # host -> why its copies are still there (gc removes them)
+
+
+def split_location(text: str, inventory: Inventory) -> tuple[Host | None, str]:
+    """``host:/path`` (an inventory host) or a local path."""
+    head, sep, tail = text.partition(":")
+    if sep and head in inventory.host_names:
+        if not tail.startswith("/"):
+            raise UsageError(f"{text!r}: the path on {head} must be absolute")
+        return inventory.host(head), tail
+    return None, os.path.abspath(os.path.expanduser(text))
+
+
+def manifest_from_scan(doc: Mapping[str, Any]) -> Manifest:
+    return Manifest(
+        kind=str(doc["kind"]),
+        entries=tuple(
+            ManifestEntry(
+                path=e["path"],
+                type=e["type"],
+                mode=int(e["mode"]),
+                size=int(e.get("size") or 0),
+                chunks=tuple(ChunkRef(h, int(n)) for h, n in e.get("chunks") or []),
+                target=e.get("target"),
+            )
+            for e in doc["entries"]
+        ),
+    )
+
+
+def chunk_ranges(manifest: Manifest, root: str) -> dict[str, tuple[str, int]]:
+    """hash -> (absolute path, offset) of its first occurrence under ``root``."""
+    ranges: dict[str, tuple[str, int]] = {}
+    for entry in manifest.entries:
+        offset = 0
+        path = os.path.join(root, entry.path) if entry.path else root
+        for chunk in entry.chunks:
+            ranges.setdefault(chunk.hash, (path, offset))
+            offset += chunk.size
+    return ranges
+
+
+async def put(
+    sessions: AgentSessions,
+    store: SqliteStore,
+    inventory: Inventory,
+    hosts: Sequence[Host],
+    source: str,
+    name: str,
+    *,
+    replicas: int = DEFAULT_REPLICAS,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    graph: Any = None,
+    progress: ProgressSink | None = None,
+    clock: Callable[[], float] = time.time,
+) -> PutReport:
+    started = time.monotonic()
+    src_host, path = split_location(source, inventory)
+    if src_host is None:
+        if not os.path.exists(path):
+            raise UsageError(f"{source}: no such file or directory")
+        src_host = operator_host()
+    scan = await sessions.request(src_host, {"op": "scan", "path": path, "chunk_size": chunk_size})
+    if "error" in scan:
+        raise UsageError(f"cannot read {source}: {scan['error']}")
+    manifest = manifest_from_scan(scan)
+    sizes = manifest.chunk_sizes()
+    chunks = [ChunkRef(h, n) for h, n in sizes.items()]
+    replicator = Replicator(sessions, hosts, graph, _advance(progress))
+    surveys = await replicator.survey(list(sizes))
+    notes = [f"{n}: skipped ({e.message})" for n, e in replicator.dead.items()]
+    if not surveys:
+        raise DataError(
+            "no selected host could be reached to store the dataset",
+            hint="check `leptonctl status`; " + "; ".join(notes),
+        )
+    k = min(replicas, len(surveys))
+    if k < replicas:
+        notes.append(
+            f"only {len(surveys)} reachable host(s): storing {k} replica(s), not {replicas}"
+        )
+    record = store.data.begin_version(
+        name,
+        manifest=manifest,
+        replicas=k,
+        chunk_size=chunk_size,
+        source=source,
+        now=clock(),
+    )
+    holders = {c.hash: {n for n, s in surveys.items() if c.hash in s.present} for c in chunks}
+    reused = sum(1 for c in chunks if len(holders[c.hash]) >= k)
+    if progress is not None:
+        missing = sum(c.size * max(0, k - len(holders[c.hash])) for c in chunks)
+        progress.begin(missing, f"put {name}")
+    try:
+        placed = await replicator.place(
+            chunks,
+            k,
+            holders,
+            surveys,
+            store.data.host_usage(),
+            Origin(src_host, chunk_ranges(manifest, path)),
+        )
+    finally:
+        if progress is not None:
+            progress.end()
+    _record_holders(store, placed.holders, clock())
+    notes += [f"{host}: {why}" for host, why in sorted(placed.problems.items())]
+    if placed.shortfalls:
+        first = next(iter(placed.shortfalls.values()))
+        raise DataError(
+            f"{name}: {len(placed.shortfalls)} of {len(chunks)} chunk(s) did not reach "
+            f"{k} replicas ({first}); version {record.version} stays invisible",
+            hint="run the same put again to resume it (only missing chunks are sent); "
+            + "; ".join(notes[-3:]),
+        )
+    store.data.complete(name, record.version, clock())
+    return PutReport(
+        name=name,
+        version=record.version,
+        size=manifest.size,
+        chunks=len(chunks),
+        replicas=k,
+        requested_replicas=replicas,
+        sent_bytes=placed.sent_bytes,
+        reused_chunks=reused,
+        seconds=time.monotonic() - started,
+        notes=tuple(notes),
+    )
+
+
+def _record_holders(store: SqliteStore, holders: Mapping[str, set[str]], now: float) -> None:
+    store.data.set_replicas(
+        [(digest, host, "ok") for digest, hosts in holders.items() for host in hosts], now
+    )
+
+
+def _advance(progress: ProgressSink | None) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    done = 0
+
+    def advance(delta: int) -> None:
+        nonlocal done
+        done += delta
+        progress.advance(done)
+
+    return advance
+
+
+def find_record(store: SqliteStore, name: str, version: int | None) -> DatasetRecord:
+    record = store.data.get(name, version)
+    if record is None or record.state != "ready":
+        known = sorted({r.name for r in store.data.datasets()})
+        what = name if version is None else f"{name}@{version}"
+        raise UsageError(
+            f"no dataset {what}",
+            hint=f"known: {', '.join(known)}" if known else "store one with `leptonctl data put`",
+        )
+    return record
+
+
+def files_spec(manifest: Manifest, dest: str) -> dict[str, Any]:
+    """The files-mode receiver spec that rebuilds ``manifest`` at ``dest``."""
+    spec: dict[str, Any] = {"files": [], "dirs": [], "links": []}
+    if manifest.kind == "dir":
+        spec["dirs"].append({"path": dest, "mode": 0o755})
+    for entry in manifest.entries:
+        path = os.path.join(dest, entry.path) if entry.path else dest
+        if entry.type == "dir":
+            spec["dirs"].append({"path": path, "mode": entry.mode})
+        elif entry.type == "symlink":
+            spec["links"].append({"path": path, "target": entry.target})
+        else:
+            offsets, at = [], 0
+            for chunk in entry.chunks:
+                offsets.append([at, chunk.size, chunk.hash])
+                at += chunk.size
+            spec["files"].append(
+                {"path": path, "size": entry.size, "mode": entry.mode, "chunks": offsets}
+            )
+    return spec
+
+
+async def get(
+    sessions: AgentSessions,
+    store: SqliteStore,
+    hosts: Sequence[Host],
+    name: str,
+    version: int | None,
+    dest: str,
+    *,
+    progress: ProgressSink | None = None,
+    clock: Callable[[], float] = time.time,
+) -> GetReport:
+    """Rebuild a dataset at a local ``dest``, verifying every chunk; a chunk that is bad or
+    missing on one replica is fetched from the next."""
+    started = time.monotonic()
+    record = find_record(store, name, version)
+    dest = os.path.abspath(os.path.expanduser(dest))
+    if os.path.isdir(dest) and record.manifest.kind == "file":
+        dest = os.path.join(dest, name)
+    spec = files_spec(record.manifest, dest)
+    me = operator_host()
+    status = await sessions.request(me, {"op": "file-status", "files": spec["files"]})
+    needed: dict[str, list[list[int]]] = defaultdict(list)
+    sizes = record.manifest.chunk_sizes()
+    reused = 0
+    for index, (entry, state) in enumerate(zip(spec["files"], status["files"], strict=True)):
+        done = set(state["done"])
+        for offset, _, digest in entry["chunks"]:
+            if offset in done:
+                reused += 1
+            else:
+                needed[digest].append([index, offset])
+    holders = {h: set(v) for h, v in _ok_holders(store, list(needed)).items()}
+    live = {h.name: h for h in hosts}
+    tried: dict[str, set[str]] = defaultdict(set)
+    notes: list[str] = []
+    fetched = 0
+    transfers = Transfers(sessions)
+    if progress is not None:
+        progress.begin(sum(sizes[h] * len(t) for h, t in needed.items()), f"get {name}")
+    try:
+        while needed:
+            by_host = _assign(needed, holders, live, tried, sizes)
+            if not by_host:
+                break
+            for host_name, hashes in by_host.items():
+                items = [{"h": h, "n": sizes[h], "t": needed[h]} for h in hashes]
+                for digest in hashes:
+                    tried[digest].add(host_name)
+                try:
+                    outcome = await transfers.run(
+                        live[host_name],
+                        items,
+                        [Hop(me, store="files", files=spec)],
+                        progress=_offset(progress, fetched),
+                    )
+                except HostError as exc:
+                    notes.append(f"{host_name}: {exc.message}")
+                    continue
+                sender, receiver = outcome.hops[0], outcome.hops[-1]
+                fetched += receiver.bytes
+                bad = [(h, host_name) for h in receiver.failed]
+                gone = [(h, host_name) for h in sender.failed]
+                store.data.set_replicas([(h, n, "corrupt") for h, n in bad], clock())
+                store.data.drop_replicas(gone)
+                for digest, why in {**sender.failed, **receiver.failed}.items():
+                    notes.append(f"{host_name}: chunk {digest[:12]} {why}; trying another copy")
+                for digest in receiver.stored:
+                    needed.pop(digest, None)
+                if receiver.error:
+                    notes.append(f"{host_name}: {receiver.error}")
+    finally:
+        if progress is not None:
+            progress.end()
+    if needed:
+        raise DataError(
+            f"{name}@{record.version}: {len(needed)} chunk(s) could not be read from any "
+            f"healthy replica; {dest} is incomplete",
+            hint="run `leptonctl data verify` and `data repair`, then get again (it resumes); "
+            + "; ".join(notes[-3:]),
+        )
+    return GetReport(
+        name=name,
+        version=record.version,
+        dest=dest,
+        size=record.size,
+        fetched_bytes=fetched,
+        reused_chunks=reused,
+        seconds=time.monotonic() - started,
+        notes=tuple(notes),
+    )
+
+
+def _ok_holders(store: SqliteStore, hashes: Sequence[str]) -> dict[str, list[str]]:
+    return {
+        digest: sorted(h for h, state in hosts.items() if state == "ok")
+        for digest, hosts in store.data.replicas(hashes).items()
+    }
+
+
+def _assign(
+    needed: Mapping[str, Any],
+    holders: Mapping[str, set[str]],
+    live: Mapping[str, Host],
+    tried: Mapping[str, set[str]],
+    sizes: Mapping[str, int],
+) -> dict[str, list[str]]:
+    """Each needed chunk to an untried live holder, spreading bytes across holders."""
+    load: dict[str, int] = defaultdict(int)
+    plan: dict[str, list[str]] = defaultdict(list)
+    for digest in needed:
+        options = [
+            h for h in holders.get(digest, ()) if h in live and h not in tried.get(digest, ())
+        ]
+        if not options:
+            continue
+        best = min(options, key=lambda h: (load[h], h))
+        load[best] += sizes[digest]
+        plan[best].append(digest)
+    return dict(plan)
+
+
+def _offset(progress: ProgressSink | None, base: int) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    return lambda done: progress.advance(base + done)
+
+
+async def remove(
+    sessions: AgentSessions,
+    store: SqliteStore,
+    hosts: Sequence[Host],
+    name: str,
+    version: int | None,
+) -> RemoveReport:
+    """Forget a dataset version (or all of them) and delete the chunks nothing else uses."""
+    versions = store.data.versions(name)
+    doomed = [v.version for v in versions if version is None or v.version == version]
+    if not doomed:
+        find_record(store, name, version)  # raises the helpful "no dataset" error
+    # Forget first, delete second: a chunk that a concurrent put started to use again is
+    # not forgotten, so its files are kept.
+    candidates = store.data.remove(name, version)
+    sizes = store.data.chunk_sizes(candidates)
+    holders = {h: set(v) for h, v in store.data.replicas(candidates).items()}
+    freed = store.data.forget_chunks(candidates)
+    by_host: dict[str, list[str]] = defaultdict(list)
+    for digest in freed:
+        for host in holders.get(digest, ()):
+            by_host[host].append(digest)
+    live = {h.name: h for h in hosts}
+    left: dict[str, str] = {}
+    replicator = Replicator(sessions, [live[n] for n in by_host if n in live])
+    replies = await replicator.request_all(
+        {n: {"op": "chunk-rm", "hashes": hs} for n, hs in by_host.items() if n in live}
+    )
+    for host, reply in replies.items():
+        if isinstance(reply, HostError):
+            left[host] = reply.message  # copies stay there: `data gc` deletes them later
+    for host in by_host:
+        if host not in live:
+            left[host] = "not in the selected inventory"
+    sizes = {h: sizes[h] for h in freed if h in sizes}
+    return RemoveReport(
+        name=name,
+        versions=tuple(doomed),
+        freed_chunks=len(freed),
+        freed_bytes=sum(sizes.values()),
+        left_on=left,
+    )

@@ -1,0 +1,396 @@
+"""``leptonctl maintain``: run playbooks under a lock, record the run, write metrics.
+
+One run at a time per state store: the run lock is a ``flock`` on a file next to
+the store, taken without waiting, so a cron tick that fires while the last run
+is still going records a skip and exits ``ExitCode.SKIPPED`` instead of piling
+up.  ``--check`` takes no lock, contacts no host and changes nothing but its own
+run record.  Every run is recorded (start, end, steps, outcome); the exit code
+says healthy (0), hosts down or unhealthy (3), or the run failed (1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from leptonctl.core.facts import WireError, parse_facts
+from leptonctl.core.metrics import (
+    METRICS_FILE,
+    HostSample,
+    MetricsSnapshot,
+    RunSample,
+    render_metrics,
+)
+from leptonctl.core.playbook import PlannedStep, Playbook, about, parse_playbook, plan_run
+from leptonctl.errors import ExitCode, LeptonError, StateError, UsageError
+from leptonctl.inventory import Inventory
+from leptonctl.remote.transport import TransportOptions
+from leptonctl.services import maintain_data
+from leptonctl.services.maintain_actions import (
+    run_dispatch,
+    run_drain,
+    run_gc_jobs,
+    run_health,
+    run_probe,
+    run_resume,
+    run_shell,
+)
+from leptonctl.services.maintain_context import RunContext, StepResult
+from leptonctl.services.reconcile import open_sessions
+from leptonctl.store.jobs import ACTIVE, FINAL
+from leptonctl.store.sqlite import SqliteStore
+
+TICK_PLAYBOOKS = ("health", "dispatch")  # what `maintain` runs when given no playbook
+
+Action = Callable[[RunContext, PlannedStep], Awaitable[StepResult]]
+
+
+async def run_gc(ctx: RunContext, planned: PlannedStep) -> StepResult:
+    result = await run_gc_jobs(ctx, planned)
+    if planned.step.args["chunks"]:
+        try:
+            chunks = await maintain_data.run_gc_chunks(ctx, planned)
+        except LeptonError as exc:
+            result.error = exc.message
+        else:
+            result.details["chunks"] = chunks.to_json()
+            result.summary += f"; chunks: {chunks.summary}"
+    return result
+
+
+ACTIONS: Mapping[str, Action] = {
+    "probe": run_probe,
+    "health": run_health,
+    "dispatch": run_dispatch,
+    "gc": run_gc,
+    "drain": run_drain,
+    "resume": run_resume,
+    "shell": run_shell,
+    "scrub": maintain_data.run_scrub,
+    "repair": maintain_data.run_repair,
+    "rebalance": maintain_data.run_rebalance,
+}
+
+
+# -- playbooks -------------------------------------------------------------------------
+
+
+def shipped_playbooks() -> dict[str, Path]:
+    """Name -> file of the playbooks shipped with leptonctl (wheel, or checkout)."""
+    packaged = resources.files("leptonctl") / "_playbooks"
+    if packaged.is_dir():
+        base = Path(str(packaged))
+    else:
+        base = Path(__file__).resolve().parents[2] / "playbooks"
+    return {p.stem: p for p in sorted(base.glob("*.yaml"))}
+
+
+def playbook_list() -> list[tuple[str, str, str]]:
+    """(name, file, one-line description) of every shipped playbook."""
+    rows = []
+    for name, path in shipped_playbooks().items():
+        rows.append((name, str(path), about(path.read_text(encoding="utf-8"))))
+    return rows
+
+
+def load_playbooks(refs: Sequence[str]) -> list[Playbook]:
+    """Playbooks from files, directories (every *.yaml in them) or shipped names."""
+    shipped = shipped_playbooks()
+    files: list[Path] = []
+    for ref in refs or TICK_PLAYBOOKS:
+        path = Path(ref).expanduser()
+        if path.is_dir():
+            files += sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+        elif path.is_file():
+            files.append(path)
+        elif ref in shipped:
+            files.append(shipped[ref])
+        else:
+            raise UsageError(
+                f"no playbook {ref!r}: not a file, and not a shipped playbook",
+                hint=f"shipped: {', '.join(shipped)}; or give a path to a YAML file",
+            )
+    books = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read the playbook {path}: {exc}") from exc
+        books.append(parse_playbook(text, str(path)))
+    return books
+
+
+# -- the run lock ----------------------------------------------------------------------
+
+
+def default_lock_path(state_path: Path) -> Path:
+    return state_path.with_name(state_path.name + ".maintain.lock")
+
+
+@contextmanager
+def run_lock(path: Path, now: float) -> Iterator[str | None]:
+    """Hold the run lock: yields None while held, or (not waiting) who holds it."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot open the maintenance lock {path}: {exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield _holder(fd)
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": now}).encode(), 0)
+        yield None
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["since"])))
+        return f"since {since} (pid {info['pid']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "since a moment ago"  # it has not written its details yet
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunReport:
+    run_id: int | None
+    playbooks: tuple[str, ...]
+    check: bool
+    started: float
+    ended: float
+    steps: list[StepResult]
+    outcome: str  # ok | unhealthy | failed | skipped | check
+    exit_code: int
+    problems: dict[str, list[str]] = field(default_factory=dict)  # host -> why
+    skipped_because: str | None = None
+    metrics_file: Path | None = None
+    error: str | None = None  # the run's own failure (not a step's), e.g. metrics not written
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "playbooks": list(self.playbooks),
+            "check": self.check,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "started": self.started,
+            "ended": self.ended,
+            "duration_s": round(self.ended - self.started, 3),
+            "problems": self.problems,
+            "failed_steps": [
+                f"{s.planned.playbook}#{s.planned.step.index}"
+                for s in self.steps
+                if s.status == "failed"
+            ],
+            "skipped": self.skipped_because,
+            "metrics_file": str(self.metrics_file) if self.metrics_file else None,
+            "error": self.error,
+        }
+
+
+async def maintain(
+    inventory: Inventory,
+    options: TransportOptions,
+    store: SqliteStore,
+    playbooks: Sequence[Playbook],
+    *,
+    lock_path: Path,
+    check: bool = False,
+    limit: str | None = None,
+    metrics_dir: Path | None = None,
+    on_step: Callable[[StepResult], None] = lambda _: None,
+    clock: Callable[[], float] = time.time,
+) -> RunReport:
+    """Plan every playbook (a bad selector fails here, before anything runs), then run."""
+    planned = plan_run(playbooks, inventory, limit)
+    names = tuple(p.name for p in playbooks)
+    ctx = RunContext(inventory, options, store, check, clock, None, store.load_facts())
+    if check:
+        return await _run(ctx, planned, names, None, on_step)
+    with run_lock(lock_path, clock()) as holder:
+        if holder is not None:
+            now = clock()
+            why = f"another run holds the lock {lock_path} {holder}"
+            run_id = store.maintenance.record_skip(names, now, why, int(ExitCode.SKIPPED))
+            code = int(ExitCode.SKIPPED)
+            report = RunReport(run_id, names, False, now, now, [], "skipped", code)
+            report.skipped_because = why
+            return report
+        store.maintenance.abandon_unfinished(clock())
+        async with open_sessions(options, store, clock) as sessions:
+            ctx.sessions = sessions
+            return await _run(ctx, planned, names, metrics_dir, on_step)
+
+
+async def _run(
+    ctx: RunContext,
+    planned: Sequence[PlannedStep],
+    names: tuple[str, ...],
+    metrics_dir: Path | None,
+    on_step: Callable[[StepResult], None],
+) -> RunReport:
+    store, clock = ctx.store, ctx.clock
+    started = clock()
+    run_id = store.maintenance.start(names, ctx.check, started)
+    results: list[StepResult] = []
+    stopped: set[str] = set()  # playbooks (by source) halted by a failed `on_error: stop` step
+    try:
+        for step in planned:
+            if step.source in stopped:
+                result = StepResult(step, "skipped", "an earlier step failed (on_error: stop)")
+            elif not step.hosts:
+                result = StepResult(step, "skipped", "no hosts selected")
+            else:
+                result = await _run_step(ctx, step)
+            results.append(result)
+            if result.status == "failed" and step.step.on_error == "stop":
+                stopped.add(step.source)
+            store.maintenance.set_steps(run_id, [r.to_json() for r in results])
+            on_step(result)
+        report = judge(run_id, names, ctx.check, started, clock(), results)
+        if metrics_dir is not None and not ctx.check:
+            try:
+                text = render_metrics(snapshot(ctx, report))
+                report.metrics_file = write_metrics(metrics_dir, text)
+            except LeptonError as exc:
+                report.outcome, report.exit_code = "failed", int(ExitCode.FAILED)
+                report.error = exc.message
+        report.ended = clock()
+    except BaseException as exc:  # recorded as it ended, then passed on
+        interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+        outcome, code = ("interrupted", ExitCode.INTERRUPTED) if interrupted else ("failed", 1)
+        steps = [r.to_json() for r in results]
+        store.maintenance.finish(run_id, clock(), outcome, int(code), steps)
+        raise
+    store.maintenance.finish(
+        run_id, report.ended, report.outcome, report.exit_code, [r.to_json() for r in results]
+    )
+    return report
+
+
+async def _run_step(ctx: RunContext, planned: PlannedStep) -> StepResult:
+    started = ctx.clock()
+    try:
+        result = await ACTIONS[planned.action](ctx, planned)
+    except LeptonError as exc:
+        result = StepResult(planned, error=exc.message)
+        if exc.hint:
+            result.details["hint"] = exc.hint
+    except Exception as exc:  # a bug in one step must not take the whole tick down silently
+        result = StepResult(planned, error=f"internal error: {type(exc).__name__}: {exc}")
+        result.details["traceback"] = traceback.format_exc().splitlines()[-6:]
+    result.started, result.ended = started, ctx.clock()
+    if result.error and not result.summary:
+        result.summary = result.error
+    return result.settle()
+
+
+def judge(
+    run_id: int | None,
+    names: tuple[str, ...],
+    check: bool,
+    started: float,
+    ended: float,
+    results: list[StepResult],
+) -> RunReport:
+    """The run's outcome and exit code: a step failed (1), else hosts down or unhealthy (3),
+    else ok (0).  A check run is 1 or 0."""
+    problems: dict[str, list[str]] = {}
+    for result in results:
+        for host, why in result.problems().items():
+            if why not in problems.setdefault(host, []):
+                problems[host].append(why)
+    if any(r.status == "failed" for r in results):
+        outcome, code = "failed", ExitCode.FAILED
+    elif check:  # judged from stored facts only: host problems do not set the exit code
+        outcome, code = "check", ExitCode.OK
+    elif problems:
+        outcome, code = "unhealthy", ExitCode.HOSTS_UNREACHABLE
+    else:
+        outcome, code = "ok", ExitCode.OK
+    return RunReport(run_id, names, check, started, ended, results, outcome, int(code), problems)
+
+
+# -- metrics ---------------------------------------------------------------------------
+
+
+def snapshot(ctx: RunContext, report: RunReport) -> MetricsSnapshot:
+    """What the run saw, for ``leptonctl.prom``."""
+    now = ctx.clock()
+    store = ctx.store
+    healthy: dict[str, bool] = {}
+    for result in report.steps:
+        if result.planned.action == "health":
+            for name, outcome in result.hosts.items():
+                if outcome.status in ("ok", "unhealthy"):
+                    healthy[name] = outcome.status == "ok"
+    stored = store.load_facts()
+    drained = store.drained()
+    hosts = []
+    for host in ctx.inventory.hosts:
+        record = stored.get(host.name)
+        try:
+            facts = parse_facts(record.document) if record else None
+        except WireError:
+            facts = None
+        hosts.append(
+            HostSample(
+                host=host.name,
+                up=ctx.reached.get(host.name),
+                healthy=healthy.get(host.name),
+                drained=host.name in drained,
+                facts=facts,
+                facts_age_s=now - record.probed_at if record else None,
+            )
+        )
+    jobs = dict.fromkeys((*ACTIVE, *FINAL), 0)
+    jobs.update(store.maintenance.job_counts())
+    try:
+        replicas = maintain_data.replica_health(store)
+    except StateError:
+        replicas = None
+    run = RunSample(report.started, now - report.started, report.exit_code)
+    return MetricsSnapshot(hosts, jobs, replicas, run)
+
+
+def write_metrics(directory: Path, text: str) -> Path:
+    """Write ``leptonctl.prom`` atomically (a reader never sees half a file)."""
+    target = directory / METRICS_FILE
+    tmp: str | None = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{METRICS_FILE}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # node_exporter usually runs as another user
+        os.replace(tmp, target)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise LeptonError(
+            f"cannot write metrics to {target}: {exc}",
+            hint="point --metrics-dir at node_exporter's --collector.textfile.directory",
+        ) from exc
+    return target

@@ -1,0 +1,129 @@
+"""``net probe``: measure bandwidth and round-trip time of directed host pairs.
+
+Each pair is measured over the channel transfers use (OpenSSH with a one-shot
+key, the agent at both ends), for about ``seconds`` each.  Pairs run in
+rounds; within a round no host takes part twice, so measurements do not
+disturb each other.  A total ``budget`` stops starting new rounds; pairs left
+over keep their previous measurement.  On large fleets ``sample`` measures
+only that many peers per host (rotating, so repeated probes cover every pair).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from leptonctl.core.netgraph import LinkMeasurement
+from leptonctl.errors import HostError
+from leptonctl.inventory.model import Host
+from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.transfer import Transfers
+from leptonctl.store.sqlite import SqliteStore
+
+MAX_BYTES = 1 << 30
+
+
+@dataclass
+class ProbeReport:
+    measured: list[LinkMeasurement] = field(default_factory=list)
+    skipped_pairs: int = 0  # left for a later probe (budget spent)
+    unreachable_hosts: dict[str, str] = field(default_factory=dict)  # from the operator
+    seconds: float = 0.0
+
+
+def probe_rounds(
+    names: Sequence[str], sample: int | None = None, seed: int = 0
+) -> list[list[tuple[str, str]]]:
+    """Ordered pairs grouped into rounds in which every host appears at most once."""
+    pairs = [(a, b) for a in names for b in names if a != b]
+    if sample is not None and sample < len(names) - 1:
+        rng = random.Random(seed)
+        chosen = []
+        for a in names:
+            peers = [b for b in names if b != a]
+            chosen += [(a, b) for b in rng.sample(peers, sample)]
+        pairs = chosen
+    rounds: list[list[tuple[str, str]]] = []
+    left = list(pairs)
+    while left:
+        used: set[str] = set()
+        current = []
+        rest = []
+        for a, b in left:
+            if a in used or b in used:
+                rest.append((a, b))
+            else:
+                current.append((a, b))
+                used.update((a, b))
+        rounds.append(current)
+        left = rest
+    return rounds
+
+
+async def probe_links(
+    sessions: AgentSessions,
+    store: SqliteStore,
+    hosts: Sequence[Host],
+    *,
+    seconds: float = 1.0,
+    budget: float | None = None,
+    sample: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ProbeReport:
+    """Measure the selected hosts' links and store them; hosts the operator cannot
+    reach are reported, never fatal."""
+    started = time.monotonic()
+    report = ProbeReport()
+    remote = [h for h in hosts if not h.is_local]
+
+    async def ping(host: Host) -> HostError | None:
+        try:
+            await sessions.get(host)
+        except HostError as exc:
+            return exc
+        return None
+
+    errors = await asyncio.gather(*(ping(h) for h in remote))
+    live = []
+    for host, error in zip(remote, errors, strict=True):
+        if error is None:
+            live.append(host)
+        else:
+            report.unreachable_hosts[host.name] = error.message
+    by_name = {h.name: h for h in live}
+    rounds = probe_rounds([h.name for h in live], sample, seed=int(clock()) // 3600)
+    total = sum(len(r) for r in rounds)
+    transfers = Transfers(sessions)
+
+    async def one(a: str, b: str) -> LinkMeasurement:
+        try:
+            doc = await transfers.probe(by_name[a], by_name[b], seconds, MAX_BYTES)
+        except HostError as exc:
+            return LinkMeasurement(a, b, clock(), None, None, exc.message)
+        error = doc.get("error")
+        return LinkMeasurement(
+            a,
+            b,
+            clock(),
+            None if error else doc.get("bandwidth_bps"),
+            None if error else doc.get("rtt_s"),
+            error,
+        )
+
+    done = 0
+    for pairs in rounds:
+        if budget is not None and time.monotonic() - started + seconds * 1.5 > budget:
+            report.skipped_pairs += len(pairs)
+            continue
+        results = await asyncio.gather(*(one(a, b) for a, b in pairs))
+        store.links.save(results)
+        report.measured += results
+        done += len(pairs)
+        if progress is not None:
+            progress(done, total)
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,317 @@
+"""Datasets, their chunks and where the replicas are, in the state store's SQLite database.
+
+A dataset version is written in two steps: ``begin_version`` records it as
+'writing' (its manifest, its chunks), the data plane copies the chunks, and
+``complete`` flips it to 'ready' in one statement.  Readers asking for the latest
+version only ever see ready ones, so a put that dies half-way is invisible, and
+running the same put again resumes the same 'writing' version.
+
+Removing a version returns the chunk hashes nothing references any more; the
+caller deletes those files on the hosts, then calls ``forget_chunks``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from leptonctl.core.datasets import Manifest
+from leptonctl.errors import StateError
+
+REPLICA_STATES = ("ok", "corrupt")
+
+_COLUMNS = "name, version, state, created, completed, replicas, chunk_size, size, source, manifest"
+_BATCH = 500  # host parameters per statement, well below SQLite's limit
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    name: str
+    version: int
+    state: str  # "writing" | "ready"
+    created: float
+    completed: float | None
+    replicas: int  # K
+    chunk_size: int
+    size: int
+    source: str
+    manifest: Manifest
+
+
+class DataTable:
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One write transaction (joins the caller's when one is open)."""
+        try:
+            if self._db.in_transaction:
+                yield
+                return
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot update the datasets in {self._path}: {exc}") from exc
+
+    # -- versions -----------------------------------------------------------
+
+    def begin_version(
+        self,
+        name: str,
+        *,
+        manifest: Manifest,
+        replicas: int,
+        chunk_size: int,
+        source: str,
+        now: float,
+    ) -> DatasetRecord:
+        """A new 'writing' version of ``name``, or the unfinished one with this manifest.
+
+        Resuming keeps the version number and creation time; ``replicas`` and ``source``
+        take the new values (the version is still invisible to readers)."""
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        text = _manifest_text(manifest)
+        with self.exclusive():
+            for record in self._select(
+                "WHERE name = ? AND state = 'writing' ORDER BY version DESC", (name,)
+            ):
+                if record.manifest == manifest and record.chunk_size == chunk_size:
+                    self._db.execute(
+                        "UPDATE datasets SET replicas = ?, source = ? "
+                        "WHERE name = ? AND version = ?",
+                        (replicas, source, name, record.version),
+                    )
+                    return replace(record, replicas=replicas, source=source)
+            (latest,) = self._db.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM datasets WHERE name = ?", (name,)
+            ).fetchone()
+            version = int(latest) + 1
+            self._db.execute(
+                f"INSERT INTO datasets({_COLUMNS}) "  # noqa: S608 - a constant column list
+                "VALUES (?, ?, 'writing', ?, NULL, ?, ?, ?, ?, ?)",
+                (name, version, now, replicas, chunk_size, manifest.size, source, text),
+            )
+            sizes = manifest.chunk_sizes()
+            self._db.executemany(
+                "INSERT INTO dataset_chunks(name, version, hash) VALUES (?, ?, ?)",
+                [(name, version, h) for h in sizes],
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO chunks(hash, size) VALUES (?, ?)", list(sizes.items())
+            )
+        return DatasetRecord(
+            name=name,
+            version=version,
+            state="writing",
+            created=now,
+            completed=None,
+            replicas=replicas,
+            chunk_size=chunk_size,
+            size=manifest.size,
+            source=source,
+            manifest=manifest,
+        )
+
+    def complete(self, name: str, version: int, now: float) -> None:
+        """'writing' -> 'ready': from now on readers see this version.  Idempotent."""
+        with self.exclusive():
+            row = self._db.execute(
+                "SELECT state FROM datasets WHERE name = ? AND version = ?", (name, version)
+            ).fetchone()
+            if row is None:
+                raise StateError(
+                    f"dataset {name}@{version} is not in the state store {self._path}",
+                    hint="it may have been removed meanwhile; run the put again",
+                )
+            if row[0] == "writing":
+                self._db.execute(
+                    "UPDATE datasets SET state = 'ready', completed = ? "
+                    "WHERE name = ? AND version = ?",
+                    (now, name, version),
+                )
+
+    def get(self, name: str, version: int | None = None) -> DatasetRecord | None:
+        """One version in any state, or (``version=None``) the latest ready one."""
+        if version is None:
+            rows = self._select(
+                "WHERE name = ? AND state = 'ready' ORDER BY version DESC LIMIT 1", (name,)
+            )
+        else:
+            rows = self._select("WHERE name = ? AND version = ?", (name, version))
+        return rows[0] if rows else None
+
+    def versions(self, name: str) -> list[DatasetRecord]:
+        """Every version of ``name``, ready or not, oldest first."""
+        return self._select("WHERE name = ? ORDER BY version", (name,))
+
+    def datasets(self) -> list[DatasetRecord]:
+        """The latest ready version of each name; a name with no ready version shows its
+        newest 'writing' one.  By name."""
+        return self._select(
+            "AS d WHERE version = (SELECT COALESCE(MAX(CASE WHEN state = 'ready' "
+            "THEN version END), MAX(version)) FROM datasets WHERE name = d.name) ORDER BY name",
+            (),
+        )
+
+    def all_records(self) -> list[DatasetRecord]:
+        """Every version of every dataset, by name then version."""
+        return self._select("ORDER BY name, version", ())
+
+    def remove(self, name: str, version: int | None = None) -> list[str]:
+        """Delete one version (or all of ``name``); returns the hashes no remaining version
+        references (sorted).  Their ``chunks`` and ``replicas`` rows stay until
+        ``forget_chunks``.  Removing what is not there returns []."""
+        with self.exclusive():
+            if version is None:
+                return self._remove_versions(name, [v.version for v in self.versions(name)])
+            return self._remove_versions(name, [version])
+
+    def keep_last(self, name: str, n: int) -> tuple[list[int], list[str]]:
+        """Remove the ready versions older than the newest ``n`` ready ones ('writing'
+        versions stay).  Returns (removed versions, freed hashes)."""
+        if n < 0:
+            raise ValueError(f"cannot keep {n} versions")
+        with self.exclusive():
+            ready = [r.version for r in self.versions(name) if r.state == "ready"]
+            doomed = ready[: max(0, len(ready) - n)]
+            return doomed, self._remove_versions(name, doomed)
+
+    def _remove_versions(self, name: str, versions: Sequence[int]) -> list[str]:
+        candidates: set[str] = set()
+        for version in versions:
+            candidates.update(
+                h
+                for (h,) in self._db.execute(
+                    "SELECT hash FROM dataset_chunks WHERE name = ? AND version = ?",
+                    (name, version),
+                )
+            )
+            self._db.execute(
+                "DELETE FROM dataset_chunks WHERE name = ? AND version = ?", (name, version)
+            )
+            self._db.execute("DELETE FROM datasets WHERE name = ? AND version = ?", (name, version))
+        still = self._referenced_among(candidates)
+        return sorted(candidates - still)
+
+    # -- chunks and replicas ------------------------------------------------
+
+    def replicas(self, hashes: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+        """Hash -> host -> replica state ("ok" | "corrupt")."""
+        rows = self._rows_for("SELECT hash, host, state FROM replicas", "hash", hashes)
+        out: dict[str, dict[str, str]] = {}
+        for digest, host, state in sorted(rows):
+            out.setdefault(digest, {})[host] = state
+        return out
+
+    def set_replicas(self, rows: Iterable[tuple[str, str, str]], now: float) -> None:
+        """Record (hash, host, state) rows; a row for a known pair replaces it."""
+        wanted = list(rows)
+        for _, _, state in wanted:
+            if state not in REPLICA_STATES:
+                raise ValueError(f"replica state must be 'ok' or 'corrupt', got {state!r}")
+        with self.exclusive():
+            self._db.executemany(
+                "INSERT INTO replicas(hash, host, state, checked) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(hash, host) DO UPDATE SET "
+                "state = excluded.state, checked = excluded.checked",
+                [(h, host, state, now) for h, host, state in wanted],
+            )
+
+    def drop_replicas(self, rows: Iterable[tuple[str, str]]) -> None:
+        """Forget (hash, host) replicas (the copy was deleted or found missing)."""
+        pairs = list(rows)
+        with self.exclusive():
+            self._db.executemany("DELETE FROM replicas WHERE hash = ? AND host = ?", pairs)
+
+    def forget_chunks(self, hashes: Iterable[str]) -> list[str]:
+        """Delete the ``chunks`` and ``replicas`` rows of hashes no dataset references.
+        A hash that a version references again (a put that ran meanwhile) is kept.
+        Returns the hashes forgotten."""
+        wanted = set(hashes)
+        with self.exclusive():
+            gone = sorted(wanted - self._referenced_among(wanted))
+            self._db.executemany("DELETE FROM replicas WHERE hash = ?", [(h,) for h in gone])
+            self._db.executemany("DELETE FROM chunks WHERE hash = ?", [(h,) for h in gone])
+        return gone
+
+    def chunk_sizes(self, hashes: Iterable[str] | None = None) -> dict[str, int]:
+        rows = self._rows_for("SELECT hash, size FROM chunks", "hash", hashes)
+        return {str(h): int(s) for h, s in sorted(rows)}
+
+    def referenced_hashes(self) -> set[str]:
+        """Every hash some version (ready or writing) references."""
+        return {str(h) for (h,) in self._read("SELECT DISTINCT hash FROM dataset_chunks", ())}
+
+    def host_usage(self) -> dict[str, int]:
+        """Bytes of 'ok' replicas per host."""
+        rows = self._read(
+            "SELECT r.host, SUM(c.size) FROM replicas r JOIN chunks c ON c.hash = r.hash "
+            "WHERE r.state = 'ok' GROUP BY r.host ORDER BY r.host",
+            (),
+        )
+        return {str(host): int(total) for host, total in rows}
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _referenced_among(self, hashes: set[str]) -> set[str]:
+        rows = self._rows_for("SELECT DISTINCT hash FROM dataset_chunks", "hash", hashes)
+        return {str(h) for (h,) in rows}
+
+    def _rows_for(
+        self, select: str, column: str, keys: Iterable[str] | None
+    ) -> list[tuple[Any, ...]]:
+        if keys is None:
+            return self._read(select, ())
+        wanted = sorted(set(keys))
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(wanted), _BATCH):
+            batch = tuple(wanted[start : start + _BATCH])
+            marks = ", ".join("?" for _ in batch)
+            rows.extend(self._read(f"{select} WHERE {column} IN ({marks})", batch))
+        return rows
+
+    def _select(self, where: str, params: tuple[Any, ...]) -> list[DatasetRecord]:
+        rows = self._read(f"SELECT {_COLUMNS} FROM datasets {where}", params)  # noqa: S608
+        return [self._record(row) for row in rows]
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return list(self._db.execute(sql, params))
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the datasets in {self._path}: {exc}") from exc
+
+    def _record(self, row: tuple[Any, ...]) -> DatasetRecord:
+        name, version, state, created, completed, replicas, chunk_size, size, source, text = row
+        try:
+            manifest = Manifest.from_dict(json.loads(text))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise StateError(
+                f"the manifest of dataset {name}@{version} in {self._path} is unreadable: {exc}"
+            ) from exc
+        return DatasetRecord(
+            name=str(name),
+            version=int(version),
+            state=str(state),
+            created=float(created),
+            completed=None if completed is None else float(completed),
+            replicas=int(replicas),
+            chunk_size=int(chunk_size),
+            size=int(size),
+            source=str(source),
+            manifest=manifest,
+        )
+
+
+def _manifest_text(manifest: Manifest) -> str:
+    return json.dumps(manifest.to_dict(), separators=(",", ":"), sort_keys=True)
