@@ -1650,16 +1650,19 @@ class ChunkBatch:
 # ---------------------------------------------------------------- datasets: scan, materialize
 
 
-def scan_tree(path, chunk_size):
+def scan_tree(path, chunk_size, hashed=True):
     """Manifest of a local file or tree: {"kind", "entries": [{"path", "type", "mode", "size",
-    "chunks": [[hash, size]...], "target"}]}. Paths are relative POSIX paths ("" = the file)."""
+    "mtime_ns", "chunks": [[hash, size]...], "target"}]}. Paths are relative POSIX paths ("" =
+    the file). With hashed false nothing is read: chunks are [null, size] (a copy that hashes
+    while it sends)."""
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(path):
         raise BadRequest("no such file or directory: %s" % path)
     if not isinstance(chunk_size, int) or chunk_size < 4096:
         raise BadRequest("chunk_size must be an integer >= 4096")
     if os.path.isfile(path):
-        return {"schema": SCHEMA, "kind": "file", "entries": [scan_file(path, "", chunk_size)]}
+        entry = scan_file(path, "", chunk_size, hashed)
+        return {"schema": SCHEMA, "kind": "file", "entries": [entry]}
     entries = []
     for top, dirs, files in os.walk(path):
         dirs.sort()
@@ -1675,21 +1678,22 @@ def scan_tree(path, chunk_size):
                 entries.append({"path": rel, "type": "symlink", "mode": 0o777, "size": 0,
                                 "chunks": [], "target": os.readlink(full)})  # fmt: skip
             elif os.path.isfile(full):
-                entries.append(scan_file(full, rel, chunk_size))
+                entries.append(scan_file(full, rel, chunk_size, hashed))
     return {"schema": SCHEMA, "kind": "dir", "entries": entries}
 
 
-def scan_file(full, rel, chunk_size):
-    size = os.stat(full).st_size
+def scan_file(full, rel, chunk_size, hashed=True):
+    st = os.stat(full)
     chunks, offset = [], 0
-    while offset < size:
-        digest, got = hash_range(full, offset, min(chunk_size, size - offset))
+    while offset < st.st_size:
+        want = min(chunk_size, st.st_size - offset)
+        digest, got = hash_range(full, offset, want) if hashed else (None, want)
         if not got:
             break
         chunks.append([digest, got])
         offset += got
-    return {"path": rel, "type": "file", "mode": os.stat(full).st_mode & 0o7777, "size": size,
-            "chunks": chunks, "target": None}  # fmt: skip
+    return {"path": rel, "type": "file", "mode": st.st_mode & 0o7777, "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "chunks": chunks, "target": None}  # fmt: skip
 
 
 def check_dest(path):
@@ -2069,23 +2073,31 @@ class FilesSink:
 
     def part(self, index):
         if index not in self.fds:
-            path = self.files[index]["path"]
+            entry = self.files[index]
+            path = entry["path"]
             os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+            if journal_stale(entry):  # a partial copy of another version of the source
+                for leftover in (path + ".lepton-part", path + ".lepton-part.done"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(leftover)
             self.fds[index] = os.open(path + ".lepton-part", os.O_RDWR | os.O_CREAT, 0o600)
         return self.fds[index]
 
     def verified(self, index):
         """(offset, hash) pairs the journal of file ``index`` lists (read once)."""
         if index not in self.done:
+            self.part(index)
             entry = self.files[index]
             self.done[index] = set(journal_entries(entry["path"] + ".lepton-part.done"))
         return self.done[index]
 
     def write(self, targets, position, block, digest):
         """Unverified bytes at their places (nothing counts until journaled); a place the
-        journal already lists as verified is never written again."""
+        journal already lists as verified is never written again (a streamed frame, whose
+        hash comes after its bytes, is matched by offset: its journal is of this source)."""
         for index, offset in targets:
-            if (offset, digest) in self.verified(index):
+            done = self.verified(index)
+            if (offset, digest) in done or (digest is None and any(o == offset for o, _ in done)):
                 continue
             fd, view, at = self.part(index), memoryview(block), offset + position
             while view:
@@ -2108,6 +2120,9 @@ class FilesSink:
             if index not in self.journals:
                 journal = self.files[index]["path"] + ".lepton-part.done"
                 self.journals[index] = open(journal, "a")  # noqa: SIM115 (closed by finish)
+                if not self.journals[index].tell():
+                    source = self.files[index].get("source_id") or ""
+                    self.journals[index].write("# source %s\n" % source)
             self.journals[index].write("%d %s\n" % (offset, digest))
         for journal in self.journals.values():
             journal.flush()
@@ -2135,8 +2150,14 @@ class FilesSink:
             os.ftruncate(fd, entry["size"])
             os.fsync(fd)
             os.fchmod(fd, entry["mode"] & 0o7777)
-            os.replace(path + ".lepton-part", path)
-            os.unlink(path + ".lepton-part.done")
+            if entry.get("mtime_ns") is not None:  # the source's: a later cp's quick check
+                os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+            try:
+                os.replace(path + ".lepton-part", path)
+                os.unlink(path + ".lepton-part.done")
+            except FileNotFoundError:  # a parallel stream finished the same file first
+                if not os.path.exists(path):
+                    raise
             done.append(path)
         for fd in self.fds.values():
             os.close(fd)
@@ -2158,10 +2179,30 @@ def journal_entries(path):
     return entries
 
 
+def journal_stale(entry):
+    """The journal was written for another version of the source (size:mtime differs)."""
+    journal = entry["path"] + ".lepton-part.done"
+    try:
+        with open(journal) as fh:
+            first = fh.readline().rstrip("\n")
+    except OSError:
+        return False
+    source = first[len("# source ") :] if first.startswith("# source ") else ""
+    return source != (entry.get("source_id") or "")
+
+
 def journal_done(entry):
-    """Offsets of the entry's chunks that its journal lists as verified."""
+    """Offsets of the entry's chunks that its journal lists as verified. A chunk whose
+    hash is not known in advance (streamed) counts by offset."""
+    if journal_stale(entry):
+        return []
     done = set(journal_entries(entry["path"] + ".lepton-part.done"))
-    return [c[0] for c in entry.get("chunks") or [] if (c[0], c[2]) in done]
+    offsets = {offset for offset, _ in done}
+    return [
+        c[0]
+        for c in entry.get("chunks") or []
+        if (c[0], c[2]) in done or (c[2] is None and c[0] in offsets)
+    ]
 
 
 def file_state(entry):
@@ -2170,7 +2211,11 @@ def file_state(entry):
     if os.path.exists(path + ".lepton-part"):
         have = journal_done(entry)
     elif os.path.isfile(path) and os.path.getsize(path) == entry["size"]:
-        have = [c[0] for c in chunks if hash_range(path, c[0], c[1])[0] == c[2]]
+        if any(c[2] is None for c in chunks):  # a streamed copy: size and mtime, like rsync
+            same = os.stat(path).st_mtime_ns == entry.get("mtime_ns")
+            have = [c[0] for c in chunks] if same else []
+        else:
+            have = [c[0] for c in chunks if hash_range(path, c[0], c[1])[0] == c[2]]
     else:
         have = []
     complete = len(have) == len(chunks) and (bool(chunks) or os.path.isfile(path))
@@ -2214,7 +2259,11 @@ def receive(data_dir, transfer_id):
                     sys.stdout.write("ack\n")
                     sys.stdout.flush()
                 continue
-            digest, size, targets = check_hash(frame["h"]), int(frame["n"]), frame.get("t") or []
+            digest, size, targets = frame.get("h"), int(frame["n"]), frame.get("t") or []
+            if digest is not None:
+                check_hash(digest)
+            elif mode == "chunks":
+                raise BadRequest("a chunk frame needs its hash up front")
             if hop is not None:
                 hop.write(header)
             sink = ChunkSink(data_dir, digest) if mode == "chunks" and not mine["error"] else None
@@ -2238,7 +2287,12 @@ def receive(data_dir, transfer_id):
                         sink.abort()
                         sink = None
                 left -= len(block)
-            if left:
+            if not left and digest is None:  # streamed: the hash follows the bytes
+                trailer = stdin.readline()
+                if hop is not None:
+                    hop.write(trailer)
+                digest = check_hash(json.loads(trailer or "{}").get("h")) if trailer else None
+            if left or digest is None:
                 if sink is not None:
                     sink.abort()
                 broken = "the stream ended inside a chunk (the sender or a previous hop was lost)"
@@ -2343,8 +2397,12 @@ def net_probe(data_dir, spec):
 def send(data_dir, spec):
     """Send frames of spec["items"] to spec["next"] (an ssh hop, or stdout for the operator).
     An item is {"h", "n"} (from this host's chunk store) or {"h", "n", "path", "o"} (a range of
-    a file), with "t" targets in files mode. With "store": true the sender also keeps a copy of
-    every item in its own chunk store (a `put host:/path` whose source host is a replica)."""
+    a file), with "t" targets in files mode. An item without "h" (a file range nobody hashed
+    yet) is hashed while it is read and sent: its frame has no "h" and a trailer line
+    {"h": hash} follows the bytes. With "store": true the sender also keeps a copy of every
+    item in its own chunk store (a `put host:/path` whose source host is a replica)."""
+    import hashlib
+
     transfer_id = check_transfer_id(spec.get("transfer"))
     if not isinstance(spec.get("next"), dict):
         raise BadRequest("send needs a next hop")
@@ -2359,17 +2417,22 @@ def send(data_dir, spec):
         for item in spec.get("items") or []:
             if hop.out is None:
                 break
-            digest, size = check_hash(item["h"]), int(item["n"])
+            size, streaming = int(item["n"]), item.get("h") is None and item.get("path")
+            digest = None if streaming else check_hash(item["h"])
+            name = digest or "%s@%s" % (item.get("path"), item.get("o") or 0)
             source = item.get("path") or chunk_path(data_dir, digest)
             try:
                 fh = open(source, "rb", buffering=0)  # noqa: SIM115 (the with below)
             except OSError as exc:
-                mine["failed"][digest] = "cannot read %s: %s" % (source, exc)
+                mine["failed"][name] = "cannot read %s: %s" % (source, exc)
                 continue
-            keep = ChunkSink(data_dir, digest) if spec.get("store") and item.get("path") else None
+            keep = None
+            if spec.get("store") and item.get("path") and not streaming:
+                keep = ChunkSink(data_dir, digest)
+            hasher = hashlib.sha256() if streaming else None
             with fh:
                 fh.seek(int(item.get("o") or 0))
-                frame = {"h": digest, "n": size}
+                frame = {"n": size} if streaming else {"h": digest, "n": size}
                 if item.get("t"):
                     frame["t"] = item["t"]
                 hop.write(json_line(frame).encode())
@@ -2377,9 +2440,11 @@ def send(data_dir, spec):
                 while left and hop.out is not None:
                     block = fh.read(min(left, IO_BLOCK))
                     if not block:  # the source shrank: pad, the receiver's hash check fails
-                        mine["failed"][digest] = "source %s is shorter than expected" % source
+                        mine["failed"][name] = "source %s is shorter than expected" % source
                         block = b"\0" * min(left, IO_BLOCK)
                     hop.write(block)
+                    if hasher is not None:
+                        hasher.update(block)
                     if keep is not None:
                         keep.write(block)
                     left -= len(block)
@@ -2391,6 +2456,11 @@ def send(data_dir, spec):
                         sys.stdout.write(json_line({"progress": mine["bytes"]}))
                         sys.stdout.flush()
                         last = now
+            if hasher is not None and not left:
+                trailer = {"h": hasher.hexdigest()}
+                if name in mine["failed"]:
+                    trailer["h"] = "0" * 64  # a short read: make sure it does not verify
+                hop.write(json_line(trailer).encode())
             if keep is not None:
                 problem = None if left else keep.commit()
                 keep.abort()
@@ -2456,7 +2526,7 @@ def data_request(op, request, data_dir):
     if op == "revoke":
         return revoke(data_dir, request.get("transfer"))
     if op == "scan":
-        return scan_tree(request.get("path"), request.get("chunk_size"))
+        return scan_tree(request.get("path"), request.get("chunk_size"), request.get("hash", True))
     if op == "file-status":
         return file_status(request.get("files"))
     if op == "chunk-import":

@@ -277,6 +277,12 @@ def frame_payload_starts(stream: bytes) -> list[int]:
         at = end + int(header["n"])
 
 
+def journal_lines(dest: Path) -> list[str]:
+    """The "offset hash" lines of dest's journal (its "# ..." header lines left out)."""
+    text = Path(str(dest) + ".lepton-part.done").read_text()
+    return [line for line in text.splitlines() if not line.startswith("#")]
+
+
 def receiver_files_spec(scan: dict[str, Any], dest: Path) -> dict[str, Any]:
     """The receiver's spec as leptonctl builds it for `cp` / `data get`."""
     return {**files_spec(manifest_from_scan(scan), str(dest)), "store": "files", "name": "dst"}
@@ -630,7 +636,7 @@ def test_a_stream_cut_inside_a_chunk_journals_only_verified_chunks_and_a_rerun_c
     [mine] = recv_ok(dst, "xfer-cut-1", stream[:cut])["hops"]
     assert mine["stored"] == hashes[:2] and "ended inside a chunk" in mine["error"]
     assert mine["files_done"] == [] and not dest.exists() and part.exists()
-    assert journal.read_text().splitlines() == ["0 " + hashes[0], f"{CHUNK} {hashes[1]}"]
+    assert journal_lines(dest) == ["0 " + hashes[0], f"{CHUNK} {hashes[1]}"]
     assert not (dst.data / "transfers" / "xfer-cut-1.json").exists()
     status = dst.have("file-status", files=spec["files"])
     assert status["files"] == [{"path": str(dest), "done": [0, CHUNK], "complete": False}]
@@ -664,10 +670,36 @@ def test_files_mode_never_journals_a_frame_whose_bytes_do_not_match_its_hash(tmp
     assert mine["failed"] == {first["h"]: "hash mismatch"}
     assert (mine["stored"], mine["files_done"]) == ([second["h"]], [])
     assert not dest.exists()
-    journal = Path(str(dest) + ".lepton-part.done")
-    assert journal.read_text() == f"{CHUNK} {second['h']}\n"
+    assert journal_lines(dest) == [f"{CHUNK} {second['h']}"]
     status = dst.have("file-status", files=spec["files"])
     assert status["files"] == [{"path": str(dest), "done": [CHUNK], "complete": False}]
+
+
+def test_file_status_counts_journal_lines_only_where_offset_and_hash_match(tmp_path, host):
+    data = distinct_bytes(3 * CHUNK, seed=20)
+    hashes = [sha(data[i : i + CHUNK]) for i in range(0, len(data), CHUNK)]
+    chunks = [[i * CHUNK, CHUNK, h] for i, h in enumerate(hashes)]
+    entry = {"path": str(tmp_path / "f.bin"), "size": len(data), "mode": 0o644, "chunks": chunks}
+    (tmp_path / "f.bin.lepton-part").write_bytes(data)
+    (tmp_path / "f.bin.lepton-part.done").write_text(
+        f"0 {hashes[1]}\n{CHUNK} {hashes[1]}\n{2 * CHUNK}\nnot a line\n"
+    )
+    reply = host.ok("file-status", files=[entry])
+    assert reply["files"] == [{"path": entry["path"], "done": [CHUNK], "complete": False}]
+
+
+def test_file_status_of_a_finished_file_rehashes_its_chunks(tmp_path, host):
+    data = bytearray(distinct_bytes(2 * CHUNK, seed=21))
+    chunks = [[0, CHUNK, sha(data[:CHUNK])], [CHUNK, CHUNK, sha(data[CHUNK:])]]
+    entry = {"path": str(tmp_path / "f.bin"), "size": len(data), "mode": 0o644, "chunks": chunks}
+    missing = {**entry, "path": str(tmp_path / "absent.bin")}
+    data[CHUNK + 1] ^= 0xFF
+    (tmp_path / "f.bin").write_bytes(bytes(data))
+    reply = host.ok("file-status", files=[entry, missing])
+    assert reply["files"] == [
+        {"path": entry["path"], "done": [0], "complete": False},
+        {"path": missing["path"], "done": [], "complete": False},
+    ]
 
 
 def test_files_mode_never_lets_a_bad_frame_overwrite_a_verified_chunk(tmp_path, src, dst):

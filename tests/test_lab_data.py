@@ -226,15 +226,16 @@ def test_an_interrupted_put_is_invisible_and_resumes_sending_only_what_is_missin
             "sys.exit(run(sys.argv[1:]))", "-i", str(two), "data", "put", f"{h1}:/tmp/slow.bin",
             "slow", "-k", "2", "--chunk-size", "512KiB"]  # fmt: skip
 
-    def chunks_on_h2() -> set[Path]:
-        return {p for p in lab.path_on(h2, CHUNKS).rglob("*") if len(p.name) == 64}
+    def arriving_on_h2() -> set[str]:
+        """Chunks stored on h2, and chunks it is receiving (still in chunks/.tmp)."""
+        return {p.name for p in lab.path_on(h2, CHUNKS).rglob("*") if p.is_file()}
 
-    before = chunks_on_h2()
+    before = arriving_on_h2()
     try:
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(chunks_on_h2() - before) < 3:
-            time.sleep(0.1)  # until some chunks arrived on h2
+        while time.monotonic() < deadline and len(arriving_on_h2() - before) < 4:
+            time.sleep(0.05)  # until a few chunks arrived on h2
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         code, out = cli(capsys, "-i", str(two), "data", "ls", "--json")

@@ -108,7 +108,8 @@ def put(
         return
     print(
         f"{report.name}@{report.version}: {_size(report.size)} in {report.chunks} chunk(s), "
-        f"{report.replicas} replicas, {_size(report.sent_bytes)} sent in {report.seconds:.1f} s"
+        f"{report.replicas} replica{'s' if report.replicas != 1 else ''}, "
+        f"{_size(report.sent_bytes)} sent in {report.seconds:.1f} s"
         + (
             f" ({report.reused_chunks} chunk(s) were already in place)"
             if report.reused_chunks

@@ -14,6 +14,7 @@ rather than running it as a script, so each run skips compiling ~700 lines
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shlex
@@ -163,6 +164,7 @@ class AgentSession:
     def __init__(self, host: Host, stream: Stream) -> None:
         self.host = host
         self._stream = stream
+        self._turn = asyncio.Lock()  # one request in flight: answers come back in order
 
     @classmethod
     async def open(cls, conn: Connection, host: Host, timeout: float) -> AgentSession:
@@ -170,9 +172,11 @@ class AgentSession:
         return cls(host, await conn.start(agent_command(host, ["serve"])))
 
     async def request(self, op: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one op (``{"op": "job-start", "spec": ...}``), read its one-line answer."""
-        await self._stream.send_line(json.dumps(op).encode())
-        return _decode(self.host, (await self._stream.read_line(timeout)).decode())
+        """Send one op (``{"op": "job-start", "spec": ...}``), read its one-line answer.
+        Concurrent callers take turns, so each gets its own answer."""
+        async with self._turn:
+            await self._stream.send_line(json.dumps(op).encode())
+            return _decode(self.host, (await self._stream.read_line(timeout)).decode())
 
     async def probe(self, timeout: float) -> Probe:
         document = await self.request({"op": "probe"}, timeout)
@@ -192,20 +196,25 @@ class AgentSessions:
     def __init__(self, pool: HostPool) -> None:
         self.pool = pool
         self._sessions: dict[str, AgentSession] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
 
     async def get(self, host: Host) -> AgentSession:
-        session = self._sessions.get(host.name)
-        if session is None:
-            conn = await self.pool.connect(host)
-            session = await AgentSession.open(conn, host, self.pool.options.command_timeout)
-            self._sessions[host.name] = session
-        return session
+        async with self._opening.setdefault(host.name, asyncio.Lock()):  # one per host
+            session = self._sessions.get(host.name)
+            if session is None:
+                conn = await self.pool.connect(host)
+                session = await AgentSession.open(conn, host, self.pool.options.command_timeout)
+                self._sessions[host.name] = session
+            return session
 
-    async def request(self, host: Host, op: dict[str, Any]) -> dict[str, Any]:
-        """One op on the host's session; a failed session is dropped (reopened next time)."""
+    async def request(
+        self, host: Host, op: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """One op on the host's session; a failed session is dropped (reopened next time).
+        ``timeout`` (default: the command timeout) is for ops that read a lot of data."""
         try:
             session = await self.get(host)
-            return await session.request(op, self.pool.options.command_timeout)
+            return await session.request(op, timeout or self.pool.options.command_timeout)
         except HostError:
             await self.drop(host.name)
             raise

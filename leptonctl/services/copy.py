@@ -1,16 +1,18 @@
 """``leptonctl cp``: routed, resumable, verified copies of files and trees.
 
-The source is scanned where it lives (chunk hashes computed there), the
-destination reports which chunks it already holds (a rerun sends only the
-rest), and the bytes flow source -> relays -> destination along the route the
-network graph picks.  Relays forward while they receive and store nothing;
-the destination checks every chunk's hash before it counts, and renames a
-file into place only when all of its chunks are in.
+The source is listed where it lives (sizes, modes, mtimes: nothing is read), the
+destination reports which chunks it already holds (a rerun sends only the rest), and the
+bytes flow source -> relays -> destination along the route the network graph picks.  The
+sender hashes each chunk while it reads it (the source is read once) and sends the hash
+after the bytes; relays forward while they receive and store nothing; the destination
+checks every chunk against that hash before it counts, journals it, and renames a file
+into place only when all of its chunks are in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from leptonctl.errors import HostError, LeptonError, UsageError
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transfer import Hop, TransferOutcome, Transfers, operator_host
-from leptonctl.services.datasets import files_spec, manifest_from_scan, split_location
+from leptonctl.services.datasets import DATA_OP_TIMEOUT, split_location
 
 CP_CHUNK_SIZE = 16 << 20
 
@@ -37,6 +39,7 @@ class CopyReport:
     seconds: float
     total_bytes: int  # size of everything copied
     reused_bytes: int  # already at the destination (a resumed copy)
+    stream_seconds: float = 0.0  # the transfers themselves (setup and scan excluded)
     expected_bps: float | None = None
     direct_bps: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -113,18 +116,24 @@ async def copy(
     src_host, dst_host = src_host or me, dst_host or me
     if src_host.is_local and dst_host.is_local and src_host.name == dst_host.name:
         raise UsageError("both ends are on this machine: use cp(1)")
-    scan = await sessions.request(
-        src_host, {"op": "scan", "path": src_path, "chunk_size": CP_CHUNK_SIZE}
+    scan, _ = await asyncio.gather(  # the destination's session opens meanwhile
+        sessions.request(
+            src_host,
+            {"op": "scan", "path": src_path, "chunk_size": CP_CHUNK_SIZE, "hash": False},
+            DATA_OP_TIMEOUT,
+        ),
+        sessions.get(dst_host),
     )
     if "error" in scan:
         raise UsageError(f"cannot read {src}: {scan['error']}")
-    manifest = manifest_from_scan(scan)
-    dest = await _destination(sessions, dst_host, dst_path, manifest.kind, src_path)
-    spec = files_spec(manifest, dest)
-    status = await sessions.request(dst_host, {"op": "file-status", "files": spec["files"]})
+    dest = await _destination(sessions, dst_host, dst_path, scan["kind"], src_path)
+    spec = copy_spec(scan, dest)
+    status = await sessions.request(
+        dst_host, {"op": "file-status", "files": spec["files"]}, DATA_OP_TIMEOUT
+    )
     if "error" in status:
         raise CopyError(f"{dst_host.name}: cannot read {dest}: {status['error']}")
-    items, total, reused = _items(spec, status["files"], src_path, manifest.kind)
+    items, total, reused = _items(spec, status["files"], src_path, scan["kind"])
     plan = await plan_route(sessions, graph, src_host, dst_host, list(inventory.hosts), via, direct)
     route = [src_host.name, *(h.name for h in plan.relays), dst_host.name]
     report = CopyReport(route, 0, 0.0, total, reused)
@@ -135,6 +144,7 @@ async def copy(
         outcomes = await _run(
             Transfers(sessions), plan, spec, items, streams, rate_bps, compress, progress, to_send
         )
+        report.stream_seconds = max(o.seconds for o in outcomes)
         for outcome in outcomes:
             report.bytes += outcome.hops[0].bytes if outcome.hops else 0
             for name, error in outcome.errors.items():
@@ -165,6 +175,37 @@ async def _destination(
     return path
 
 
+def copy_spec(scan: dict[str, Any], dest: str) -> dict[str, Any]:
+    """The files-mode receiver spec that rebuilds a scanned (unhashed) source at ``dest``.
+    Chunk hashes are computed while sending; ``source_id`` (size:mtime) tells a rerun whether
+    a partial copy at the destination belongs to this version of the source."""
+    spec: dict[str, Any] = {"files": [], "dirs": [], "links": []}
+    if scan["kind"] == "dir":
+        spec["dirs"].append({"path": dest, "mode": 0o755})
+    for entry in scan["entries"]:
+        path = posixpath.join(dest, entry["path"]) if entry["path"] else dest
+        if entry["type"] == "dir":
+            spec["dirs"].append({"path": path, "mode": entry["mode"]})
+        elif entry["type"] == "symlink":
+            spec["links"].append({"path": path, "target": entry["target"]})
+        else:
+            chunks, at = [], 0
+            for _, size in entry["chunks"]:
+                chunks.append([at, size, None])
+                at += size
+            spec["files"].append(
+                {
+                    "path": path,
+                    "size": entry["size"],
+                    "mode": entry["mode"],
+                    "mtime_ns": entry["mtime_ns"],
+                    "source_id": f"{entry['size']}:{entry['mtime_ns']}",
+                    "chunks": chunks,
+                }
+            )
+    return spec
+
+
 def _items(
     spec: dict[str, Any], states: Sequence[dict[str, Any]], src_path: str, kind: str
 ) -> tuple[list[dict[str, Any]], int, int]:
@@ -180,9 +221,10 @@ def _items(
             if offset in done:
                 reused += size
                 continue
-            items.append(
-                {"h": digest, "n": size, "path": source, "o": offset, "t": [[index, offset]]}
-            )
+            item = {"n": size, "path": source, "o": offset, "t": [[index, offset]]}
+            if digest is not None:
+                item["h"] = digest
+            items.append(item)
     return items, total, reused
 
 

@@ -29,6 +29,9 @@ from leptonctl.store.sqlite import SqliteStore
 
 DEFAULT_CHUNK_SIZE = 64 << 20
 DEFAULT_REPLICAS = 3
+# Ops that read whole files (scan, file-status, materialize, chunk-import) may take long on
+# big data; a dead host is still noticed by the connection's keepalive, not by this.
+DATA_OP_TIMEOUT = 24 * 3600.0
 
 
 class DataError(LeptonError):
@@ -137,7 +140,9 @@ async def put(
         if not os.path.exists(path):
             raise UsageError(f"{source}: no such file or directory")
         src_host = operator_host()
-    scan = await sessions.request(src_host, {"op": "scan", "path": path, "chunk_size": chunk_size})
+    scan = await sessions.request(
+        src_host, {"op": "scan", "path": path, "chunk_size": chunk_size}, DATA_OP_TIMEOUT
+    )
     if "error" in scan:
         raise UsageError(f"cannot read {source}: {scan['error']}")
     manifest = manifest_from_scan(scan)
@@ -279,7 +284,9 @@ async def get(
         dest = os.path.join(dest, name)
     spec = files_spec(record.manifest, dest)
     me = operator_host()
-    status = await sessions.request(me, {"op": "file-status", "files": spec["files"]})
+    status = await sessions.request(
+        me, {"op": "file-status", "files": spec["files"]}, DATA_OP_TIMEOUT
+    )
     needed: dict[str, list[list[int]]] = defaultdict(list)
     sizes = record.manifest.chunk_sizes()
     reused = 0

@@ -18,7 +18,7 @@ from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transfer import Hop, Transfers
-from leptonctl.services.datasets import DataError
+from leptonctl.services.datasets import DATA_OP_TIMEOUT, DataError
 from leptonctl.store.jobs import JobRecord
 from leptonctl.store.sqlite import SqliteStore
 
@@ -77,6 +77,7 @@ async def stage_inputs(
                 "manifest": dataset.manifest.to_dict(),
                 "label": f"{item['name']}@{item['version']}",
             },
+            DATA_OP_TIMEOUT,
         )
         if "error" in reply or not reply.get("done"):
             why = reply.get("error") or f"{len(reply.get('missing') or [])} chunk(s) missing"

@@ -58,8 +58,14 @@ async def verify(
                 expected[host].append(digest)
     live = {h.name: h for h in hosts}
     replicator = Replicator(sessions, [live[n] for n in expected if n in live])
+    sizes = store.data.chunk_sizes(list(wanted))
     replies = await replicator.request_all(
-        {n: {"op": "chunk-verify", "hashes": sorted(hs)} for n, hs in expected.items() if n in live}
+        {
+            n: {"op": "chunk-verify", "hashes": sorted(hs)}
+            for n, hs in expected.items()
+            if n in live
+        },
+        {n: hashing_timeout(sum(sizes.get(h, 0) for h in hs)) for n, hs in expected.items()},
     )
     problems: list[ReplicaProblem] = []
     ok_rows, corrupt_rows, missing_rows = [], [], []
@@ -97,6 +103,11 @@ async def verify(
         problems=tuple(problems),
         under_replicated=tuple(short),
     )
+
+
+def hashing_timeout(size: int) -> float:
+    """Seconds to allow a host for re-hashing ``size`` bytes (a slow disk reads 20 MB/s)."""
+    return 60.0 + size / 20e6
 
 
 async def scrub(

@@ -118,13 +118,16 @@ class Replicator:
         return surveys
 
     async def request_all(
-        self, requests: Mapping[str, dict[str, Any]]
+        self,
+        requests: Mapping[str, dict[str, Any]],
+        timeouts: Mapping[str, float] | None = None,
     ) -> dict[str, dict[str, Any] | HostError]:
         """One agent op per host (host name -> request), in parallel."""
 
         async def one(name: str, request: dict[str, Any]) -> dict[str, Any] | HostError:
             try:
-                reply = await self.sessions.request(self.hosts[name], request)
+                timeout = (timeouts or {}).get(name)
+                reply = await self.sessions.request(self.hosts[name], request, timeout)
             except HostError as exc:
                 self.dead[name] = exc
                 return exc
@@ -285,7 +288,9 @@ class Replicator:
     async def _import(
         self, src: Host, items: list[dict[str, Any]], held: dict[str, set[str]], placed: Placed
     ) -> None:
-        replies = await self.request_all({src.name: {"op": "chunk-import", "items": items}})
+        replies = await self.request_all(
+            {src.name: {"op": "chunk-import", "items": items}}, {src.name: 24 * 3600.0}
+        )
         reply = replies[src.name]
         if isinstance(reply, HostError):
             placed.problems[src.name] = reply.message
