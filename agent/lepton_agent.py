@@ -27,6 +27,12 @@ Commands
     "grace": S}``, ``{"op": "job-log", "id": ID, "offset": N, "limit": N}``, ``{"op":
     "job-rm", "id": ID}``; in their replies ``"id"`` is the job id.
 
+``request [--data-dir DIR]``
+    One serve request read from stdin (any op below), one reply; exit 0, 1 when the reply
+    is an error, 2 when stdin is not a JSON object.
+``send``, ``recv --transfer ID``, ``net-probe`` (each with ``--data-dir``)
+    The data plane, see "Chunks and transfers" below.
+
 ``--data-dir`` defaults to ``$XDG_DATA_HOME/leptonctl`` or ``~/.local/share/leptonctl``
 and is created (mode 0700) when missing; its filesystem is reported in ``disks``.
 ``--root`` (default ``/``) prefixes every file read of /proc, /sys and /etc, so tests
@@ -66,6 +72,29 @@ request plus ``"cancel_requested"`` (false for an ended job); ``job-log`` -> ``{
 "id", "offset", "data" (utf-8, errors replaced), "next_offset", "eof", "state"}``;
 ``job-rm`` -> ``{"schema": 1, "id", "removed", "state"}`` plus ``"error"`` while it runs.
 Every file the agent writes is private (umask 077, dirs 0700), records are written atomically.
+
+Chunks and transfers
+--------------------
+Chunks live in DATA/chunks/<2 hex>/<sha256> (read-only; written to DATA/chunks/.tmp, checked,
+synced in batches, renamed). Ops (serve or ``request``): ``chunk-have {hashes|null}`` ->
+``{"present": {hash: size}, "free_bytes", "used_bytes"}``; ``chunk-verify {hashes|null}`` ->
+``{"ok", "missing", "corrupt", "bytes", "seconds"}`` (re-hashes); ``chunk-rm {hashes}``;
+``chunk-import {items: [{"h", "n", "path", "o"}]}`` (file ranges of this host into the store);
+``scan {path, chunk_size, hash}`` -> ``{"kind", "entries": [{"path", "type", "mode", "size",
+"mtime_ns", "chunks": [[hash|null, size]], "target"}]}``; ``file-status {files}`` (which chunks
+of a files-mode destination are in); ``materialize {dest, manifest, label}`` (a dataset from
+local chunks); ``grant {transfer, spec, pubkey?, ttl_s?}`` (the spec a ``recv`` will follow, and
+a one-shot ``restrict,command=...,expiry-time=...`` key line in authorized_keys) and ``revoke
+{transfer}`` (removes it, and every expired transfer key line).
+A transfer is a stream of frames: a JSON header line ``{"h": sha256, "n": size, "t": [[file
+index, offset], ...]}`` then the bytes (a frame without "h" is followed by a ``{"h": ...}``
+trailer line: hashed while sent), and a final ``{"end": true}``. ``send`` reads its spec
+(items, next hop: ``{"kind": "stdout"}`` or an ssh hop with a key and pinned host key) from
+the first stdin line; ``recv`` is the forced command: it stores ("chunks"), writes ("files":
+journaled in DEST.lepton-part.done) or only relays ("none") what it receives while forwarding
+it to its own next hop, and prints ``{"hops": [...]}``, its result followed by the hops after
+it. ``net-probe`` measures rtt and bandwidth to a peer (``recv`` in "probe" mode).
+LEPTON_AGENT_AUTHORIZED_KEYS overrides the authorized_keys path (tests).
 """
 
 from __future__ import annotations
@@ -1913,14 +1942,17 @@ def grant(data_dir, request):
     spec = request.get("spec")
     if not isinstance(spec, dict):
         raise BadRequest("grant needs a spec object")
+    pubkey = request.get("pubkey")
+    if pubkey is not None and (
+        not isinstance(pubkey, str) or not re.fullmatch(r"ssh-ed25519 [A-Za-z0-9+/=]+", pubkey)
+    ):
+        raise BadRequest("pubkey must be one 'ssh-ed25519 BASE64' key")
+    ttl = request.get("ttl_s")
+    ttl = 300.0 if ttl is None else check_seconds(ttl, "ttl_s", positive=True)
     os.makedirs(os.path.join(data_dir, "transfers"), mode=0o700, exist_ok=True)
     write_json_atomic(transfer_path(data_dir, transfer_id, ".json"), spec)
-    pubkey = request.get("pubkey")
     if pubkey is None:
         return {"schema": SCHEMA, "granted": transfer_id, "key": False}
-    if not isinstance(pubkey, str) or not re.fullmatch(r"ssh-ed25519 [A-Za-z0-9+/=]+", pubkey):
-        raise BadRequest("pubkey must be one 'ssh-ed25519 BASE64' key")
-    ttl = check_seconds(request.get("ttl_s", 300), "ttl_s", positive=True)
     expiry = time.strftime("%Y%m%d%H%M%S", time.gmtime(time.time() + ttl))
     line = 'restrict,command="%s",expiry-time="%sZ" %s %s%s\n' % (
         forced_command(data_dir, transfer_id),

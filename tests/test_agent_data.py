@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from leptonctl.services.copy import copy_spec
 from leptonctl.services.datasets import files_spec, manifest_from_scan
 
 AGENT = Path(__file__).resolve().parents[1] / "agent" / "lepton_agent.py"
@@ -66,7 +67,7 @@ def agent_argv(command: str, data_dir: Path, *extra: str) -> list[str]:
     return [AGENT_PYTHON, "-S", str(AGENT), command, *extra, "--data-dir", str(data_dir)]
 
 
-def sha(data: bytes) -> str:
+def sha(data: bytes | bytearray) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -113,7 +114,8 @@ class AgentHost:
         assert ready, f"no reply to {op}"
         line = self.session.stdout.readline()
         assert line.endswith("\n"), (op, line)
-        return json.loads(line)
+        reply: dict[str, Any] = json.loads(line)
+        return reply
 
     def have(self, op: str, **fields: Any) -> dict[str, Any]:
         reply = self.ask(op, **fields)
@@ -262,12 +264,14 @@ def recv_stream(dst: AgentHost, transfer: str, stream: bytes) -> subprocess.Comp
 def recv_ok(dst: AgentHost, transfer: str, stream: bytes) -> dict[str, Any]:
     proc = recv_stream(dst, transfer, stream)
     assert proc.returncode == 0 and proc.stdout.count(b"\n") == 1, (proc.stdout, proc.stderr)
-    return json.loads(proc.stdout)
+    reply: dict[str, Any] = json.loads(proc.stdout)
+    return reply
 
 
 def frame_payload_starts(stream: bytes) -> list[int]:
     """Offsets in stream where each frame's bytes begin (right after its header line)."""
-    starts, at = [], 0
+    starts: list[int] = []
+    at = 0
     while True:
         end = stream.index(b"\n", at) + 1
         header = json.loads(stream[at:end])
@@ -275,6 +279,8 @@ def frame_payload_starts(stream: bytes) -> list[int]:
             return starts
         starts.append(end)
         at = end + int(header["n"])
+        if "h" not in header:  # a streamed frame: its hash follows on one line
+            at = stream.index(b"\n", at) + 1
 
 
 def journal_lines(dest: Path) -> list[str]:
@@ -990,3 +996,87 @@ def test_materialize_refuses_a_manifest_path_that_escapes_the_destination(tmp_pa
         reply = host.ask("materialize", dest="sets/ds", manifest=manifest)
         assert "escapes the destination" in reply.get("error", ""), rel
     assert os.listdir(host.data / "sets") == []
+
+
+# ---------------------------------------------------------------- streamed hashes (cp)
+
+
+def streamed_spec(src: AgentHost, path: Path, dest: Path) -> dict[str, Any]:
+    """The receiver spec `cp` builds: from an unhashed scan, hashes follow the bytes."""
+    scan = src.have("scan", path=str(path), chunk_size=CHUNK, hash=False)
+    assert all(c[0] is None for e in scan["entries"] for c in e.get("chunks", []))
+    return {**copy_spec(scan, str(dest)), "store": "files", "name": "dst"}
+
+
+def streamed_items(path: Path, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"n": size, "path": str(path), "o": offset, "t": [[0, offset]]}
+        for offset, size, _ in spec["files"][0]["chunks"]
+    ]
+
+
+def test_a_streamed_copy_is_hashed_while_sent_and_keeps_the_source_mtime(tmp_path, src, dst):
+    data = distinct_bytes(3 * CHUNK + 7, seed=21)
+    source = tmp_path / "src.bin"
+    source.write_bytes(data)
+    os.utime(source, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    dest = tmp_path / "out" / "copy.bin"
+    spec = streamed_spec(src, source, dest)
+    grant(dst, "xfer-stream-1", spec)
+    _, received = pipe_transfer(src, dst, "xfer-stream-1", streamed_items(source, spec))
+    [mine] = received["hops"]
+    hashes = [sha(data[i : i + CHUNK]) for i in range(0, len(data), CHUNK)]
+    assert (mine["stored"], mine["files_done"], mine["error"]) == (hashes, [str(dest)], None)
+    assert dest.read_bytes() == data
+    assert dest.stat().st_mtime_ns == source.stat().st_mtime_ns
+    status = dst.have("file-status", files=spec["files"])  # the quick check: size + mtime
+    assert status["files"][0]["complete"] is True
+    os.utime(dest, ns=(1, 1))
+    assert dst.have("file-status", files=spec["files"])["files"][0]["complete"] is False
+
+
+def test_a_streamed_chunk_whose_bytes_do_not_match_the_trailer_is_not_journaled(tmp_path, src, dst):
+    data = distinct_bytes(2 * CHUNK, seed=22)
+    source = tmp_path / "src.bin"
+    source.write_bytes(data)
+    dest = tmp_path / "out" / "copy.bin"
+    spec = streamed_spec(src, source, dest)
+    stream = bytearray(send_stream(src, "xfer-stream-2", streamed_items(source, spec)))
+    stream[frame_payload_starts(bytes(stream))[1] + 5] ^= 0xFF  # rot in the second chunk
+    grant(dst, "xfer-stream-2", spec)
+    [mine] = recv_ok(dst, "xfer-stream-2", bytes(stream))["hops"]
+    assert mine["stored"] == [sha(data[:CHUNK])]
+    assert list(mine["failed"]) == [sha(data[CHUNK:])]  # keyed by the hash the sender saw
+    assert mine["files_done"] == [] and not dest.exists()
+    assert journal_lines(dest) == ["0 " + sha(data[:CHUNK])]
+
+
+def test_a_partial_copy_of_an_older_version_of_the_source_is_started_over(tmp_path, src, dst):
+    source = tmp_path / "src.bin"
+    source.write_bytes(distinct_bytes(3 * CHUNK, seed=23))
+    dest = tmp_path / "out" / "copy.bin"
+    spec = streamed_spec(src, source, dest)
+    stream = send_stream(src, "xfer-stream-3", streamed_items(source, spec))
+    grant(dst, "xfer-stream-3", spec)
+    recv_ok(dst, "xfer-stream-3", stream[: frame_payload_starts(stream)[2] + 10])
+    assert dst.have("file-status", files=spec["files"])["files"][0]["done"] == [0, CHUNK]
+
+    new = distinct_bytes(3 * CHUNK, seed=24)  # the source changes before the rerun
+    source.write_bytes(new)
+    os.utime(source, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    spec = streamed_spec(src, source, dest)
+    assert dst.have("file-status", files=spec["files"])["files"][0]["done"] == []
+    grant(dst, "xfer-stream-4", spec)
+    _, received = pipe_transfer(src, dst, "xfer-stream-4", streamed_items(source, spec))
+    assert received["hops"][0]["files_done"] == [str(dest)]
+    assert dest.read_bytes() == new  # nothing of the old version survived
+
+
+def test_a_refused_grant_writes_nothing_and_a_null_ttl_means_the_default(host, keys_file):
+    code, reply = host.request("grant", transfer="xfer-key-9", spec={}, pubkey="ssh-rsa AAAA")
+    assert code == 1 and "pubkey" in reply["error"]
+    assert not (host.data / "transfers" / "xfer-key-9.json").exists()
+    assert not keys_file.exists()
+    reply = host.ok("grant", transfer="xfer-key-9", spec={}, pubkey=PUBKEY, ttl_s=None)
+    expires = time.mktime(time.strptime(reply["expires"], "%Y%m%d%H%M%SZ")) - time.timezone
+    assert 250 < expires - time.time() <= 301

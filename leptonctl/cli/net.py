@@ -69,9 +69,8 @@ def show(
         return
     from rich.console import Console
 
-    from leptonctl.render.net import link_matrix_table
-
-    Console().print(link_matrix_table(graph, names, now))
+    console = Console()
+    console.print(_links_view(graph, names, now, console.width))
 
 
 @app.command("probe")
@@ -125,10 +124,8 @@ def probe(
     else:
         from rich.console import Console
 
-        from leptonctl.render.net import link_matrix_table
-
         console = Console()
-        console.print(link_matrix_table(graph, [h.name for h in hosts], time.time()))
+        console.print(_links_view(graph, [h.name for h in hosts], time.time(), console.width))
         console.print(
             f"measured {len(report.measured)} pair(s) in {report.seconds:.1f} s"
             + (
@@ -141,3 +138,12 @@ def probe(
             console.print(f"[yellow]{name}: not reachable from here ({why})[/]")
     if report.unreachable_hosts:
         raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
+
+
+def _links_view(graph: object, names: list[str], now: float, width: int) -> object:
+    """The matrix when the terminal is wide enough for it, else the list of links."""
+    from leptonctl.render.net import link_list_table, link_matrix_table, matrix_width
+
+    if matrix_width(names) <= width:
+        return link_matrix_table(graph, names, now)
+    return link_list_table(graph, names, now)

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -49,17 +50,27 @@ def _heat(bandwidth: float, best: float) -> str:
     return "red"
 
 
+def compact_bitrate(bytes_per_s: float) -> str:
+    """A matrix cell: bits/s with a one-letter unit, 117.5e6 -> '940M', 1.25e9 -> '10G'."""
+    return human_bitrate(bytes_per_s).replace("bit/s", "").replace(" ", "")
+
+
+NUMBERED_FROM = 7  # with more hosts than this, columns are numbered to fit a terminal
+
+
 def link_matrix_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
-    """Rows are senders, columns receivers; each cell the link's bandwidth and rtt,
-    coloured by bandwidth relative to the best link shown."""
+    """Rows are senders, columns receivers; each cell the link's bandwidth (bits/s) over
+    its rtt, coloured by bandwidth relative to the best link shown. Past a handful of
+    hosts the columns are numbered (the rows say which number is which host)."""
     unreachable = g.graph.get("unreachable", {})
     links = {(u, v): a for u, v, a in g.edges(data=True) if u in hosts and v in hosts and u != v}
     best = max((float(a["bandwidth_bps"]) for a in links.values()), default=0.0)
-    table = Table(header_style="bold", title="links (row → column)", show_lines=True)
-    table.add_column("FROM \\ TO", style="bold")
-    for dst in hosts:
-        table.add_column(dst, justify="center")
-    for src in hosts:
+    numbered = len(hosts) >= NUMBERED_FROM
+    table = Table(header_style="bold", title="links (row → column), bits/s", box=box.SIMPLE_HEAD)
+    table.add_column("FROM \\ TO", style="bold", no_wrap=True)
+    for number, dst in enumerate(hosts, start=1):
+        table.add_column(str(number) if numbered else dst, justify="right", no_wrap=True)
+    for number, src in enumerate(hosts, start=1):
         cells: list[Text] = []
         for dst in hosts:
             attrs = links.get((src, dst))
@@ -72,11 +83,46 @@ def link_matrix_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
             else:
                 bandwidth = float(attrs["bandwidth_bps"])
                 mark = "*" if attrs.get("source") == "hint" else ""
-                cell = Text(human_bitrate(bandwidth) + mark, style=_heat(bandwidth, best))
-                cell.append("\n" + human_rtt(attrs.get("rtt_s")), style="dim")
+                cell = Text(compact_bitrate(bandwidth) + mark, style=_heat(bandwidth, best))
+                cell.append("\n" + human_rtt(attrs.get("rtt_s")).replace(" ", ""), style="dim")
                 cells.append(cell)
-        table.add_row(src, *cells)
+        table.add_row(f"{number} {src}" if numbered else src, *cells)
     table.caption = _matrix_caption(links, unreachable, now)
+    return table
+
+
+def matrix_width(hosts: Sequence[str]) -> int:
+    """Columns the matrix needs on a terminal (cells of up to 6 characters)."""
+    label = max((len(h) for h in hosts), default=0) + (3 if len(hosts) >= NUMBERED_FROM else 0)
+    return label + 4 + 9 * len(hosts)
+
+
+def link_list_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
+    """The same links as a list, one row per directed pair (slowest first): what a terminal
+    too narrow for the matrix shows."""
+    unreachable = g.graph.get("unreachable", {})
+    wanted = set(hosts)
+    table = Table(header_style="bold", title="links, slowest first", box=box.SIMPLE_HEAD)
+    for column in ("FROM", "TO", "BANDWIDTH", "RTT", "SOURCE"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "BANDWIDTH" else "left")
+    links = sorted(
+        ((float(a["bandwidth_bps"]), u, v, a) for u, v, a in g.edges(data=True)
+         if u in wanted and v in wanted and u != v),
+        key=lambda row: (row[0], row[1], row[2]),
+    )  # fmt: skip
+    best = links[-1][0] if links else 0.0
+    for (u, v), error in sorted(unreachable.items()):
+        if u in wanted and v in wanted:
+            table.add_row(u, v, Text("✗ unreachable", style="bold red"), "", error)
+    for bandwidth, u, v, attrs in links:
+        source = attrs.get("source", "?")
+        if attrs.get("age_s") is not None:
+            source = f"{source} {human_age(attrs['age_s'])} ago"
+        bitrate = Text(human_bitrate(bandwidth), style=_heat(bandwidth, best))
+        table.add_row(u, v, bitrate, human_rtt(attrs.get("rtt_s")), source)
+    table.caption = _matrix_caption({(u, v): a for _, u, v, a in links}, unreachable, now).replace(
+        " · ? not measured", ""
+    )
     return table
 
 
