@@ -129,3 +129,31 @@ def test_a_relay_dying_mid_copy_fails_cleanly_and_a_rerun_finishes(
         lab.clear_shaping()
         time.sleep(0.2)
         lab.start_sshd(relay)
+
+
+def test_hosts_that_cannot_reach_each_other_are_relayed_by_the_operator(
+    lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = write_inventory(tmp_path / "inventory.yaml", lab)
+    h1, h2 = lab.hosts[0].name, lab.hosts[1].name
+    payload = os.urandom(3 << 20)
+    lab.path_on(h1, "/tmp/walled.src").write_bytes(payload)
+    blackhole = ["ip", "route", "add", "blackhole", f"{lab.host(h2).ip}/32"]
+    lab.run_in(h1, blackhole, check=True)  # h1 can no longer open a connection to h2
+    try:
+        code, out = cli(capsys, "-i", str(inv), "cp", "--direct", f"{h1}:/tmp/walled.src",
+                        f"{h2}:/tmp/walled.dst", "--json")  # fmt: skip
+        assert code == 0, out
+        doc = json.loads(out)
+        assert doc["route"] == [h1, "(operator)", h2] and doc["bytes"] == len(payload)
+        assert lab.path_on(h2, "/tmp/walled.dst").read_bytes() == payload
+
+        two = write_inventory(tmp_path / "two.yaml", lab, [h1, h2])
+        code, out = cli(capsys, "-i", str(two), "data", "put", f"{h1}:/tmp/walled.src", "walled",
+                        "-k", "2", "--json")  # fmt: skip
+        assert code == 0, out
+        assert any(f"{h2}:" in note for note in json.loads(out)["notes"])  # the failed hop
+        code, out = cli(capsys, "-i", str(two), "data", "ls", "walled", "--json")
+        assert [sorted(c["replicas"]) for c in json.loads(out)["chunks"]] == [[h1, h2]]
+    finally:
+        lab.run_in(h1, ["ip", "route", "del", "blackhole", f"{lab.host(h2).ip}/32"])

@@ -74,6 +74,10 @@ def put(
     ] = datasets.DEFAULT_REPLICAS,
     limit: LimitOption = None,
     chunk_size: Annotated[str, typer.Option(help="Chunk size, e.g. 64MiB.")] = "64MiB",
+    keep_last: Annotated[
+        int | None,
+        typer.Option("--keep-last", min=1, help="Then remove all but the newest N versions."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Store a file or tree as a new dataset version with K replicas per chunk."""
@@ -103,8 +107,18 @@ def put(
                 progress=TransferBar.for_terminal("data", as_json),
             ),
         )
+        pruned = None
+        if keep_last is not None:
+            pruned = _with_sessions(
+                config,
+                store,
+                hosts,
+                lambda sessions, _graph: datasets.remove(
+                    sessions, store, hosts, name, None, keep_last=keep_last
+                ),
+            )
     if as_json:
-        _print_json(asdict(report))
+        _print_json(asdict(report) | {"pruned": asdict(pruned) if pruned else None})
         return
     print(
         f"{report.name}@{report.version}: {_size(report.size)} in {report.chunks} chunk(s), "
@@ -117,6 +131,8 @@ def put(
         )
     )
     _notes(report.notes)
+    if pruned is not None and pruned.versions:
+        _print_removed(pruned)
 
 
 @app.command("get")
@@ -203,10 +219,16 @@ def rm(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME (every version) or NAME@VERSION.")],
     limit: LimitOption = None,
+    keep_last: Annotated[
+        int | None,
+        typer.Option("--keep-last", min=0, help="Keep the newest N ready versions, remove older."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Remove a dataset (or one version) and delete chunks nothing else uses."""
     name, version = parse_dataset_ref(ref)
+    if keep_last is not None and version is not None:
+        raise UsageError("--keep-last takes a dataset name without @version")
     config = settings(ctx)
     _, hosts = config.hosts(limit)
     with config.store() as store:
@@ -214,12 +236,18 @@ def rm(
             config,
             store,
             hosts,
-            lambda sessions, _graph: datasets.remove(sessions, store, hosts, name, version),
+            lambda sessions, _graph: datasets.remove(
+                sessions, store, hosts, name, version, keep_last=keep_last
+            ),
         )
     if as_json:
         _print_json(asdict(report))
         return
-    versions = ", ".join(str(v) for v in report.versions)
+    _print_removed(report)
+
+
+def _print_removed(report: datasets.RemoveReport) -> None:
+    versions = ", ".join(str(v) for v in report.versions) or "none"
     print(
         f"removed {report.name} version(s) {versions}: {report.freed_chunks} chunk(s), "
         f"{_size(report.freed_bytes)} freed"

@@ -141,9 +141,15 @@ async def copy(
         report.expected_bps, report.direct_bps = plan.route.expected_bps, plan.route.direct_bps
     if items:
         to_send = sum(int(i["n"]) for i in items)
-        outcomes = await _run(
-            Transfers(sessions), plan, spec, items, streams, rate_bps, compress, progress, to_send
-        )
+        transfers = Transfers(sessions)
+        run = (transfers, plan, spec, items, streams, rate_bps, compress, progress, to_send)
+        outcomes = await _run(*run)
+        if not plan.relays and all(_never_connected(o) for o in outcomes):
+            # The two hosts cannot reach each other (a firewall, separate networks):
+            # the operator, who reaches both, relays.
+            report.notes.append(f"{src_host.name} cannot reach {dst_host.name}: relayed by us")
+            report.route = [src_host.name, operator_host().name, dst_host.name]
+            outcomes = await _run(*run, pump=True)
         report.stream_seconds = max(o.seconds for o in outcomes)
         for outcome in outcomes:
             report.bytes += outcome.hops[0].bytes if outcome.hops else 0
@@ -173,6 +179,11 @@ async def _destination(
     if path.endswith("/") or path == "/":
         return path.rstrip("/") + "/" + src_path.rstrip("/").rsplit("/", 1)[-1]
     return path
+
+
+def _never_connected(outcome: TransferOutcome) -> bool:
+    """The first hop received nothing and failed: the sender could not connect to it."""
+    return len(outcome.hops) > 1 and outcome.hops[1].bytes == 0 and bool(outcome.hops[1].error)
 
 
 def copy_spec(scan: dict[str, Any], dest: str) -> dict[str, Any]:
@@ -238,6 +249,7 @@ async def _run(
     compress: bool,
     progress: Callable[[int, int], None] | None,
     total: int,
+    pump: bool = False,
 ) -> list[TransferOutcome]:
     """``streams`` parallel chains over the same route, items dealt round-robin."""
     streams = max(1, min(streams, len(items)))
@@ -263,6 +275,7 @@ async def _run(
             compress=compress,
             rate_bps=rate_bps / streams if rate_bps else None,
             progress=tick(i),
+            pump=pump,
         )
 
     results = await asyncio.gather(*(one(i) for i in range(streams)), return_exceptions=True)

@@ -399,15 +399,37 @@ async def remove(
     hosts: Sequence[Host],
     name: str,
     version: int | None,
+    keep_last: int | None = None,
 ) -> RemoveReport:
-    """Forget a dataset version (or all of them) and delete the chunks nothing else uses."""
+    """Forget a dataset version (or all of them, or all but the newest ``keep_last`` ready
+    ones) and delete the chunks nothing else uses."""
     versions = store.data.versions(name)
-    doomed = [v.version for v in versions if version is None or v.version == version]
-    if not doomed:
+    if not versions:
         find_record(store, name, version)  # raises the helpful "no dataset" error
-    # Forget first, delete second: a chunk that a concurrent put started to use again is
-    # not forgotten, so its files are kept.
-    candidates = store.data.remove(name, version)
+    if keep_last is not None:
+        doomed, candidates = store.data.keep_last(name, keep_last)
+    else:
+        doomed = [v.version for v in versions if version is None or v.version == version]
+        if not doomed:
+            find_record(store, name, version)
+        candidates = store.data.remove(name, version)
+    freed, freed_bytes, left = await _delete_chunks(sessions, store, hosts, candidates)
+    return RemoveReport(
+        name=name,
+        versions=tuple(doomed),
+        freed_chunks=len(freed),
+        freed_bytes=freed_bytes,
+        left_on=left,
+    )
+
+
+async def _delete_chunks(
+    sessions: AgentSessions, store: SqliteStore, hosts: Sequence[Host], candidates: list[str]
+) -> tuple[list[str], int, dict[str, str]]:
+    """Forget the candidates nothing references and delete their files on the hosts.
+    Forget first, delete second: a chunk a concurrent put started to use again is not
+    forgotten, so its files are kept.  Returns (freed hashes, bytes, host -> why copies
+    were left there: `data gc` deletes them later)."""
     sizes = store.data.chunk_sizes(candidates)
     holders = {h: set(v) for h, v in store.data.replicas(candidates).items()}
     freed = store.data.forget_chunks(candidates)
@@ -423,15 +445,8 @@ async def remove(
     )
     for host, reply in replies.items():
         if isinstance(reply, HostError):
-            left[host] = reply.message  # copies stay there: `data gc` deletes them later
+            left[host] = reply.message
     for host in by_host:
         if host not in live:
             left[host] = "not in the selected inventory"
-    sizes = {h: sizes[h] for h in freed if h in sizes}
-    return RemoveReport(
-        name=name,
-        versions=tuple(doomed),
-        freed_chunks=len(freed),
-        freed_bytes=sum(sizes.values()),
-        left_on=left,
-    )
+    return freed, sum(sizes.get(h, 0) for h in freed), left
