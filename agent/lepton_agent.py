@@ -1857,6 +1857,7 @@ TRANSFER_ID_PATTERN = r"[A-Za-z0-9_-]{8,64}"
 KEY_COMMENT = "leptonctl-transfer:"
 PEER_ALIAS = "leptonctl-peer"
 PROGRESS_EVERY_S = 0.5
+STALE_TRANSFER_S = 3600.0
 
 
 def check_transfer_id(value):
@@ -1993,7 +1994,22 @@ def revoke(data_dir, transfer_id, now=None):
     for suffix in (".json", ".key", ".known_hosts", ".stderr"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(transfer_path(data_dir, transfer_id, suffix))
-    return {"schema": SCHEMA, "revoked": transfer_id, "key_lines_removed": removed}
+    stale = remove_stale_transfers(data_dir, now)
+    return {"schema": SCHEMA, "revoked": transfer_id, "key_lines_removed": removed,
+            "stale_files_removed": stale}  # fmt: skip
+
+
+def remove_stale_transfers(data_dir, now, max_age_s=STALE_TRANSFER_S):
+    """Spec and key files of transfers that never ran or never cleaned up (an operator
+    that died between grant and revoke): every hop reads them within seconds."""
+    directory, removed = os.path.join(data_dir, "transfers"), 0
+    for name in os.listdir(directory) if os.path.isdir(directory) else ():
+        path = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            if now - os.stat(path).st_mtime > max_age_s:
+                os.unlink(path)
+                removed += 1
+    return removed
 
 
 def read_transfer_spec(data_dir, transfer_id):

@@ -814,7 +814,12 @@ def test_revoke_removes_its_line_and_expired_transfer_lines_but_never_operator_k
     host.have("grant", transfer="xfer-revoke", spec={}, pubkey=PUBKEY)
     assert len(keys_file.read_text().splitlines()) == 5
     reply = host.ok("revoke", transfer="xfer-revoke")
-    assert reply == {"schema": 1, "revoked": "xfer-revoke", "key_lines_removed": 2}
+    assert reply == {
+        "schema": 1,
+        "revoked": "xfer-revoke",
+        "key_lines_removed": 2,
+        "stale_files_removed": 0,
+    }
     assert keys_file.read_text() == OPERATOR_KEY + operator_expired + live
     assert not (host.data / "transfers" / "xfer-revoke.json").exists()
 
@@ -1080,3 +1085,15 @@ def test_a_refused_grant_writes_nothing_and_a_null_ttl_means_the_default(host, k
     reply = host.ok("grant", transfer="xfer-key-9", spec={}, pubkey=PUBKEY, ttl_s=None)
     expires = time.mktime(time.strptime(reply["expires"], "%Y%m%d%H%M%SZ")) - time.timezone
     assert 250 < expires - time.time() <= 301
+
+
+def test_revoke_also_deletes_transfer_files_left_over_an_hour_ago(host, keys_file):
+    transfers = host.data / "transfers"
+    host.ok("grant", transfer="xfer-fresh-1", spec={})
+    host.ok("grant", transfer="xfer-old-01", spec={})
+    (transfers / "xfer-old-01.key").write_text("a private key nobody came for")
+    for leftover in ("xfer-old-01.json", "xfer-old-01.key"):
+        os.utime(transfers / leftover, (time.time() - 7200, time.time() - 7200))
+    reply = host.ok("revoke", transfer="xfer-other-1")
+    assert reply["stale_files_removed"] == 2
+    assert sorted(p.name for p in transfers.iterdir()) == ["xfer-fresh-1.json"]
