@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,33 @@ def test_bad_names_and_missing_sources_are_usage_errors(
     assert code == ExitCode.USAGE and "too small" in err
     code, _, err = cli(capsys, "data", "ls", "unknown")
     assert code == ExitCode.USAGE and "no dataset unknown" in err
+
+
+def test_a_put_waits_while_a_deleting_command_holds_the_data_lock(
+    capsys: pytest.CaptureFixture[str], operator_home: Path, tmp_path: Path
+) -> None:
+    state = operator_home / ".local" / "share" / "leptonctl" / "state.db"
+    assert cli(capsys, "data", "ls")[0] == 0  # creates the store
+    released = tmp_path / "released"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(state) + ".data.lock", str(released)],
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    src = tmp_path / "f"
+    src.write_bytes(b"payload")
+    assert cli(capsys, "data", "put", str(src), "waited")[0] == 0
+    finished = time.time()
+    holder.wait()
+    assert finished >= float(released.read_text())  # the put ran only after the release
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(1.0)
+open(sys.argv[2], "w").write(repr(time.time()))
+os.close(fd)
+"""

@@ -23,6 +23,7 @@ from leptonctl.errors import HostError, LeptonError, UsageError
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transfer import Hop, Transfers, operator_host
+from leptonctl.services.datalock import data_lock
 from leptonctl.services.replication import Origin, Replicator
 from leptonctl.store.data import DatasetRecord
 from leptonctl.store.sqlite import SqliteStore
@@ -134,6 +135,37 @@ async def put(
     progress: ProgressSink | None = None,
     clock: Callable[[], float] = time.time,
 ) -> PutReport:
+    """See ``_put``; holds the data lock (shared)."""
+    async with data_lock(store, exclusive=False):
+        return await _put(
+            sessions,
+            store,
+            inventory,
+            hosts,
+            source,
+            name,
+            replicas=replicas,
+            chunk_size=chunk_size,
+            graph=graph,
+            progress=progress,
+            clock=clock,
+        )
+
+
+async def _put(
+    sessions: AgentSessions,
+    store: SqliteStore,
+    inventory: Inventory,
+    hosts: Sequence[Host],
+    source: str,
+    name: str,
+    *,
+    replicas: int = DEFAULT_REPLICAS,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    graph: Any = None,
+    progress: ProgressSink | None = None,
+    clock: Callable[[], float] = time.time,
+) -> PutReport:
     started = time.monotonic()
     src_host, path = split_location(source, inventory)
     if src_host is None:
@@ -169,7 +201,15 @@ async def put(
         source=source,
         now=clock(),
     )
-    holders = {c.hash: {n for n, s in surveys.items() if c.hash in s.present} for c in chunks}
+    known = store.data.replicas(list(sizes))  # a copy verify found corrupt is no holder
+    holders = {
+        c.hash: {
+            n
+            for n, s in surveys.items()
+            if c.hash in s.present and known.get(c.hash, {}).get(n) != "corrupt"
+        }
+        for c in chunks
+    }
     reused = sum(1 for c in chunks if len(holders[c.hash]) >= k)
     if progress is not None:
         missing = sum(c.size * max(0, k - len(holders[c.hash])) for c in chunks)
@@ -394,6 +434,19 @@ def _offset(progress: ProgressSink | None, base: int) -> Callable[[int], None] |
 
 
 async def remove(
+    sessions: AgentSessions,
+    store: SqliteStore,
+    hosts: Sequence[Host],
+    name: str,
+    version: int | None,
+    keep_last: int | None = None,
+) -> RemoveReport:
+    """See ``_remove``; holds the data lock (alone)."""
+    async with data_lock(store, exclusive=True):
+        return await _remove(sessions, store, hosts, name, version, keep_last)
+
+
+async def _remove(
     sessions: AgentSessions,
     store: SqliteStore,
     hosts: Sequence[Host],

@@ -23,6 +23,7 @@ from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transfer import Hop, Transfers
+from leptonctl.services.datalock import data_lock
 from leptonctl.services.replication import Replicator
 from leptonctl.store.sqlite import SqliteStore
 
@@ -171,6 +172,20 @@ async def repair(
     progress: Callable[[int], None] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> RepairReport:
+    """See ``_repair``; holds the data lock (shared)."""
+    async with data_lock(store, exclusive=False):
+        return await _repair(sessions, store, hosts, name, graph, progress, clock)
+
+
+async def _repair(
+    sessions: AgentSessions,
+    store: SqliteStore,
+    hosts: Sequence[Host],
+    name: str | None = None,
+    graph: object = None,
+    progress: Callable[[int], None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> RepairReport:
     """Delete known-corrupt copies, then copy from healthy replicas until every chunk
     has K of them on live hosts."""
     wanted = wanted_replicas(store, name)
@@ -230,6 +245,19 @@ class RebalanceReport:
 
 
 async def rebalance(
+    sessions: AgentSessions,
+    store: SqliteStore,
+    hosts: Sequence[Host],
+    tolerance: float = 0.05,
+    check: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> RebalanceReport:
+    """See ``_rebalance``; holds the data lock (alone)."""
+    async with data_lock(store, exclusive=True):
+        return await _rebalance(sessions, store, hosts, tolerance, check, clock)
+
+
+async def _rebalance(
     sessions: AgentSessions,
     store: SqliteStore,
     hosts: Sequence[Host],
@@ -308,6 +336,14 @@ class GarbageReport:
 
 
 async def collect_garbage(
+    sessions: AgentSessions, store: SqliteStore, hosts: Sequence[Host], check: bool = False
+) -> GarbageReport:
+    """See ``_collect_garbage``; holds the data lock (alone)."""
+    async with data_lock(store, exclusive=True):
+        return await _collect_garbage(sessions, store, hosts, check)
+
+
+async def _collect_garbage(
     sessions: AgentSessions, store: SqliteStore, hosts: Sequence[Host], check: bool = False
 ) -> GarbageReport:
     """Delete, on every reachable host, the chunks that no dataset version references
