@@ -76,7 +76,7 @@ async def run_probe(ctx: RunContext, planned: PlannedStep) -> StepResult:
                 name,
                 {"change": change.change, "message": change.message, **change.detail},
             )
-        ctx.store.maintenance.set_value(f"hardware:{name}", json.dumps(signature))
+        ctx.store.set_value(f"hardware:{name}", json.dumps(signature))
         messages = "; ".join(c.message for c in changes)
         result.hosts[name] = HostResult("changed" if changes else "ok", messages)
     changed = [n for n, h in result.hosts.items() if h.status == "changed"]
@@ -89,7 +89,7 @@ async def run_probe(ctx: RunContext, planned: PlannedStep) -> StepResult:
 def _hardware_baseline(ctx: RunContext, host: str) -> dict[str, Any] | None:
     """The hardware as the last probe step saw it; before the first one, the last stored
     probe from before this run (``status`` and others refresh those too)."""
-    saved = ctx.store.maintenance.get_value(f"hardware:{host}")
+    saved = ctx.store.value(f"hardware:{host}")
     if saved is not None:
         value = json.loads(saved)
         return value if isinstance(value, dict) else None

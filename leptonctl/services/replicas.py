@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from leptonctl.core.datasets import ChunkRef, ReplicaProblem, VerifyReport
@@ -369,10 +369,3 @@ async def _collect_garbage(
     for name, error in replicator.dead.items():
         report.problems.setdefault(name, error.message)
     return report
-
-
-def problems_by_host(report: VerifyReport) -> Mapping[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for problem in report.problems:
-        counts[problem.host] += 1
-    return dict(counts)

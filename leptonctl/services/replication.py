@@ -317,17 +317,3 @@ class Replicator:
                 placed.problems[hop.name] = hop.error
                 if not hop.stored and hop.bytes == 0 and index - 1 < len(names):
                     pumped.add((names[index - 1], hop.name))  # next round: through us
-
-
-def chunk_refs(sizes: Mapping[str, int]) -> list[ChunkRef]:
-    return [ChunkRef(h, n) for h, n in sizes.items()]
-
-
-def per_host_bytes(
-    holders: Mapping[str, Collection[str]], sizes: Mapping[str, int]
-) -> dict[str, int]:
-    usage: dict[str, int] = defaultdict(int)
-    for digest, hosts in holders.items():
-        for host in hosts:
-            usage[host] += sizes.get(digest, 0)
-    return dict(usage)

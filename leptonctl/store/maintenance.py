@@ -117,19 +117,6 @@ class MaintenanceTable:
         under = sum(1 for have, need in rows if have < need)
         return under, sum(1 for have, _ in rows if have == 0)
 
-    # -- small named values ------------------------------------------------------------
-
-    def get_value(self, key: str) -> str | None:
-        rows = self._read("SELECT value FROM kv WHERE key = ?", (key,))
-        return str(rows[0][0]) if rows else None
-
-    def set_value(self, key: str, value: str) -> None:
-        self._write(
-            "INSERT INTO kv(key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-
     # -- plumbing --------------------------------------------------------------------
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
