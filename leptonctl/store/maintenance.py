@@ -1,4 +1,4 @@
-"""Maintenance runs (``leptonctl maintain``) and small named values, in the state store.
+"""Maintenance runs (``leptonctl maintain``) in the state store.
 
 A run is recorded when it starts and updated after every step, so a run that
 died half-way still shows what it did; the next run that takes the lock marks
