@@ -122,15 +122,8 @@ class LocalConnection:
         self.host = host
 
     async def run(self, command: str, *, input: bytes | None = None, timeout: float) -> RunResult:
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            command,
-            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
+        stdin = asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL
+        proc = await _shell(command, stdin, asyncio.subprocess.PIPE)
         try:
             out, err = await asyncio.wait_for(proc.communicate(input), timeout)
         except asyncio.TimeoutError:
@@ -145,27 +138,11 @@ class LocalConnection:
         return RunResult(self.host, command, status, decode_output(out), decode_output(err))
 
     async def start(self, command: str) -> Stream:
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        proc = await _shell(command, asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL)
         return _LocalStream(self.host, proc)
 
     async def open_pipe(self, command: str) -> Pipe:
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
+        proc = await _shell(command, asyncio.subprocess.PIPE, asyncio.subprocess.PIPE)
         return _LocalPipe(self.host, proc)
 
     def peer(self) -> PeerInfo | None:
@@ -244,6 +221,20 @@ class _LocalStream:
         if self._proc.returncode is None:
             _kill_group(self._proc)
             await self._proc.wait()
+
+
+async def _shell(command: str, stdin: int, stderr: int) -> asyncio.subprocess.Process:
+    """``/bin/sh -c command`` in its own session (so a timeout kills the whole group),
+    stdout piped."""
+    return await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        command,
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        start_new_session=True,
+    )
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
