@@ -135,120 +135,90 @@ async def put(
     progress: ProgressSink | None = None,
     clock: Callable[[], float] = time.time,
 ) -> PutReport:
-    """See ``_put``; holds the data lock (shared)."""
     async with data_lock(store, exclusive=False):
-        return await _put(
-            sessions,
-            store,
-            inventory,
-            hosts,
-            source,
+        started = time.monotonic()
+        src_host, path = split_location(source, inventory)
+        if src_host is None:
+            if not os.path.exists(path):
+                raise UsageError(f"{source}: no such file or directory")
+            src_host = operator_host()
+        scan = await sessions.request(
+            src_host, {"op": "scan", "path": path, "chunk_size": chunk_size}, DATA_OP_TIMEOUT
+        )
+        if "error" in scan:
+            raise UsageError(f"cannot read {source}: {scan['error']}")
+        manifest = manifest_from_scan(scan)
+        sizes = manifest.chunk_sizes()
+        chunks = [ChunkRef(h, n) for h, n in sizes.items()]
+        replicator = Replicator(sessions, hosts, graph, _advance(progress))
+        surveys = await replicator.survey(list(sizes))
+        notes = [f"{n}: skipped ({e.message})" for n, e in replicator.dead.items()]
+        if not surveys:
+            raise DataError(
+                "no selected host could be reached to store the dataset",
+                hint="check `leptonctl status`; " + "; ".join(notes),
+            )
+        k = min(replicas, len(surveys))
+        if k < replicas:
+            notes.append(
+                f"only {len(surveys)} reachable host(s): storing {k} replica(s), not {replicas}"
+            )
+        record = store.data.begin_version(
             name,
-            replicas=replicas,
+            manifest=manifest,
+            replicas=k,
             chunk_size=chunk_size,
-            graph=graph,
-            progress=progress,
-            clock=clock,
+            source=source,
+            now=clock(),
         )
-
-
-async def _put(
-    sessions: AgentSessions,
-    store: SqliteStore,
-    inventory: Inventory,
-    hosts: Sequence[Host],
-    source: str,
-    name: str,
-    *,
-    replicas: int = DEFAULT_REPLICAS,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    graph: Any = None,
-    progress: ProgressSink | None = None,
-    clock: Callable[[], float] = time.time,
-) -> PutReport:
-    started = time.monotonic()
-    src_host, path = split_location(source, inventory)
-    if src_host is None:
-        if not os.path.exists(path):
-            raise UsageError(f"{source}: no such file or directory")
-        src_host = operator_host()
-    scan = await sessions.request(
-        src_host, {"op": "scan", "path": path, "chunk_size": chunk_size}, DATA_OP_TIMEOUT
-    )
-    if "error" in scan:
-        raise UsageError(f"cannot read {source}: {scan['error']}")
-    manifest = manifest_from_scan(scan)
-    sizes = manifest.chunk_sizes()
-    chunks = [ChunkRef(h, n) for h, n in sizes.items()]
-    replicator = Replicator(sessions, hosts, graph, _advance(progress))
-    surveys = await replicator.survey(list(sizes))
-    notes = [f"{n}: skipped ({e.message})" for n, e in replicator.dead.items()]
-    if not surveys:
-        raise DataError(
-            "no selected host could be reached to store the dataset",
-            hint="check `leptonctl status`; " + "; ".join(notes),
-        )
-    k = min(replicas, len(surveys))
-    if k < replicas:
-        notes.append(
-            f"only {len(surveys)} reachable host(s): storing {k} replica(s), not {replicas}"
-        )
-    record = store.data.begin_version(
-        name,
-        manifest=manifest,
-        replicas=k,
-        chunk_size=chunk_size,
-        source=source,
-        now=clock(),
-    )
-    known = store.data.replicas(list(sizes))  # a copy verify found corrupt is no holder
-    holders = {
-        c.hash: {
-            n
-            for n, s in surveys.items()
-            if c.hash in s.present and known.get(c.hash, {}).get(n) != "corrupt"
+        known = store.data.replicas(list(sizes))  # a copy verify found corrupt is no holder
+        holders = {
+            c.hash: {
+                n
+                for n, s in surveys.items()
+                if c.hash in s.present and known.get(c.hash, {}).get(n) != "corrupt"
+            }
+            for c in chunks
         }
-        for c in chunks
-    }
-    reused = sum(1 for c in chunks if len(holders[c.hash]) >= k)
-    if progress is not None:
-        missing = sum(c.size * max(0, k - len(holders[c.hash])) for c in chunks)
-        progress.begin(missing, f"put {name}")
-    try:
-        placed = await replicator.place(
-            chunks,
-            k,
-            holders,
-            surveys,
-            store.data.host_usage(),
-            Origin(src_host, chunk_ranges(manifest, path)),
-        )
-    finally:
+        reused = sum(1 for c in chunks if len(holders[c.hash]) >= k)
         if progress is not None:
-            progress.end()
-    _record_holders(store, placed.holders, clock())
-    notes += [f"{host}: {why}" for host, why in sorted(placed.problems.items())]
-    if placed.shortfalls:
-        first = next(iter(placed.shortfalls.values()))
-        raise DataError(
-            f"{name}: {len(placed.shortfalls)} of {len(chunks)} chunk(s) did not reach "
-            f"{k} replicas ({first}); version {record.version} stays invisible",
-            hint="run the same put again to resume it (only missing chunks are sent); "
-            + "; ".join(notes[-3:]),
+            missing = sum(c.size * max(0, k - len(holders[c.hash])) for c in chunks)
+            progress.begin(missing, f"put {name}")
+        try:
+            placed = await replicator.place(
+                chunks,
+                k,
+                holders,
+                surveys,
+                store.data.host_usage(),
+                Origin(src_host, chunk_ranges(manifest, path)),
+            )
+        finally:
+            if progress is not None:
+                progress.end()
+        _record_holders(store, placed.holders, clock())
+        notes += [f"{host}: {why}" for host, why in sorted(placed.problems.items())]
+        if placed.shortfalls:
+            first = next(iter(placed.shortfalls.values()))
+            raise DataError(
+                f"{name}: {len(placed.shortfalls)} of {len(chunks)} chunk(s) did not reach "
+                f"{k} replicas ({first}); version {record.version} stays invisible",
+                hint="run the same put again to resume it (only missing chunks are sent); "
+                + "; ".join(notes[-3:]),
+            )
+        store.data.complete(name, record.version, clock())
+        return PutReport(
+            name=name,
+            version=record.version,
+            size=manifest.size,
+            chunks=len(chunks),
+            replicas=k,
+            requested_replicas=replicas,
+            sent_bytes=placed.sent_bytes,
+            reused_chunks=reused,
+            seconds=time.monotonic() - started,
+            notes=tuple(notes),
         )
-    store.data.complete(name, record.version, clock())
-    return PutReport(
-        name=name,
-        version=record.version,
-        size=manifest.size,
-        chunks=len(chunks),
-        replicas=k,
-        requested_replicas=replicas,
-        sent_bytes=placed.sent_bytes,
-        reused_chunks=reused,
-        seconds=time.monotonic() - started,
-        notes=tuple(notes),
-    )
 
 
 def _record_holders(store: SqliteStore, holders: Mapping[str, set[str]], now: float) -> None:
@@ -441,39 +411,27 @@ async def remove(
     version: int | None,
     keep_last: int | None = None,
 ) -> RemoveReport:
-    """See ``_remove``; holds the data lock (alone)."""
-    async with data_lock(store, exclusive=True):
-        return await _remove(sessions, store, hosts, name, version, keep_last)
-
-
-async def _remove(
-    sessions: AgentSessions,
-    store: SqliteStore,
-    hosts: Sequence[Host],
-    name: str,
-    version: int | None,
-    keep_last: int | None = None,
-) -> RemoveReport:
     """Forget a dataset version (or all of them, or all but the newest ``keep_last`` ready
     ones) and delete the chunks nothing else uses."""
-    versions = store.data.versions(name)
-    if not versions:
-        find_record(store, name, version)  # raises the helpful "no dataset" error
-    if keep_last is not None:
-        doomed, candidates = store.data.keep_last(name, keep_last)
-    else:
-        doomed = [v.version for v in versions if version is None or v.version == version]
-        if not doomed:
-            find_record(store, name, version)
-        candidates = store.data.remove(name, version)
-    freed, freed_bytes, left = await _delete_chunks(sessions, store, hosts, candidates)
-    return RemoveReport(
-        name=name,
-        versions=tuple(doomed),
-        freed_chunks=len(freed),
-        freed_bytes=freed_bytes,
-        left_on=left,
-    )
+    async with data_lock(store, exclusive=True):
+        versions = store.data.versions(name)
+        if not versions:
+            find_record(store, name, version)  # raises the helpful "no dataset" error
+        if keep_last is not None:
+            doomed, candidates = store.data.keep_last(name, keep_last)
+        else:
+            doomed = [v.version for v in versions if version is None or v.version == version]
+            if not doomed:
+                find_record(store, name, version)
+            candidates = store.data.remove(name, version)
+        freed, freed_bytes, left = await _delete_chunks(sessions, store, hosts, candidates)
+        return RemoveReport(
+            name=name,
+            versions=tuple(doomed),
+            freed_chunks=len(freed),
+            freed_bytes=freed_bytes,
+            left_on=left,
+        )
 
 
 async def _delete_chunks(

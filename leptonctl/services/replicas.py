@@ -172,66 +172,56 @@ async def repair(
     progress: Callable[[int], None] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> RepairReport:
-    """See ``_repair``; holds the data lock (shared)."""
-    async with data_lock(store, exclusive=False):
-        return await _repair(sessions, store, hosts, name, graph, progress, clock)
-
-
-async def _repair(
-    sessions: AgentSessions,
-    store: SqliteStore,
-    hosts: Sequence[Host],
-    name: str | None = None,
-    graph: object = None,
-    progress: Callable[[int], None] | None = None,
-    clock: Callable[[], float] = time.time,
-) -> RepairReport:
     """Delete known-corrupt copies, then copy from healthy replicas until every chunk
     has K of them on live hosts."""
-    wanted = wanted_replicas(store, name)
-    sizes = store.data.chunk_sizes(list(wanted))
-    report = RepairReport(name, len(wanted))
-    replicator = Replicator(sessions, hosts, graph, progress)
-    surveys = await replicator.survey(list(wanted))
-    known = store.data.replicas(list(wanted))
-    corrupt: dict[str, list[str]] = defaultdict(list)
-    for digest, states in known.items():
-        for host, state in states.items():
-            if state == "corrupt" and host in surveys:
-                corrupt[host].append(digest)
-    replies = await replicator.request_all(
-        {host: {"op": "chunk-rm", "hashes": hs} for host, hs in corrupt.items()}
-    )
-    removed = [
-        (h, host) for host, hs in corrupt.items() for h in hs if isinstance(replies[host], dict)
-    ]
-    store.data.drop_replicas(removed)
-    report.corrupt_removed = len(removed)
-    gone = {(h, host) for h, host in removed}
-    holders = {
-        h: {n for n, s in surveys.items() if h in s.present and (h, n) not in gone} for h in wanted
-    }
-    store.data.drop_replicas(
-        (h, n) for h, hs in known.items() for n in hs if n in surveys and n not in holders[h]
-    )
-    before = sum(len(v) for v in holders.values())
-    report.lost = sorted(h for h, v in holders.items() if not v)
-    by_k: dict[int, list[ChunkRef]] = defaultdict(list)
-    for digest, k in wanted.items():
-        if holders[digest] and len(holders[digest]) < k:
-            by_k[k].append(ChunkRef(digest, sizes.get(digest, 0)))
-    usage = store.data.host_usage()
-    for k, chunks in sorted(by_k.items()):
-        placed = await replicator.place(chunks, k, holders, surveys, usage)
-        holders.update(placed.holders)
-        report.short.update(placed.shortfalls)
-        report.problems.update(placed.problems)
-        report.sent_bytes += placed.sent_bytes
-    store.data.set_replicas([(h, n, "ok") for h, names in holders.items() for n in names], clock())
-    report.copies_made = max(0, sum(len(v) for v in holders.values()) - before)
-    for name_, error in replicator.dead.items():
-        report.problems.setdefault(name_, error.message)
-    return report
+    async with data_lock(store, exclusive=False):
+        wanted = wanted_replicas(store, name)
+        sizes = store.data.chunk_sizes(list(wanted))
+        report = RepairReport(name, len(wanted))
+        replicator = Replicator(sessions, hosts, graph, progress)
+        surveys = await replicator.survey(list(wanted))
+        known = store.data.replicas(list(wanted))
+        corrupt: dict[str, list[str]] = defaultdict(list)
+        for digest, states in known.items():
+            for host, state in states.items():
+                if state == "corrupt" and host in surveys:
+                    corrupt[host].append(digest)
+        replies = await replicator.request_all(
+            {host: {"op": "chunk-rm", "hashes": hs} for host, hs in corrupt.items()}
+        )
+        removed = [
+            (h, host) for host, hs in corrupt.items() for h in hs if isinstance(replies[host], dict)
+        ]
+        store.data.drop_replicas(removed)
+        report.corrupt_removed = len(removed)
+        gone = {(h, host) for h, host in removed}
+        holders = {
+            h: {n for n, s in surveys.items() if h in s.present and (h, n) not in gone}
+            for h in wanted
+        }
+        store.data.drop_replicas(
+            (h, n) for h, hs in known.items() for n in hs if n in surveys and n not in holders[h]
+        )
+        before = sum(len(v) for v in holders.values())
+        report.lost = sorted(h for h, v in holders.items() if not v)
+        by_k: dict[int, list[ChunkRef]] = defaultdict(list)
+        for digest, k in wanted.items():
+            if holders[digest] and len(holders[digest]) < k:
+                by_k[k].append(ChunkRef(digest, sizes.get(digest, 0)))
+        usage = store.data.host_usage()
+        for k, chunks in sorted(by_k.items()):
+            placed = await replicator.place(chunks, k, holders, surveys, usage)
+            holders.update(placed.holders)
+            report.short.update(placed.shortfalls)
+            report.problems.update(placed.problems)
+            report.sent_bytes += placed.sent_bytes
+        store.data.set_replicas(
+            [(h, n, "ok") for h, names in holders.items() for n in names], clock()
+        )
+        report.copies_made = max(0, sum(len(v) for v in holders.values()) - before)
+        for name_, error in replicator.dead.items():
+            report.problems.setdefault(name_, error.message)
+        return report
 
 
 @dataclass
@@ -252,71 +242,59 @@ async def rebalance(
     check: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> RebalanceReport:
-    """See ``_rebalance``; holds the data lock (alone)."""
-    async with data_lock(store, exclusive=True):
-        return await _rebalance(sessions, store, hosts, tolerance, check, clock)
-
-
-async def _rebalance(
-    sessions: AgentSessions,
-    store: SqliteStore,
-    hosts: Sequence[Host],
-    tolerance: float = 0.05,
-    check: bool = False,
-    clock: Callable[[], float] = time.time,
-) -> RebalanceReport:
     """Move replicas from full hosts to empty ones: copy first, delete the source copy
     only once the destination holds it, so no chunk ever drops below K."""
-    wanted = wanted_replicas(store)
-    sizes = store.data.chunk_sizes(list(wanted))
-    replicator = Replicator(sessions, hosts)
-    surveys = await replicator.survey(list(wanted))
-    holders = {h: {n for n, s in surveys.items() if h in s.present} for h in wanted}
-    usage: dict[str, int] = defaultdict(int)
-    for digest, names in holders.items():
-        for name in names:
-            usage[name] += sizes.get(digest, 0)
-    targets = replicator.targets(surveys, usage)
-    report = RebalanceReport(spread_before=_spread(targets))
-    k = min(wanted.values(), default=1)
-    moves = plan_rebalance(holders, sizes, targets, k, tolerance)
-    report.moves_planned = len(moves)
-    if check or not moves:
-        report.spread_after = report.spread_before
+    async with data_lock(store, exclusive=True):
+        wanted = wanted_replicas(store)
+        sizes = store.data.chunk_sizes(list(wanted))
+        replicator = Replicator(sessions, hosts)
+        surveys = await replicator.survey(list(wanted))
+        holders = {h: {n for n, s in surveys.items() if h in s.present} for h in wanted}
+        usage: dict[str, int] = defaultdict(int)
+        for digest, names in holders.items():
+            for name in names:
+                usage[name] += sizes.get(digest, 0)
+        targets = replicator.targets(surveys, usage)
+        report = RebalanceReport(spread_before=_spread(targets))
+        k = min(wanted.values(), default=1)
+        moves = plan_rebalance(holders, sizes, targets, k, tolerance)
+        report.moves_planned = len(moves)
+        if check or not moves:
+            report.spread_after = report.spread_before
+            return report
+        by_pair: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for move in moves:
+            by_pair[(move.src, move.dst)].append(move.hash)
+        transfers = Transfers(sessions)
+        by_name = {h.name: h for h in hosts}
+        arrived: dict[str, list[str]] = defaultdict(list)  # src -> hashes now safe to delete
+
+        async def one(src: str, dst: str, hashes: list[str]) -> None:
+            items = [{"h": h, "n": sizes[h]} for h in hashes]
+            try:
+                outcome = await transfers.run(by_name[src], items, [Hop(by_name[dst])])
+            except HostError as exc:
+                report.problems[exc.host] = exc.message
+                return
+            hop = outcome.hops[-1]
+            if hop.error:
+                report.problems[dst] = hop.error
+            store.data.set_replicas([(h, dst, "ok") for h in hop.stored], clock())
+            arrived[src] += hop.stored
+            report.bytes_moved += sum(sizes[h] for h in hop.stored)
+
+        await asyncio.gather(*(one(s, d, hs) for (s, d), hs in by_pair.items()))
+        replies = await replicator.request_all(
+            {src: {"op": "chunk-rm", "hashes": hs} for src, hs in arrived.items() if hs}
+        )
+        for src, reply in replies.items():
+            if isinstance(reply, dict):
+                store.data.drop_replicas((h, src) for h in reply.get("removed") or [])
+                report.moves_done += len(reply.get("removed") or [])
+        after = await replicator.survey(None)
+        used_after = {n: int(s.used_bytes or 0) for n, s in after.items()}
+        report.spread_after = _spread(replicator.targets(after, used_after))
         return report
-    by_pair: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for move in moves:
-        by_pair[(move.src, move.dst)].append(move.hash)
-    transfers = Transfers(sessions)
-    by_name = {h.name: h for h in hosts}
-    arrived: dict[str, list[str]] = defaultdict(list)  # src -> hashes now safe to delete
-
-    async def one(src: str, dst: str, hashes: list[str]) -> None:
-        items = [{"h": h, "n": sizes[h]} for h in hashes]
-        try:
-            outcome = await transfers.run(by_name[src], items, [Hop(by_name[dst])])
-        except HostError as exc:
-            report.problems[exc.host] = exc.message
-            return
-        hop = outcome.hops[-1]
-        if hop.error:
-            report.problems[dst] = hop.error
-        store.data.set_replicas([(h, dst, "ok") for h in hop.stored], clock())
-        arrived[src] += hop.stored
-        report.bytes_moved += sum(sizes[h] for h in hop.stored)
-
-    await asyncio.gather(*(one(s, d, hs) for (s, d), hs in by_pair.items()))
-    replies = await replicator.request_all(
-        {src: {"op": "chunk-rm", "hashes": hs} for src, hs in arrived.items() if hs}
-    )
-    for src, reply in replies.items():
-        if isinstance(reply, dict):
-            store.data.drop_replicas((h, src) for h in reply.get("removed") or [])
-            report.moves_done += len(reply.get("removed") or [])
-    after = await replicator.survey(None)
-    used_after = {n: int(s.used_bytes or 0) for n, s in after.items()}
-    report.spread_after = _spread(replicator.targets(after, used_after))
-    return report
 
 
 def _spread(targets: Sequence[object]) -> float:
@@ -338,34 +316,27 @@ class GarbageReport:
 async def collect_garbage(
     sessions: AgentSessions, store: SqliteStore, hosts: Sequence[Host], check: bool = False
 ) -> GarbageReport:
-    """See ``_collect_garbage``; holds the data lock (alone)."""
-    async with data_lock(store, exclusive=True):
-        return await _collect_garbage(sessions, store, hosts, check)
-
-
-async def _collect_garbage(
-    sessions: AgentSessions, store: SqliteStore, hosts: Sequence[Host], check: bool = False
-) -> GarbageReport:
     """Delete, on every reachable host, the chunks that no dataset version references
     (left behind by `data rm` while a host was down, or by an abandoned put)."""
-    replicator = Replicator(sessions, hosts)
-    surveys = await replicator.survey(None)
-    referenced = store.data.referenced_hashes()
-    report = GarbageReport()
-    doomed: dict[str, list[str]] = {}
-    for name, survey in surveys.items():
-        extra = sorted(h for h in survey.present if h not in referenced)
-        if extra:
-            doomed[name] = extra
-            report.removed[name] = len(extra)
-            report.freed_bytes += sum(survey.present[h] for h in extra)
-    if not check:
-        replies = await replicator.request_all(
-            {n: {"op": "chunk-rm", "hashes": hs} for n, hs in doomed.items()}
-        )
-        for name, reply in replies.items():
-            if isinstance(reply, HostError):
-                report.problems[name] = reply.message
-    for name, error in replicator.dead.items():
-        report.problems.setdefault(name, error.message)
-    return report
+    async with data_lock(store, exclusive=True):
+        replicator = Replicator(sessions, hosts)
+        surveys = await replicator.survey(None)
+        referenced = store.data.referenced_hashes()
+        report = GarbageReport()
+        doomed: dict[str, list[str]] = {}
+        for name, survey in surveys.items():
+            extra = sorted(h for h in survey.present if h not in referenced)
+            if extra:
+                doomed[name] = extra
+                report.removed[name] = len(extra)
+                report.freed_bytes += sum(survey.present[h] for h in extra)
+        if not check:
+            replies = await replicator.request_all(
+                {n: {"op": "chunk-rm", "hashes": hs} for n, hs in doomed.items()}
+            )
+            for name, reply in replies.items():
+                if isinstance(reply, HostError):
+                    report.problems[name] = reply.message
+        for name, error in replicator.dead.items():
+            report.problems.setdefault(name, error.message)
+        return report
