@@ -15,6 +15,7 @@ from leptonctl.cli.progress import TransferBar
 from leptonctl.errors import UsageError
 from leptonctl.inventory.capacity import parse_size
 from leptonctl.services import copy as service
+from leptonctl.services.net import measured_graph
 from leptonctl.services.reconcile import open_sessions
 
 
@@ -45,17 +46,12 @@ def cp(
     async def main() -> service.CopyReport:
         with config.store() as store:
             async with open_sessions(config.transport(), store) as sessions:
-                graph = None
-                if store.links.load():
-                    from leptonctl.services.net import load_graph
-
-                    graph = load_graph(store, inventory.hosts, time.time())
                 return await service.copy(
                     sessions,
                     inventory,
                     src,
                     dst,
-                    graph=graph,
+                    graph=measured_graph(store, inventory.hosts, time.time()),
                     via=via,
                     direct=direct,
                     streams=streams,

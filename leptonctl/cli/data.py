@@ -7,19 +7,21 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
+from functools import cached_property
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from leptonctl.cli.context import Settings, run_async, settings
+from leptonctl.cli.context import run_async, settings
 from leptonctl.cli.progress import TransferBar
 from leptonctl.cli.status import LimitOption
 from leptonctl.core.datasets import parse_dataset_ref
 from leptonctl.errors import ExitCode, UsageError
-from leptonctl.inventory import Host
+from leptonctl.inventory import Host, Inventory
 from leptonctl.inventory.capacity import parse_size
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.services import datasets, replicas
+from leptonctl.services.net import measured_graph
 from leptonctl.services.reconcile import open_sessions
 from leptonctl.store.sqlite import SqliteStore
 
@@ -31,28 +33,44 @@ T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (no progress bar).")]
 
 
-def _with_sessions(
-    config: Settings,
-    store: SqliteStore,
-    hosts: Sequence[Host],
-    work: Callable[[AgentSessions, Any], Awaitable[T]],
-) -> T:
-    """Run ``work(sessions, graph)`` in the command's one event loop."""
+class _Cluster:
+    """What a data command works with: the store, the selected hosts, one agent session
+    per host (opened on first use), and the measured network (loaded on first use)."""
 
-    async def main() -> T:
-        async with open_sessions(config.transport(), store) as sessions:
-            return await work(sessions, _graph(store, hosts))
+    def __init__(
+        self,
+        sessions: AgentSessions,
+        store: SqliteStore,
+        inventory: Inventory,
+        hosts: tuple[Host, ...],
+    ) -> None:
+        self.sessions, self.store, self.inventory, self.hosts = sessions, store, inventory, hosts
 
-    return run_async(main())
+    @cached_property
+    def graph(self) -> Any:
+        return measured_graph(self.store, self.hosts, time.time())
+
+    def dataset(self, ref: str | None) -> str | None:
+        """The name in a NAME argument that must exist (None: every dataset)."""
+        if ref is None:
+            return None
+        name = parse_dataset_ref(ref)[0]
+        if not self.store.data.versions(name):
+            datasets.find_record(self.store, name, None)  # the helpful "no dataset" error
+        return name
 
 
-def _graph(store: SqliteStore, hosts: Sequence[Host]) -> Any:
-    """The measured network graph when `net probe` has run (chains are ordered on it)."""
-    if not store.links.load():
-        return None
-    from leptonctl.services.net import load_graph
+def _run(ctx: typer.Context, limit: str | None, work: Callable[[_Cluster], Awaitable[T]]) -> T:
+    """Run ``work`` on the hosts ``limit`` selects, in the command's one event loop."""
+    config = settings(ctx)
+    inventory, hosts = config.hosts(limit)
+    with config.store() as store:
 
-    return load_graph(store, hosts, time.time())
+        async def main() -> T:
+            async with open_sessions(config.transport(), store) as sessions:
+                return await work(_Cluster(sessions, store, inventory, hosts))
+
+        return run_async(main())
 
 
 def _print_json(doc: Any) -> None:
@@ -87,36 +105,27 @@ def put(
     size = parse_size(chunk_size)
     if size < 4096:
         raise UsageError(f"--chunk-size {chunk_size} is too small (at least 4 KiB)")
-    config = settings(ctx)
-    inventory, hosts = config.hosts(limit)
-    with config.store() as store:
-        report = _with_sessions(
-            config,
-            store,
-            hosts,
-            lambda sessions, graph: datasets.put(
-                sessions,
-                store,
-                inventory,
-                hosts,
-                source,
-                name,
-                replicas=replicas_,
-                chunk_size=size,
-                graph=graph,
-                progress=TransferBar.for_terminal("data", as_json),
-            ),
+    bar = TransferBar.for_terminal("data", as_json)
+
+    async def work(c: _Cluster) -> tuple[datasets.PutReport, datasets.RemoveReport | None]:
+        report = await datasets.put(
+            c.sessions,
+            c.store,
+            c.inventory,
+            c.hosts,
+            source,
+            name,
+            replicas=replicas_,
+            chunk_size=size,
+            graph=c.graph,
+            progress=bar,
         )
-        pruned = None
-        if keep_last is not None:
-            pruned = _with_sessions(
-                config,
-                store,
-                hosts,
-                lambda sessions, _graph: datasets.remove(
-                    sessions, store, hosts, name, None, keep_last=keep_last
-                ),
-            )
+        if keep_last is None:
+            return report, None
+        pruned = await datasets.remove(c.sessions, c.store, c.hosts, name, None, keep_last)
+        return report, pruned
+
+    report, pruned = _run(ctx, limit, work)
     if as_json:
         _print_json(asdict(report) | {"pruned": asdict(pruned) if pruned else None})
         return
@@ -145,23 +154,12 @@ def get(
 ) -> None:
     """Rebuild a dataset locally, verifying every chunk (falls over to another replica)."""
     name, version = parse_dataset_ref(ref)
-    config = settings(ctx)
-    _, hosts = config.hosts(limit)
-    with config.store() as store:
-        report = _with_sessions(
-            config,
-            store,
-            hosts,
-            lambda sessions, _graph: datasets.get(
-                sessions,
-                store,
-                hosts,
-                name,
-                version,
-                dest,
-                progress=TransferBar.for_terminal("data", as_json),
-            ),
-        )
+    bar = TransferBar.for_terminal("data", as_json)
+    report = _run(
+        ctx,
+        limit,
+        lambda c: datasets.get(c.sessions, c.store, c.hosts, name, version, dest, progress=bar),
+    )
     if as_json:
         _print_json(asdict(report))
         return
@@ -229,17 +227,11 @@ def rm(
     name, version = parse_dataset_ref(ref)
     if keep_last is not None and version is not None:
         raise UsageError("--keep-last takes a dataset name without @version")
-    config = settings(ctx)
-    _, hosts = config.hosts(limit)
-    with config.store() as store:
-        report = _with_sessions(
-            config,
-            store,
-            hosts,
-            lambda sessions, _graph: datasets.remove(
-                sessions, store, hosts, name, version, keep_last=keep_last
-            ),
-        )
+    report = _run(
+        ctx,
+        limit,
+        lambda c: datasets.remove(c.sessions, c.store, c.hosts, name, version, keep_last),
+    )
     if as_json:
         _print_json(asdict(report))
         return
@@ -268,18 +260,9 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Re-hash every replica where it lies; exit 4 if any is missing or corrupt."""
-    name = parse_dataset_ref(ref)[0] if ref else None
-    config = settings(ctx)
-    _, hosts = config.hosts(limit)
-    with config.store() as store:
-        if name is not None and not store.data.versions(name):
-            datasets.find_record(store, name, None)
-        report = _with_sessions(
-            config,
-            store,
-            hosts,
-            lambda sessions, _graph: replicas.verify(sessions, store, hosts, name),
-        )
+    report = _run(
+        ctx, limit, lambda c: replicas.verify(c.sessions, c.store, c.hosts, c.dataset(ref))
+    )
     if as_json:
         from leptonctl.render.documents import verify_document
 
@@ -307,18 +290,11 @@ def repair(
     as_json: JsonOption = False,
 ) -> None:
     """Delete corrupt copies and restore every chunk to K healthy replicas on live hosts."""
-    name = parse_dataset_ref(ref)[0] if ref else None
-    config = settings(ctx)
-    _, hosts = config.hosts(limit)
-    with config.store() as store:
-        if name is not None and not store.data.versions(name):
-            datasets.find_record(store, name, None)
-        report = _with_sessions(
-            config,
-            store,
-            hosts,
-            lambda sessions, graph: replicas.repair(sessions, store, hosts, name, graph),
-        )
+    report = _run(
+        ctx,
+        limit,
+        lambda c: replicas.repair(c.sessions, c.store, c.hosts, c.dataset(ref), c.graph),
+    )
     if as_json:
         _print_json(asdict(report) | {"healthy": report.healthy})
     else:
@@ -347,15 +323,9 @@ def rebalance(
     as_json: JsonOption = False,
 ) -> None:
     """Move replicas from full hosts to empty ones, never dropping below K."""
-    config = settings(ctx)
-    _, hosts = config.hosts(limit)
-    with config.store() as store:
-        report = _with_sessions(
-            config,
-            store,
-            hosts,
-            lambda sessions, _graph: replicas.rebalance(sessions, store, hosts, tolerance, check),
-        )
+    report = _run(
+        ctx, limit, lambda c: replicas.rebalance(c.sessions, c.store, c.hosts, tolerance, check)
+    )
     if as_json:
         _print_json(asdict(report))
         return
@@ -375,15 +345,9 @@ def gc(
     as_json: JsonOption = False,
 ) -> None:
     """Delete chunks on the hosts that no dataset version uses any more."""
-    config = settings(ctx)
-    _, hosts = config.hosts(limit)
-    with config.store() as store:
-        report = _with_sessions(
-            config,
-            store,
-            hosts,
-            lambda sessions, _graph: replicas.collect_garbage(sessions, store, hosts, check),
-        )
+    report = _run(
+        ctx, limit, lambda c: replicas.collect_garbage(c.sessions, c.store, c.hosts, check)
+    )
     if as_json:
         _print_json(asdict(report))
         return

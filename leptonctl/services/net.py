@@ -46,6 +46,14 @@ def load_graph(
     return graph
 
 
+def measured_graph(store: SqliteStore, hosts: Sequence[Host], now: float) -> nx.DiGraph | None:
+    """The graph once `net probe` has stored something, else None: replication chains and
+    `cp` then fall back to inventory order and direct links."""
+    if not store.links.load():
+        return None
+    return load_graph(store, hosts, now)
+
+
 def require_route(
     g: nx.DiGraph,
     src: str,
