@@ -2132,11 +2132,13 @@ class FilesSink:
         return self.fds[index]
 
     def verified(self, index):
-        """(offset, hash) pairs the journal of file ``index`` lists (read once)."""
+        """offset -> hashes that the journal of file ``index`` lists (read once)."""
         if index not in self.done:
             self.part(index)
-            entry = self.files[index]
-            self.done[index] = set(journal_entries(entry["path"] + ".lepton-part.done"))
+            entry, done = self.files[index], {}
+            for offset, digest in journal_entries(entry["path"] + ".lepton-part.done"):
+                done.setdefault(offset, set()).add(digest)
+            self.done[index] = done
         return self.done[index]
 
     def write(self, targets, position, block, digest):
@@ -2144,8 +2146,8 @@ class FilesSink:
         journal already lists as verified is never written again (a streamed frame, whose
         hash comes after its bytes, is matched by offset: its journal is of this source)."""
         for index, offset in targets:
-            done = self.verified(index)
-            if (offset, digest) in done or (digest is None and any(o == offset for o, _ in done)):
+            hashes = self.verified(index).get(offset)
+            if hashes and (digest is None or digest in hashes):
                 continue
             fd, view, at = self.part(index), memoryview(block), offset + position
             while view:
