@@ -3,6 +3,7 @@ routed around, and a relay that dies mid-copy is survived by a rerun."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -55,7 +56,15 @@ def test_probe_sees_the_slow_link_and_cp_routes_around_it(
     code, out = cli(capsys, *args, "net", "show", "--route", h1, h2, "--json")
     assert code == 0, out
     route = json.loads(out)
-    assert route["relayed"] and len(route["route"]) == 3
+    hops = list(itertools.pairwise(route["route"]))
+    # Relayed around the slow link. Which relay, and whether one or two, depends on the
+    # measured numbers: on a busy 2-CPU machine two fast hops can beat one by more than
+    # the hop penalty, and that route is the right choice for those numbers.
+    assert (
+        route["relayed"]
+        and (h1, h2) not in hops
+        and (route["route"][0], route["route"][-1]) == (h1, h2)
+    )
     assert route["expected_bps"] > 3 * route["direct_bps"]
 
     payload = os.urandom(3 << 20)
@@ -65,8 +74,8 @@ def test_probe_sees_the_slow_link_and_cp_routes_around_it(
     doc = json.loads(out)
     assert doc["route"] == route["route"] and doc["bytes"] == len(payload)
     assert lab.path_on(h2, "/tmp/routed.dst").read_bytes() == payload
-    relay = doc["route"][1]
-    assert not lab.path_on(relay, "/tmp/routed.dst").exists()  # relays store nothing
+    for relay in doc["route"][1:-1]:
+        assert not lab.path_on(relay, "/tmp/routed.dst").exists()  # relays store nothing
 
     code, out = cli(
         capsys, *args, "cp", "--direct", f"{h1}:/tmp/routed.src", f"{h2}:/tmp/direct.dst", "--json"
