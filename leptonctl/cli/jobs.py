@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 from leptonctl.cli.context import Settings, run_async, settings
 from leptonctl.cli.status import LimitOption
@@ -20,11 +19,12 @@ from leptonctl.core.jobspec import (
     expand_array,
     make_request,
     parse_array,
-    parse_batch,
+    parse_batch_text,
     parse_duration,
     parse_env,
     parse_estimates,
 )
+from leptonctl.core.safeyaml import read_source
 from leptonctl.errors import ExitCode, UsageError
 from leptonctl.inventory import Inventory
 from leptonctl.render.documents import dry_run_document, job_document, jobs_document
@@ -127,13 +127,7 @@ def submit(
 
 
 def _batch(path: Path) -> list[Submission]:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML: {exc}") from None
-    return parse_batch(document, str(path))
+    return parse_batch_text(read_source(path, "batch file"), str(path))
 
 
 def _wait(config: Settings, inventory: Inventory, store: SqliteStore, ids: list[int]) -> int:

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from leptonctl.core.jobspec import parse_duration
+from leptonctl.core.safeyaml import YamlLimitError, compose_yaml, construct_yaml
 from leptonctl.errors import LimitError, PlaybookError, UsageError
 from leptonctl.inventory import Inventory, fold_host_names, parse_size, select_hosts
 
@@ -152,11 +153,18 @@ class Playbook:
 def parse_playbook(text: str, source: str) -> Playbook:
     """Read one playbook; ``PlaybookError`` names the file, step and field of a mistake."""
     try:
-        document = yaml.safe_load(text)
+        root = compose_yaml(text)
+        document = construct_yaml(root)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise PlaybookError(f"not valid YAML: {exc}", source=source, line=line) from None
+        if isinstance(exc, yaml.MarkedYAMLError):
+            what = ": ".join(str(p) for p in (exc.context, exc.problem) if p) or str(exc)
+        else:
+            what = str(exc)
+        kind = "refused" if isinstance(exc, YamlLimitError) else "not valid YAML"
+        hint = exc.note if isinstance(exc, yaml.MarkedYAMLError) else None
+        raise PlaybookError(f"{kind}: {what}", source=source, line=line, hint=hint) from None
     if not isinstance(document, Mapping):
         raise PlaybookError("expected a mapping with a `steps:` list", source=source)
     unknown = [k for k in document if k not in PLAYBOOK_KEYS]
@@ -174,7 +182,7 @@ def parse_playbook(text: str, source: str) -> Playbook:
     steps = document.get("steps")
     if not isinstance(steps, list) or not steps:
         raise PlaybookError("must be a non-empty list of steps", source=source, field="steps")
-    lines = _step_lines(text)
+    lines = _step_lines(root)
     parsed = tuple(
         _step(entry, i + 1, source, lines[i] if i < len(lines) else None)
         for i, entry in enumerate(steps)
@@ -281,12 +289,8 @@ def _selector(value: Any, error: Callable[[str], PlaybookError]) -> str | None:
     raise error(f"must be a host selector (a string or a list of strings), got {value!r}")
 
 
-def _step_lines(text: str) -> list[int]:
+def _step_lines(root: yaml.Node | None) -> list[int]:
     """The line of each step (best effort: [] where the YAML has no steps list)."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return []
     if not isinstance(root, yaml.MappingNode):
         return []
     for key, value in root.value:

@@ -41,6 +41,7 @@ precedence place wins, and in the same place the ``ansible_*`` name wins):
 from __future__ import annotations
 
 import copy
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -51,7 +52,7 @@ from leptonctl.inventory.capacity import CapacityValueError, parse_capacity
 from leptonctl.inventory.model import DeclaredCapacity, Host, Inventory
 from leptonctl.inventory.raw import EncryptedValue, RawInventory, VarSet
 
-__all__ = ["FIELD_NAMES", "build_inventory"]
+__all__ = ["FIELD_NAMES", "build_inventory", "ssh_word_problem"]
 
 FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "address": ("ansible_host", "ansible_ssh_host", "host"),
@@ -69,6 +70,19 @@ FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "ssh_args": ("ansible_ssh_extra_args", "ansible_ssh_common_args"),
     "capacity": ("capacity",),
 }
+
+
+def ssh_word_problem(value: str) -> str | None:
+    """Why ``value`` cannot be handed to ssh as a host, user or jump host; None if it can."""
+    if not value:
+        return "is empty"
+    if value.startswith("-"):
+        return "starts with '-' (ssh would read it as an option)"
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return "contains whitespace or control characters"
+    return None
+
+
 CONNECTIONS = {"ssh": "ssh", "local": "local", "smart": "ssh"}
 DEFAULT_PYTHON = "python3"
 
@@ -121,6 +135,14 @@ def build_inventory(
         layers.append(raw_host.vars)
         layers += list(host_vars.get(name, ()))
         where = raw.source if raw_host.line is None else f"{raw.source}:{raw_host.line}"
+        problem = ssh_word_problem(name)
+        if problem is not None:  # without an address, ssh is handed the name
+            raise InventoryError(
+                f"host name {name!r} {problem}",
+                source=raw.source,
+                line=raw_host.line,
+                hint="name hosts with letters, digits, '.', '_' and '-' (not first)",
+            )
         hosts.append(_Resolver(name, layers).host(tuple(mine), where))
 
     return Inventory(
@@ -153,50 +175,67 @@ def _parents(raw: RawInventory) -> dict[str, list[str]]:
 
 
 def _check_cycles(raw: RawInventory) -> None:
+    """A depth-first walk with an explicit stack: a chain of thousands of groups is fine."""
     state: dict[str, int] = {}  # 1 = on the path, 2 = done
-    path: list[str] = []
-
-    def visit(name: str) -> None:
-        state[name] = 1
-        path.append(name)
-        grp = raw.groups[name]
-        for child in grp.children:
+    for root in raw.groups:
+        if root in state:
+            continue
+        state[root] = 1
+        path = [root]
+        stack = [iter(raw.groups[root].children)]
+        while stack:
+            name = path[-1]
+            child = next(stack[-1], None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                state[name] = 2
+                continue
             if state.get(child) == 1:
                 cycle = [*path[path.index(child) :], child]
                 raise InventoryError(
                     f"groups form a cycle: {' -> '.join(cycle)}",
                     source=raw.source,
-                    line=grp.child_lines.get(child),
+                    line=raw.groups[name].child_lines.get(child),
                     key=f"{name}.children",
                     hint="a group cannot (indirectly) be its own child",
                 )
             if child not in state:
-                visit(child)
-        path.pop()
-        state[name] = 2
+                state[child] = 1
+                path.append(child)
+                stack.append(iter(raw.groups[child].children))
 
-    for name in raw.groups:
-        if name not in state:
-            visit(name)
+
+def _topological(raw: RawInventory) -> list[str]:
+    """Groups with every parent before its children (the tree has no cycle)."""
+    waiting = {name: 0 for name in raw.groups}
+    for grp in raw.groups.values():
+        for child in grp.children:
+            waiting[child] += 1
+    ready = [name for name, count in waiting.items() if count == 0]
+    order: list[str] = []
+    while ready:
+        name = ready.pop()
+        order.append(name)
+        for child in raw.groups[name].children:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    return order
 
 
 def _depths(raw: RawInventory, parents: Mapping[str, list[str]]) -> dict[str, int]:
     depth: dict[str, int] = {"all": 0}
-
-    def of(name: str) -> int:
-        if name not in depth:
-            depth[name] = 1 + max(of(p) for p in parents[name])
-        return depth[name]
-
-    for name in raw.groups:
-        of(name)
+    for name in _topological(raw):
+        if name != "all":
+            depth[name] = 1 + max(depth[p] for p in parents[name])
     return depth
 
 
 def _priority(raw: RawInventory, name: str) -> int:
     grp = raw.groups[name]
     value = grp.vars.values.get("ansible_group_priority", 1)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InventoryError(
@@ -210,19 +249,15 @@ def _priority(raw: RawInventory, name: str) -> int:
 
 def _members(raw: RawInventory) -> dict[str, list[str]]:
     """Group -> every host in it or its descendants, in inventory order."""
-    memo: dict[str, set[str]] = {}
-
-    def of(name: str) -> set[str]:
-        if name not in memo:
-            grp = raw.groups[name]
-            found = set(grp.hosts)
-            for child in grp.children:
-                found |= of(child)
-            memo[name] = found
-        return memo[name]
-
+    found: dict[str, set[str]] = {}
+    for name in reversed(_topological(raw)):  # children first
+        grp = raw.groups[name]
+        hosts = set(grp.hosts)
+        for child in grp.children:
+            hosts |= found[child]
+        found[name] = hosts
     order = list(raw.hosts)
-    return {name: [h for h in order if h in of(name)] for name in raw.groups}
+    return {name: [h for h in order if h in found[name]] for name in raw.groups}
 
 
 # --------------------------------------------------------------------------
@@ -280,7 +315,7 @@ class _Resolver:
         if found is None:
             return None
         key, value = found
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip()):
             value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
             raise self.error(key, f"{key} must be a port number in 1..65535, got {value!r}")
@@ -341,17 +376,55 @@ class _Resolver:
             path = key if exc.key is None else f"{key}.{exc.key}"
             raise self.error(path, exc.message, hint=exc.hint) from None
 
+    def ssh_word(self, field: str, value: str | None, key: str | None = None) -> str | None:
+        """``value`` if it is safe where ssh reads it (a destination, a user, a jump host):
+        not an option (a leading ``-``) and no whitespace or control characters."""
+        if value is None:
+            return None
+        problem = ssh_word_problem(value)
+        if problem is not None:
+            found = None if key is not None else self.pick(field)
+            where = key or (found[0] if found else field)
+            raise self.error(
+                where,
+                f"{where} {value!r} {problem}",
+                hint="write a plain host name, address or user name; "
+                "a value that starts with '-' would be read by ssh as an option",
+            )
+        return value
+
+    def data_address(self) -> None:
+        value = self.values.get("data_address")
+        if value is None:
+            return
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(
+                "data_address", f"data_address must be a non-empty string, got {value!r}"
+            )
+        self.ssh_word("data_address", value, "data_address")
+
+    def jumps(self) -> str | None:
+        value = self.proxy_jump()
+        if value is None:
+            return None
+        key = "proxy_jump" if self.text("proxy_jump") is not None else "ssh_args"
+        for hop in value.split(","):
+            self.ssh_word(key, hop)
+            self.ssh_word(key, hop.rpartition("@")[2])
+        return value
+
     def host(self, groups: tuple[str, ...], source: str) -> Host:
+        self.data_address()
         return Host(
             name=self.name,
-            address=self.text("address"),
+            address=self.ssh_word("address", self.text("address")),
             port=self.port(),
-            user=self.text("user"),
+            user=self.ssh_word("user", self.text("user")),
             identity_file=self.text("identity_file"),
             connection=self.connection(),
             python=self.python(),
             data_dir=self.text("data_dir"),
-            proxy_jump=self.proxy_jump(),
+            proxy_jump=self.jumps(),
             groups=groups,
             vars=MappingProxyType(copy.deepcopy(self.values)),
             capacity=self.capacity(),

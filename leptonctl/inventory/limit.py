@@ -35,11 +35,13 @@ from collections.abc import Callable
 
 from leptonctl.errors import InventoryError, LimitError
 from leptonctl.inventory.model import Host, Inventory
-from leptonctl.inventory.ranges import expand_host_list, split_top_level
+from leptonctl.inventory.ranges import RangeTooLarge, expand_host_list, split_top_level
 
 __all__ = ["select_hosts", "split_limit"]
 
-_SUBSCRIPT = re.compile(r"^(?P<base>.+)\[(?:(?P<index>-?\d+)|(?P<start>-?\d*):(?P<end>-?\d*))\]$")
+_SUBSCRIPT = re.compile(
+    r"^(?P<base>.+)\[(?:(?P<index>-?[0-9]{1,18})|(?P<start>-?[0-9]{0,18}):(?P<end>-?[0-9]{0,18}))\]$"
+)
 _COLON_SPLIT = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
 _GLOB_CHARS = set("*?[")
 _RANGE_LIKE = re.compile(r"\[[^\]]*[:,][^\]]*\]")
@@ -147,6 +149,8 @@ def _by_names(inv: Inventory, test: Callable[[str], bool]) -> set[str] | None:
 def _by_range(inv: Inventory, atom: str, written: str) -> set[str] | None:
     try:
         names = expand_host_list(atom, source="--limit")
+    except RangeTooLarge as exc:
+        raise LimitError(f"--limit pattern {written!r}: {exc.detail}", hint=exc.hint) from None
     except InventoryError:
         return None
     known = set(inv.host_names)

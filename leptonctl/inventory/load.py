@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+from leptonctl.core.safeyaml import YamlLimitError, read_bounded_text
 from leptonctl.errors import InventoryError
 from leptonctl.inventory.build import build_inventory
 from leptonctl.inventory.ini_format import parse_ini_inventory
@@ -104,9 +105,17 @@ def load_inventory(path: str | os.PathLike[str] | None) -> Inventory:
 
 def _read(file: Path, source: str) -> str:
     try:
-        return file.read_text(encoding="utf-8")
+        return read_bounded_text(file)
+    except YamlLimitError as exc:
+        raise InventoryError(str(exc.problem), source=source) from None
     except UnicodeDecodeError as exc:
-        raise InventoryError(f"not UTF-8 text ({exc.reason})", source=source) from None
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise InventoryError(
+            f"not UTF-8 text ({exc.reason})",
+            source=source,
+            line=line,
+            hint="save the file as UTF-8",
+        ) from None
     except OSError as exc:
         raise InventoryError(f"cannot read: {exc.strerror or exc}", source=source) from None
 

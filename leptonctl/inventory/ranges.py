@@ -31,10 +31,13 @@ import itertools
 import re
 import string
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from leptonctl.errors import InventoryError
 
 __all__ = [
+    "MAX_HOSTS",
+    "RangeTooLarge",
     "expand_host_list",
     "expand_host_pattern",
     "fold_host_names",
@@ -43,6 +46,11 @@ __all__ = [
 ]
 
 _HEXISH = set(string.hexdigits + ":.")
+MAX_HOSTS = 100_000  # hosts one range, one --limit list, or one inventory may name
+
+
+class RangeTooLarge(InventoryError):
+    """A host range or list that would name more than :data:`MAX_HOSTS` hosts."""
 
 
 def has_range(pattern: str) -> bool:
@@ -56,11 +64,12 @@ def expand_host_pattern(
     """Expand every ``[...]`` of ``pattern`` (see the module doc) into host names.
 
     A pattern without brackets expands to itself.  Errors raise
-    :class:`InventoryError` located at ``source``/``line``.
+    :class:`InventoryError` located at ``source``/``line``; a pattern of more
+    than :data:`MAX_HOSTS` names raises :class:`RangeTooLarge` before any is built.
     """
     if not pattern:
         raise InventoryError("empty host name", source=source, line=line)
-    pieces: list[list[str]] = []
+    pieces: list[list[_Item]] = []
     pos = 0
     while pos < len(pattern):
         open_at = pattern.find("[", pos)
@@ -68,7 +77,7 @@ def expand_host_pattern(
         if open_at < 0:
             if close_at >= 0:
                 raise _range_error(pattern, "']' without a matching '['", source, line)
-            pieces.append([pattern[pos:]])
+            pieces.append([_Item.word(pattern[pos:])])
             break
         if 0 <= close_at < open_at:
             raise _range_error(pattern, "']' without a matching '['", source, line)
@@ -79,10 +88,21 @@ def expand_host_pattern(
         if "[" in inner:
             raise _range_error(pattern, "nested '['", source, line)
         if open_at > pos:
-            pieces.append([pattern[pos:open_at]])
-        pieces.append(_expand_items(pattern, inner, source, line))
+            pieces.append([_Item.word(pattern[pos:open_at])])
+        pieces.append(_parse_items(pattern, inner, source, line))
         pos = end + 1
-    return ["".join(combo) for combo in itertools.product(*pieces)]
+    total = 1
+    for piece in pieces:
+        total *= sum(item.count for item in piece)
+        if total > MAX_HOSTS:
+            raise RangeTooLarge(
+                f"the host range {pattern[:80]!r} names more than {MAX_HOSTS:,} hosts",
+                source=source,
+                line=line,
+                hint="an inventory holds at most 100,000 hosts; check the range's bounds",
+            )
+    expanded = [[name for item in piece for name in item.names()] for piece in pieces]
+    return ["".join(combo) for combo in itertools.product(*expanded)]
 
 
 def expand_host_list(text: str, *, source: str = "<pattern>", line: int | None = None) -> list[str]:
@@ -98,6 +118,10 @@ def expand_host_list(text: str, *, source: str = "<pattern>", line: int | None =
             if name not in seen:
                 seen.add(name)
                 names.append(name)
+        if len(names) > MAX_HOSTS:
+            raise RangeTooLarge(
+                f"the host list names more than {MAX_HOSTS:,} hosts", source=source, line=line
+            )
     return names
 
 
@@ -127,14 +151,44 @@ def _range_error(pattern: str, why: str, source: str, line: int | None) -> Inven
     )
 
 
-def _expand_items(pattern: str, inner: str, source: str, line: int | None) -> list[str]:
-    out: list[str] = []
+@dataclass(frozen=True)
+class _Item:
+    """One item inside brackets (or a literal piece): its size is known before it is built."""
+
+    start: int
+    stop: int  # inclusive
+    step: int
+    width: int = 0  # zero-padding width of numbers; 0: none
+    letters: bool = False
+    text: str | None = None  # a literal word
+
+    @staticmethod
+    def word(text: str) -> _Item:
+        return _Item(0, 0, 1, text=text)
+
+    @property
+    def count(self) -> int:
+        return 1 if self.text is not None else (self.stop - self.start) // self.step + 1
+
+    def names(self) -> list[str]:
+        if self.text is not None:
+            return [self.text]
+        if self.letters:
+            return list(string.ascii_letters[self.start : self.stop + 1 : self.step])
+        return [str(n).zfill(self.width) for n in range(self.start, self.stop + 1, self.step)]
+
+
+_MAX_DIGITS = 18  # a range bound fits in 64 bits
+
+
+def _parse_items(pattern: str, inner: str, source: str, line: int | None) -> list[_Item]:
+    out: list[_Item] = []
     for item in inner.split(","):
         item = item.strip()
         if not item:
             raise _range_error(pattern, "empty item inside brackets", source, line)
         if ":" not in item:
-            out.append(item)
+            out.append(_Item.word(item))
             continue
         fields = item.split(":")
         if len(fields) > 3:
@@ -143,17 +197,18 @@ def _expand_items(pattern: str, inner: str, source: str, line: int | None) -> li
         step_text = fields[2] if len(fields) == 3 else "1"
         if not end:
             raise _range_error(pattern, "the range has no end", source, line)
-        if not step_text.isdigit() or int(step_text) < 1:
+        if not _is_number(step_text) or int(step_text) < 1:
             raise _range_error(
                 pattern, f"the stride {step_text!r} is not a positive integer", source, line
             )
         step = int(step_text)
-        if begin.isdigit() and end.isdigit():
+        if _is_number(begin) and _is_number(end):
             lo, hi = int(begin), int(end)
             if lo > hi:
                 raise _range_error(
                     pattern, f"the start {begin} is after the end {end}", source, line
                 )
+            width = 0
             if begin[0] == "0" and len(begin) > 1:
                 width = len(begin)
                 if len(end) != width:
@@ -163,9 +218,7 @@ def _expand_items(pattern: str, inner: str, source: str, line: int | None) -> li
                         source,
                         line,
                     )
-                out.extend(str(n).zfill(width) for n in range(lo, hi + 1, step))
-            else:
-                out.extend(str(n) for n in range(lo, hi + 1, step))
+            out.append(_Item(lo, hi, step, width))
         elif (
             len(begin) == 1
             and len(end) == 1
@@ -177,15 +230,20 @@ def _expand_items(pattern: str, inner: str, source: str, line: int | None) -> li
                 raise _range_error(
                     pattern, f"the start {begin!r} is after the end {end!r}", source, line
                 )
-            out.extend(string.ascii_letters[lo : hi + 1 : step])
+            out.append(_Item(lo, hi, step, letters=True))
         else:
             raise _range_error(
                 pattern,
-                f"[{item}]: both bounds must be numbers, or both single letters",
+                f"[{item}]: both bounds must be numbers (at most {_MAX_DIGITS} digits), "
+                "or both single letters",
                 source,
                 line,
             )
     return out
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS
 
 
 def _looks_ipv6(text: str) -> bool:
@@ -239,7 +297,7 @@ def _outside_brackets(text: str) -> list[str]:
 
 
 def _port(text: str, whole: str, source: str, line: int | None) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not _is_number(text) or not 1 <= int(text) <= 65535:
         raise InventoryError(
             f"bad port in {whole!r}: {text!r} is not a number in 1..65535",
             source=source,

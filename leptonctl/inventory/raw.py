@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from leptonctl.errors import InventoryError
+from leptonctl.inventory.ranges import MAX_HOSTS
+
 __all__ = ["EncryptedValue", "RawGroup", "RawHost", "RawInventory", "VarSet"]
 
 
@@ -109,6 +112,13 @@ class RawInventory:
     def add_host(self, name: str, group: str, line: int | None) -> RawHost:
         host = self.hosts.get(name)
         if host is None:
+            if len(self.hosts) >= MAX_HOSTS:
+                raise InventoryError(
+                    f"more than {MAX_HOSTS:,} hosts",
+                    source=self.source,
+                    line=line,
+                    hint="split the cluster into several inventories",
+                )
             host = RawHost(name=name, line=line, vars=VarSet(self.source))
             self.hosts[name] = host
         grp = self.group(group)

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from leptonctl.core.safeyaml import BoundedLoader, YamlLimitError
 from leptonctl.errors import InventoryError
 from leptonctl.inventory.ranges import expand_host_pattern, split_host_port
 from leptonctl.inventory.raw import EncryptedValue, RawGroup, RawInventory, VarSet
@@ -42,8 +43,9 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also knows Ansible's ``!unsafe`` and ``!vault`` tags."""
+class _Loader(BoundedLoader):
+    """The bounded safe loader (:mod:`leptonctl.core.safeyaml`) that also knows Ansible's
+    ``!unsafe`` and ``!vault`` tags."""
 
 
 def _construct_unsafe(loader: yaml.SafeLoader, node: Node) -> Any:
@@ -78,18 +80,21 @@ def _line(node: Node) -> int:
 class _Walker:
     def __init__(self, text: str, source: str) -> None:
         self.source = source
-        self.loader = _Loader(text)
+        self.text = text
+        self.loader = _Loader("")
         self.checked: set[int] = set()
 
     def compose(self) -> Node | None:
         try:
+            self.loader = _Loader(self.text)
             return self.loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = None if mark is None else mark.line + 1
             what = ": ".join(str(p) for p in (exc.context, exc.problem) if p)
+            kind = "refused" if isinstance(exc, YamlLimitError) else "YAML syntax error"
             raise InventoryError(
-                f"YAML syntax error: {what or exc}", source=self.source, line=line
+                f"{kind}: {what or exc}", source=self.source, line=line, hint=exc.note
             ) from None
         except yaml.YAMLError as exc:
             raise InventoryError(f"YAML error: {exc}", source=self.source) from None

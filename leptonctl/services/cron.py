@@ -31,6 +31,7 @@ _FIELD = re.compile(r"^[0-9A-Za-z*/,\-]+$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MARKER = re.compile(r"\s#\sleptonctl:(?P<name>[A-Za-z0-9_.-]+):(?P<schedule>[a-z]+)\s*$")
 _TIMEOUT = 30.0
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ def check_name(name: str) -> str:
 
 
 def entry_command(target: CronTarget, playbooks: Sequence[str]) -> str:
+    """The shell command of an entry: every word quoted, every ``%`` escaped, and no control
+    character anywhere (a newline in a path would end the line and start a second entry)."""
     argv = [str(target.python), "-m", "leptonctl"]
     if target.inventory is not None:
         argv += ["-i", str(target.inventory)]
@@ -85,8 +88,32 @@ def entry_command(target: CronTarget, playbooks: Sequence[str]) -> str:
     if target.metrics_dir is not None:
         argv += ["--metrics-dir", str(target.metrics_dir)]
     argv += list(playbooks)
+    for word in [*argv, str(target.log)]:
+        if _CONTROL.search(word):
+            raise UsageError(
+                f"{word!r} contains a control character: it cannot be written to a crontab",
+                hint="use paths without newlines, tabs or other control characters",
+            )
     line = " ".join(shlex.quote(a) for a in argv) + f" >> {shlex.quote(str(target.log))} 2>&1"
     return line.replace("%", "\\%")  # an unescaped % ends a cron command
+
+
+def prepare_directories(target: CronTarget) -> list[Path]:
+    """Create (mode 0700) the directories the entry writes into, so that the first tick on a
+    fresh machine does not fail in the shell before leptonctl starts; returns those made."""
+    made: list[Path] = []
+    for path in (target.state, target.lock, target.log):
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LeptonError(
+                f"cannot create {path.parent} for the crontab entry: {exc.strerror or exc}"
+            ) from None
+        for directory in reversed(missing):
+            directory.chmod(0o700)  # mkdir's mode is masked by the umask
+            made.append(directory)
+    return made
 
 
 def build_entries(target: CronTarget, when: Mapping[str, str], name: str) -> list[CronEntry]:
@@ -188,6 +215,8 @@ def _crontab(binary: str, args: list[str], text: str | None) -> subprocess.Compl
 
 def install(target: CronTarget, when: Mapping[str, str], name: str) -> list[CronEntry]:
     entries = build_entries(target, when, name)
+    if entries:
+        prepare_directories(target)
     current = read_crontab()
     updated = with_entries(without_stale(current, entries, name), entries, name)
     if updated != current:

@@ -33,6 +33,7 @@ from leptonctl.core.metrics import (
     render_metrics,
 )
 from leptonctl.core.playbook import PlannedStep, Playbook, about, parse_playbook, plan_run
+from leptonctl.core.safeyaml import read_source
 from leptonctl.errors import ExitCode, LeptonError, StateError, UsageError
 from leptonctl.inventory import Inventory
 from leptonctl.remote.transport import TransportOptions
@@ -123,11 +124,7 @@ def load_playbooks(refs: Sequence[str]) -> list[Playbook]:
             )
     books = []
     for path in files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot read the playbook {path}: {exc}") from exc
-        books.append(parse_playbook(text, str(path)))
+        books.append(parse_playbook(read_source(path, "playbook"), str(path)))
     return books
 
 
