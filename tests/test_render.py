@@ -86,9 +86,9 @@ def test_status_document_is_json_with_stable_keys() -> None:
 
 def test_fold_outputs_groups_identical_results_in_inventory_order() -> None:
     outputs = [
-        HostOutput("h3", 0, "ok\n", ""),
-        HostOutput("h1", 0, "ok\n", ""),
-        HostOutput("h2", 1, "", "boom\n"),
+        HostOutput("h3", 0, b"ok\n", b""),
+        HostOutput("h1", 0, b"ok\n", b""),
+        HostOutput("h2", 1, b"", b"boom\n"),
     ]
     groups = fold_outputs(outputs, {"h1": 0, "h2": 1, "h3": 2})
     assert [(g.hosts, g.exit_status) for g in groups] == [(("h1", "h3"), 0), (("h2",), 1)]
@@ -102,7 +102,7 @@ def test_exec_report_and_document() -> None:
     }
     order = ["h1", "h2", "h3"]
     groups, errors = output_groups(results, order)
-    text = rendered(exec_report(groups, errors))
+    text = b"".join(exec_report(groups, errors)).decode()
     assert text.count("up 3 days") == 1 and "h[1:2] (2) · exit 0" in text
     assert "h3 · unreachable" in text
     doc = exec_document("uptime", results, order)

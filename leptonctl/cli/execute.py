@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import os
+import sys
+from typing import Annotated, TextIO
 
 import typer
 
@@ -36,13 +38,19 @@ def exec_command(
     if as_json:
         print(json.dumps(exec_document(line, results, order), indent=2))
     else:
-        from rich.console import Console  # rich only where output is printed
-
         from leptonctl.render.execute import exec_report, output_groups
 
         groups, errors = output_groups(results, order)
-        Console(highlight=False).print(exec_report(groups, errors))
+        sys.stdout.flush()
+        out = sys.stdout.buffer  # the hosts' bytes as they wrote them: no decoding, no wrapping
+        out.writelines(exec_report(groups, errors, color=_colour(sys.stdout)))
+        out.flush()
     if any(isinstance(r, HostError) for r in results.values()):
         raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
     if any(isinstance(r, RunResult) and not r.ok for r in results.values()):
         raise typer.Exit(int(ExitCode.COMMAND_FAILED))
+
+
+def _colour(stream: TextIO) -> bool:
+    """Colour the headers on a terminal, unless NO_COLOR is set (https://no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")

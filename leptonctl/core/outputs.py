@@ -10,23 +10,24 @@ from dataclasses import dataclass
 class HostOutput:
     host: str
     exit_status: int | None
-    stdout: str
-    stderr: str
+    stdout: bytes  # exactly as the command wrote it
+    stderr: bytes
 
 
 @dataclass(frozen=True)
 class OutputGroup:
-    """Hosts that printed exactly the same thing and exited the same way."""
+    """Hosts that printed exactly the same bytes and exited the same way."""
 
     hosts: tuple[str, ...]
     exit_status: int | None
-    stdout: str
-    stderr: str
+    stdout: bytes
+    stderr: bytes
 
 
 def fold_outputs(outputs: Sequence[HostOutput], order: Mapping[str, int]) -> list[OutputGroup]:
-    """Group identical outputs; groups follow the position of their first host in ``order``."""
-    groups: dict[tuple[int | None, str, str], list[str]] = {}
+    """Group identical outputs; groups follow the position of their first host in ``order``.
+    Linear in the size of the output (one hash of each host's bytes)."""
+    groups: dict[tuple[int | None, bytes, bytes], list[str]] = {}
     for out in sorted(outputs, key=lambda o: order.get(o.host, len(order))):
         groups.setdefault((out.exit_status, out.stdout, out.stderr), []).append(out.host)
     return [

@@ -37,7 +37,13 @@ from leptonctl.remote.transport import (
     Stream,
     TransportOptions,
     decode_output,
+    finished,
+    group_command,
+    kill_group_command,
+    timed_out,
 )
+
+_PIPE = asyncssh.PIPE
 
 NewHostKeyCallback = Callable[[str, str, str], None]  # (inventory host, known_hosts name, key line)
 
@@ -73,28 +79,70 @@ class _HostKeyPolicy(asyncssh.SSHClient):
 class SshConnection:
     """One asyncssh connection to one inventory host, reused for the whole command."""
 
-    def __init__(self, host: str, conn: asyncssh.SSHClientConnection) -> None:
+    def __init__(
+        self, host: str, conn: asyncssh.SSHClientConnection, python: str = "python3"
+    ) -> None:
         self.host = host
         self._conn = conn
+        self._python = python  # runs the wrapper of ``run(..., group=True)``
 
-    async def run(self, command: str, *, input: bytes | None = None, timeout: float) -> RunResult:
+    async def run(
+        self, command: str, *, input: bytes | None = None, timeout: float, group: bool = False
+    ) -> RunResult:
+        line = group_command(self._python, command) if group else command
         try:
-            result = await self._conn.run(
-                command, input=input, timeout=timeout, check=False, encoding=None
+            process = await self._conn.create_process(
+                line,
+                input=input or None,
+                stdin=_PIPE if input else asyncssh.DEVNULL,  # end-of-file, not an open pipe
+                encoding=None,
             )
-        except asyncssh.TimeoutError:
-            raise TimedOut(
-                self.host,
-                f"`{command}` did not finish within {timeout:g} s",
-                hint="raise --timeout, or look at what the command waits for",
-            ) from None
         except (asyncssh.Error, OSError) as exc:
             raise _lost(self.host, exc) from exc
-        status = result.exit_status
+        pgid: list[int] = []
+        try:
+            out, err = await asyncio.wait_for(
+                self._collect(process, pgid if group else None), timeout
+            )
+        except asyncio.TimeoutError:
+            await self._kill(process, pgid)
+            raise timed_out(self.host, command, timeout) from None
+        except (asyncssh.Error, OSError) as exc:
+            process.close()
+            raise _lost(self.host, exc) from exc
+        except BaseException:  # interrupted (Ctrl-C cancels the task): kill what runs there
+            await asyncio.shield(self._kill(process, pgid))
+            raise
+        status = process.exit_status
         if status is not None and status < 0:  # asyncssh reports -1 when killed by a signal
             status = None
-        out, err = decode_output(result.stdout), decode_output(result.stderr)
-        return RunResult(self.host, command, status, out, err)
+        return finished(self.host, command, status, out, err)
+
+    @staticmethod
+    async def _collect(
+        process: asyncssh.SSHClientProcess[bytes], pgid: list[int] | None
+    ) -> tuple[bytes, bytes]:
+        """stdout and stderr to the end; with ``pgid``, first the group id line the wrapper
+        writes (absent when the wrapper could not start: then the shell's error is all)."""
+        if pgid is not None:
+            first = await process.stdout.readline()
+            if first.strip().isdigit():
+                pgid.append(int(first))
+            else:  # not our line: keep it as output
+                rest, err = await process.communicate()
+                return bytes(first) + bytes(rest or b""), bytes(err or b"")
+        out, err = await process.communicate()
+        return bytes(out or b""), bytes(err or b"")
+
+    async def _kill(self, process: asyncssh.SSHClientProcess[bytes], pgid: list[int]) -> None:
+        """Kill the command's process group on the host (best effort), then the channel."""
+        if pgid and process.exit_status is None:
+            with contextlib.suppress(asyncssh.Error, OSError, asyncio.TimeoutError):
+                kill = await self._conn.create_process(
+                    kill_group_command(pgid[0]), stdin=asyncssh.DEVNULL, encoding=None
+                )
+                await kill.wait(timeout=5.0)
+        process.close()
 
     async def start(self, command: str) -> Stream:
         try:
@@ -237,7 +285,7 @@ async def connect_ssh(
         _append_known_host(user_known_hosts(), f"{name} {key}")
         if on_new_host_key is not None:
             on_new_host_key(host.name, name, key)
-    return SshConnection(host.name, conn)
+    return SshConnection(host.name, conn, host.python)
 
 
 def _connect_error(

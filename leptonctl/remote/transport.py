@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,17 +36,30 @@ class TransportOptions:
 
 @dataclass(frozen=True)
 class RunResult:
-    """A finished remote command, like ``subprocess.CompletedProcess``."""
+    """A finished remote command, like ``subprocess.CompletedProcess``.
+
+    ``stdout``/``stderr`` are decoded (invalid UTF-8 replaced); ``raw_stdout``/``raw_stderr``
+    hold the bytes exactly as the command wrote them, for callers that pass output on."""
 
     host: str
     command: str
     exit_status: int | None
     stdout: str
     stderr: str
+    raw_stdout: bytes | None = field(default=None, repr=False, compare=False)
+    raw_stderr: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.exit_status == 0
+
+    @property
+    def stdout_bytes(self) -> bytes:
+        return self.stdout.encode() if self.raw_stdout is None else self.raw_stdout
+
+    @property
+    def stderr_bytes(self) -> bytes:
+        return self.stderr.encode() if self.raw_stderr is None else self.raw_stderr
 
     def check(self) -> RunResult:
         if not self.ok:
@@ -96,8 +110,15 @@ class PeerInfo:
 class Connection(Protocol):
     host: str
 
-    async def run(self, command: str, *, input: bytes | None = None, timeout: float) -> RunResult:
-        """Run ``command`` through the host's shell; never raises for a non-zero exit."""
+    async def run(
+        self, command: str, *, input: bytes | None = None, timeout: float, group: bool = False
+    ) -> RunResult:
+        """Run ``command`` through the host's shell; never raises for a non-zero exit.
+
+        Its stdin is ``input`` then end-of-file (at once, without ``input``).  With
+        ``group``, ``command`` runs under ``/bin/sh`` in a session of its own on the host,
+        and a timeout or an interrupt (cancellation) kills that whole process group there
+        before ``TimedOut`` or the cancellation goes on: nothing is left running."""
         ...
 
     async def start(self, command: str) -> Stream: ...
@@ -121,7 +142,10 @@ class LocalConnection:
     def __init__(self, host: str) -> None:
         self.host = host
 
-    async def run(self, command: str, *, input: bytes | None = None, timeout: float) -> RunResult:
+    async def run(
+        self, command: str, *, input: bytes | None = None, timeout: float, group: bool = False
+    ) -> RunResult:
+        # Every local command has its own session already: ``group`` changes nothing here.
         stdin = asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL
         proc = await _shell(command, stdin, asyncio.subprocess.PIPE)
         try:
@@ -129,13 +153,12 @@ class LocalConnection:
         except asyncio.TimeoutError:
             _kill_group(proc)
             await proc.wait()
-            raise TimedOut(
-                self.host,
-                f"`{command}` did not finish within {timeout:g} s",
-                hint="raise --timeout, or look at what the command waits for",
-            ) from None
+            raise timed_out(self.host, command, timeout) from None
+        except BaseException:  # interrupted (Ctrl-C cancels the command's task): leave nothing
+            _kill_group(proc)
+            raise
         status = proc.returncode if proc.returncode is not None and proc.returncode >= 0 else None
-        return RunResult(self.host, command, status, decode_output(out), decode_output(err))
+        return finished(self.host, command, status, out, err)
 
     async def start(self, command: str) -> Stream:
         proc = await _shell(command, asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL)
@@ -240,6 +263,42 @@ async def _shell(command: str, stdin: int, stderr: int) -> asyncio.subprocess.Pr
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def timed_out(host: str, command: str, timeout: float) -> TimedOut:
+    return TimedOut(
+        host,
+        f"`{command}` did not finish within {timeout:g} s (it was killed)",
+        hint="raise --timeout, or look at what the command waits for",
+    )
+
+
+def finished(host: str, command: str, status: int | None, out: bytes, err: bytes) -> RunResult:
+    return RunResult(
+        host, command, status, decode_output(out), decode_output(err), bytes(out), bytes(err)
+    )
+
+
+# Run a command line in a process group of its own on the host (a new session, unless sshd
+# made it a group leader already), after writing that group's id on the first line of stdout.  The line is read by the host user's login
+# shell, whatever it is (sh, bash, tcsh...), so it is one simple command with single-quoted
+# words free of ``!`` and newlines; the command itself travels hex-encoded.
+_GROUP_WRAPPER = (
+    "import os,sys;os.getpgrp()==os.getpid() or os.setsid();"
+    "sys.stdout.write(str(os.getpgrp())+chr(10));sys.stdout.flush();"
+    'os.execv("/bin/sh",["sh","-c",bytes.fromhex(sys.argv[1])])'
+)
+
+
+def group_command(python: str, command: str) -> str:
+    """The remote line that runs ``command`` under ``/bin/sh`` in a session of its own."""
+    encoded = command.encode("utf-8", "surrogateescape").hex()
+    return f"exec {shlex.quote(python)} -c {shlex.quote(_GROUP_WRAPPER)} {encoded}"
+
+
+def kill_group_command(pgid: int) -> str:
+    """A line for any login shell that kills a process group on the host."""
+    return "/bin/sh -c " + shlex.quote(f"kill -s KILL -- -{int(pgid)}")
 
 
 def decode_output(data: bytes | str | None) -> str:

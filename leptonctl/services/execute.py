@@ -30,8 +30,10 @@ async def run_everywhere(
     store: SqliteStore,
     clock: Callable[[], float] = time.time,
 ) -> dict[str, RunResult | HostError]:
+    """Run ``command`` on every host, stdin at end-of-file.  A command that outlives
+    ``--timeout``, or an interrupted exec, has its whole process group killed there."""
     async def run(host: Host, conn: Connection) -> RunResult:
-        return await conn.run(command, timeout=options.command_timeout)
+        return await conn.run(command, timeout=options.command_timeout, group=True)
 
     async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
         return await pool.fan_out(hosts, run)

@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -26,7 +27,7 @@ from leptonctl.core.health import (
 )
 from leptonctl.core.playbook import PlannedStep
 from leptonctl.core.scheduler import dispatch
-from leptonctl.errors import AgentError, HostError
+from leptonctl.errors import AgentError, HostError, TimedOut
 from leptonctl.inventory import Host, Inventory
 from leptonctl.remote.agent import agent_source
 from leptonctl.remote.transport import Connection, RunResult
@@ -371,6 +372,14 @@ async def run_resume(ctx: RunContext, planned: PlannedStep) -> StepResult:
 # -- shell ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Late:
+    """A shell command that outlived its timeout: a failed step on that host (it was
+    killed there), not a host that is down."""
+
+    error: TimedOut
+
+
 def creates_test(path: str) -> str:
     """``test -e PATH``, with a leading ``~/`` meaning the remote home."""
     if path == "~":
@@ -387,18 +396,23 @@ async def run_shell(ctx: RunContext, planned: PlannedStep) -> StepResult:
     command, creates = str(args["command"]), args["creates"]
     timeout = float(args["timeout"] or ctx.options.command_timeout)
 
-    async def one(host: Host, conn: Connection) -> RunResult | None:
+    async def one(host: Host, conn: Connection) -> RunResult | _Late | None:
         if creates:
             guard = await conn.run(creates_test(str(creates)), timeout=timeout)
             if guard.exit_status == 0:
                 return None
-        return await conn.run(command, timeout=timeout)
+        try:
+            return await conn.run(command, timeout=timeout, group=True)
+        except TimedOut as late:  # the host answered; the command did not finish: a failure
+            return _Late(late)
 
     outcomes = await ctx.live().pool.fan_out(ctx.hosts(planned.hosts), one)
     ctx.note_reached(outcomes)
     result = StepResult(planned)
     for name, outcome in outcomes.items():
-        if isinstance(outcome, HostError):
+        if isinstance(outcome, _Late):
+            result.hosts[name] = HostResult("failed", f"timed out after {timeout:g} s (killed)")
+        elif isinstance(outcome, HostError):
             result.hosts[name] = HostResult("down", outcome.message)
         elif outcome is None:
             result.hosts[name] = HostResult("skipped", f"{creates} exists")
