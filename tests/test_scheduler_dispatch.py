@@ -12,6 +12,7 @@ from leptonctl.core.scheduler import (
     Running,
     dispatch,
 )
+from leptonctl.core.scheduler.dispatch import queue_order
 
 GiB = 2**30
 
@@ -277,3 +278,19 @@ def test_no_backfill_past_a_job_whose_resources_never_free() -> None:
     held = running("r", "g1", gpus=(0,), started=0.0, walltime=None)
     jobs = [Job("top", Request(gpus=2), priority=10), Job("small", Request(gpus=1), walltime=1)]
     assert dispatch(jobs, [node], [held], {}, 0.0).start == ()
+
+
+def test_jobs_of_one_submit_start_in_numeric_id_order_not_string_order() -> None:
+    """An array or batch shares one submit time: ``[10]`` comes after ``[9]``, not ``[1]``."""
+    pending = [job(str(i), cpus=1) for i in (10, 9, 1, 11, 2, 0)]
+    result = dispatch(pending, [cpu_node("c1", cpus=3)], [], {}, 0.0)
+    assert [a.job_id for a in result.start] == ["0", "1", "2"]
+    assert [j.id for j in queue_order(pending)] == ["0", "1", "2", "9", "10", "11"]
+
+
+def test_a_job_with_no_usable_host_says_what_is_wrong_with_or_without_limit() -> None:
+    (doomed,) = dispatch([job("1")], [], [], {}, 0.0).doomed
+    assert "--limit" not in doomed.reason and "leptonctl status" in doomed.reason
+    limited = Job("2", Request(), hosts=frozenset({"b"}))
+    (doomed,) = dispatch([limited], [cpu_node("a")], [], {}, 0.0).doomed
+    assert "--limit" in doomed.reason and "leptonctl status" in doomed.reason

@@ -123,6 +123,7 @@ def probe(
         print(json.dumps(doc, indent=2))
     else:
         from rich.console import Console
+        from rich.text import Text
 
         console = Console()
         console.print(_links_view(graph, [h.name for h in hosts], time.time(), console.width))
@@ -135,7 +136,7 @@ def probe(
             )
         )
         for name, why in sorted(report.unreachable_hosts.items()):
-            console.print(f"[yellow]{name}: not reachable from here ({why})[/]")
+            console.print(Text(f"{name}: not reachable from here ({why})", style="yellow"))
     if report.unreachable_hosts:
         raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
 

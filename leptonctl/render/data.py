@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from leptonctl.core.datasets import VerifyReport
+from leptonctl.render.text import add_row
 from leptonctl.render.units import human_bytes
 from leptonctl.store.data import DatasetRecord
 
@@ -22,7 +23,8 @@ def datasets_table(records: Sequence[DatasetRecord], replicas: Replicas) -> Tabl
     table.add_column("CREATED")
     for record in records:
         hashes = record.manifest.hashes()
-        table.add_row(
+        add_row(
+            table,
             record.name,
             str(record.version),
             _state(record.state),
@@ -60,7 +62,7 @@ def dataset_table(record: DatasetRecord, replicas: Replicas) -> Table:
             else:
                 hosts.append(f"{host}({states[host]})", style="red")
         ok = sum(1 for s in states.values() if s == "ok")
-        table.add_row(digest[:12], human_bytes(size), hosts, _health(ok, record.replicas))
+        add_row(table, digest[:12], human_bytes(size), hosts, _health(ok, record.replicas))
     return table
 
 
@@ -70,7 +72,8 @@ def verify_table(report: VerifyReport) -> Table:
     for column in ("CHUNK", "HOST", "PROBLEM", "DETAIL"):
         table.add_column(column)
     for problem in report.problems:
-        table.add_row(
+        add_row(
+            table,
             problem.hash[:12],
             problem.host,
             Text(problem.problem, style="red" if problem.problem == "corrupt" else "yellow"),

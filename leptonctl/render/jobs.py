@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
+from leptonctl.render.text import add_row
 from leptonctl.render.units import human_age, human_bytes
 from leptonctl.services.jobs import DryRun
 from leptonctl.store.jobs import JobRecord
@@ -29,7 +30,8 @@ def jobs_table(records: Sequence[JobRecord], now: float) -> Table:
     for column in ("ID", "NAME", "STATE", "HOST", "DEVICES", "TIME", "EXIT", "REASON"):
         table.add_column(column, no_wrap=column not in ("NAME", "REASON"))
     for r in records:
-        table.add_row(
+        add_row(
+            table,
             str(r.id),
             r.name,
             Text(r.state, style=_STATE_STYLE.get(r.state, "")),
@@ -67,7 +69,7 @@ def job_panel(r: JobRecord, now: float) -> Table:
         ("peak RSS", human_bytes(r.peak_rss_bytes) if r.peak_rss_bytes else "-"),
     ]
     for key, value in rows:
-        table.add_row(key, value)
+        add_row(table, key, value)
     return table
 
 
@@ -77,12 +79,22 @@ def plan_table(result: DryRun) -> Table:
         table.add_column(column)
     for p in sorted(result.plan.placements, key=lambda p: (p.start, p.host)):
         dev = ",".join([f"gpu{g}" for g in p.gpus] + [f"fpga{f}" for f in p.fpgas]) or "-"
-        table.add_row(
-            result.names.get(p.job_id, p.job_id), p.host, dev, f"+{p.start:.0f}s", f"+{p.end:.0f}s"
+        add_row(
+            table,
+            result.names.get(p.job_id, p.job_id),
+            p.host,
+            dev,
+            f"+{p.start:.0f}s",
+            f"+{p.end:.0f}s",
         )
     for b in result.plan.unplaceable:
-        table.add_row(
-            result.names.get(b.job_id, b.job_id), Text("unplaceable", style="red"), "", "", b.reason
+        add_row(
+            table,
+            result.names.get(b.job_id, b.job_id),
+            Text("unplaceable", style="red"),
+            "",
+            "",
+            b.reason,
         )
     return table
 

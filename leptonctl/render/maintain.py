@@ -108,9 +108,11 @@ def playbooks_table(rows: Sequence[tuple[str, str, str]]) -> RenderableType:
     """``maintain --list``: (name, file, first line of its description)."""
     from rich.table import Table
 
+    from leptonctl.render.text import add_row
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("PLAYBOOK", "FILE", "WHAT"):
         table.add_column(column)
     for name, path, about in rows:
-        table.add_row(name, path, about)
+        add_row(table, name, path, about)
     return table

@@ -11,10 +11,12 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from leptonctl.core.netgraph import Route
+from leptonctl.render.text import add_row, literal
 from leptonctl.render.units import human_age
 
 if TYPE_CHECKING:
@@ -69,7 +71,8 @@ def link_matrix_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
     table = Table(header_style="bold", title="links (row → column), bits/s", box=box.SIMPLE_HEAD)
     table.add_column("FROM \\ TO", style="bold", no_wrap=True)
     for number, dst in enumerate(hosts, start=1):
-        table.add_column(str(number) if numbered else dst, justify="right", no_wrap=True)
+        # a header stays a str (tests and callers look columns up by it), escaped instead
+        table.add_column(str(number) if numbered else escape(dst), justify="right", no_wrap=True)
     for number, src in enumerate(hosts, start=1):
         cells: list[Text] = []
         for dst in hosts:
@@ -86,7 +89,7 @@ def link_matrix_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
                 cell = Text(compact_bitrate(bandwidth) + mark, style=_heat(bandwidth, best))
                 cell.append("\n" + human_rtt(attrs.get("rtt_s")).replace(" ", ""), style="dim")
                 cells.append(cell)
-        table.add_row(f"{number} {src}" if numbered else src, *cells)
+        add_row(table, f"{number} {src}" if numbered else src, *cells)
     table.caption = _matrix_caption(links, unreachable, now)
     return table
 
@@ -113,13 +116,13 @@ def link_list_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
     best = links[-1][0] if links else 0.0
     for (u, v), error in sorted(unreachable.items()):
         if u in wanted and v in wanted:
-            table.add_row(u, v, Text("✗ unreachable", style="bold red"), "", error)
+            add_row(table, u, v, Text("✗ unreachable", style="bold red"), "", error)
     for bandwidth, u, v, attrs in links:
         source = attrs.get("source", "?")
         if attrs.get("age_s") is not None:
             source = f"{source} {human_age(attrs['age_s'])} ago"
         bitrate = Text(human_bitrate(bandwidth), style=_heat(bandwidth, best))
-        table.add_row(u, v, bitrate, human_rtt(attrs.get("rtt_s")), source)
+        add_row(table, u, v, bitrate, human_rtt(attrs.get("rtt_s")), source)
     table.caption = _matrix_caption({(u, v): a for _, u, v, a in links}, unreachable, now).replace(
         " · ? not measured", ""
     )
@@ -148,7 +151,7 @@ def _matrix_caption(
 def route_table(route: Route, g: nx.DiGraph) -> Table:
     """The chosen path hop by hop, and what it is expected to deliver against the direct
     link."""
-    table = Table(header_style="bold", title=f"route {' → '.join(route.hosts)}")
+    table = Table(header_style="bold", title=literal(f"route {' → '.join(route.hosts)}"))
     for column in ("HOP", "FROM", "TO", "BANDWIDTH", "RTT", "SOURCE"):
         table.add_column(column)
     for number, (u, v) in enumerate(pairwise(route.hosts), start=1):
@@ -158,7 +161,8 @@ def route_table(route: Route, g: nx.DiGraph) -> Table:
         source = attrs.get("source", "?")
         if attrs.get("age_s") is not None:
             source = f"{source} {human_age(attrs['age_s'])} ago"
-        table.add_row(
+        add_row(
+            table,
             str(number),
             u,
             v,

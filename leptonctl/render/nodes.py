@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
+from leptonctl.render.text import add_row
 from leptonctl.render.units import human_age
 from leptonctl.services.nodes import NodeRow
 
@@ -18,5 +19,5 @@ def nodes_table(rows: Sequence[NodeRow], now: float) -> Table:
     for row in rows:
         state = Text("drained", style="yellow") if row.drained else Text("active", style="green")
         since = "-" if row.since is None else f"{human_age(now - row.since)} ago"
-        table.add_row(row.host, state, str(row.running), since, row.reason or "")
+        add_row(table, row.host, state, str(row.running), since, row.reason or "")
     return table

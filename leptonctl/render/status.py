@@ -11,6 +11,7 @@ from rich.text import Text
 
 from leptonctl.core.capacity import NodeCapacity
 from leptonctl.core.facts import GpuFacts, HostFacts
+from leptonctl.render.text import add_row
 from leptonctl.render.units import human_age, human_bytes, short_gpu_name
 from leptonctl.services.status import HostStatus
 
@@ -29,9 +30,10 @@ def hosts_table(rows: Sequence[HostStatus], now: float) -> Table:
         state = Text(row.state, style=_STATE_STYLE[row.state])
         note = _note(row, now)
         if facts is None:
-            table.add_row(row.host.name, state, *(["-"] * 7), note)
+            add_row(table, row.host.name, state, *(["-"] * 7), note)
             continue
-        table.add_row(
+        add_row(
+            table,
             row.host.name,
             state,
             Text(_cpu_cell(facts, row.capacity), style=style or ""),
@@ -56,7 +58,8 @@ def gpu_table(rows: Sequence[HostStatus]) -> Table | None:
         table.add_column(column, no_wrap=True)
     for row, gpu in gpus:
         mem_pct = _pct(gpu.memory_used_bytes, gpu.memory_total_bytes)
-        table.add_row(
+        add_row(
+            table,
             row.host.name,
             str(gpu.index),
             short_gpu_name(gpu.name),

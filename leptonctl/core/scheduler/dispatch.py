@@ -51,7 +51,15 @@ class Reservation:
 
 
 def queue_order(jobs: Sequence[Job]) -> list[Job]:
-    return sorted(jobs, key=lambda j: (-j.priority, j.submitted, j.id))
+    """Highest priority first, then first submitted, then the lower id: ids are numbers
+    (array and batch jobs share a submit time), so ``10`` comes after ``9``, not after ``1``."""
+    return sorted(jobs, key=lambda j: (-j.priority, j.submitted, _id_order(j.id)))
+
+
+def _id_order(job_id: str) -> tuple[int, int, str]:
+    if job_id.isascii() and job_id.isdigit():
+        return (0, int(job_id), "")
+    return (1, 0, job_id)
 
 
 def allowed_nodes(job: Job, nodes: Sequence[Node]) -> list[Node]:
@@ -169,8 +177,16 @@ def _dependency_verdicts(
 def never_fits_reason(job: Job, nodes: Sequence[Node]) -> str | None:
     """Why no known host could ever run ``job`` (None if one could)."""
     allowed = allowed_nodes(job, nodes)
+    if not allowed and job.hosts is None:
+        return (
+            "can never run: no host can take jobs (none has declared capacity or a probe: "
+            "run `leptonctl status` first; or every host is drained)"
+        )
     if not allowed:
-        return "can never run: --limit allows no known host"
+        return (
+            "can never run: no host that --limit allows has declared capacity or a probe "
+            "(run `leptonctl status` first), or all of them are drained"
+        )
     if any(fits_empty(n, job.request) for n in allowed):
         return None
     detail = explain_shortage(job.request, [(n, Usage()) for n in allowed], ever=True)
