@@ -67,7 +67,8 @@ def test_devices_and_identity_are_exported_to_the_job(capsys: pytest.CaptureFixt
 
 def test_a_failed_dependency_fails_its_dependant(capsys: pytest.CaptureFixture[str]) -> None:
     first = submit_json(capsys, "--wait", "--", "exit 1", expect=1)
-    second = submit_json(capsys, "--after", str(first), "--", "echo never")
+    # rejected at submit (as sbatch refuses a dependency that can never be met)
+    second = submit_json(capsys, "--after", str(first), "--", "echo never", expect=ExitCode.FAILED)
     doc = job(capsys, second)
     assert doc["state"] == "FAILED" and str(first) in (doc["reason"] or "")
 
@@ -93,7 +94,7 @@ def test_cancel_a_pending_job_and_a_running_job(capsys: pytest.CaptureFixture[st
 def test_a_request_no_host_can_ever_fit_fails_with_the_reason(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    job_id = submit_json(capsys, "--gpus", "1", "--", "nvidia-smi")
+    job_id = submit_json(capsys, "--gpus", "1", "--", "nvidia-smi", expect=ExitCode.FAILED)
     doc = job(capsys, job_id)
     assert doc["state"] == "FAILED" and "gpu" in (doc["reason"] or "").lower()
 

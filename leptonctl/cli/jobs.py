@@ -15,7 +15,11 @@ import typer
 from leptonctl.cli.context import Settings, run_async, settings
 from leptonctl.cli.status import LimitOption
 from leptonctl.core.jobspec import (
+    MAX_INT,
     Submission,
+    check_after,
+    check_inputs,
+    check_workdir,
     expand_array,
     make_request,
     parse_array,
@@ -49,13 +53,17 @@ def submit(
     fpgas: Annotated[int, typer.Option(min=0, help="FPGA cards.")] = 0,
     fpga_type: Annotated[str | None, typer.Option(help="FPGA card name substring.")] = None,
     name: Annotated[str | None, typer.Option(help="Job name.")] = None,
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    priority: Annotated[
+        int, typer.Option(min=-MAX_INT - 1, max=MAX_INT, help="Higher runs first.")
+    ] = 0,
     walltime: Annotated[
         str | None, typer.Option("--time", help="Walltime: 90s, 15m, 2h, H:MM:SS.")
     ] = None,
     env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE (repeatable).")] = None,
     workdir: Annotated[str | None, typer.Option(help="Working directory on the host.")] = None,
-    retries: Annotated[int, typer.Option(min=0, help="Requeues after failure or node loss.")] = 0,
+    retries: Annotated[
+        int, typer.Option(min=0, max=MAX_INT, help="Requeues after failure or node loss.")
+    ] = 0,
     after: Annotated[
         str | None, typer.Option(help="Start after these jobs COMPLETED: ID[,ID].")
     ] = None,
@@ -81,6 +89,8 @@ def submit(
     """Queue a job (or a batch with --file) and start what fits.
 
     Example: `leptonctl submit --gpus 2 --gpu-type h100 -- python train.py`.
+    A job no allowed host could ever run is rejected with the reason (exit 1) and kept in
+    the history as FAILED.
     """
     config = settings(ctx)
     inventory = config.inventory()
@@ -100,28 +110,39 @@ def submit(
             priority=priority,
             walltime=parse_duration(walltime) if walltime else None,
             env=parse_env(env or []),
-            workdir=workdir,
+            workdir=check_workdir(workdir),
             retries=retries,
             after=tuple(a.strip() for a in after.split(",") if a.strip()) if after else (),
             limit=limit,
             estimates=parse_estimates(est or []),
-            inputs=tuple(inputs or ()),
+            inputs=check_inputs(inputs or ()),
         )
         jobs = expand_array(job, parse_array(array)) if array else [job]
     with config.store() as store:
+        check_after(jobs, lambda job_id: store.jobs.get(job_id) is not None)  # dry run too
         if dry_run:
             result = service.dry_run(store, inventory, jobs, time.time())
             _print_dry_run(result, as_json)
             return
         ids = service.enqueue(store, inventory, jobs, time.time())
         report = run_async(reconcile(inventory, config.transport(), store))
+        rejected = service.rejected(store, ids)
         if as_json:
-            print(json.dumps({"id": ids[0]} if len(ids) == 1 else {"ids": ids, "id": ids[0]}))
+            document: dict[str, object] = {"id": ids[0]}
+            if len(ids) > 1:
+                document["ids"] = ids
+            if rejected:
+                document["rejected"] = [{"id": i, "reason": why} for i, why in rejected.items()]
+            print(json.dumps(document))
         else:
             started = set(report.started)
             for job_id in ids:
-                where = "started" if job_id in started else "queued"
-                print(f"job {job_id} {where}")
+                if job_id not in rejected:
+                    print(f"job {job_id} {'started' if job_id in started else 'queued'}")
+        for job_id, why in rejected.items():
+            print(f"error: job {job_id} rejected: {why}", file=sys.stderr)
+        if rejected:  # like sbatch for an impossible request: said, and a failed exit
+            raise typer.Exit(int(ExitCode.FAILED))
         if wait:
             raise typer.Exit(_wait(config, inventory, store, ids))
 
@@ -145,6 +166,7 @@ def _print_dry_run(result: service.DryRun, as_json: bool) -> None:
         print(json.dumps(document, indent=2))
         return
     from rich.console import Console
+    from rich.text import Text
 
     from leptonctl.render.jobs import plan_table
 
@@ -152,7 +174,9 @@ def _print_dry_run(result: service.DryRun, as_json: bool) -> None:
     console.print(plan_table(result))
     console.print(f"predicted makespan: {result.plan.makespan:.0f} s")
     for host in result.unknown_hosts:
-        console.print(f"[yellow]{host}: no declared capacity and never probed; not planned on[/]")
+        console.print(
+            Text(f"{host}: no declared capacity and never probed; not planned on", "yellow")
+        )
 
 
 @contextmanager

@@ -118,6 +118,20 @@ def _spec(job: Submission, after: list[int]) -> dict[str, Any]:
     }
 
 
+def rejected(store: SqliteStore, ids: Sequence[int]) -> dict[int, str]:
+    """Jobs of a submit that the first scheduling pass found can never run (more devices,
+    CPUs or memory than any allowed host has, a failed dependency): id -> why.
+
+    They stay in the history as FAILED, never started (``jobs --all`` lists them), and
+    ``submit`` says so and exits 1, as ``sbatch`` refuses an impossible request."""
+    out: dict[int, str] = {}
+    for job_id in ids:
+        record = store.jobs.get(job_id)
+        if record is not None and record.state == "FAILED" and record.started is None:
+            out[job_id] = record.reason or "it can never run"
+    return out
+
+
 # -- dry run -------------------------------------------------------------------------
 
 
