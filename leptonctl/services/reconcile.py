@@ -145,6 +145,9 @@ class ReconcileReport:
 class _HostReport:
     jobs: Mapping[str, Mapping[str, Any]]  # agent id -> job-status entry
     probed: Any | None  # a fresh Probe, when the stored facts were stale
+    # Runs given up on while the host was away that had ended there meanwhile (agent id ->
+    # job-status entry): what really happened to them, recorded under the transaction.
+    orphans_ended: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @asynccontextmanager
@@ -195,12 +198,9 @@ async def reconcile(
     now = clock()
 
     async def observe(host: Host, conn: Connection) -> _HostReport:
-        for agent_id in orphans.get(host.name, []):  # back from the dead: stop the old run
-            await sessions.request(host, {"op": "job-kill", "id": agent_id})
+        ended = await _settle_orphans(sessions, store, host, orphans.get(host.name, []))
         for agent_id in cancels_on.get(host.name, []):  # cancel is level-triggered
             await sessions.request(host, {"op": "job-kill", "id": agent_id})
-        if orphans.get(host.name):
-            store.jobs.forget_orphans(host.name, orphans[host.name])
         probe = None
         stored = known.get(host.name)
         if stored is None or now - stored[0] > FACTS_MAX_AGE or stored[1] is None:
@@ -209,11 +209,11 @@ async def reconcile(
         if not ids:  # nothing of ours runs there: being reachable is all we need to know
             if probe is None:
                 (await conn.run("true", timeout=options.command_timeout)).check()
-            return _HostReport({}, probe)
+            return _HostReport({}, probe, ended)
         doc = await sessions.request(host, {"op": "job-status", "ids": ids})
         if "error" in doc:  # not an observation: judging from it would fail healthy jobs
             raise AgentError(host.name, f"job-status failed: {doc['error']}")
-        return _HostReport({j["id"]: j for j in doc.get("jobs", [])}, probe)
+        return _HostReport({j["id"]: j for j in doc.get("jobs", [])}, probe, ended)
 
     outcomes = await pool.fan_out(hosts, observe)
     now = clock()
@@ -225,6 +225,9 @@ async def reconcile(
     up = {n for n, o in outcomes.items() if not isinstance(o, HostError)}
     report.unreachable = {n: o for n, o in outcomes.items() if isinstance(o, HostError)}
     with store.jobs.exclusive():
+        for name, outcome in outcomes.items():
+            if isinstance(outcome, _HostReport) and outcome.orphans_ended:
+                _record_late_ends(store, name, outcome.orphans_ended, report)
         for record in store.jobs.in_states(("STARTING", "RUNNING")):
             if observed.get(record.id) != (record.state, record.attempt, record.host):
                 continue  # changed meanwhile, or on a host of another inventory: next pass
@@ -279,6 +282,91 @@ def _collect(
     elif now - record.lost_since >= node_fail_after:
         why = outcome.message if isinstance(outcome, HostError) else "host not in the inventory"
         _node_fail(store, record, f"host {record.host} unreachable: {why}", now, report)
+
+
+async def _settle_orphans(
+    sessions: AgentSessions, store: SqliteStore, host: Host, agent_ids: Sequence[str]
+) -> dict[str, Mapping[str, Any]]:
+    """The host of runs given up on is back: kill those still alive there; return those
+    that had ended meanwhile (their end records tell what really happened)."""
+    if not agent_ids:
+        return {}
+    doc = await sessions.request(host, {"op": "job-status", "ids": list(agent_ids)})
+    if "error" in doc:
+        raise AgentError(host.name, f"job-status failed: {doc['error']}")
+    ended = {
+        str(j["id"]): j
+        for j in doc.get("jobs", [])
+        if isinstance(j, Mapping) and j.get("state") in ("COMPLETED", "FAILED", "TIMEOUT")
+    }
+    for agent_id in agent_ids:
+        if agent_id not in ended:  # back from the dead: stop the old run
+            await sessions.request(host, {"op": "job-kill", "id": agent_id})
+    store.jobs.forget_orphans(host.name, [a for a in agent_ids if a not in ended])
+    return ended
+
+
+def _record_late_ends(
+    store: SqliteStore,
+    host: str,
+    ended: Mapping[str, Mapping[str, Any]],
+    report: ReconcileReport,
+) -> None:
+    """Runs that ended while their host was unreachable, reported now that it is back.
+
+    A job judged NODE_FAIL for that run takes the state its host recorded (the reason says
+    it was once considered lost).  A job requeued for it that has not started again takes
+    the old run's result if it COMPLETED (the requeue is withdrawn: one run, counted once);
+    a failed old run leaves the requeue standing, as a failure with retries would.  A job
+    whose new attempt already started keeps that attempt: the old run is not counted.
+    Call inside ``exclusive()``."""
+    for agent_id, status in ended.items():
+        job_id, attempt, uid = _parse_agent_id(agent_id)
+        record = store.jobs.get(job_id) if job_id is not None else None
+        if record is None or record.spec.get("uid", "x") != uid:
+            continue
+        state = str(status.get("state"))
+        outcome = f"{state}, exit {status.get('exit_code')}" if state != "TIMEOUT" else state
+        fields: dict[str, Any] = {
+            "state": state,
+            "exit_code": status.get("exit_code"),
+            "ended": status.get("ended"),
+            "peak_rss_bytes": status.get("peak_rss_bytes"),
+            "lost_since": None,
+        }
+        if record.state == "NODE_FAIL" and record.attempt == attempt and record.host == host:
+            fields["reason"] = (
+                f"{outcome} while {host} was unreachable; it had been considered lost "
+                f"(NODE_FAIL: {record.reason}) until its host came back and reported its end"
+            )
+            if store.jobs.update_if(record.id, ("NODE_FAIL", attempt), **fields):
+                report.finished.append(record.id)
+        elif (
+            record.state == "PENDING"
+            and record.attempt == attempt + 1
+            and not record.cancel_requested
+            and state == "COMPLETED"
+        ):
+            fields.update(
+                attempt=attempt,
+                host=host,
+                started=status.get("started"),
+                reason=(
+                    f"{outcome} while {host} was unreachable; it had been considered lost and "
+                    "requeued until its host came back and reported its end (requeue withdrawn)"
+                ),
+            )
+            if store.jobs.update_if(record.id, ("PENDING", attempt + 1), **fields):
+                report.finished.append(record.id)
+        store.jobs.forget_orphans(host, [agent_id])
+
+
+def _parse_agent_id(agent_id: str) -> tuple[int | None, int, str]:
+    """``JobRecord.agent_id`` back into (job id, attempt, uid); (None, 0, "") if not ours."""
+    parts = agent_id.split(".")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        return None, 0, ""
+    return int(parts[0]), int(parts[1]), parts[2]
 
 
 def _node_fail(

@@ -141,11 +141,16 @@ class JobTable:
         return out
 
     def forget_orphans(self, host: str, agent_ids: Iterable[str]) -> None:
+        """Drop orphans (inside the caller's ``exclusive()``, or in a transaction of its own)."""
+        rows = [(host, a) for a in agent_ids]
+        if not rows:
+            return
+        sql = "DELETE FROM orphans WHERE host = ? AND agent_id = ?"
+        if self._db.in_transaction:
+            self._db.executemany(sql, rows)
+            return
         with self.exclusive():
-            self._db.executemany(
-                "DELETE FROM orphans WHERE host = ? AND agent_id = ?",
-                [(host, a) for a in agent_ids],
-            )
+            self._db.executemany(sql, rows)
 
     def get(self, job_id: int) -> JobRecord | None:
         rows = self._select("WHERE id = ?", (job_id,))

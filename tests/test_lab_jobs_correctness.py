@@ -1,0 +1,101 @@
+"""Job bookkeeping that must match what really happened on the hosts (real sshd lab): a
+job that ended while its host was unreachable, with and without a requeue."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from leptonctl.cli.app import run
+from tests.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+
+def inventory(path: Path, lab: Lab, names: list[str], cpus: int = 1) -> Path:
+    lines = ["[workers]"]
+    for name in names:
+        lines.append(f"{name} ansible_host={lab.host(name).ip} capacity='{{\"cpus\": {cpus}}}'")
+    lines += ["[all:vars]", "ansible_user=root"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = run(list(args))
+    return code, capsys.readouterr().out
+
+
+def job_json(capsys: pytest.CaptureFixture[str], inv: Path, job_id: int) -> dict:
+    code, out = cli(capsys, "-i", str(inv), "--connect-timeout", "3", "show", "--json", str(job_id))
+    assert code == 0
+    return json.loads(out)
+
+
+def wait_gone(lab: Lab, host: str, needle: bytes, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while lab.pids_matching(host, needle):
+        assert time.monotonic() < deadline, f"{needle!r} still runs on {host}"
+        time.sleep(0.2)
+
+
+def lose_host_until_its_job_ends(
+    lab: Lab, capsys: pytest.CaptureFixture[str], inv: Path, host: str, needle: bytes
+) -> None:
+    """Cut ``host`` off long enough for reconcile to give its job up, let the job end there
+    meanwhile, then bring the host back."""
+    lab.stop_sshd(host)
+    try:
+        for _ in range(2):  # first pass: lost; second: given up on
+            cli(capsys, "-i", str(inv), "--connect-timeout", "2", "schedule",
+                "--node-fail-after", "0")  # fmt: skip
+        wait_gone(lab, host, needle)  # it ran to its end while nobody could see it
+    finally:
+        lab.start_sshd(host)
+
+
+def test_a_job_that_completed_while_its_host_was_unreachable_is_recorded_completed(
+    lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = inventory(tmp_path / "hosts.ini", lab, ["h2"])
+    _, out = cli(capsys, "-i", str(inv), "submit", "--json", "--", "sleep 4.25; echo done")
+    job_id = json.loads(out)["id"]
+    assert job_json(capsys, inv, job_id)["state"] == "RUNNING"
+    lab.stop_sshd("h2")
+    try:
+        for _ in range(2):
+            cli(capsys, "-i", str(inv), "--connect-timeout", "2", "schedule",
+                "--node-fail-after", "0")  # fmt: skip
+        assert job_json(capsys, inv, job_id)["state"] == "NODE_FAIL"
+        wait_gone(lab, "h2", b"sleep\x004.25")
+    finally:
+        lab.start_sshd("h2")
+    job = job_json(capsys, inv, job_id)  # the host is back and reports the end record
+    assert (job["state"], job["exit_code"], job["attempt"]) == ("COMPLETED", 0, 0)
+    assert "considered lost" in job["reason"] and "NODE_FAIL" in job["reason"]
+    _, out = cli(capsys, "-i", str(inv), "show", str(job_id))
+    assert "considered lost" in " ".join(out.split())  # the table may wrap the reason
+    _, out = cli(capsys, "-i", str(inv), "logs", str(job_id))
+    assert out == "done\n"
+
+
+def test_a_requeued_job_whose_old_run_completed_is_not_run_twice(
+    lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = inventory(tmp_path / "hosts.ini", lab, ["h3"])
+    _, out = cli(
+        capsys, "-i", str(inv), "submit", "--json", "--retries", "1", "--",
+        "sleep 4.5; echo once >> /tmp/runs",
+    )  # fmt: skip
+    job_id = json.loads(out)["id"]
+    lose_host_until_its_job_ends(lab, capsys, inv, "h3", b"sleep\x004.5")
+    job = job_json(capsys, inv, job_id)
+    assert (job["state"], job["exit_code"], job["attempt"]) == ("COMPLETED", 0, 0)
+    assert "requeue withdrawn" in job["reason"]
+    cli(capsys, "-i", str(inv), "schedule")  # nothing left to start
+    assert job_json(capsys, inv, job_id)["state"] == "COMPLETED"
+    assert lab.path_on("h3", "/tmp/runs").read_text() == "once\n"
