@@ -127,6 +127,10 @@ def job_document(record: JobRecord) -> dict[str, Any]:
         "command": spec.get("command"),
         "walltime": spec.get("walltime"),
         "after": spec.get("after", []),
+        "inputs": [
+            {"name": i.get("name"), "version": i.get("version"), "mount": i.get("mount")}
+            for i in spec.get("inputs") or []
+        ],
         "peak_rss_bytes": record.peak_rss_bytes,
     }
 

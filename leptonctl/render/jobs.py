@@ -62,6 +62,7 @@ def job_panel(r: JobRecord, now: float) -> Table:
         ("priority", str(r.priority)),
         ("walltime", "-" if not r.spec.get("walltime") else f"{r.spec['walltime']:.0f} s"),
         ("after", ", ".join(str(a) for a in r.spec.get("after", [])) or "-"),
+        ("inputs", input_list(r) or "-"),
         ("attempt", f"{r.attempt + 1} of {r.retries + 1}"),
         ("submitted", f"{human_age(now - r.submitted)} ago"),
         ("run time", _elapsed(r, now)),
@@ -97,6 +98,16 @@ def plan_table(result: DryRun) -> Table:
             b.reason,
         )
     return table
+
+
+def input_list(r: JobRecord) -> str:
+    """The job's input datasets: ``name@version -> mount`` (default: under its inputs/)."""
+    shown = []
+    for item in r.spec.get("inputs") or []:
+        label = f"{item.get('name')}@{item.get('version')}"
+        mount = item.get("mount") or f"inputs/{label} (in the agent's data dir)"
+        shown.append(f"{label} -> {mount}")
+    return ", ".join(shown)
 
 
 def devices(r: JobRecord) -> str:
