@@ -221,16 +221,19 @@ def rm(
         int | None,
         typer.Option("--keep-last", min=0, help="Keep the newest N ready versions, remove older."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Remove it even if active jobs need it as input.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Remove a dataset (or one version) and delete chunks nothing else uses."""
+    """Remove a dataset (or one version) and delete chunks no state store uses any more."""
     name, version = parse_dataset_ref(ref)
     if keep_last is not None and version is not None:
         raise UsageError("--keep-last takes a dataset name without @version")
     report = _run(
         ctx,
         limit,
-        lambda c: datasets.remove(c.sessions, c.store, c.hosts, name, version, keep_last),
+        lambda c: datasets.remove(c.sessions, c.store, c.hosts, name, version, keep_last, force),
     )
     if as_json:
         _print_json(asdict(report))
@@ -246,9 +249,10 @@ def _print_removed(report: datasets.RemoveReport) -> None:
     )
     _notes(
         [
-            f"{h}: copies left ({why}); `leptonctl data gc` removes them"
+            f"{h}: copies or refs left ({why}); `leptonctl data gc` removes them"
             for h, why in report.left_on.items()
         ]
+        + list(report.notes)
     )
 
 
@@ -342,19 +346,43 @@ def gc(
     ctx: typer.Context,
     limit: LimitOption = None,
     check: Annotated[bool, typer.Option("--check", help="Report only, delete nothing.")] = False,
+    release_legacy: Annotated[
+        bool,
+        typer.Option(
+            "--release-legacy",
+            help="Also drop the pin on chunks stored before refs existed (once every state "
+            "store using these hosts has run `data gc`).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete chunks on the hosts that no dataset version uses any more."""
+    """Delete chunks on the hosts that no state store's dataset version uses any more.
+    Exit 3 if a host could not be reached (it was skipped)."""
     report = _run(
-        ctx, limit, lambda c: replicas.collect_garbage(c.sessions, c.store, c.hosts, check)
+        ctx,
+        limit,
+        lambda c: replicas.collect_garbage(c.sessions, c.store, c.hosts, check, release_legacy),
     )
     if as_json:
         _print_json(asdict(report))
-        return
-    verb = "would delete" if check else "deleted"
-    total = sum(report.removed.values())
-    print(f"gc: {verb} {total} unreferenced chunk(s), {_size(report.freed_bytes)}")
-    _notes([f"{host}: {why}" for host, why in report.problems.items()])
+    else:
+        verb = "would delete" if check else "deleted"
+        total = sum(report.removed.values())
+        print(f"gc: {verb} {total} unreferenced chunk(s), {_size(report.freed_bytes)}")
+        _notes([f"{h}: {n} stale ref(s) dropped" for h, n in report.stale_refs.items()])
+        _notes([f"{h}: legacy pin released" for h in report.released_legacy])
+        _notes(
+            [
+                f"{h}: {n} chunk(s) stored before refs existed are kept; once every state store "
+                "using these hosts has run `data gc`, run `data gc --release-legacy`"
+                for h, n in report.legacy.items()
+            ]
+        )
+        _notes(
+            [f"{h}: skipped, nothing deleted there ({why})" for h, why in report.problems.items()]
+        )
+    if report.problems:
+        raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
 
 
 def _size(value: int) -> str:

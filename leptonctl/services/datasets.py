@@ -23,6 +23,7 @@ from leptonctl.errors import HostError, LeptonError, UsageError
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transfer import Hop, Transfers, operator_host
+from leptonctl.services import chunkrefs
 from leptonctl.services.datalock import data_lock
 from leptonctl.services.replication import Origin, Replicator
 from leptonctl.store.data import DatasetRecord
@@ -80,6 +81,7 @@ class RemoveReport:
     freed_chunks: int
     freed_bytes: int
     left_on: Mapping[str, str]  # host -> why its copies are still there (gc removes them)
+    notes: tuple[str, ...] = ()
 
 
 def split_location(text: str, inventory: Inventory) -> tuple[Host | None, str]:
@@ -171,6 +173,7 @@ async def put(
             source=source,
             now=clock(),
         )
+        surveys = await chunkrefs.pin_for_put(replicator, store, record, surveys)
         known = store.data.replicas(list(sizes))  # a copy verify found corrupt is no holder
         holders = {
             c.hash: {
@@ -410,54 +413,42 @@ async def remove(
     name: str,
     version: int | None,
     keep_last: int | None = None,
+    force: bool = False,
 ) -> RemoveReport:
     """Forget a dataset version (or all of them, or all but the newest ``keep_last`` ready
-    ones) and delete the chunks nothing else uses."""
+    ones) and delete the chunks no state store uses any more.  A version an active job
+    needs as input is refused (``force``: removed anyway); ``keep_last`` spares it."""
     async with data_lock(store, exclusive=True):
         versions = store.data.versions(name)
         if not versions:
             find_record(store, name, version)  # raises the helpful "no dataset" error
+        needed = chunkrefs.jobs_needing(store, name)
+        notes: list[str] = []
         if keep_last is not None:
-            doomed, candidates = store.data.keep_last(name, keep_last)
+            spare = set() if force else set(needed)
+            doomed, candidates = store.data.keep_last(name, keep_last, spare)
+            ready = [v.version for v in versions if v.state == "ready"]
+            notes += [
+                f"{name}@{v} kept: the input of job(s) {', '.join(str(j) for j, _ in needed[v])}"
+                for v in ready[: max(0, len(ready) - keep_last)]
+                if v in spare
+            ]
         else:
             doomed = [v.version for v in versions if version is None or v.version == version]
             if not doomed:
                 find_record(store, name, version)
+            if not force:
+                chunkrefs.refuse_needed(name, doomed, needed)
             candidates = store.data.remove(name, version)
-        freed, freed_bytes, left = await _delete_chunks(sessions, store, hosts, candidates)
+        records = [v for v in versions if v.version in doomed]
+        freed, freed_bytes, left, kept = await chunkrefs.unpin(
+            sessions, store, hosts, records, candidates
+        )
         return RemoveReport(
             name=name,
             versions=tuple(doomed),
             freed_chunks=len(freed),
             freed_bytes=freed_bytes,
             left_on=left,
+            notes=tuple(notes + kept),
         )
-
-
-async def _delete_chunks(
-    sessions: AgentSessions, store: SqliteStore, hosts: Sequence[Host], candidates: list[str]
-) -> tuple[list[str], int, dict[str, str]]:
-    """Forget the candidates nothing references and delete their files on the hosts.
-    Forget first, delete second: a chunk a concurrent put started to use again is not
-    forgotten, so its files are kept.  Returns (freed hashes, bytes, host -> why copies
-    were left there: `data gc` deletes them later)."""
-    sizes = store.data.chunk_sizes(candidates)
-    holders = {h: set(v) for h, v in store.data.replicas(candidates).items()}
-    freed = store.data.forget_chunks(candidates)
-    by_host: dict[str, list[str]] = defaultdict(list)
-    for digest in freed:
-        for host in holders.get(digest, ()):
-            by_host[host].append(digest)
-    live = {h.name: h for h in hosts}
-    left: dict[str, str] = {}
-    replicator = Replicator(sessions, [live[n] for n in by_host if n in live])
-    replies = await replicator.request_all(
-        {n: {"op": "chunk-rm", "hashes": hs} for n, hs in by_host.items() if n in live}
-    )
-    for host, reply in replies.items():
-        if isinstance(reply, HostError):
-            left[host] = reply.message
-    for host in by_host:
-        if host not in live:
-            left[host] = "not in the selected inventory"
-    return freed, sum(sizes.get(h, 0) for h in freed), left

@@ -18,6 +18,7 @@ from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transfer import Hop, Transfers
+from leptonctl.services import chunkrefs
 from leptonctl.services.datasets import DATA_OP_TIMEOUT, DataError
 from leptonctl.store.jobs import JobRecord
 from leptonctl.store.sqlite import SqliteStore
@@ -67,6 +68,9 @@ async def stage_inputs(
         if dataset is None:
             raise DataError(f"input {item['name']}@{item['version']} no longer exists")
         sizes = dataset.manifest.chunk_sizes()
+        refused = await chunkrefs.pin_on(sessions, store, host, [dataset])  # before staging
+        if refused:
+            raise DataError(f"{host.name}: {refused}")
         await _fetch_missing(sessions, store, hosts, host, sizes)
         mount = item.get("mount") or f"inputs/{item['name']}@{item['version']}"
         reply = await sessions.request(

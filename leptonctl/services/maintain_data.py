@@ -125,19 +125,23 @@ async def run_rebalance(ctx: RunContext, planned: PlannedStep) -> StepResult:
 
 
 async def run_gc_chunks(ctx: RunContext, planned: PlannedStep) -> StepResult:
-    """Remove chunks that no dataset references any more (``gc`` with ``chunks: true``)."""
+    """Remove chunks that no state store references any more (``gc`` with ``chunks: true``);
+    chunks another store's datasets use stay (the hosts keep every store's refs)."""
     if ctx.check:
         result = check_result(ctx, planned)
-        result.summary = "would delete the chunks no dataset version references"
+        result.summary = "would delete the chunks no state store's dataset version references"
         return result
     report = await replicas.collect_garbage(ctx.live(), ctx.store, ctx.hosts(planned.hosts))
     total = sum(report.removed.values())
     result = StepResult(planned, "changed" if total else "ok")
     result.summary = f"deleted {total} unreferenced chunk(s), {report.freed_bytes} bytes"
+    if report.problems:
+        result.summary += f"; skipped {len(report.problems)} unreachable host(s)"
     for host, count in report.removed.items():
         result.hosts[host] = HostResult("changed", f"{count} chunk(s) deleted")
     for host, why in report.problems.items():
-        result.hosts[host] = HostResult("down", why)
+        result.hosts[host] = HostResult("down", f"skipped, nothing deleted: {why}")
+    result.details = {"legacy": report.legacy, "stale_refs": report.stale_refs}
     return result.settle()
 
 

@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from leptonctl.core.datasets import ChunkRef, ReplicaProblem, VerifyReport
@@ -23,8 +23,10 @@ from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transfer import Hop, Transfers
+from leptonctl.services import chunkrefs
 from leptonctl.services.datalock import data_lock
-from leptonctl.services.replication import Replicator
+from leptonctl.services.replication import Replicator, Survey
+from leptonctl.store.data import DatasetRecord
 from leptonctl.store.sqlite import SqliteStore
 
 SCRUB_CURSOR = "scrub.cursor"
@@ -186,15 +188,9 @@ async def repair(
             for host, state in states.items():
                 if state == "corrupt" and host in surveys:
                     corrupt[host].append(digest)
-        replies = await replicator.request_all(
-            {host: {"op": "chunk-rm", "hashes": hs} for host, hs in corrupt.items()}
-        )
-        removed = [
-            (h, host) for host, hs in corrupt.items() for h in hs if isinstance(replies[host], dict)
-        ]
-        store.data.drop_replicas(removed)
+        removed, refetch = await _drop_corrupt(replicator, store, corrupt, clock())
         report.corrupt_removed = len(removed)
-        gone = {(h, host) for h, host in removed}
+        gone = set(removed)
         holders = {
             h: {n for n, s in surveys.items() if h in s.present and (h, n) not in gone}
             for h in wanted
@@ -208,6 +204,14 @@ async def repair(
         for digest, k in wanted.items():
             if holders[digest] and len(holders[digest]) < k:
                 by_k[k].append(ChunkRef(digest, sizes.get(digest, 0)))
+        needy = {c.hash for chunks in by_k.values() for c in chunks} | {h for h, _ in refetch}
+        versions = [
+            r
+            for r in store.data.all_records()
+            if (name is None or r.name == name) and needy.intersection(r.manifest.hashes())
+        ]
+        if versions:  # pinned wherever a copy may go, before it goes
+            await chunkrefs.pin(replicator, store, {n: versions for n in surveys})
         usage = store.data.host_usage()
         for k, chunks in sorted(by_k.items()):
             placed = await replicator.place(chunks, k, holders, surveys, usage)
@@ -215,6 +219,16 @@ async def repair(
             report.short.update(placed.shortfalls)
             report.problems.update(placed.problems)
             report.sent_bytes += placed.sent_bytes
+        pairs: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for digest, host in refetch:  # another store's copy was corrupt: give it a good one
+            sources = sorted(holders[digest] - replicator.dead.keys())
+            if host not in holders[digest] and host not in replicator.dead and sources:
+                pairs[(sources[0], host)].append(digest)
+        copied = await _copy_pairs(sessions, hosts, sizes, pairs, report.problems)
+        for (_, host), hashes in copied.items():
+            for digest in hashes:
+                holders[digest].add(host)
+            report.sent_bytes += sum(sizes.get(h, 0) for h in hashes)
         store.data.set_replicas(
             [(h, n, "ok") for h, names in holders.items() for n in names], clock()
         )
@@ -257,7 +271,9 @@ async def rebalance(
         targets = replicator.targets(surveys, usage)
         report = RebalanceReport(spread_before=_spread(targets))
         k = min(wanted.values(), default=1)
-        moves = plan_rebalance(holders, sizes, targets, k, tolerance)
+        shared = await _held_by_others(replicator, store, surveys, holders)
+        movable = {h: names for h, names in holders.items() if h not in shared}
+        moves = plan_rebalance(movable, sizes, targets, k, tolerance)
         report.moves_planned = len(moves)
         if check or not moves:
             report.spread_after = report.spread_before
@@ -265,27 +281,32 @@ async def rebalance(
         by_pair: dict[tuple[str, str], list[str]] = defaultdict(list)
         for move in moves:
             by_pair[(move.src, move.dst)].append(move.hash)
-        transfers = Transfers(sessions)
-        by_name = {h.name: h for h in hosts}
+        records = store.data.all_records()
+        incoming: dict[str, set[str]] = defaultdict(set)
+        for (_, dst), hashes in by_pair.items():
+            incoming[dst].update(hashes)
+        await chunkrefs.pin(  # the destination is pinned before the source lets go
+            replicator,
+            store,
+            {
+                d: [r for r in records if hs.intersection(r.manifest.hashes())]
+                for d, hs in incoming.items()
+            },
+        )
+        by_pair = {p: hs for p, hs in by_pair.items() if p[1] not in replicator.dead}
         arrived: dict[str, list[str]] = defaultdict(list)  # src -> hashes now safe to delete
-
-        async def one(src: str, dst: str, hashes: list[str]) -> None:
-            items = [{"h": h, "n": sizes[h]} for h in hashes]
-            try:
-                outcome = await transfers.run(by_name[src], items, [Hop(by_name[dst])])
-            except HostError as exc:
-                report.problems[exc.host] = exc.message
-                return
-            hop = outcome.hops[-1]
-            if hop.error:
-                report.problems[dst] = hop.error
-            store.data.set_replicas([(h, dst, "ok") for h in hop.stored], clock())
-            arrived[src] += hop.stored
-            report.bytes_moved += sum(sizes[h] for h in hop.stored)
-
-        await asyncio.gather(*(one(s, d, hs) for (s, d), hs in by_pair.items()))
+        copied = await _copy_pairs(sessions, hosts, sizes, by_pair, report.problems)
+        for (src, dst), hashes in copied.items():
+            store.data.set_replicas([(h, dst, "ok") for h in hashes], clock())
+            report.bytes_moved += sum(sizes[h] for h in hashes)
+            arrived[src] += hashes
+        store_id = store.store_id()
         replies = await replicator.request_all(
-            {src: {"op": "chunk-rm", "hashes": hs} for src, hs in arrived.items() if hs}
+            {
+                src: {"op": "chunk-drop", "store": store_id, "hashes": hs}
+                for src, hs in arrived.items()
+                if hs
+            }
         )
         for src, reply in replies.items():
             if isinstance(reply, dict):
@@ -295,6 +316,89 @@ async def rebalance(
         used_after = {n: int(s.used_bytes or 0) for n, s in after.items()}
         report.spread_after = _spread(replicator.targets(after, used_after))
         return report
+
+
+async def _drop_corrupt(
+    replicator: Replicator, store: SqliteStore, corrupt: Mapping[str, list[str]], now: float
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Delete the copies the store knows as corrupt; the host re-hashes each first and keeps
+    one that is fine after all (recorded ok again).  Returns the (hash, host) copies
+    deleted, and those of them another state store pins (they are copied back)."""
+    store_id = store.store_id()
+    replies = await replicator.request_all(
+        {
+            host: {"op": "chunk-drop", "store": store_id, "hashes": hs, "corrupt": True}
+            for host, hs in corrupt.items()
+        }
+    )
+    removed: list[tuple[str, str]] = []
+    refetch: list[tuple[str, str]] = []
+    intact: list[tuple[str, str, str]] = []
+    for host, reply in replies.items():
+        if isinstance(reply, dict):
+            removed += [(h, host) for h in reply.get("removed") or []]
+            refetch += [(h, host) for h in reply.get("others") or []]
+            intact += [(h, host, "ok") for h in reply.get("kept") or []]
+    store.data.drop_replicas(removed)
+    store.data.set_replicas(intact, now)
+    return removed, refetch
+
+
+async def _copy_pairs(
+    sessions: AgentSessions,
+    hosts: Sequence[Host],
+    sizes: Mapping[str, int],
+    pairs: Mapping[tuple[str, str], list[str]],
+    problems: dict[str, str],
+) -> dict[tuple[str, str], list[str]]:
+    """Copy chunks host to host, one transfer per (src, dst); what each pair stored."""
+    transfers = Transfers(sessions)
+    by_name = {h.name: h for h in hosts}
+    stored: dict[tuple[str, str], list[str]] = {}
+
+    async def one(src: str, dst: str, hashes: list[str]) -> None:
+        items = [{"h": h, "n": sizes[h]} for h in hashes]
+        try:
+            outcome = await transfers.run(by_name[src], items, [Hop(by_name[dst])])
+        except HostError as exc:
+            problems[exc.host] = exc.message
+            return
+        hop = outcome.hops[-1]
+        if hop.error:
+            problems[dst] = hop.error
+        stored[(src, dst)] = list(hop.stored)
+
+    await asyncio.gather(*(one(s, d, hs) for (s, d), hs in pairs.items()))
+    return stored
+
+
+async def _held_by_others(
+    replicator: Replicator,
+    store: SqliteStore,
+    surveys: Mapping[str, Survey],
+    holders: Mapping[str, set[str]],
+) -> set[str]:
+    """The hashes of which some copy is pinned by another state store (or the legacy ref):
+    moving such a copy would free nothing, so rebalance leaves those chunks alone."""
+    store_id = store.store_id()
+    replies = await replicator.request_all(
+        {
+            name: {
+                "op": "chunk-drop",
+                "store": store_id,
+                "hashes": sorted(h for h, names in holders.items() if name in names),
+                "check": True,
+            }
+            for name in surveys
+        }
+    )
+    shared: set[str] = set()
+    for reply in replies.values():
+        if isinstance(reply, dict):
+            shared.update(reply.get("kept") or [])
+        else:
+            shared.update(holders)  # a host we could not ask: move nothing
+    return shared
 
 
 def _spread(targets: Sequence[object]) -> float:
@@ -310,33 +414,59 @@ def _spread(targets: Sequence[object]) -> float:
 class GarbageReport:
     removed: dict[str, int] = field(default_factory=dict)  # host -> chunks deleted
     freed_bytes: int = 0
-    problems: dict[str, str] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)  # host -> why it was skipped
+    stale_refs: dict[str, int] = field(default_factory=dict)  # host -> our refs dropped there
+    legacy: dict[str, int] = field(default_factory=dict)  # host -> chunks the legacy ref keeps
+    released_legacy: list[str] = field(default_factory=list)  # hosts whose legacy ref went
 
 
 async def collect_garbage(
-    sessions: AgentSessions, store: SqliteStore, hosts: Sequence[Host], check: bool = False
+    sessions: AgentSessions,
+    store: SqliteStore,
+    hosts: Sequence[Host],
+    check: bool = False,
+    release_legacy: bool = False,
 ) -> GarbageReport:
-    """Delete, on every reachable host, the chunks that no dataset version references
-    (left behind by `data rm` while a host was down, or by an abandoned put)."""
+    """On every reachable host: pin again the versions this store keeps there, drop this
+    store's refs to versions it no longer has (removed while the host was down), then
+    delete the chunks that no ref of any state store names.  Chunks another store uses are
+    never touched.  ``release_legacy`` also drops the ref that has kept every chunk stored
+    before refs existed: run it once every store using these hosts has run a gc."""
     async with data_lock(store, exclusive=True):
         replicator = Replicator(sessions, hosts)
-        surveys = await replicator.survey(None)
-        referenced = store.data.referenced_hashes()
-        report = GarbageReport()
-        doomed: dict[str, list[str]] = {}
-        for name, survey in surveys.items():
-            extra = sorted(h for h in survey.present if h not in referenced)
-            if extra:
-                doomed[name] = extra
-                report.removed[name] = len(extra)
-                report.freed_bytes += sum(survey.present[h] for h in extra)
+        records = store.data.all_records()
+        keep = sorted({chunkrefs.version_ref(r) for r in records})
         if not check:
-            replies = await replicator.request_all(
-                {n: {"op": "chunk-rm", "hashes": hs} for n, hs in doomed.items()}
-            )
-            for name, reply in replies.items():
-                if isinstance(reply, HostError):
-                    report.problems[name] = reply.message
+            where = store.data.replicas()
+            held: dict[str, list[DatasetRecord]] = defaultdict(list)
+            for record in records:
+                names = {n for h in record.manifest.hashes() for n in where.get(h, {})}
+                for name in names:
+                    held[name].append(record)
+            await chunkrefs.pin(replicator, store, {h.name: held.get(h.name, []) for h in hosts})
+        store_id = store.store_id()
+        request = {
+            "op": "chunk-gc",
+            "store": store_id,
+            "keep": keep,
+            "release_legacy": release_legacy,
+            "check": check,
+        }
+        live = [h.name for h in hosts if h.name not in replicator.dead]
+        replies = await replicator.request_all({name: request for name in live})
+        report = GarbageReport()
+        for name, reply in sorted(replies.items()):
+            if isinstance(reply, HostError):
+                continue
+            if reply["removed"]:
+                report.removed[name] = len(reply["removed"])
+            report.freed_bytes += int(reply["freed_bytes"])
+            if reply["stale_refs"]:
+                report.stale_refs[name] = len(reply["stale_refs"])
+            if reply.get("legacy"):
+                report.legacy[name] = int(reply["legacy"])
+            if reply.get("released_legacy"):
+                report.released_legacy.append(name)
         for name, error in replicator.dead.items():
             report.problems.setdefault(name, error.message)
         return report

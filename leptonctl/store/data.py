@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -177,14 +177,17 @@ class DataTable:
                 return self._remove_versions(name, [v.version for v in self.versions(name)])
             return self._remove_versions(name, [version])
 
-    def keep_last(self, name: str, n: int) -> tuple[list[int], list[str]]:
+    def keep_last(
+        self, name: str, n: int, spare: Collection[int] = ()
+    ) -> tuple[list[int], list[str]]:
         """Remove the ready versions older than the newest ``n`` ready ones ('writing'
-        versions stay).  Returns (removed versions, freed hashes)."""
+        versions stay, and so do the versions in ``spare``).  Returns (removed versions,
+        freed hashes)."""
         if n < 0:
             raise ValueError(f"cannot keep {n} versions")
         with self.exclusive():
             ready = [r.version for r in self.versions(name) if r.state == "ready"]
-            doomed = ready[: max(0, len(ready) - n)]
+            doomed = [v for v in ready[: max(0, len(ready) - n)] if v not in spare]
             return doomed, self._remove_versions(name, doomed)
 
     def _remove_versions(self, name: str, versions: Sequence[int]) -> list[str]:
@@ -296,9 +299,10 @@ class DataTable:
         try:
             manifest = Manifest.from_dict(json.loads(text))
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            raise StateError(
+            # That version cannot be used (find_record and to_dict say why), the others can.
+            manifest = Manifest.damaged(
                 f"the manifest of dataset {name}@{version} in {self._path} is unreadable: {exc}"
-            ) from exc
+            )
         return DatasetRecord(
             name=str(name),
             version=int(version),

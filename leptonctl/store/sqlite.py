@@ -10,6 +10,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +24,8 @@ from leptonctl.store.data import DataTable
 from leptonctl.store.jobs import JobTable
 from leptonctl.store.links import LinkTable
 from leptonctl.store.maintenance import MaintenanceTable
+
+STORE_ID_KEY = "store.id"
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -284,6 +288,27 @@ class SqliteStore:
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [(key, value)],
         )
+
+    def store_id(self) -> str:
+        """This store's random id (32 hex digits), drawn on first use and kept for its life.
+
+        Hosts keep one set of chunk refs per store id (``DATA/refs/<id>/``): a chunk is deleted
+        only when no store references it.  A copy of the database file shares the id."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT OR IGNORE INTO kv(key, value) VALUES (?, ?)",
+                    (STORE_ID_KEY, secrets.token_hex(16)),
+                )
+                (value,) = self._db.execute(
+                    "SELECT value FROM kv WHERE key = ?", (STORE_ID_KEY,)
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the state store {self.path}: {exc}") from exc
+        if not re.fullmatch(r"[0-9a-f]{32}", str(value)):
+            raise StateError(f"the store id in {self.path} is malformed: {str(value)!r}")
+        return str(value)
 
     # -- events -------------------------------------------------------------
 
