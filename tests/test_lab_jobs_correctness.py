@@ -1,9 +1,15 @@
 """Job bookkeeping that must match what really happened on the hosts (real sshd lab): a
-job that ended while its host was unreachable, with and without a requeue."""
+job that ended while its host was unreachable, with and without a requeue; what
+``node drain --wait`` waits for."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +19,8 @@ from leptonctl.cli.app import run
 from tests.lab import Lab
 
 pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def inventory(path: Path, lab: Lab, names: list[str], cpus: int = 1) -> Path:
@@ -99,3 +107,33 @@ def test_a_requeued_job_whose_old_run_completed_is_not_run_twice(
     cli(capsys, "-i", str(inv), "schedule")  # nothing left to start
     assert job_json(capsys, inv, job_id)["state"] == "COMPLETED"
     assert lab.path_on("h3", "/tmp/runs").read_text() == "once\n"
+
+
+def test_drain_wait_names_the_jobs_it_waits_for_and_their_unreachable_host(
+    lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = inventory(tmp_path / "hosts.ini", lab, ["h4"])
+    _, out = cli(capsys, "-i", str(inv), "submit", "--json", "--name", "long", "--", "sleep 61.5")
+    job_id = json.loads(out)["id"]
+    lab.stop_sshd("h4")
+    lines: list[str] = []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leptonctl", "-i", str(inv), "--connect-timeout", "2",
+         "node", "drain", "h4", "--wait"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any("unreachable" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        lab.start_sshd("h4")
+    said = "".join(lines)
+    assert f"job {job_id} (long) on h4 unreachable" in said, said
+    assert "RUNNING" in said
+    cli(capsys, "-i", str(inv), "cancel", str(job_id))
+    cli(capsys, "-i", str(inv), "node", "resume", "h4")

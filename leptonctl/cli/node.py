@@ -11,6 +11,7 @@ import typer
 from leptonctl.cli.context import run_async, settings
 from leptonctl.render.documents import nodes_document
 from leptonctl.services import nodes as service
+from leptonctl.services.reconcile import NODE_FAIL_AFTER
 
 app = typer.Typer(
     help="Drain, resume and list hosts (where new jobs may go).", no_args_is_help=True
@@ -31,8 +32,25 @@ def drain(
         names = service.drain(store, inventory, hosts, reason, time.time())
         print(f"drained: {', '.join(names)}")
         if wait:
-            run_async(service.wait_until_idle(inventory, config.transport(), store, names))
+            run_async(
+                service.wait_until_idle(
+                    inventory, config.transport(), store, names, on_waiting=_say_waiting
+                )
+            )
             print("no jobs left on them")
+
+
+def _say_waiting(waiting: list[service.Waiting]) -> None:
+    print(f"waiting for {len(waiting)} job(s) to end:", flush=True)
+    for w in waiting:
+        where = f"{w.host} unreachable ({w.unreachable}); as last seen" if w.unreachable else w.host
+        print(f"  job {w.job_id} ({w.name}) on {where}: {w.state}", flush=True)
+    if any(w.unreachable for w in waiting):
+        print(
+            f"  a job whose host stays unreachable for {NODE_FAIL_AFTER:g} s is given up on "
+            "(NODE_FAIL, or requeued with --retries); then the wait ends",
+            flush=True,
+        )
 
 
 @app.command("resume")

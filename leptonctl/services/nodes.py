@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from leptonctl.inventory import Inventory, select_hosts
@@ -50,18 +51,46 @@ def node_rows(store: SqliteStore, inventory: Inventory) -> list[NodeRow]:
     ]
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """What ``node drain --wait`` still waits for: a job, and why its host may not answer."""
+
+    job_id: int
+    name: str
+    host: str
+    state: str
+    unreachable: str | None  # why the host did not answer this pass (None: it did)
+
+
 async def wait_until_idle(
     inventory: Inventory,
     options: TransportOptions,
     store: SqliteStore,
     hosts: list[str],
     poll: float = 2.0,
+    on_waiting: Callable[[list[Waiting]], None] | None = None,
 ) -> None:
-    """Reconcile until no job runs on ``hosts`` any more (``node drain --wait``)."""
+    """Reconcile until no job runs on ``hosts`` any more (``node drain --wait``).
+    ``on_waiting`` hears which jobs it waits for whenever that list (or their hosts'
+    reachability) changes."""
+    said: list[Waiting] | None = None
     async with open_sessions(options, store) as sessions:
         while True:
-            await reconcile(inventory, options, store, sessions=sessions)
-            busy = {r.host for r in store.jobs.in_states(("STARTING", "RUNNING"))}
-            if not busy & set(hosts):
+            report = await reconcile(inventory, options, store, sessions=sessions)
+            waiting = [
+                Waiting(
+                    r.id,
+                    r.name,
+                    r.host or "",
+                    r.state,
+                    report.unreachable[r.host].message if r.host in report.unreachable else None,
+                )
+                for r in store.jobs.in_states(("STARTING", "RUNNING"))
+                if r.host in hosts
+            ]
+            if not waiting:
                 return
+            if on_waiting is not None and waiting != said:
+                on_waiting(waiting)
+            said = waiting
             await asyncio.sleep(poll)
