@@ -171,3 +171,26 @@ def test_repair_gives_another_store_a_good_copy_back_for_the_corrupt_one_it_dele
     assert set(healed["replicas"]) - set(two.split(","))  # A's new copy went elsewhere ...
     assert hashlib.sha256(path.read_bytes()).hexdigest() == chunk["hash"]  # ... B's is back
     assert b("data", "verify")[0] == 0
+
+
+def test_chunks_staged_for_a_job_input_are_pinned_until_the_version_is_removed(
+    lab: Lab, a: Operator, b: Operator, data_dir: str, tmp_path: Path
+) -> None:
+    holder, runner = lab.hosts[0].name, lab.hosts[1].name
+    assert a("data", "gc")[0] == 0  # refs set up on every host (no legacy pin of what comes)
+    src = tmp_path / "input.bin"
+    src.write_bytes(os.urandom(200_000))
+    assert a("data", "put", str(src), "inp", "-k", "1", "-l", holder)[0] == 0
+    (chunk,) = a.chunks("inp")
+    code, out, err = a(
+        "submit", "--input", "inp:/tmp/inp", "--limit", runner, "--wait", "--json", "--",
+        "cmp", "/tmp/inp", "/tmp/inp",
+    )  # fmt: skip
+    assert code == 0, (out, err)
+    staged = chunk_file(lab, runner, data_dir, chunk["hash"])
+    assert staged.exists()  # copied to the job's host before it started
+    assert b("data", "gc")[0] == 0  # another store: the staging pin keeps it
+    assert staged.exists()
+    assert a("data", "rm", "inp")[0] == 0  # the last user forgets it: it goes everywhere
+    assert not staged.exists()
+    assert not chunk_file(lab, holder, data_dir, chunk["hash"]).exists()
