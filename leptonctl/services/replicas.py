@@ -5,7 +5,9 @@ the same for a bounded slice per run, rotating through every replica like
 HDFS's block scanner; ``repair`` deletes corrupt copies and brings every chunk
 back to K healthy replicas on live hosts; ``rebalance`` evens out disk use
 without ever going below K; ``collect_garbage`` deletes chunks no dataset
-version references any more.
+version of any state store references any more.  Chunks on a host are shared by
+every state store that uses it: whatever deletes goes through the host's chunk
+refs (``services/chunkrefs``), so one store never deletes what another one pins.
 """
 
 from __future__ import annotations
