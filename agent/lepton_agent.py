@@ -84,8 +84,8 @@ synced in batches, renamed). Ops (serve or ``request``): ``chunk-have {hashes|nu
 keep DATA/refs/<store>/<ref> and delete only chunks no store's ref names (see "chunks" below);
 ``chunk-import {items: [{"h", "n", "path", "o"}]}`` (file ranges of this host into the store);
 ``scan {path, chunk_size, hash}`` -> ``{"kind", "entries": [{"path", "type", "mode", "size",
-"mtime_ns", "chunks": [[hash|null, size]], "target"}]}``; ``file-status {files}`` (which chunks
-of a files-mode destination are in); ``materialize {dest, manifest, label}`` (a dataset from
+"mtime_ns", "chunks": [[hash|null, size]], "target"}]}``; ``file-status {files, dest?}`` (which
+chunks of a files-mode destination are in); ``materialize {dest, manifest, label}`` (a dataset from
 local chunks); ``grant {transfer, spec, pubkey?, ttl_s?}`` (the spec a ``recv`` will follow, and
 a one-shot ``restrict,command=...,expiry-time=...`` key line in authorized_keys) and ``revoke
 {transfer}`` (removes it, and every expired transfer key line).
@@ -1154,15 +1154,25 @@ def boot_id():
     return (read_text("/proc/sys/kernel/random/boot_id") or "").strip() or None
 
 
+def process_start(pid):
+    """When process pid started (clock ticks after boot, /proc/PID/stat field 22), or None."""
+    stat = read_text("/proc/%d/stat" % pid)
+    fields = stat.rsplit(")", 1)[-1].split() if stat else []
+    return convert(fields[19]) if len(fields) > 19 else None  # fields[0] is field 3 (state)
+
+
 def kill_lost_job(data_dir, job_id, entry, grace):
     import signal
 
     pgid = entry["pgid"]
-    recorded = (read_json(job_path(data_dir, job_id, "state.json")) or {}).get("boot_id")
-    if recorded and recorded != boot_id():
+    state = read_json(job_path(data_dir, job_id, "state.json")) or {}
+    if state.get("boot_id") and state["boot_id"] != boot_id():
         return  # the host rebooted: that process group died with it; never kill a stranger
     if not pgid or not group_alive(pgid):
         return  # nothing left to kill, and nothing known about how it ended: stays LOST
+    leader, recorded = process_start(pgid), state.get("leader_start")
+    if leader is not None and recorded is not None and leader != recorded:
+        return  # the pid was reused: its group is another process's now, never the job's
     if grace is None:
         grace = (read_json(job_path(data_dir, job_id, "spec.json")) or {}).get("grace")
     signal_group(pgid, signal.SIGTERM)
@@ -1318,7 +1328,7 @@ def start_job_process(data_dir, job_id, spec):
     proc.returncode = 0  # reaped by reap(), not by Popen
     state = {"state": "RUNNING", "pid": proc.pid, "pgid": proc.pid,
              "supervisor_pid": os.getpid(), "started": started,
-             "boot_id": boot_id()}  # fmt: skip
+             "boot_id": boot_id(), "leader_start": process_start(proc.pid)}  # fmt: skip
     write_json_atomic(job_path(data_dir, job_id, "state.json"), state)
     return proc.pid, None
 
@@ -1476,6 +1486,37 @@ def existing_parent(path):
 def free_bytes(path):
     st = os.statvfs(existing_parent(path))
     return st.f_bavail * st.f_frsize
+
+
+def path_info(paths):
+    """What each absolute path is ("dir", "file", "other", "none"; symlinks followed, as cp
+    does) and the free bytes of the filesystem that holds, or would hold, it."""
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p.startswith("/")
+                                              for p in paths):  # fmt: skip
+        raise BadRequest("paths must be a list of absolute paths")
+    infos = []
+    for path in paths:
+        kind = "dir" if os.path.isdir(path) else "file" if os.path.isfile(path) else None
+        kind = kind or ("other" if os.path.lexists(path) else "none")
+        infos.append({"path": path, "kind": kind, "free_bytes": free_bytes(path)})
+    return {"schema": SCHEMA, "paths": infos}
+
+
+def make_dirs(path):
+    """mkdir -p with the user's umask (the agent's own is 077): the directories a copy
+    creates get 0o777 & ~umask, as mkdir -p in the user's shell would make them."""
+    missing = []
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise
+            continue
+        os.chmod(path, 0o777 & ~USER_UMASK)
 
 
 def stored_chunks(data_dir):
@@ -1959,27 +2000,41 @@ def check_dest(path):
 def entry_path(dest, kind, rel):
     if kind == "file" and rel == "":
         return dest
-    if rel.startswith("/") or ".." in rel.split("/"):
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or ".." in rel.split("/"):
         raise BadRequest("manifest path escapes the destination: %r" % (rel,))
     return os.path.join(dest, rel)
 
 
+def check_manifest_entries(kind, entries):
+    """Refuse a manifest with an entry under one of its own symbolic links (sub -> /etc, then
+    sub/x): built, it would write outside the dataset."""
+    links = {os.path.normpath(e.get("path") or "") for e in entries if e.get("type") == "symlink"}
+    for entry in entries:
+        path = entry.get("path")
+        above = first_link_above(os.path.normpath(path or ""), links)
+        if kind == "dir" and above is not None:
+            raise BadRequest("manifest path %r is under its symbolic link %r" % (path, above))
+
+
 def materialize(data_dir, dest, manifest, label=None):
-    """Build a dataset at dest from the chunks stored here: a single-chunk file is a hard link
-    to its chunk (read-only), a longer one a copy (copy_file_range: a reflink where the
-    filesystem can). Nothing is written unless every chunk is here; it is built next to dest
-    and renamed into place. A relative dest is under the data dir. dest is only ever replaced
-    when a sidecar (.NAME.lepton-dataset) says leptonctl made it: never an operator's files."""
+    """Build a dataset at dest from the chunks stored here. Every file is a copy of its chunks
+    (copy_file_range: a reflink where the filesystem can), never a hard link: a job that writes
+    to its input cannot change a chunk. Nothing is written unless every chunk is here; it is
+    built next to dest and renamed into place; nothing under dest's parent is reached through a
+    symbolic link (see DestTree). A relative dest is under the data dir. dest is only ever
+    replaced when a sidecar (.NAME.lepton-dataset, a regular file) says leptonctl made it:
+    never an operator's files."""
     import shutil
 
     if isinstance(dest, str) and dest and not os.path.isabs(dest):
         dest = os.path.join(data_dir, dest)
     dest = check_dest(dest)
     kind, entries = manifest.get("kind"), manifest.get("entries") or []
+    check_manifest_entries(kind, entries)
     label = str(label or "")
-    parent = os.path.dirname(dest)
-    sidecar = os.path.join(parent, ".%s.lepton-dataset" % os.path.basename(dest))
-    ours = os.path.exists(sidecar)
+    parent, name = os.path.dirname(dest), os.path.basename(dest)
+    sidecar = os.path.join(parent, ".%s.lepton-dataset" % name)
+    ours = is_file_at(None, sidecar)
     if os.path.lexists(dest) and not ours:
         raise BadRequest("%s exists and was not made by leptonctl: not replacing it" % dest)
     if ours and os.path.lexists(dest) and label and (read_text(sidecar) or "").strip() == label:
@@ -1991,24 +2046,25 @@ def materialize(data_dir, dest, manifest, label=None):
     if missing:
         return {"schema": SCHEMA, "done": False, "missing": missing, "path": dest}
     os.makedirs(parent, mode=0o755, exist_ok=True)
-    build = os.path.join(parent, ".%s.lepton-build.%d" % (os.path.basename(dest), os.getpid()))
-    linked = copied = 0
+    tree = DestTree(parent)
+    build = os.path.join(parent, ".%s.lepton-build.%d" % (name, os.getpid()))
+    copied = 0
     try:
         if kind == "dir":
             os.mkdir(build, 0o755)
         for entry in entries:
             target = entry_path(build, kind, entry.get("path", ""))
             if entry["type"] == "dir":
-                os.makedirs(target, mode=0o700, exist_ok=True)
-                os.chmod(target, entry["mode"] & 0o7777)
+                os.fchmod(tree.dir_fd(tree.rel(target)), entry["mode"] & 0o7777)
             elif entry["type"] == "symlink":
-                os.symlink(entry["target"], target)
-            elif len(entry["chunks"]) == 1 and try_link(data_dir, entry["chunks"][0], target):
-                linked += 1
+                where, base = tree.where(target)
+                os.symlink(entry["target"], base, dir_fd=where)
             else:
-                concatenate(data_dir, entry["chunks"], target, entry["mode"])
+                concatenate(data_dir, entry["chunks"], tree.where(target), entry["mode"])
                 copied += 1
-        with open(sidecar, "w") as fh:
+        fd = open_nofollow(tree.dir_fd(""), os.path.basename(sidecar),
+                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC)  # fmt: skip
+        with os.fdopen(fd, "w") as fh:
             fh.write(label + "\n")
         if os.path.isdir(dest) and not os.path.islink(dest):
             shutil.rmtree(dest)
@@ -2016,19 +2072,10 @@ def materialize(data_dir, dest, manifest, label=None):
             os.unlink(dest)
         os.replace(build, dest)
     finally:
+        tree.close()
         if os.path.lexists(build):
             shutil.rmtree(build, ignore_errors=True) if os.path.isdir(build) else os.unlink(build)
-    return {"schema": SCHEMA, "done": True, "missing": [], "path": dest, "linked": linked,
-            "copied": copied}  # fmt: skip
-
-
-def try_link(data_dir, chunk, target):
-    """Hard-link a chunk as a file; False where links cannot cross (another filesystem)."""
-    try:
-        os.link(chunk_path(data_dir, chunk_hash(chunk)), target)
-        return True
-    except OSError:
-        return False
+    return {"schema": SCHEMA, "done": True, "missing": [], "path": dest, "copied": copied}
 
 
 def chunk_hash(chunk):
@@ -2040,8 +2087,10 @@ def chunk_size_of(chunk):
     return chunk["size"] if isinstance(chunk, dict) else chunk[1]
 
 
-def concatenate(data_dir, chunks, target, mode):
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def concatenate(data_dir, chunks, place, mode):
+    """Write the chunks, in order, as a new file at place (directory fd, name)."""
+    where, name = place
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=where)
     try:
         for chunk in chunks:
             digest, size = chunk_hash(chunk), chunk_size_of(chunk)
@@ -2120,50 +2169,178 @@ def forced_command(data_dir, transfer_id):
     return "exec " + " ".join(shlex.quote(p) for p in parts)
 
 
-def edit_authorized_keys(keep):
-    """Rewrite authorized_keys keeping the lines for which keep(line) is true. Editors are
-    serialised by a flock on the ~/.ssh directory itself (the file is replaced by rename)."""
+# authorized_keys is shared with the user and every tool they run (ssh-copy-id, Ansible,
+# cloud-init, other hosts on a shared home), which append to it without any lock of ours. So
+# the agent never rewrites it: a transfer line goes in with one O_APPEND write (or over a free
+# slot of its own making), and goes out by overwriting its own bytes in place with a comment of
+# the same length (FREE_SLOT and spaces: sshd skips it, a later grant reuses it). Bytes stay
+# bytes (lines end at b"\n" only, nothing is decoded), the file is never truncated or renamed,
+# and a symlinked file is written through its link (which stays a link). Agents serialise their
+# edits with a flock on the file itself, opened read-write (NFS needs that for a lock).
+FREE_SLOT = b"#leptonctl-free"
+TRANSFER_LINE = re.compile(
+    rb'restrict,command="[^"\n]*",expiry-time="(\d{14})Z" ssh-ed25519 [A-Za-z0-9+/=]+ '
+    + (KEY_COMMENT + "(" + TRANSFER_ID_PATTERN + ") *").encode()
+)
+FREE_LINE = re.compile(re.escape(FREE_SLOT) + b" *")
+KEY_FILE_AGE_S = 60.0  # ssh reads a hop's .key and .known_hosts within seconds of its start
+SPEC_GRACE_S = 2.0  # a spec outlives its key's expiry-time by this much (a recv reads it at once)
+
+
+def utc_stamp(seconds):
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(seconds))
+
+
+def same_file(fd, path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
+
+
+def keys_fallback_lock(data_dir, why):
+    """A lock file in the data dir, for a home where authorized_keys cannot be flocked (NFS
+    without lockd): it serialises the agents of this data dir, which is what is left."""
+    import fcntl
+
+    directory = os.path.join(data_dir, "transfers")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, ".authorized_keys.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        os.close(fd)
+        raise OSError("cannot lock authorized_keys (%s) nor %s (%s)" % (why, path, exc)) from exc
+    return fd
+
+
+@contextlib.contextmanager
+def authorized_keys_locked(data_dir, create):
+    """An fd of authorized_keys, read-write, locked against the edits of other agents (None when
+    the file does not exist and create is false). Raises OSError when it cannot be locked at
+    all: a transfer line is never left behind without a word."""
     import fcntl
 
     path = authorized_keys_path()
-    try:
-        lock = os.open(os.path.dirname(path), os.O_RDONLY)
-    except FileNotFoundError:
-        return 0
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    if create:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    for _ in range(5):
         try:
-            with open(path) as fh:
-                lines = fh.readlines()
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
         except FileNotFoundError:
-            return 0
-        kept = [line for line in lines if keep(line)]
-        if len(kept) == len(lines):
-            return 0
-        st = os.stat(path)
-        tmp = "%s.leptonctl.%d" % (path, os.getpid())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, st.st_mode & 0o777)
-        with os.fdopen(fd, "w") as fh:
-            fh.writelines(kept)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return len(lines) - len(kept)
-    finally:
-        os.close(lock)
+            if create:
+                raise
+            yield None
+            return
+        fallback = None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:  # ENOLCK, or EBADF on some NFS servers
+                fallback = keys_fallback_lock(data_dir, exc)
+            if same_file(fd, path):  # not renamed over by another tool meanwhile
+                yield fd
+                return
+        finally:
+            os.close(fd)
+            if fallback is not None:
+                os.close(fallback)
+    raise OSError("%s keeps being replaced while the agent edits it" % path)
 
 
-def expired_transfer_line(line, now):
-    """A leptonctl transfer key whose expiry-time has passed (sshd ignores it anyway)."""
-    if KEY_COMMENT not in line:
-        return False
-    found = re.search(r'expiry-time="(\d{14})Z"', line)
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
-    return bool(found) and found.group(1) < stamp
+def read_all(fd):
+    parts, at = [], 0
+    while True:
+        block = os.pread(fd, 1 << 16, at)
+        if not block:
+            return b"".join(parts)
+        parts.append(block)
+        at += len(block)
+
+
+def write_at(fd, data, offset):
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def complete_lines(data):
+    """(offset, end) of every line that has its newline (a last line without one may be a
+    write of another tool in progress: it is never touched)."""
+    at = 0
+    while True:
+        end = data.find(b"\n", at)
+        if end < 0:
+            return
+        yield at, end
+        at = end + 1
+
+
+def transfer_lines(data):
+    """(offset, length, transfer id, expiry stamp) of every leptonctl transfer line."""
+    found = []
+    if KEY_COMMENT.encode() in data:
+        for at, end in complete_lines(data):
+            match = TRANSFER_LINE.fullmatch(data, at, end)
+            if match:
+                found.append((at, end - at, match.group(2).decode(), match.group(1).decode()))
+    return found
+
+
+def free_slot(length):
+    return (FREE_SLOT if length >= len(FREE_SLOT) else b"#")[:length].ljust(length, b" ")
+
+
+def blank_key_lines(data_dir, doomed):
+    """Overwrite every transfer line for which doomed(transfer id, expiry stamp) is true with a
+    free slot of its own length, in place: no other byte of the file moves or changes."""
+    with authorized_keys_locked(data_dir, create=False) as fd:
+        if fd is None:
+            return 0
+        removed = 0
+        for offset, length, transfer_id, expiry in transfer_lines(read_all(fd)):
+            if doomed(transfer_id, expiry):
+                write_at(fd, free_slot(length), offset)
+                removed += 1
+        if removed:
+            os.fsync(fd)
+        return removed
+
+
+def add_key_line(fd, line):
+    """Write line (bytes, no newline) over the smallest free slot that holds it, padded with
+    spaces, or else append it in one O_APPEND write."""
+    import fcntl
+
+    data = read_all(fd)
+    slots = [
+        (end - at, at)
+        for at, end in complete_lines(data)
+        if end - at >= len(line) and FREE_LINE.fullmatch(data, at, end)
+    ]
+    if slots:
+        length, offset = min(slots)
+        write_at(fd, line.ljust(length, b" "), offset)
+    else:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_APPEND)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # never glue our line onto a last line without a newline
+            os.write(fd, line + b"\n")  # one O_APPEND write: never interleaved with another
+        finally:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    os.fsync(fd)
 
 
 def grant(data_dir, request):
-    """Write a transfer spec here and, with a public key, authorise it for one recv."""
+    """Write a transfer spec here and, with a public key, authorise it for one recv. The spec's
+    mtime is set to the grant's expiry: the next agent start after it removes the spec."""
     transfer_id = check_transfer_id(request.get("transfer"))
     spec = request.get("spec")
     if not isinstance(spec, dict):
@@ -2176,46 +2353,32 @@ def grant(data_dir, request):
     ttl = request.get("ttl_s")
     ttl = 300.0 if ttl is None else check_seconds(ttl, "ttl_s", positive=True)
     os.makedirs(os.path.join(data_dir, "transfers"), mode=0o700, exist_ok=True)
-    write_json_atomic(transfer_path(data_dir, transfer_id, ".json"), spec)
+    spec_path = transfer_path(data_dir, transfer_id, ".json")
+    write_json_atomic(spec_path, spec)
+    expires_at = time.time() + ttl
+    os.utime(spec_path, (expires_at, expires_at))
     if pubkey is None:
         return {"schema": SCHEMA, "granted": transfer_id, "key": False}
-    expiry = time.strftime("%Y%m%d%H%M%S", time.gmtime(time.time() + ttl))
-    line = 'restrict,command="%s",expiry-time="%sZ" %s %s%s\n' % (
+    expiry = utc_stamp(expires_at)
+    line = 'restrict,command="%s",expiry-time="%sZ" %s %s%s' % (
         forced_command(data_dir, transfer_id),
         expiry,
         pubkey,
         KEY_COMMENT,
         transfer_id,
     )
-    path = authorized_keys_path()
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    import fcntl
-
-    lock = os.open(os.path.dirname(path), os.O_RDONLY)
-    fcntl.flock(lock, fcntl.LOCK_EX)  # released by the close below
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = "\n" + line  # never glue our line onto a last line without a newline
-        os.write(fd, line.encode())  # one O_APPEND write: never interleaved with another
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-        os.close(lock)
+    with authorized_keys_locked(data_dir, create=True) as fd:
+        add_key_line(fd, line.encode())
     return {"schema": SCHEMA, "granted": transfer_id, "key": True, "expires": expiry + "Z"}
 
 
 def revoke(data_dir, transfer_id, now=None):
-    """Remove the transfer's key line, spec and key files, and every expired transfer key."""
+    """Blank the transfer's key line and every expired transfer line; remove the transfer's
+    files and those of transfers that are over."""
     transfer_id = check_transfer_id(transfer_id)
     now = time.time() if now is None else now
-    marker = KEY_COMMENT + transfer_id
-    removed = edit_authorized_keys(
-        lambda line: (
-            line.rstrip("\n").split(" ")[-1] != marker and not expired_transfer_line(line, now)
-        )
-    )
+    stamp = utc_stamp(now)
+    removed = blank_key_lines(data_dir, lambda tid, expiry: tid == transfer_id or expiry < stamp)
     for suffix in (".json", ".key", ".known_hosts", ".stderr"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(transfer_path(data_dir, transfer_id, suffix))
@@ -2224,14 +2387,44 @@ def revoke(data_dir, transfer_id, now=None):
             "stale_files_removed": stale}  # fmt: skip
 
 
-def remove_stale_transfers(data_dir, now, max_age_s=STALE_TRANSFER_S):
-    """Spec and key files of transfers that never ran or never cleaned up (an operator
-    that died between grant and revoke): every hop reads them within seconds."""
+def sweep_transfers(data_dir, now=None):
+    """What killed operators and agents left: expired transfer lines and the files of transfers
+    that are over. Run at every serve/request/send/recv start; cheap when there is nothing."""
+    now = time.time() if now is None else now
+    stamp = utc_stamp(now)
+    try:
+        with open(authorized_keys_path(), "rb") as fh:
+            data = fh.read()
+        if any(expiry < stamp for _, _, _, expiry in transfer_lines(data)):
+            blank_key_lines(data_dir, lambda other, expiry: expiry < stamp)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # said on stderr; the op itself still runs (revoke fails loudly)
+        sys.stderr.write("lepton_agent: cannot remove expired transfer keys: %s\n" % exc)
+    remove_stale_transfers(data_dir, now)
+
+
+def remove_stale_transfers(data_dir, now):
+    """Files of transfers that are over: a spec whose key expired (its mtime is the expiry) more
+    than SPEC_GRACE_S ago; a hop's key, known_hosts and stderr files after KEY_FILE_AGE_S (ssh
+    has read them long before; NextHop keeps its stderr open); anything else after an hour."""
     directory, removed = os.path.join(data_dir, "transfers"), 0
-    for name in os.listdir(directory) if os.path.isdir(directory) else ():
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        if name.startswith("."):
+            continue  # the fallback lock of authorized_keys
+        if name.endswith(".json"):
+            limit = SPEC_GRACE_S
+        elif name.endswith((".key", ".known_hosts", ".stderr")):
+            limit = KEY_FILE_AGE_S
+        else:
+            limit = STALE_TRANSFER_S
         path = os.path.join(directory, name)
         with contextlib.suppress(OSError):
-            if now - os.stat(path).st_mtime > max_age_s:
+            if now - os.lstat(path).st_mtime > limit:
                 os.unlink(path)
                 removed += 1
     return removed
@@ -2244,6 +2437,18 @@ def read_transfer_spec(data_dir, transfer_id):
     return spec
 
 
+def check_ssh_word(value, what, spaces=False):
+    """A user, address or host key for ssh's command line: a string that cannot be taken for an
+    option (a leading "-") or split (whitespace, control characters; spaces where allowed)."""
+    bad = not isinstance(value, str) or not value or value.startswith("-")
+    if not bad:
+        bad = any(ord(c) < 32 or ord(c) == 127 or (c.isspace() and not (spaces and c == " "))
+                  for c in value)  # fmt: skip
+    if bad:
+        raise BadRequest("the next hop's %s is not usable with ssh: %r" % (what, value))
+    return value
+
+
 class NextHop:
     """The ssh process to the next host of the chain (or stdout), fed while we receive."""
 
@@ -2254,11 +2459,19 @@ class NextHop:
         if spec.get("kind") == "stdout":
             self.out = sys.stdout.buffer
             return
+        user = check_ssh_word(spec.get("user"), "user")
+        address = check_ssh_word(spec.get("address"), "address")
+        host_key = check_ssh_word(spec.get("host_key"), "host key", spaces=True)
+        port = spec.get("port") or 22
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise BadRequest("the next hop's port must be 1..65535, got %r" % (port,))
         key = transfer_path(data_dir, transfer_id, ".key")
         known = transfer_path(data_dir, transfer_id, ".known_hosts")
         os.makedirs(os.path.dirname(key), mode=0o700, exist_ok=True)
-        for path, text in ((key, spec["key"]), (known, "%s %s\n" % (PEER_ALIAS, spec["host_key"]))):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        for path, text in ((key, spec["key"]), (known, "%s %s\n" % (PEER_ALIAS, host_key))):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(text)
         argv = ["ssh", "-T", "-i", key, "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
@@ -2269,15 +2482,15 @@ class NextHop:
                 "-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,"
                 "aes256-gcm@openssh.com,aes128-ctr",
                 "-o", "Compression=" + ("yes" if spec.get("compress") else "no"),
-                "-F", "/dev/null", "-p", str(int(spec.get("port") or 22)),
-                "-l", spec["user"], spec["address"], "lepton-recv"]  # fmt: skip
+                "-F", "/dev/null", "-p", str(port),
+                "-l", user, "--", address, "lepton-recv"]  # fmt: skip
         self.stderr_path = transfer_path(data_dir, transfer_id, ".stderr")
-        err = open(self.stderr_path, "wb")  # noqa: SIM115 (closed right after the fork)
-        try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=err, bufsize=0)  # fmt: skip
-        finally:
-            err.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.stderr_path)
+        fd = os.open(self.stderr_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self.err = os.fdopen(fd, "w+b")  # read back by finish(), even after a sweep unlinked it
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err, bufsize=0)  # fmt: skip
         self.out = self.proc.stdin
         widen_pipe(self.out.fileno())
 
@@ -2310,7 +2523,9 @@ class NextHop:
             pass
         output = self.proc.stdout.read()
         code = self.proc.wait()
-        tail = (read_text(self.stderr_path) or "").strip().splitlines()[-3:]
+        self.err.seek(0)
+        tail = self.err.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+        self.err.close()
         with contextlib.suppress(OSError):
             os.unlink(self.stderr_path)
         for line in output.decode("utf-8", "replace").splitlines():
@@ -2326,42 +2541,213 @@ class NextHop:
         return [{"name": self.name, "error": reason, "stored": [], "failed": {}}]
 
 
+# Files mode writes where the operator said, into directories that others may have touched: a
+# symbolic link planted at DEST/sub must never carry a write, chmod or rename elsewhere. The
+# destination's parent is opened as named (the operator chose it, links and all); below it every
+# directory is opened O_NOFOLLOW relative to its parent's fd, and every file relative to its
+# directory's fd.
+PART, JOURNAL = ".lepton-part", ".lepton-part.done"
+
+
+def open_subdir(parent, name, create, shown):
+    """fd of directory name in directory fd parent, made when missing (None when missing and
+    create is false). A symbolic link there is replaced by a directory (only the link goes, as
+    rsync does) or, without create, treated as missing: never followed."""
+    import errno
+    import stat
+
+    for _ in range(3):
+        try:
+            return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            if not stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                raise OSError(errno.ENOTDIR, "exists and is not a directory", shown) from None
+            if not create:
+                return None
+            os.unlink(name, dir_fd=parent)
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent)
+        except FileExistsError:
+            continue
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+        os.fchmod(fd, 0o777 & ~USER_UMASK)  # as mkdir -p in the user's shell (see make_dirs)
+        return fd
+    raise OSError(errno.EAGAIN, "cannot make a directory (it keeps changing)", shown)
+
+
+def open_nofollow(parent, name, flags):
+    """os.open of our own file name (a part file, journal, sidecar, empty file) in directory fd
+    parent: a symbolic link in its place is removed, never followed."""
+    import errno
+
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+    os.unlink(name, dir_fd=parent)
+    return os.open(name, flags | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+
+
+def lstat_at(parent, name):
+    try:
+        return os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def is_file_at(parent, name):
+    import stat
+
+    st = lstat_at(parent, name)
+    return st is not None and stat.S_ISREG(st.st_mode)
+
+
+def first_link_above(path, links):
+    """The nearest ancestor of a normalised path that is in links, or None."""
+    parent = os.path.dirname(path)
+    while parent and parent not in links:
+        up = os.path.dirname(parent)
+        if up == parent:
+            return None
+        parent = up
+    return parent or None
+
+
+def dest_paths_base(paths, dest=None):
+    """Check the absolute paths of a files-mode spec; the directory they are written under
+    without following links: dest's parent, or the parent of what they have in common."""
+    for path in paths:
+        if not isinstance(path, str) or not os.path.isabs(path) or os.path.normpath(path) != path:
+            raise BadRequest("a destination path must be absolute and normalised, got %r" % (path,))
+        if path == "/":
+            raise BadRequest("a destination cannot be /")
+    if dest is not None:
+        dest = check_dest(dest)
+        outside = [p for p in paths if p != dest and not p.startswith(dest.rstrip("/") + "/")]
+        if outside:
+            raise BadRequest("%r is not under the destination %s" % (outside[0], dest))
+        return os.path.dirname(dest)
+    return os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else "/"
+
+
+class DestTree:
+    """The directories under base, opened as described above and kept open (fd per directory)."""
+
+    def __init__(self, base, create=True):
+        self.base, self.create, self.fds = base, create, {}
+
+    def rel(self, path):
+        rel = os.path.relpath(path, self.base)
+        if rel == ".." or rel.startswith("../") or os.path.isabs(rel):
+            raise BadRequest("%s is not under %s" % (path, self.base))
+        return "" if rel == "." else rel
+
+    def dir_fd(self, rel):
+        """fd of directory rel ("" = base); None where it is missing (or a link) and the tree
+        does not create."""
+        if rel not in self.fds:
+            if rel == "":
+                if self.create:
+                    make_dirs(self.base)
+                try:
+                    fd = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY)
+                except FileNotFoundError:
+                    if self.create:
+                        raise
+                    fd = None
+            else:
+                parent = self.dir_fd(os.path.dirname(rel))
+                shown = os.path.join(self.base, rel)
+                fd = None if parent is None else open_subdir(parent, os.path.basename(rel),
+                                                             self.create, shown)  # fmt: skip
+            self.fds[rel] = fd
+        return self.fds[rel]
+
+    def where(self, path):
+        """(fd of path's directory or None, path's name)."""
+        rel = self.rel(path)
+        if not rel:
+            raise BadRequest("%s cannot be written under itself" % path)
+        return self.dir_fd(os.path.dirname(rel)), os.path.basename(rel)
+
+    def close(self):
+        for fd in self.fds.values():
+            if fd is not None:
+                os.close(fd)
+        self.fds = {}
+
+
 class FilesSink:
     """Files mode: frames land at (file, offset) in DEST.lepton-part files as they arrive. A
     journal next to each part file lists the verified chunks ("offset hash" lines, appended
     after the bytes are synced), so a rerun sends only what is missing; a complete file is
-    renamed into place with its mode."""
+    renamed into place with its mode. Nothing is reached through a symbolic link (see DestTree),
+    and a spec with a path under one of its own links is refused."""
 
     def __init__(self, spec):
         self.files = spec.get("files") or []
-        self.fds, self.journals, self.done = {}, {}, {}
+        dirs, links = spec.get("dirs") or [], spec.get("links") or []
+        paths = [entry.get("path") for entry in self.files + dirs + links]
+        self.tree = DestTree(dest_paths_base(paths, spec.get("dest")))
+        link_paths = {entry["path"] for entry in links}
+        for path in paths:
+            above = first_link_above(path, link_paths)
+            if above is not None:
+                raise BadRequest("%s is under %s, a symbolic link of the same copy" % (path, above))
+        self.places, self.fds, self.journals, self.done = {}, {}, {}, {}
         self.pending, self.pending_bytes = [], 0
-        for entry in spec.get("dirs") or []:
-            os.makedirs(entry["path"], mode=0o700, exist_ok=True)
-            os.chmod(entry["path"], entry["mode"] & 0o7777)
-        for entry in spec.get("links") or []:
-            if os.path.lexists(entry["path"]):
-                os.unlink(entry["path"])
-            os.symlink(entry["target"], entry["path"])
+        for entry in dirs:
+            os.fchmod(self.tree.dir_fd(self.tree.rel(entry["path"])), entry["mode"] & 0o7777)
+        for entry in links:
+            parent, name = self.tree.where(entry["path"])
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=parent)
+            os.symlink(entry["target"], name, dir_fd=parent)
+
+    def check_targets(self, targets, size):
+        """A frame's [[file index, offset], ...]: inside the spec's files, or ValueError."""
+        checked = []
+        for target in targets or []:
+            good = isinstance(target, list) and len(target) == 2
+            good = good and all(type(v) is int for v in target)
+            if good:
+                index, offset = target
+                good = 0 <= index < len(self.files) and offset >= 0
+                good = good and offset + size <= self.files[index]["size"]
+            if not good:
+                raise ValueError("a frame target %.100r is not inside the files" % (target,))
+            checked.append(target)
+        return checked
+
+    def place(self, index):
+        """(directory fd, name) of file index."""
+        if index not in self.places:
+            self.places[index] = self.tree.where(self.files[index]["path"])
+        return self.places[index]
 
     def part(self, index):
         if index not in self.fds:
             entry = self.files[index]
-            path = entry["path"]
-            os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-            if journal_stale(entry):  # a partial copy of another version of the source
-                for leftover in (path + ".lepton-part", path + ".lepton-part.done"):
+            parent, name = self.place(index)
+            if journal_stale(entry, parent, name):  # a partial copy of another source version
+                for leftover in (name + PART, name + JOURNAL):
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(leftover)
-            self.fds[index] = os.open(path + ".lepton-part", os.O_RDWR | os.O_CREAT, 0o600)
+                        os.unlink(leftover, dir_fd=parent)
+            self.fds[index] = open_nofollow(parent, name + PART, os.O_RDWR | os.O_CREAT)
         return self.fds[index]
 
     def verified(self, index):
         """offset -> hashes that the journal of file ``index`` lists (read once)."""
         if index not in self.done:
             self.part(index)
-            entry, done = self.files[index], {}
-            for offset, digest in journal_entries(entry["path"] + ".lepton-part.done"):
+            done = {}
+            for offset, digest in journal_entries(*self.place(index)):
                 done.setdefault(offset, set()).add(digest)
             self.done[index] = done
         return self.done[index]
@@ -2393,8 +2779,9 @@ class FilesSink:
             os.fdatasync(self.part(index))
         for index, offset, digest in self.pending:
             if index not in self.journals:
-                journal = self.files[index]["path"] + ".lepton-part.done"
-                self.journals[index] = open(journal, "a")  # noqa: SIM115 (closed by finish)
+                parent, name = self.place(index)
+                fd = open_nofollow(parent, name + JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+                self.journals[index] = os.fdopen(fd, "a")
                 if not self.journals[index].tell():
                     source = self.files[index].get("source_id") or ""
                     self.journals[index].write("# source %s\n" % source)
@@ -2411,15 +2798,19 @@ class FilesSink:
         done = []
         for index, entry in enumerate(self.files):
             path = entry["path"]
-            if not os.path.exists(path + ".lepton-part"):
-                if entry["size"] == 0 and not os.path.exists(path):
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            parent, name = self.place(index)
+            if not is_file_at(parent, name + PART):
+                st = lstat_at(parent, name)
+                if entry["size"] == 0 and not (is_file_at(parent, name) and not st.st_size):
+                    fd = open_nofollow(parent, name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
                     os.fchmod(fd, entry["mode"] & 0o7777)
+                    if entry.get("mtime_ns") is not None:
+                        os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
                     os.close(fd)
-                if os.path.exists(path):
+                if is_file_at(parent, name):
                     done.append(path)
                 continue
-            if len(journal_done(entry)) < len(entry.get("chunks") or []):
+            if len(journal_done(entry, parent, name)) < len(entry.get("chunks") or []):
                 continue
             fd = self.part(index)
             os.ftruncate(fd, entry["size"])
@@ -2428,24 +2819,58 @@ class FilesSink:
             if entry.get("mtime_ns") is not None:  # the source's: a later cp's quick check
                 os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
             try:
-                os.replace(path + ".lepton-part", path)
-                os.unlink(path + ".lepton-part.done")
+                os.rename(name + PART, name, src_dir_fd=parent, dst_dir_fd=parent)
+                os.unlink(name + JOURNAL, dir_fd=parent)
             except FileNotFoundError:  # a parallel stream finished the same file first
-                if not os.path.exists(path):
+                if not is_file_at(parent, name):
                     raise
             done.append(path)
-        for fd in self.fds.values():
-            os.close(fd)
+        self.close()
         return done
 
+    def close(self):
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds, self.places = {}, {}
+        self.tree.close()
 
-def journal_entries(path):
-    """The (offset, hash) lines of a journal (none when it is missing)."""
+    def discard(self, done):
+        """Remove the part files and journals of the files not in ``done`` (the disk is
+        full: what was written of them goes, so that the space comes back)."""
+        for index, entry in enumerate(self.files):
+            if entry["path"] not in done:
+                parent, name = self.place(index)
+                for leftover in (name + PART, name + JOURNAL):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(leftover, dir_fd=parent)
+        self.close()
+
+
+def out_of_space(error):
+    """The error text of a full disk or an exhausted quota."""
+    import errno
+
+    return any(os.strerror(code) in (error or "") for code in (errno.ENOSPC, errno.EDQUOT))
+
+
+def open_at(parent, name):
+    """Binary file object of our file name in directory fd parent (None: missing, or a link)."""
+    if parent is None:
+        return None
     try:
-        with open(path) as fh:
-            lines = fh.read().splitlines()
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
     except OSError:
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def journal_entries(parent, name):
+    """The (offset, hash) lines of the journal of file name (none when it is missing)."""
+    fh = open_at(parent, name + JOURNAL)
+    if fh is None:
         return []
+    with fh:
+        lines = fh.read().decode("ascii", "replace").splitlines()
     entries = []
     for line in lines:
         offset, _, digest = line.partition(" ")
@@ -2454,24 +2879,23 @@ def journal_entries(path):
     return entries
 
 
-def journal_stale(entry):
+def journal_stale(entry, parent, name):
     """The journal was written for another version of the source (size:mtime differs)."""
-    journal = entry["path"] + ".lepton-part.done"
-    try:
-        with open(journal) as fh:
-            first = fh.readline().rstrip("\n")
-    except OSError:
+    fh = open_at(parent, name + JOURNAL)
+    if fh is None:
         return False
+    with fh:
+        first = fh.readline(4096).decode("utf-8", "replace").rstrip("\n")
     source = first[len("# source ") :] if first.startswith("# source ") else ""
     return source != (entry.get("source_id") or "")
 
 
-def journal_done(entry):
+def journal_done(entry, parent, name):
     """Offsets of the entry's chunks that its journal lists as verified. A chunk whose
     hash is not known in advance (streamed) counts by offset."""
-    if journal_stale(entry):
+    if journal_stale(entry, parent, name):
         return []
-    done = set(journal_entries(entry["path"] + ".lepton-part.done"))
+    done = set(journal_entries(parent, name))
     offsets = {offset for offset, _ in done}
     return [
         c[0]
@@ -2480,27 +2904,44 @@ def journal_done(entry):
     ]
 
 
-def file_state(entry):
-    """Which chunks ([offset, size, hash]) of a files-mode entry are at the destination."""
+def file_state(entry, tree):
+    """Which chunks ([offset, size, hash]) of a files-mode entry are at the destination (a
+    path reached through a symbolic link below the tree's base has none)."""
+    import stat
+
     path, chunks = entry["path"], entry.get("chunks") or []
-    if os.path.exists(path + ".lepton-part"):
-        have = journal_done(entry)
-    elif os.path.isfile(path) and os.path.getsize(path) == entry["size"]:
+    parent, name = tree.where(path)
+    st = lstat_at(parent, name) if parent is not None else None
+    if parent is not None and is_file_at(parent, name + PART):
+        have = journal_done(entry, parent, name)
+    elif st is not None and stat.S_ISREG(st.st_mode) and st.st_size == entry["size"]:
         if any(c[2] is None for c in chunks):  # a streamed copy: size and mtime, like rsync
-            same = os.stat(path).st_mtime_ns == entry.get("mtime_ns")
-            have = [c[0] for c in chunks] if same else []
+            have = [c[0] for c in chunks] if st.st_mtime_ns == entry.get("mtime_ns") else []
         else:
-            have = [c[0] for c in chunks if hash_range(path, c[0], c[1])[0] == c[2]]
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent)
+            try:  # hash_range closes what it opens: a copy of the fd each time
+                have = [c[0] for c in chunks if hash_range(os.dup(fd), c[0], c[1])[0] == c[2]]
+            finally:
+                os.close(fd)
     else:
         have = []
-    complete = len(have) == len(chunks) and (bool(chunks) or os.path.isfile(path))
+    if not chunks:  # an empty file: there when a regular empty file is
+        have, complete = [], st is not None and stat.S_ISREG(st.st_mode) and not st.st_size
+    else:
+        complete = len(have) == len(chunks)
     return {"path": path, "done": have, "complete": complete}
 
 
-def file_status(files):
+def file_status(files, dest=None):
+    """file_state of every entry; dest (optional) is the copy's destination: nothing under it
+    is reached through a symbolic link (without it: nothing under the files' common parent)."""
     if not isinstance(files, list):
         raise BadRequest("files must be a list")
-    return {"schema": SCHEMA, "files": [file_state(entry) for entry in files]}
+    tree = DestTree(dest_paths_base([entry.get("path") for entry in files], dest), create=False)
+    try:
+        return {"schema": SCHEMA, "files": [file_state(entry, tree) for entry in files]}
+    finally:
+        tree.close()
 
 
 def receive(data_dir, transfer_id):
@@ -2508,9 +2949,13 @@ def receive(data_dir, transfer_id):
     import hashlib
 
     spec = read_transfer_spec(data_dir, transfer_id)
-    with contextlib.suppress(OSError):  # one-shot: nobody can use this key again
-        marker = KEY_COMMENT + transfer_id
-        edit_authorized_keys(lambda line: line.rstrip("\n").split(" ")[-1] != marker)
+    try:  # one-shot: nobody can use this key again
+        blank_key_lines(data_dir, lambda other, expiry: other == transfer_id)
+    except OSError as exc:
+        error = "cannot remove the transfer key from authorized_keys: %s" % exc
+        mine = {"name": spec.get("name"), "stored": [], "failed": {}, "error": error, "bytes": 0}
+        sys.stdout.write(json_line({"schema": SCHEMA, "hops": [mine]}))
+        return 1
     mode = spec.get("store", "chunks")
     hop = NextHop(data_dir, transfer_id, spec["next"]) if spec.get("next") else None
     mine = {"name": spec.get("name"), "stored": [], "failed": {}, "error": None, "bytes": 0}
@@ -2521,20 +2966,23 @@ def receive(data_dir, transfer_id):
     try:
         files = FilesSink(spec) if mode == "files" else None
         while True:
-            header = stdin.readline()
+            header = read_frame_line(stdin)
             if not header:
                 broken = "the stream ended early (the sender or a previous hop was lost)"
                 break
             frame = json.loads(header)
+            if not isinstance(frame, dict):
+                raise ValueError("a frame header must be a JSON object")
             if frame.get("end"):
                 break
             if mode == "probe":  # net probe: discard the bytes, answer acks at once
-                skip(stdin, int(frame.get("n") or 0))
+                skip(stdin, frame_size(frame))
                 if frame.get("ack"):
                     sys.stdout.write("ack\n")
                     sys.stdout.flush()
                 continue
-            digest, size, targets = frame.get("h"), int(frame["n"]), frame.get("t") or []
+            digest, size = frame.get("h"), frame_size(frame)
+            targets = files.check_targets(frame.get("t"), size) if files is not None else []
             if digest is not None:
                 check_hash(digest)
             elif mode == "chunks":
@@ -2563,7 +3011,7 @@ def receive(data_dir, transfer_id):
                         sink = None
                 left -= len(block)
             if not left and digest is None:  # streamed: the hash follows the bytes
-                trailer = stdin.readline()
+                trailer = read_frame_line(stdin)
                 if hop is not None:
                     hop.write(trailer)
                 digest = check_hash(json.loads(trailer or "{}").get("h")) if trailer else None
@@ -2603,6 +3051,10 @@ def receive(data_dir, transfer_id):
                 mine["files_done"] = files.finish()
             except OSError as exc:
                 mine["error"] = mine["error"] or "cannot finish files: %s" % exc
+            if out_of_space(mine["error"]):  # give the space back: a rerun would fail too
+                files.discard(mine.get("files_done") or [])
+                mine["error"] += "; the partial files were removed"
+                mine["no_space"] = True
         fsync_dir(os.path.join(data_dir, "chunks"))
         revoke(data_dir, transfer_id)
     mine["error"] = broken or mine["error"]
@@ -2611,6 +3063,30 @@ def receive(data_dir, transfer_id):
     sys.stdout.write(json_line({"schema": SCHEMA, "hops": [mine, *downstream]}))
     sys.stdout.flush()
     return 0
+
+
+MAX_FRAME_LINE = 1 << 20  # a header or trailer line: a few hundred bytes in practice
+MAX_FRAME_BYTES = 1 << 32  # far above any chunk size
+
+
+def read_frame_line(stream):
+    """One header or trailer line (b"" at the end of the stream), never more than
+    MAX_FRAME_LINE bytes: a line without its newline is a broken stream, not a reason to
+    buffer without bound."""
+    line = stream.readline(MAX_FRAME_LINE + 1)
+    if line and not line.endswith(b"\n"):
+        if len(line) > MAX_FRAME_LINE:
+            raise ValueError("a frame header is longer than %d bytes" % MAX_FRAME_LINE)
+        raise ValueError("the stream ended inside a frame header")
+    return line
+
+
+def frame_size(frame):
+    """The byte count a frame announces: an integer 0..MAX_FRAME_BYTES."""
+    size = frame.get("n") or 0
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FRAME_BYTES:
+        raise ValueError("a frame size must be an integer 0..%d, got %r" % (MAX_FRAME_BYTES, size))
+    return size
 
 
 def skip(stream, size):
@@ -2825,7 +3301,9 @@ def data_request(op, request, data_dir):
     if op == "scan":
         return scan_tree(request.get("path"), request.get("chunk_size"), request.get("hash", True))
     if op == "file-status":
-        return file_status(request.get("files"))
+        return file_status(request.get("files"), request.get("dest"))
+    if op == "path-info":
+        return path_info(request.get("paths"))
     if op == "chunk-import":
         return chunk_import(data_dir, request.get("items"))
     manifest = request.get("manifest") or {}
@@ -2931,6 +3409,8 @@ def main(argv=None):
         sys.stdout.write(json_line({"schema": SCHEMA, "agent_version": AGENT_VERSION}))
         return 0
     data_dir = os.path.abspath(os.path.expanduser(args.data_dir or default_data_dir()))
+    if args.command in ("serve", "request", "send", "recv", "net-probe"):
+        sweep_transfers(data_dir)  # what a killed transfer left: gone at the next use
     if args.command == "serve":
         return serve(args.root, data_dir, sys.stdin, sys.stdout)
     if args.command.startswith("job-"):

@@ -42,6 +42,11 @@ data = sys.stdin.buffer.read()
 if hashlib.sha256(data).hexdigest()[:len(digest)] != digest:
     sys.exit("agent upload corrupted or truncated: sha256 mismatch")
 os.makedirs(directory, mode=0o700, exist_ok=True)
+st = os.stat(directory)
+if st.st_uid != os.getuid() or st.st_mode & 0o077:
+    sys.exit("leptonctl: refusing to install the agent into %s: it must be owned by you "
+             "(uid %d, it is %d) with mode 0700 (it is %o)"
+             % (directory, os.getuid(), st.st_uid, st.st_mode & 0o7777))
 fd, tmp = tempfile.mkstemp(dir=directory, prefix=".agent-")
 with os.fdopen(fd, "wb") as f:
     f.write(data)
@@ -56,11 +61,24 @@ except Exception:
     pass  # no bytecode cache: the agent still runs, only its start-up is slower
 """
 
-# Runs the cached agent as an imported module (so its bytecode cache is used).
-# sys.path[0] is replaced first: nothing is ever imported from the remote cwd.
-_LAUNCHER = (
-    "import sys; sys.path[0] = sys.argv[1]; import {module} as a; sys.exit(a.main(sys.argv[2:]))"
-)
+# Runs the cached agent as an imported module (so its bytecode cache is used). The cache
+# directory goes first on sys.path, so it is checked on every start (two stats): it must be
+# the user's own with mode 0700 (nobody else can plant a module there), the agent file the
+# user's and not writable by others. sys.path[0] is replaced: nothing is ever imported from
+# the remote cwd (os and sys are built in, imported before the interpreter reads any path).
+_LAUNCHER = """\
+import os, sys
+d = sys.argv[1]
+s, f = os.stat(d), os.stat(os.path.join(d, "{module}.py"))
+if s.st_uid != os.getuid() or s.st_mode & 0o077 or f.st_uid != os.getuid() or f.st_mode & 0o022:
+    sys.exit("leptonctl: refusing to run the agent in %s: the directory must be yours with mode "
+             "0700 and the agent yours, not writable by others (directory: uid %d, mode %o; "
+             "agent: uid %d, mode %o)" % (d, s.st_uid, s.st_mode & 0o7777, f.st_uid,
+             f.st_mode & 0o7777))
+sys.path[0] = d
+import {module} as a
+sys.exit(a.main(sys.argv[2:]))
+"""
 
 
 @cache
