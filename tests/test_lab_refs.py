@@ -194,3 +194,23 @@ def test_chunks_staged_for_a_job_input_are_pinned_until_the_version_is_removed(
     assert a("data", "rm", "inp")[0] == 0  # the last user forgets it: it goes everywhere
     assert not staged.exists()
     assert not chunk_file(lab, holder, data_dir, chunk["hash"]).exists()
+
+
+def test_rm_of_a_version_a_pending_job_needs_is_refused_unless_forced(
+    lab: Lab, a: Operator, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.bin"
+    src.write_bytes(os.urandom(20_000))
+    assert a("data", "put", str(src), "needed", "-k", "1")[0] == 0
+    names = ",".join(h.name for h in lab.hosts)
+    assert a("node", "drain", names, "--reason", "test")[0] == 0  # the job stays PENDING
+    code, out, err = a("submit", "--input", "needed", "--json", "--", "true")
+    assert code == 0, err
+    job_id = json.loads(out.splitlines()[0])["id"]
+    code, _, err = a("data", "rm", "needed@1")
+    assert code == ExitCode.USAGE
+    assert f"needed@1 is the input of job(s) {job_id} (PENDING)" in err and "--force" in err
+    assert len(a.chunks("needed")) == 1  # still there
+    code, out, err = a("data", "rm", "needed@1", "--force", "--json")
+    assert code == 0, err
+    assert json.loads(out)["versions"] == [1]
