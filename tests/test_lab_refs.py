@@ -214,3 +214,30 @@ def test_rm_of_a_version_a_pending_job_needs_is_refused_unless_forced(
     code, out, err = a("data", "rm", "needed@1", "--force", "--json")
     assert code == 0, err
     assert json.loads(out)["versions"] == [1]
+
+
+def test_rebalance_moves_this_stores_copies_but_never_deletes_another_stores(
+    lab: Lab, a: Operator, b: Operator, data_dir: str, tmp_path: Path
+) -> None:
+    first = lab.hosts[0].name
+    mine, shared = tmp_path / "mine.bin", tmp_path / "shared.bin"
+    mine.write_bytes(os.urandom(8 * 65536))
+    shared.write_bytes(os.urandom(8 * 65536))
+    for name, path in (("mine", mine), ("shared", shared)):
+        code, _, err = a("data", "put", str(path), name, "-k", "1", "-l", first,
+                         "--chunk-size", "64KiB")  # fmt: skip
+        assert code == 0, err
+    code, _, err = b("data", "put", str(shared), "theirs", "-k", "1", "-l", first,
+                     "--chunk-size", "64KiB")  # fmt: skip
+    assert code == 0, err
+    code, out, err = a("data", "rebalance", "--tolerance", "0", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["moves_done"] > 0 and report["moves_done"] == report["moves_planned"]
+    moved = [c for c in a.chunks("mine") if c["replicas"] != [first]]
+    assert len(moved) == report["moves_done"]
+    for chunk in moved:  # copied first, then deleted at the source
+        assert not chunk_file(lab, first, data_dir, chunk["hash"]).exists()
+    assert all(c["replicas"] == [first] for c in a.chunks("shared"))  # B pins these there
+    assert a("data", "verify")[0] == 0
+    assert b("data", "verify")[0] == 0
