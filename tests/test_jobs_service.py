@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leptonctl.services.reconcile import agent_spec
+from leptonctl.services.starts import agent_spec
 from leptonctl.store.jobs import JobRecord
 
 

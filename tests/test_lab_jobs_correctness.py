@@ -137,3 +137,47 @@ def test_drain_wait_names_the_jobs_it_waits_for_and_their_unreachable_host(
     assert "RUNNING" in said
     cli(capsys, "-i", str(inv), "cancel", str(job_id))
     cli(capsys, "-i", str(inv), "node", "resume", "h4")
+
+
+def test_staging_an_input_over_a_slow_link_holds_up_no_other_command_and_runs_once(
+    lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    holder = inventory(tmp_path / "holder.ini", lab, ["h1"], cpus=2)
+    src = tmp_path / "blob.bin"
+    src.write_bytes(os.urandom(4 << 20))
+    code, out = cli(capsys, "-i", str(holder), "data", "put", str(src), "slowin", "-k", "1")
+    assert code == 0, out
+    inv = inventory(tmp_path / "hosts.ini", lab, ["h1", "h2"], cpus=2)
+    lab.shape("h1", "h2", 4)  # 0.5 MB/s: copying the input to h2 takes about 8 s
+    try:
+        submit = subprocess.Popen(
+            [sys.executable, "-m", "leptonctl", "-i", str(inv), "submit", "--json",
+             "--limit", "h2", "--input", "slowin:/tmp/slowin", "--", "wc -c < /tmp/slowin"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:  # `jobs` answers from the store while the submit copies the input
+            code, out = cli(capsys, "-i", str(inv), "jobs", "--json")
+            assert code == 0
+            (job,) = json.loads(out)["jobs"] or [None]
+            if job and "staging its input on h2" in (job["reason"] or ""):
+                break
+            assert time.monotonic() < deadline and submit.poll() is None, (job, submit.poll())
+            time.sleep(0.2)
+        assert job["state"] == "STARTING"
+        # another staging-capable command leaves the claimed job alone: no second copy
+        code, out = cli(capsys, "-i", str(inv), "schedule")
+        assert code == 0 and "started -" in out
+        code, out = cli(capsys, "-i", str(inv), "show", "--json", str(job["id"]))
+        assert json.loads(out)["state"] == "STARTING"
+        assert submit.poll() is None  # both answered while the copy was still going on
+        out, err = submit.communicate(timeout=120)
+    finally:
+        lab.clear_shaping("h1")
+    assert submit.returncode == 0, err
+    code, out = cli(capsys, "-i", str(inv), "submit", "--wait", "--json", "--after",
+                    str(job["id"]), "--", "true")  # fmt: skip
+    assert code == 0, out
+    code, log = cli(capsys, "-i", str(inv), "logs", str(job["id"]))
+    assert log.strip() == str(4 << 20)

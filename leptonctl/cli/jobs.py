@@ -169,9 +169,10 @@ def _print_dry_run(result: service.DryRun, as_json: bool) -> None:
 
 @contextmanager
 def _reconciled(config: Settings) -> Iterator[SqliteStore]:
-    """The state store, after one reconcile pass: what every reading command starts with."""
+    """The state store, after one reconcile pass: what every reading command starts with.
+    It never stages a job's inputs, nor waits for a transfer another process runs."""
     with config.store() as store:
-        report = run_async(reconcile(config.inventory(), config.transport(), store))
+        report = run_async(reconcile(config.inventory(), config.transport(), store, stage=False))
         _warn_unreachable(report)
         yield store
 
@@ -261,7 +262,7 @@ def cancel(
     inventory = config.inventory()
     with config.store() as store:
         results = run_async(service.cancel(inventory, config.transport(), store, job_ids))
-        run_async(reconcile(inventory, config.transport(), store))
+        run_async(reconcile(inventory, config.transport(), store, stage=False))
     for job_id, state in results.items():
         print(f"job {job_id}: {'cancel requested' if state in ACTIVE else state}")
 

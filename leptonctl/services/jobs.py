@@ -33,6 +33,7 @@ from leptonctl.services.reconcile import (
     running_view,
     stored_facts,
 )
+from leptonctl.services.starts import Staging
 from leptonctl.services.status import new_host_key_recorder
 from leptonctl.store.jobs import FINAL, JobRecord
 from leptonctl.store.sqlite import SqliteStore
@@ -224,16 +225,23 @@ async def wait_for(
     ids: Sequence[int],
     poll: float = 1.0,
 ) -> list[JobRecord]:
-    """Reconcile until every job in ``ids`` has ended (one connection per host throughout)."""
+    """Reconcile until every job in ``ids`` has ended (one connection per host throughout;
+    inputs are staged in the background of the passes)."""
     async with open_sessions(options, store) as sessions:
-        report = ReconcileReport()
-        while True:
-            records = [store.jobs.get(i) for i in ids]
-            if all(r is not None and r.state in FINAL for r in records):
-                return [r for r in records if r is not None]
-            busy = report.started or report.finished  # keep going while things move
-            await asyncio.sleep(poll / 5 if busy else poll)
-            report = await reconcile(inventory, options, store, sessions=sessions)
+        staging = Staging()
+        try:
+            report = ReconcileReport()
+            while True:
+                records = [store.jobs.get(i) for i in ids]
+                if all(r is not None and r.state in FINAL for r in records):
+                    return [r for r in records if r is not None]
+                busy = report.started or report.finished  # keep going while things move
+                await asyncio.sleep(poll / 5 if busy else poll)
+                report = await reconcile(
+                    inventory, options, store, sessions=sessions, staging=staging
+                )
+        finally:
+            await staging.close()
 
 
 async def reconcile_loop(
@@ -247,14 +255,21 @@ async def reconcile_loop(
 ) -> ReconcileReport:
     """``leptonctl schedule [--watch]``: one pass, or a pass every ``interval`` seconds."""
     async with open_sessions(options, store) as sessions:
-        while True:
-            report = await reconcile(
-                inventory, options, store, node_fail_after=node_fail_after, sessions=sessions
-            )
-            on_report(report)
-            if not forever:
-                return report
-            await asyncio.sleep(interval)
+        staging = Staging()  # inputs are copied in the background of the passes
+        try:
+            while True:
+                report = await reconcile(
+                    inventory, options, store, node_fail_after=node_fail_after,
+                    sessions=sessions, staging=staging,
+                )  # fmt: skip
+                if not forever:
+                    await staging.wait()
+                on_report(report)
+                if not forever:
+                    return report
+                await asyncio.sleep(interval)
+        finally:
+            await staging.close()
 
 
 async def job_log(
@@ -269,7 +284,7 @@ async def job_log(
     until it ends."""
     async with open_sessions(options, store) as sessions:
         while True:
-            await reconcile(inventory, options, store, sessions=sessions)
+            await reconcile(inventory, options, store, sessions=sessions, stage=False)
             record = store.jobs.get(job_id)
             if record is None:
                 raise UsageError(f"no job {job_id}")

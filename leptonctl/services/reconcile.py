@@ -33,8 +33,8 @@ from leptonctl.inventory import Host, Inventory, select_hosts
 from leptonctl.remote.agent import AgentSessions, probe_host
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, TransportOptions
-from leptonctl.services.datasets import DataError
-from leptonctl.services.inputs import input_locality, stage_inputs
+from leptonctl.services.inputs import input_locality
+from leptonctl.services.starts import Staging, claim_starts, stage_and_start, start_jobs
 from leptonctl.services.status import new_host_key_recorder
 from leptonctl.store.jobs import FINAL, JobRecord
 from leptonctl.store.sqlite import SqliteStore
@@ -170,15 +170,33 @@ async def reconcile(
     clock: Callable[[], float] = time.time,
     node_fail_after: float = NODE_FAIL_AFTER,
     sessions: AgentSessions | None = None,
+    stage: bool = True,
+    staging: Staging | None = None,
 ) -> ReconcileReport:
     """Collect what ended, requeue what was lost, start what now fits.
 
     Pass ``sessions`` to keep connections and agent sessions across repeated passes
-    (``--wait``, ``schedule --watch``).
+    (``--wait``, ``schedule --watch``).  Jobs with ``--input`` datasets are staged (copied
+    to their host) before they start: with ``stage=False`` (the read-only commands) this
+    pass neither stages nor waits for staging; with a long-lived ``staging``, the copies
+    run in the background of the caller's passes; otherwise this pass waits for the copies
+    it began.
     """
     if sessions is None:
         async with open_sessions(options, store, clock) as own:
-            return await reconcile(inventory, options, store, clock, node_fail_after, own)
+            return await reconcile(
+                inventory, options, store, clock, node_fail_after, own, stage, staging
+            )
+    if staging is None and stage:
+        mine = Staging()
+        try:
+            report = await reconcile(
+                inventory, options, store, clock, node_fail_after, sessions, stage, mine
+            )
+            await mine.wait()
+            return report
+        finally:
+            await mine.close()
     pool = sessions.pool
     report = ReconcileReport()
     hosts = list(inventory.hosts)
@@ -234,8 +252,13 @@ async def reconcile(
             _collect(store, record, outcomes.get(record.host or ""), now, node_fail_after, report)
         facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
         schedulable = up - set(store.drained())
-        starts = _decide(store, inventory, nodes_from(hosts, facts, schedulable), now)
-    await _start(sessions, store, starts, by_name, clock, report)
+        starts = _decide(store, inventory, nodes_from(hosts, facts, schedulable), now, stage)
+        plain, staged = claim_starts(store, starts, staging, now)
+    if staging is not None:
+        for job_id in staged:
+            work = stage_and_start(sessions, store, job_id, by_name, staging.owner, clock, report)
+            staging.spawn(job_id, work)
+    await start_jobs(sessions, store, plain, by_name, clock, report)
     return report
 
 
@@ -403,8 +426,12 @@ def _requeue(store: SqliteStore, record: JobRecord, why: str, report: ReconcileR
     report.requeued.append(record.id)
 
 
-def _decide(store: SqliteStore, inventory: Inventory, nodes: list[Node], now: float) -> list[int]:
-    """One scheduling pass inside the caller's transaction; returns ids now STARTING."""
+def _decide(
+    store: SqliteStore, inventory: Inventory, nodes: list[Node], now: float, stage: bool = True
+) -> list[int]:
+    """One scheduling pass inside the caller's transaction; returns ids now STARTING.
+    Without ``stage``, a job with inputs is not moved to STARTING (a read-only command
+    would not stage it: its devices would sit idle)."""
     up = {n.name for n in nodes if n.schedulable}
     for record in store.jobs.in_states(("PENDING",)):
         if record.cancel_requested:
@@ -424,7 +451,17 @@ def _decide(store: SqliteStore, inventory: Inventory, nodes: list[Node], now: fl
         finished,
         now,
     )
+    with_inputs = {r.id for r in pending if r.spec.get("inputs")}
+    started = []
     for alloc in decision.start:
+        if not stage and int(alloc.job_id) in with_inputs:
+            store.jobs.update(
+                int(alloc.job_id),
+                reason=f"fits on {alloc.host}; its input is staged by the next submit, "
+                "schedule or maintain run",
+            )
+            continue
+        started.append(int(alloc.job_id))
         store.jobs.update(
             int(alloc.job_id),
             state="STARTING",
@@ -441,81 +478,4 @@ def _decide(store: SqliteStore, inventory: Inventory, nodes: list[Node], now: fl
         store.jobs.update(int(doomed.job_id), state="FAILED", ended=now, reason=doomed.reason)
     for blocked in decision.blocked:
         store.jobs.update(int(blocked.job_id), reason=blocked.reason)
-    return [r.id for r in starting] + [int(a.job_id) for a in decision.start]
-
-
-async def _start(
-    sessions: AgentSessions,
-    store: SqliteStore,
-    ids: list[int],
-    hosts: Mapping[str, Host],
-    clock: Callable[[], float],
-    report: ReconcileReport,
-) -> None:
-    """Start STARTING jobs: one ``job-start`` line per job on the host's agent session."""
-    by_host: dict[str, list[JobRecord]] = defaultdict(list)
-    for record in (store.jobs.get(i) for i in ids):
-        if record is not None and record.host in hosts:
-            by_host[record.host or ""].append(record)
-
-    async def start_one(host: Host, record: JobRecord) -> dict[str, Any]:
-        env: dict[str, str] = {}
-        if record.spec.get("inputs"):
-            try:
-                env = await stage_inputs(sessions, store, hosts, host, record)
-            except DataError as exc:
-                return {"error": f"its input could not be staged: {exc.message}"}
-        return await sessions.request(host, {"op": "job-start", "spec": agent_spec(record, env)})
-
-    async def start_all(host: Host, conn: Connection) -> dict[int, dict[str, Any]]:
-        return {record.id: await start_one(host, record) for record in by_host[host.name]}
-
-    outcomes = await sessions.pool.fan_out([hosts[name] for name in by_host], start_all)
-    now = clock()
-    for name, records in by_host.items():
-        outcome = outcomes[name]
-        for record in records:
-            expect = ("STARTING", record.attempt)
-            if isinstance(outcome, HostError):
-                # It may have started before the connection failed: keep it STARTING (the
-                # start is idempotent and is sent again); a host that stays away turns it
-                # NODE_FAIL through lost_since, with the usual orphan kill.
-                store.jobs.update_if(
-                    record.id, expect, reason=f"start on {name} unconfirmed: {outcome.message}"
-                )
-                continue
-            answer = outcome.get(record.id, {})
-            if "error" in answer:
-                store.jobs.update_if(
-                    record.id, expect, state="FAILED", ended=now,
-                    reason=f"the agent refused to start it: {answer['error']}",
-                )  # fmt: skip
-            elif store.jobs.update_if(
-                record.id, expect, state="RUNNING", started=answer.get("started") or now
-            ):
-                report.started.append(record.id)
-            else:  # cancelled or requeued while it was starting: that run must not live on
-                with store.jobs.exclusive():
-                    store.jobs.add_orphan(name, record.agent_id, now)
-
-
-def agent_spec(record: JobRecord, extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """What the agent's ``job-start`` gets: command, environment with devices, limits."""
-    alloc = record.allocation or {}
-    gpus = ",".join(str(g) for g in alloc.get("gpus", ()))
-    env = {
-        **record.spec.get("env", {}),
-        "LEPTON_JOB_ID": str(record.id),
-        "LEPTON_HOST": record.host or "",
-        "CUDA_VISIBLE_DEVICES": gpus,
-        "NVIDIA_VISIBLE_DEVICES": gpus or "void",
-        "LEPTON_FPGA_DEVICES": ",".join(str(f) for f in alloc.get("fpgas", ())),
-        **(extra_env or {}),
-    }
-    return {
-        "id": record.agent_id,
-        "command": record.spec["command"],
-        "env": env,
-        "workdir": record.spec.get("workdir"),
-        "walltime": record.spec.get("walltime"),
-    }
+    return [r.id for r in starting] + started

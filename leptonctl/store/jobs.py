@@ -145,12 +145,62 @@ class JobTable:
         rows = [(host, a) for a in agent_ids]
         if not rows:
             return
-        sql = "DELETE FROM orphans WHERE host = ? AND agent_id = ?"
+        with self._maybe_exclusive():
+            self._db.executemany("DELETE FROM orphans WHERE host = ? AND agent_id = ?", rows)
+
+    # -- start claims: who stages a job's inputs and starts it ---------------------------
+    #
+    # A job whose inputs must be copied to its host before it starts is started by one
+    # leptonctl process at a time: the one holding its claim (owner, lease end), kept in the
+    # kv table as ``start-claim:<job id>``.  The owner renews the lease while it stages; a
+    # claim whose lease ran out (its owner was killed) may be taken over.
+
+    def claim_start(self, job_id: int, owner: str, now: float, lease: float) -> str | None:
+        """Take or renew the claim on starting ``job_id``; None if taken, else the owner
+        that holds it.  Call inside ``exclusive()``."""
+        held = self.start_claim(job_id, now)
+        if held is not None and held[0] != owner:
+            return held[0]
+        value = json.dumps({"owner": owner, "until": now + lease})
+        self._write("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (_claim(job_id), value))
+        return None
+
+    def start_claim(self, job_id: int, now: float) -> tuple[str, float] | None:
+        """(owner, lease end) of a live claim on starting ``job_id``, or None."""
+        try:
+            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (_claim(job_id),))
+            found = row.fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read a start claim in {self._path}: {exc}") from exc
+        if found is None:
+            return None
+        try:
+            value = json.loads(found[0])
+            owner, until = str(value["owner"]), float(value["until"])
+        except (ValueError, KeyError, TypeError):
+            return None  # unreadable: as good as expired
+        return (owner, until) if until > now else None
+
+    def release_start(self, job_id: int, owner: str) -> None:
+        """Drop ``owner``'s claim on starting ``job_id`` (no-op if another holds it now)."""
+        with self._maybe_exclusive():
+            held = self.start_claim(job_id, float("-inf"))
+            if held is not None and held[0] == owner:
+                self._write("DELETE FROM kv WHERE key = ?", (_claim(job_id),))
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        try:
+            self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot update a start claim in {self._path}: {exc}") from exc
+
+    @contextmanager
+    def _maybe_exclusive(self) -> Iterator[None]:
         if self._db.in_transaction:
-            self._db.executemany(sql, rows)
-            return
-        with self.exclusive():
-            self._db.executemany(sql, rows)
+            yield
+        else:
+            with self.exclusive():
+                yield
 
     def get(self, job_id: int) -> JobRecord | None:
         rows = self._select("WHERE id = ?", (job_id,))
@@ -178,6 +228,10 @@ class JobTable:
         except sqlite3.Error as exc:
             raise StateError(f"cannot read the job queue in {self._path}: {exc}") from exc
         return [_record(row) for row in rows]
+
+
+def _claim(job_id: int) -> str:
+    return f"start-claim:{int(job_id)}"
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
