@@ -2022,8 +2022,8 @@ def materialize(data_dir, dest, manifest, label=None):
     to its input cannot change a chunk. Nothing is written unless every chunk is here; it is
     built next to dest and renamed into place; nothing under dest's parent is reached through a
     symbolic link (see DestTree). A relative dest is under the data dir. dest is only ever
-    replaced when a sidecar (.NAME.lepton-dataset, a regular file) says leptonctl made it:
-    never an operator's files."""
+    replaced when a sidecar (.NAME.lepton-dataset, a regular file of this user) says leptonctl
+    made it: never an operator's files."""
     import shutil
 
     if isinstance(dest, str) and dest and not os.path.isabs(dest):
@@ -2034,7 +2034,7 @@ def materialize(data_dir, dest, manifest, label=None):
     label = str(label or "")
     parent, name = os.path.dirname(dest), os.path.basename(dest)
     sidecar = os.path.join(parent, ".%s.lepton-dataset" % name)
-    ours = is_file_at(None, sidecar)
+    ours = is_file_at(None, sidecar) and os.lstat(sidecar).st_uid == os.getuid()
     if os.path.lexists(dest) and not ours:
         raise BadRequest("%s exists and was not made by leptonctl: not replacing it" % dest)
     if ours and os.path.lexists(dest) and label and (read_text(sidecar) or "").strip() == label:
@@ -2123,10 +2123,11 @@ def concatenate(data_dir, chunks, place, mode):
 # byte to the next hop while it receives it, so K replicas cost about one transfer. Hops talk
 # over OpenSSH: the operator installs a one-shot key on the receiver (restrict, a forced command
 # that runs `recv --transfer ID`, expiry-time a few minutes ahead) and hands the private half to
-# the upstream hop inside its spec. recv removes its own key line when it starts; `revoke`
-# removes whatever a crash left, and expired lines. The stream is frames: one JSON header line
-# {"h": hash, "n": size, "t": [[file index, offset], ...] (files mode)} then n bytes; a final
-# {"end": true} line. Every hop that stores checks the hash before it commits.
+# the upstream hop inside its spec. recv blanks its own key line when it starts; `revoke`
+# blanks whatever a crash left, and expired lines, which every agent start (serve, request,
+# send, recv) also does, with the files of transfers that are over. The stream is frames: one
+# JSON header line {"h": hash, "n": size, "t": [[file index, offset], ...] (files mode)} then n
+# bytes; a final {"end": true} line. Every hop that stores checks the hash before it commits.
 TRANSFER_ID_PATTERN = r"[A-Za-z0-9_-]{8,64}"
 KEY_COMMENT = "leptonctl-transfer:"
 PEER_ALIAS = "leptonctl-peer"

@@ -226,6 +226,19 @@ def test_materialize_never_writes_its_sidecar_through_a_planted_link(tmp_path, h
     assert (host.data / "sets" / ".ds.lepton-dataset").read_text() == "ds@1\n"
 
 
+def test_materialize_never_replaces_a_destination_whose_sidecar_another_user_owns(tmp_path, host):
+    manifest, _ = materialize_manifest(host, tmp_path)
+    shared = tmp_path / "shared"  # a /tmp-like directory of several users
+    (shared / "in").mkdir(parents=True)
+    (shared / "in" / "keep").write_text("theirs")
+    sidecar = shared / ".in.lepton-dataset"
+    sidecar.write_text("tr@1\n")
+    os.chown(sidecar, 4242, 4242)
+    code, reply = host.request("materialize", dest=str(shared / "in"), manifest=manifest, label="x")
+    assert code == 1 and "not made by leptonctl" in reply["error"]
+    assert (shared / "in" / "keep").read_text() == "theirs"
+
+
 def test_a_materialised_input_never_shares_storage_with_its_chunk(tmp_path, host):
     manifest, data = materialize_manifest(host, tmp_path)
     reply = host.ok("materialize", dest="inputs/tr@1", manifest=manifest, label="tr@1")
