@@ -193,14 +193,21 @@ def test_many_hashes_are_read_in_batches(store: SqliteStore) -> None:
     assert len(store.data.replicas(hashes)) == 1200
 
 
-def test_a_damaged_manifest_is_a_state_error(store: SqliteStore, tmp_path: Path) -> None:
+def test_a_damaged_manifest_is_a_state_error_of_that_version_only(
+    store: SqliteStore, tmp_path: Path
+) -> None:
     begin(store.data, "imgs", files((A,)))
+    begin(store.data, "other", files((B,)))
     db = sqlite3.connect(tmp_path / "state.db")
-    db.execute('UPDATE datasets SET manifest = \'{"kind": "blob"}\'')
+    db.execute('UPDATE datasets SET manifest = \'{"kind": "blob"}\' WHERE name = \'imgs\'')
     db.commit()
     db.close()
+    assert [r.name for r in store.data.all_records()] == ["imgs", "other"]  # still listed
+    (damaged,) = store.data.versions("imgs")
+    assert damaged.manifest.entries == () and damaged.manifest.hashes() == []
     with pytest.raises(StateError, match="manifest of dataset imgs@1"):
-        store.data.versions("imgs")
+        damaged.manifest.to_dict()  # nothing can use it by mistake
+    assert store.data.versions("other")[0].manifest == files((B,))
 
 
 def test_two_stores_on_one_file_number_versions_in_turn(tmp_path: Path) -> None:

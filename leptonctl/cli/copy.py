@@ -76,4 +76,10 @@ def cp(
         + (f", {report.reused_bytes} bytes were already there" if report.reused_bytes else "")
     )
     for note in report.notes:
-        print(f"  note: {note}", file=sys.stderr)
+        print(f"  note: {printable(note)}", file=sys.stderr)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: what a host said, printed literally (an
+    escape sequence in a path or an error never reaches the terminal as one)."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from leptonctl.cli.context import run_async, settings
+from leptonctl.cli.copy import printable
 from leptonctl.cli.progress import TransferBar
 from leptonctl.cli.status import LimitOption
 from leptonctl.core.datasets import parse_dataset_ref
@@ -167,7 +168,7 @@ def get(
         f"{report.name}@{report.version} -> {report.dest}: {_size(report.size)}, "
         f"{_size(report.fetched_bytes)} fetched in {report.seconds:.1f} s"
     )
-    _notes(report.notes)
+    _notes([printable(note) for note in report.notes])
 
 
 @app.command("ls")
@@ -182,6 +183,7 @@ def ls(
         if ref is None:
             records = store.data.datasets()
             holders = store.data.replicas()
+            _notes([r.manifest.defect for r in records if r.manifest.defect is not None])
             if as_json:
                 from leptonctl.render.documents import datasets_document
 
@@ -196,6 +198,7 @@ def ls(
         if record is None:
             datasets.find_record(store, name, version)  # raises the helpful error
             return
+        datasets.usable(record)
         holders = store.data.replicas(record.manifest.hashes())
     if as_json:
         from leptonctl.render.documents import dataset_document

@@ -9,15 +9,17 @@ services and the renderers; nothing here touches a socket, a file or a clock.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from leptonctl.errors import UsageError
+from leptonctl.errors import StateError, UsageError
 
 ENTRY_TYPES = ("file", "dir", "symlink")
 MANIFEST_KINDS = ("file", "dir")
 PROBLEMS = ("missing", "corrupt", "unreachable")
+DAMAGED_HINT = "remove that version with `leptonctl data rm NAME@VERSION` and put it again"
+MAX_SIZE = (1 << 63) - 1  # no file, chunk or count is larger (off_t)
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -52,6 +54,13 @@ class ManifestEntry:
 class Manifest:
     kind: str  # "file" | "dir"
     entries: tuple[ManifestEntry, ...]
+    # Why a stored manifest could not be read (it then has no entries, and cannot be used):
+    # one damaged dataset version must not make every other one unreadable.
+    defect: str | None = None
+
+    @classmethod
+    def damaged(cls, why: str) -> Manifest:
+        return cls(kind="dir", entries=(), defect=why)
 
     @property
     def size(self) -> int:
@@ -67,6 +76,8 @@ class Manifest:
         return list(self.chunk_sizes())
 
     def to_dict(self) -> dict[str, Any]:
+        if self.defect is not None:
+            raise StateError(self.defect, hint=DAMAGED_HINT)
         return {"kind": self.kind, "entries": [_entry_to_dict(e) for e in self.entries]}
 
     @classmethod
@@ -81,7 +92,7 @@ class Manifest:
         if not isinstance(raw_entries, list):
             raise ValueError("manifest: 'entries' must be a list")
         entries = tuple(_entry_from_dict(i, raw) for i, raw in enumerate(raw_entries))
-        _check_layout(kind, entries)
+        check_layout(kind, [(e.path, e.type) for e in entries])
         return cls(kind=kind, entries=entries)
 
 
@@ -176,7 +187,7 @@ def _entry_from_dict(index: int, raw: object) -> ManifestEntry:
     if not isinstance(path, str):
         raise ValueError(f"{where}: 'path' must be a string")
     where = f"manifest entry {index} ({path!r})"
-    _check_path(where, path)
+    check_path(where, path)
     kind = raw.get("type")
     if kind not in ENTRY_TYPES:
         raise ValueError(f"{where}: type must be one of {', '.join(ENTRY_TYPES)}, got {kind!r}")
@@ -215,31 +226,43 @@ def _chunk_from_dict(where: str, raw: object) -> ChunkRef:
 
 
 def _int(where: str, key: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SIZE:
         raise ValueError(f"{where}: {key!r} must be a non-negative integer, got {value!r}")
     return value
 
 
-def _check_path(where: str, path: str) -> None:
+def check_path(where: str, path: str) -> None:
+    """A path inside a dataset or a copied tree: relative, normalised, printable ("" is the
+    top).  ``ValueError`` names ``where`` and says what is wrong."""
     if path == "":
         return
-    if "\x00" in path:
-        raise ValueError(f"{where}: a path cannot contain NUL")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in path):
+        raise ValueError(f"{where}: a path cannot contain NUL or control characters")
     if path.startswith("/"):
         raise ValueError(f"{where}: the path must be relative")
     if any(part in ("", ".", "..") for part in path.split("/")):
         raise ValueError(f"{where}: the path must not have empty, '.' or '..' parts")
 
 
-def _check_layout(kind: str, entries: tuple[ManifestEntry, ...]) -> None:
+def check_layout(kind: str, entries: Sequence[tuple[str, str]]) -> None:
+    """The (path, type) entries of a 'file' or 'dir' tree make one tree: no path twice, and
+    every entry lies in a directory of the tree (never under a symlink or a file, which
+    would make a writer follow a link or fail half way)."""
     if kind == "file":
-        if len(entries) != 1 or entries[0].path != "" or entries[0].type != "file":
+        if len(entries) != 1 or entries[0] != ("", "file"):
             raise ValueError("manifest: a 'file' dataset has exactly one file entry, path ''")
         return
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.path == "" and entry.type != "dir":
+    types: dict[str, str] = {}
+    for path, type_ in entries:
+        if path == "" and type_ != "dir":
             raise ValueError("manifest: in a 'dir' dataset only the top directory has path ''")
-        if entry.path in seen:
-            raise ValueError(f"manifest: {entry.path!r} appears twice")
-        seen.add(entry.path)
+        if path in types:
+            raise ValueError(f"manifest: {path!r} appears twice")
+        types[path] = type_
+    types[""] = "dir"
+    for path, _ in entries:
+        parent = path.rpartition("/")[0]
+        if path and types.get(parent) != "dir":
+            what = types.get(parent)
+            why = f"a {what}" if what else "not in the tree"
+            raise ValueError(f"manifest: {path!r} lies under {parent!r}, which is {why}")

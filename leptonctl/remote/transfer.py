@@ -82,6 +82,7 @@ class HopOutcome:
     error: str | None
     bytes: int
     files_done: tuple[str, ...] = ()
+    no_space: bool = False  # the disk filled up: its partial files were removed again
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,7 @@ def _outcomes(doc: Mapping[str, Any]) -> list[HopOutcome]:
             error=h.get("error"),
             bytes=int(h.get("bytes") or 0),
             files_done=tuple(h.get("files_done") or ()),
+            no_space=h.get("no_space") is True,
         )
         for h in doc.get("hops") or []
     ]

@@ -14,16 +14,24 @@ from __future__ import annotations
 import asyncio
 import posixpath
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from leptonctl.core.netgraph import Route, best_route
+from leptonctl.core.scan import Scan, UnsafeScan, read_scan
 from leptonctl.errors import HostError, LeptonError, UsageError
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transfer import Hop, TransferOutcome, Transfers, operator_host
-from leptonctl.services.datasets import DATA_OP_TIMEOUT, split_location
+from leptonctl.services.datasets import (
+    DATA_OP_TIMEOUT,
+    file_states,
+    make_tree,
+    path_info,
+    refuse_scan,
+    split_location,
+)
 
 CP_CHUNK_SIZE = 16 << 20
 
@@ -53,6 +61,23 @@ class Plan:
     route: Route | None
 
 
+def check_via(via: str | None, source: Host, dest: Host, hosts: Sequence[Host]) -> None:
+    """A ``--via`` that cannot be honoured is a usage error, said before anything moves."""
+    if via is None:
+        return
+    by_name = {h.name: h for h in hosts}
+    if via not in by_name:
+        raise UsageError(f"--via {via}: no such host in the inventory")
+    if via in (source.name, dest.name):
+        raise UsageError(f"--via {via}: the relay must differ from both ends of the copy")
+    if source.is_local or dest.is_local or by_name[via].is_local:
+        raise UsageError(
+            f"--via {via}: a relay joins two remote hosts; with this machine as an end (or the "
+            "relay) the bytes already go over this machine's own connection",
+            hint="copy between two inventory hosts to relay, or leave --via out",
+        )
+
+
 async def plan_route(
     sessions: AgentSessions,
     graph: Any,
@@ -63,22 +88,19 @@ async def plan_route(
     direct: bool,
 ) -> Plan:
     """The relays between two hosts: from the graph, skipping relays the operator cannot
-    reach now (a dead relay is routed around on the next run)."""
+    reach now (a dead relay is routed around on the next run) and hosts that are this
+    machine (they can only be an end)."""
+    check_via(via, source, dest, hosts)
     by_name = {h.name: h for h in hosts}
-    if via is not None and via not in by_name:
-        raise UsageError(f"--via {via}: no such host in the inventory")
-    if source.is_local or dest.is_local or graph is None:
-        forced: tuple[Host, ...] = ()
-        if via and not (source.is_local or dest.is_local):
-            forced = (by_name[via],)
+    forced = (by_name[via],) if via is not None else ()
+    if source.is_local or dest.is_local or graph is None or source.name == dest.name:
         return Plan(source, dest, forced, None)
     g = graph.copy()
+    g.remove_nodes_from([n for n in g if n in by_name and by_name[n].is_local])
     while True:
         route = best_route(g, source.name, dest.name, via=via, direct_only=direct)
         if route is None:
-            if via is not None:
-                return Plan(source, dest, (by_name[via],), None)
-            return Plan(source, dest, (), None)  # nothing measured: try the direct link
+            return Plan(source, dest, forced, None)  # nothing measured: try the direct link
         relays = tuple(by_name[n] for n in route.hosts[1:-1])
         dead = [h for h in relays if not await _reachable(sessions, h)]
         if not dead or via is not None:
@@ -116,7 +138,11 @@ async def copy(
     src_host, dst_host = src_host or me, dst_host or me
     if src_host.is_local and dst_host.is_local and src_host.name == dst_host.name:
         raise UsageError("both ends are on this machine: use cp(1)")
-    scan, _ = await asyncio.gather(  # the destination's session opens meanwhile
+    check_via(via, src_host, dst_host, list(inventory.hosts))
+    name = posixpath.basename(posixpath.normpath(src_path))
+    if name in ("", ".", "..", "/"):
+        raise UsageError(f"{src}: name a file or directory to copy, not {src_path!r}")
+    reply, _ = await asyncio.gather(  # the destination's session opens meanwhile
         sessions.request(
             src_host,
             {"op": "scan", "path": src_path, "chunk_size": CP_CHUNK_SIZE, "hash": False},
@@ -124,24 +150,31 @@ async def copy(
         ),
         sessions.get(dst_host),
     )
-    if "error" in scan:
-        raise UsageError(f"cannot read {src}: {scan['error']}")
-    dest = await _destination(sessions, dst_host, dst_path, scan["kind"], src_path)
+    if "error" in reply:
+        raise UsageError(f"cannot read {src}: {reply['error']}")
+    try:
+        scan = read_scan(reply, chunk_size=CP_CHUNK_SIZE, hashed=False)
+    except UnsafeScan as exc:
+        raise refuse_scan(src_host, src_path, exc, CopyError) from None
+    dest, free = await _destination(sessions, dst_host, dst_path, scan.kind, name)
     spec = copy_spec(scan, dest)
-    status = await sessions.request(
-        dst_host, {"op": "file-status", "files": spec["files"]}, DATA_OP_TIMEOUT
-    )
-    if "error" in status:
-        raise CopyError(f"{dst_host.name}: cannot read {dest}: {status['error']}")
-    items, total, reused = _items(spec, status["files"], src_path, scan["kind"])
+    status = await file_states(sessions, dst_host, spec["files"], CopyError)
+    items, total, reused = _items(spec, status, src_path, scan.kind)
+    to_send = sum(int(i["n"]) for i in items)
+    if to_send > free:
+        raise CopyError(
+            f"not enough space on {dst_host.name} for {dest!r}: {to_send} bytes to write, "
+            f"{free} bytes free",
+            hint="nothing was sent; free some space there (or pick another destination)",
+        )
     plan = await plan_route(sessions, graph, src_host, dst_host, list(inventory.hosts), via, direct)
     route = [src_host.name, *(h.name for h in plan.relays), dst_host.name]
     report = CopyReport(route, 0, 0.0, total, reused)
     if plan.route is not None:
         report.expected_bps, report.direct_bps = plan.route.expected_bps, plan.route.direct_bps
+    done = {f["path"] for f in status if f["complete"]}
+    transfers = Transfers(sessions)
     if items:
-        to_send = sum(int(i["n"]) for i in items)
-        transfers = Transfers(sessions)
         run = (transfers, plan, spec, items, streams, rate_bps, compress, progress, to_send)
         outcomes = await _run(*run)
         if not plan.relays and all(_never_connected(o) for o in outcomes):
@@ -153,32 +186,62 @@ async def copy(
         report.stream_seconds = max(o.seconds for o in outcomes)
         for outcome in outcomes:
             report.bytes += outcome.hops[0].bytes if outcome.hops else 0
-            for name, error in outcome.errors.items():
-                report.notes.append(f"{name}: {error}")
+            for host, error in outcome.errors.items():
+                report.notes.append(f"{host}: {error}")
         # The destination verified every chunk and renamed each complete file into place;
         # it says which (no second read of the data to find out).
-        done = {f["path"] for f in status["files"] if f["complete"]}
         for outcome in outcomes:
             done.update(outcome.hops[-1].files_done if outcome.hops else ())
-        incomplete = [f["path"] for f in spec["files"] if f["path"] not in done]
-        if incomplete:
-            raise CopyError(
-                f"the copy to {dst_host.name} did not complete ({len(incomplete)} file(s) "
-                f"incomplete, e.g. {incomplete[0] if incomplete else dest})",
-                hint="run the same cp again: verified chunks are kept and only the rest is "
-                "sent (a dead relay is routed around); " + "; ".join(report.notes[-2:]),
-            )
+        _check_space(outcomes, dst_host, dest)
+    failed = False
+    if len(done) < len(spec["files"]) or (not items and (spec["dirs"] or spec["links"])):
+        # Nothing to send, yet directories, symlinks or empty files may be missing; or
+        # parallel streams each finished before a shared file was whole: the destination
+        # makes what needs no bytes and renames every file whose chunks are all in.
+        outcome = await make_tree(transfers, dst_host, spec)
+        done.update(outcome.hops[-1].files_done if outcome.hops else ())
+        report.notes += [f"{host}: {error}" for host, error in outcome.errors.items()]
+        failed = bool(outcome.errors)
+    incomplete = [f["path"] for f in spec["files"] if f["path"] not in done]
+    if incomplete or failed:
+        raise CopyError(
+            f"the copy to {dst_host.name} did not complete ({len(incomplete)} file(s) "
+            f"incomplete, e.g. {(incomplete[0] if incomplete else dest)!r})",
+            hint="run the same cp again: verified chunks are kept and only the rest is "
+            "sent (a dead relay is routed around); " + "; ".join(report.notes[-2:]),
+        )
     report.seconds = time.monotonic() - started
     return report
 
 
+def _check_space(outcomes: Sequence[TransferOutcome], host: Host, dest: str) -> None:
+    """A destination that ran out of space removed what it had written: say so, without the
+    hint to rerun (the rerun would fail the same way)."""
+    for outcome in outcomes:
+        if outcome.hops and outcome.hops[-1].no_space:
+            raise CopyError(
+                f"{host.name} ran out of space writing {dest!r}: {outcome.hops[-1].error}",
+                hint="the partial files were removed there; free some space and copy again",
+            )
+
+
 async def _destination(
-    sessions: AgentSessions, host: Host, path: str, kind: str, src_path: str
-) -> str:
-    """A destination ending in "/" means "into that directory", keeping the source's name."""
-    if path.endswith("/") or path == "/":
-        return path.rstrip("/") + "/" + src_path.rstrip("/").rsplit("/", 1)[-1]
-    return path
+    sessions: AgentSessions, host: Host, path: str, kind: str, name: str
+) -> tuple[str, int]:
+    """Where the copy goes, and the free bytes there.  Into ``path``, keeping the source's
+    ``name``, when it ends in "/", or when a file goes to a directory (as cp(1) and scp do).
+    A tree goes to ``path`` itself, existing or not, so that a rerun resumes it there
+    instead of nesting a second copy inside the first.  A directory is never replaced by a
+    file, nor a file by a directory (refused before anything is sent)."""
+    into = path.rstrip("/") + "/" + name
+    infos = await path_info(sessions, host, [path, into], CopyError)
+    at = 1 if path.endswith("/") or (kind == "file" and infos[0][0] == "dir") else 0
+    dest, (found, free) = (path, into)[at], infos[at]
+    if kind == "file" and found == "dir":
+        raise CopyError(f"{host.name}: {dest!r} is a directory: a file cannot replace it")
+    if kind == "dir" and found in ("file", "other"):
+        raise CopyError(f"{host.name}: {dest!r} exists and is not a directory")
+    return dest, free
 
 
 def _never_connected(outcome: TransferOutcome) -> bool:
@@ -186,31 +249,34 @@ def _never_connected(outcome: TransferOutcome) -> bool:
     return len(outcome.hops) > 1 and outcome.hops[1].bytes == 0 and bool(outcome.hops[1].error)
 
 
-def copy_spec(scan: dict[str, Any], dest: str) -> dict[str, Any]:
+def copy_spec(scan: Scan | Mapping[str, Any], dest: str) -> dict[str, Any]:
     """The files-mode receiver spec that rebuilds a scanned (unhashed) source at ``dest``.
     Chunk hashes are computed while sending; ``source_id`` (size:mtime) tells a rerun whether
-    a partial copy at the destination belongs to this version of the source."""
+    a partial copy at the destination belongs to this version of the source.  A scan reply
+    is checked first (``UnsafeScan``)."""
+    if not isinstance(scan, Scan):
+        scan = read_scan(scan, chunk_size=CP_CHUNK_SIZE, hashed=False)
     spec: dict[str, Any] = {"files": [], "dirs": [], "links": []}
-    if scan["kind"] == "dir":
+    if scan.kind == "dir":
         spec["dirs"].append({"path": dest, "mode": 0o755})
-    for entry in scan["entries"]:
-        path = posixpath.join(dest, entry["path"]) if entry["path"] else dest
-        if entry["type"] == "dir":
-            spec["dirs"].append({"path": path, "mode": entry["mode"]})
-        elif entry["type"] == "symlink":
-            spec["links"].append({"path": path, "target": entry["target"]})
+    for entry in scan.entries:
+        path = posixpath.join(dest, entry.path) if entry.path else dest
+        if entry.type == "dir":
+            spec["dirs"].append({"path": path, "mode": entry.mode})
+        elif entry.type == "symlink":
+            spec["links"].append({"path": path, "target": entry.target})
         else:
             chunks, at = [], 0
-            for _, size in entry["chunks"]:
+            for _, size in entry.chunks:
                 chunks.append([at, size, None])
                 at += size
             spec["files"].append(
                 {
                     "path": path,
-                    "size": entry["size"],
-                    "mode": entry["mode"],
-                    "mtime_ns": entry["mtime_ns"],
-                    "source_id": f"{entry['size']}:{entry['mtime_ns']}",
+                    "size": entry.size,
+                    "mode": entry.mode,
+                    "mtime_ns": entry.mtime_ns,
+                    "source_id": f"{entry.size}:{entry.mtime_ns}",
                     "chunks": chunks,
                 }
             )

@@ -18,11 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from leptonctl.core.datasets import ChunkRef, Manifest, ManifestEntry
-from leptonctl.errors import HostError, LeptonError, UsageError
+from leptonctl.core.datasets import DAMAGED_HINT, MAX_SIZE, ChunkRef, Manifest
+from leptonctl.core.scan import UnsafeScan, read_scan
+from leptonctl.errors import AgentError, HostError, LeptonError, StateError, UsageError
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions
-from leptonctl.remote.transfer import Hop, Transfers, operator_host
+from leptonctl.remote.transfer import Hop, HopOutcome, TransferOutcome, Transfers, operator_host
 from leptonctl.services import chunkrefs
 from leptonctl.services.datalock import data_lock
 from leptonctl.services.replication import Origin, Replicator
@@ -94,20 +95,19 @@ def split_location(text: str, inventory: Inventory) -> tuple[Host | None, str]:
     return None, os.path.abspath(os.path.expanduser(text))
 
 
-def manifest_from_scan(doc: Mapping[str, Any]) -> Manifest:
-    return Manifest(
-        kind=str(doc["kind"]),
-        entries=tuple(
-            ManifestEntry(
-                path=e["path"],
-                type=e["type"],
-                mode=int(e["mode"]),
-                size=int(e.get("size") or 0),
-                chunks=tuple(ChunkRef(h, int(n)) for h, n in e.get("chunks") or []),
-                target=e.get("target"),
-            )
-            for e in doc["entries"]
-        ),
+def manifest_from_scan(doc: Mapping[str, Any], chunk_size: int = MAX_SIZE) -> Manifest:
+    """The manifest of a hashed scan reply, checked (``UnsafeScan`` names the bad entry)."""
+    return read_scan(doc, chunk_size=chunk_size, hashed=True).to_manifest()
+
+
+def refuse_scan(host: Host, path: str, exc: UnsafeScan, error: type[LeptonError]) -> LeptonError:
+    """The error for a scan that cannot be trusted: names the host, the source and the entry
+    (paths as repr: printed literally, whatever they contain)."""
+    return error(
+        f"{host.name}: refusing its scan of {path!r}: {exc}",
+        hint="nothing was written; a path that escapes the tree, a control character or an "
+        "entry under a symlink is refused (check the source tree, or whether that host's "
+        "agent can be trusted)",
     )
 
 
@@ -149,7 +149,10 @@ async def put(
         )
         if "error" in scan:
             raise UsageError(f"cannot read {source}: {scan['error']}")
-        manifest = manifest_from_scan(scan)
+        try:
+            manifest = manifest_from_scan(scan, chunk_size)
+        except UnsafeScan as exc:
+            raise refuse_scan(src_host, path, exc, DataError) from None
         sizes = manifest.chunk_sizes()
         chunks = [ChunkRef(h, n) for h, n in sizes.items()]
         replicator = Replicator(sessions, hosts, graph, _advance(progress))
@@ -252,6 +255,14 @@ def find_record(store: SqliteStore, name: str, version: int | None) -> DatasetRe
             f"no dataset {what}",
             hint=f"known: {', '.join(known)}" if known else "store one with `leptonctl data put`",
         )
+    return usable(record)
+
+
+def usable(record: DatasetRecord) -> DatasetRecord:
+    """The record, unless its stored manifest is damaged (then a ``StateError`` that names
+    that version: the other datasets stay usable)."""
+    if record.manifest.defect is not None:
+        raise StateError(record.manifest.defect, hint=DAMAGED_HINT)
     return record
 
 
@@ -289,27 +300,41 @@ async def get(
     clock: Callable[[], float] = time.time,
 ) -> GetReport:
     """Rebuild a dataset at a local ``dest``, verifying every chunk; a chunk that is bad or
-    missing on one replica is fetched from the next."""
+    missing on one replica is fetched from the next.  It succeeds only when every file is
+    complete at ``dest`` (no resume state is left then), or raises."""
     started = time.monotonic()
     record = find_record(store, name, version)
     dest = os.path.abspath(os.path.expanduser(dest))
     if os.path.isdir(dest) and record.manifest.kind == "file":
         dest = os.path.join(dest, name)
+    if record.manifest.kind == "file" and os.path.isdir(dest):
+        raise DataError(f"{dest!r} is a directory: the file {name} cannot replace it")
+    if record.manifest.kind == "dir" and os.path.lexists(dest) and not os.path.isdir(dest):
+        raise DataError(f"{dest!r} exists and is not a directory")
     spec = files_spec(record.manifest, dest)
     me = operator_host()
-    status = await sessions.request(
-        me, {"op": "file-status", "files": spec["files"]}, DATA_OP_TIMEOUT
-    )
+    states = await file_states(sessions, me, spec["files"], DataError)
     needed: dict[str, list[list[int]]] = defaultdict(list)
     sizes = record.manifest.chunk_sizes()
     reused = 0
-    for index, (entry, state) in enumerate(zip(spec["files"], status["files"], strict=True)):
-        done = set(state["done"])
+    done = {state["path"] for state in states if state["complete"]}
+    for index, (entry, state) in enumerate(zip(spec["files"], states, strict=True)):
+        # Only chunks journaled next to a part file can be kept: a finished file that
+        # differs is rebuilt whole (its good chunks never get into the new part file).
+        keep = state["complete"] or os.path.exists(entry["path"] + ".lepton-part")
+        have = set(state["done"]) if keep else set()
         for offset, _, digest in entry["chunks"]:
-            if offset in done:
+            if offset in have:
                 reused += 1
             else:
                 needed[digest].append([index, offset])
+    wanted = sum(sizes[h] * len(t) for h, t in needed.items())
+    free = await free_space(sessions, me, dest, DataError)
+    if wanted > free:
+        raise DataError(
+            f"not enough space for {dest!r}: {wanted} bytes to write, {free} bytes free",
+            hint="nothing was fetched; free some space or get it somewhere else",
+        )
     holders = {h: set(v) for h, v in _ok_holders(store, list(needed)).items()}
     live = {h.name: h for h in hosts}
     tried: dict[str, set[str]] = defaultdict(set)
@@ -317,7 +342,7 @@ async def get(
     fetched = 0
     transfers = Transfers(sessions)
     if progress is not None:
-        progress.begin(sum(sizes[h] * len(t) for h, t in needed.items()), f"get {name}")
+        progress.begin(wanted, f"get {name}")
     try:
         while needed:
             by_host = _assign(needed, holders, live, tried, sizes)
@@ -339,6 +364,8 @@ async def get(
                     continue
                 sender, receiver = outcome.hops[0], outcome.hops[-1]
                 fetched += receiver.bytes
+                done.update(receiver.files_done)
+                _check_receiver(receiver, dest)
                 bad = [(h, host_name) for h in receiver.failed]
                 gone = [(h, host_name) for h in sender.failed]
                 store.data.set_replicas([(h, n, "corrupt") for h, n in bad], clock())
@@ -359,6 +386,19 @@ async def get(
             hint="run `leptonctl data verify` and `data repair`, then get again (it resumes); "
             + "; ".join(notes[-3:]),
         )
+    if len(done) < len(spec["files"]) or spec["dirs"] or spec["links"]:
+        # Directories, symlinks and empty files need no bytes, and a file whose chunks
+        # all arrived in earlier streams is renamed into place only now.
+        receiver = (await make_tree(transfers, me, spec)).hops[-1]
+        done.update(receiver.files_done)
+        _check_receiver(receiver, dest)
+    missing = [f["path"] for f in spec["files"] if f["path"] not in done]
+    if missing:
+        raise DataError(
+            f"{name}@{record.version}: {len(missing)} file(s) of {dest!r} are not complete "
+            f"(e.g. {missing[0]!r})",
+            hint="run the same get again: verified chunks are kept; " + "; ".join(notes[-3:]),
+        )
     return GetReport(
         name=name,
         version=record.version,
@@ -369,6 +409,79 @@ async def get(
         seconds=time.monotonic() - started,
         notes=tuple(notes),
     )
+
+
+def _check_receiver(receiver: HopOutcome, dest: str) -> None:
+    """Trouble writing on this machine is not a replica's fault: no other copy helps."""
+    if receiver.no_space:
+        raise DataError(
+            f"this machine ran out of space writing {dest!r}: {receiver.error}",
+            hint="the partial files were removed; free some space and get again",
+        )
+    if receiver.error and receiver.error.startswith("cannot "):
+        raise DataError(f"cannot write {dest!r}: {receiver.error}")
+
+
+async def file_states(
+    sessions: AgentSessions,
+    host: Host,
+    files: Sequence[Mapping[str, Any]],
+    error: type[LeptonError],
+) -> list[dict[str, Any]]:
+    """Which chunks of each files-mode entry ``host`` already has: ``[{"path", "done":
+    [offset...], "complete"}]``, one per entry, checked against the request."""
+    reply = await sessions.request(host, {"op": "file-status", "files": files}, DATA_OP_TIMEOUT)
+    if "error" in reply:
+        raise error(f"{host.name}: cannot read the destination: {reply['error']}")
+    states: list[Any] = reply.get("files") or []
+    valid = isinstance(states, list) and len(states) == len(files)
+    for entry, state in zip(files, states if valid else [], strict=False):
+        offsets = {c[0] for c in entry["chunks"]}
+        valid = (
+            valid
+            and isinstance(state, dict)
+            and state.get("path") == entry["path"]
+            and isinstance(state.get("complete"), bool)
+            and isinstance(state.get("done"), list)
+            and set(state["done"]) <= offsets
+        )
+    if not valid:
+        raise AgentError(host.name, "the agent's file-status reply does not match the request")
+    return states
+
+
+async def path_info(
+    sessions: AgentSessions, host: Host, paths: Sequence[str], error: type[LeptonError]
+) -> list[tuple[str, int]]:
+    """(kind, free bytes) of each absolute path on ``host``: kind is "dir", "file",
+    "other" or "none" (symlinks followed, as cp does)."""
+    reply = await sessions.request(host, {"op": "path-info", "paths": list(paths)})
+    if "error" in reply:
+        raise error(f"{host.name}: cannot look at {paths[0]!r}: {reply['error']}")
+    infos = reply.get("paths")
+    out = []
+    for info in infos if isinstance(infos, list) and len(infos) == len(paths) else []:
+        kind, free = (
+            (info.get("kind"), info.get("free_bytes")) if isinstance(info, dict) else ("", 0)
+        )
+        if kind in ("dir", "file", "other", "none") and isinstance(free, int):
+            out.append((str(kind), free))
+    if len(out) != len(paths):
+        raise AgentError(host.name, "the agent's path-info reply does not match the request")
+    return out
+
+
+async def free_space(
+    sessions: AgentSessions, host: Host, path: str, error: type[LeptonError]
+) -> int:
+    return (await path_info(sessions, host, [path], error))[0][1]
+
+
+async def make_tree(transfers: Transfers, host: Host, spec: Mapping[str, Any]) -> TransferOutcome:
+    """A transfer of no frames into ``spec``: the receiver makes its directories, symlinks
+    and empty files, renames files whose chunks are all in, and says which files are
+    complete (the sender is on the same host: no key, no bytes)."""
+    return await transfers.run(host, [], [Hop(host, store="files", files=spec)], pump=True)
 
 
 def _ok_holders(store: SqliteStore, hashes: Sequence[str]) -> dict[str, list[str]]:

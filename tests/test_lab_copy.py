@@ -1,0 +1,128 @@
+"""`cp` between real sshd hosts where it used to go wrong: a copy within one host, a file
+into an existing directory, trees of empty things, and a destination that is too small
+(refused before sending) or fills up on the way (what was written is removed again)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from leptonctl.cli.app import run
+from tests.conftest import write_inventory
+from tests.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = run(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, " ".join(captured.err.split())  # rich wraps long messages
+
+
+@pytest.fixture
+def inv(lab: Lab, lab_operator: Path, tmp_path: Path) -> Path:
+    return write_inventory(tmp_path / "inventory.yaml", lab)
+
+
+def test_a_copy_within_one_host_happens_on_that_host(
+    lab: Lab, inv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h1 = lab.hosts[0].name
+    # With a measured network, a route from h1 to h1 is no question to ask the graph.
+    h2 = lab.hosts[1].name
+    code, _, err = cli(
+        capsys, "-i", str(inv), "net", "probe", "-l", f"{h1},{h2}", "--seconds", "0.2"
+    )
+    assert code == 0, err
+    payload = os.urandom(2 << 20)
+    lab.path_on(h1, "/tmp/same.src").write_bytes(payload)
+    tree = lab.path_on(h1, "/tmp/same-tree")
+    (tree / "d").mkdir(parents=True, exist_ok=True)
+    (tree / "d" / "f").write_bytes(b"inside")
+    (tree / "e").write_bytes(b"")
+    code, _, err = cli(capsys, "-i", str(inv), "cp", f"{h1}:/tmp/same.src", f"{h1}:/tmp/same.dst")
+    assert code == 0, err
+    assert lab.path_on(h1, "/tmp/same.dst").read_bytes() == payload
+    code, _, err = cli(capsys, "-i", str(inv), "cp", f"{h1}:/tmp/same-tree", f"{h1}:/tmp/same-2")
+    assert code == 0, err
+    assert lab.path_on(h1, "/tmp/same-2/d/f").read_bytes() == b"inside"
+    assert lab.path_on(h1, "/tmp/same-2/e").read_bytes() == b""
+
+
+def test_host_to_host_into_a_directory_and_trees_of_empty_things(
+    lab: Lab, inv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h1, h2 = lab.hosts[0].name, lab.hosts[1].name
+    payload = os.urandom(1 << 20)
+    lab.path_on(h1, "/tmp/into.bin").write_bytes(payload)
+    lab.path_on(h2, "/tmp/into-dir").mkdir(exist_ok=True)
+    for _ in range(2):
+        code, _, err = cli(
+            capsys, "-i", str(inv), "cp", f"{h1}:/tmp/into.bin", f"{h2}:/tmp/into-dir"
+        )
+        assert code == 0, err
+        assert lab.path_on(h2, "/tmp/into-dir/into.bin").read_bytes() == payload
+    assert not list(lab.path_on(h2, "/tmp").glob("into-dir*.lepton-part*"))
+    empties = lab.path_on(h1, "/tmp/empties")
+    (empties / "a" / "b").mkdir(parents=True, exist_ok=True)
+    (empties / "a" / "b" / "zero").write_bytes(b"")
+    (empties / "zero").write_bytes(b"")
+    code, _, err = cli(capsys, "-i", str(inv), "cp", f"{h1}:/tmp/empties", f"{h2}:/tmp/empties2")
+    assert code == 0, err
+    copied = lab.path_on(h2, "/tmp/empties2")
+    assert sorted(str(p.relative_to(copied)) for p in copied.rglob("*")) == [
+        "a", "a/b", "a/b/zero", "zero",
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def small_disk(lab: Lab) -> Iterator[tuple[str, str]]:
+    """/root/small on the second host: a tmpfs of 1 MiB and 8 inodes (its own mount
+    namespace: seen through run_in only)."""
+    host, mount = lab.hosts[1].name, "/root/small"
+    lab.run_in(host, ["mkdir", "-p", mount], check=True)
+    lab.run_in(host, ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=8", "tmpfs", mount],
+               check=True)  # fmt: skip
+    try:
+        yield host, mount
+    finally:
+        lab.run_in(host, ["umount", mount])
+
+
+def listing(lab: Lab, host: str, path: str) -> list[str]:
+    found = lab.run_in(host, ["find", path, "-mindepth", "1"], check=True).stdout
+    return sorted(found.split())
+
+
+def test_a_copy_too_big_for_the_destination_is_refused_before_sending(
+    lab: Lab, inv: Path, small_disk: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, mount = small_disk
+    h1 = lab.hosts[0].name
+    lab.path_on(h1, "/tmp/big.bin").write_bytes(os.urandom(3 << 20))
+    code, _, err = cli(capsys, "-i", str(inv), "cp", f"{h1}:/tmp/big.bin", f"{host}:{mount}/big")
+    assert code == 1
+    assert "not enough space" in err and "nothing was sent" in err
+    assert "run the same cp again" not in err
+    assert listing(lab, host, mount) == []
+
+
+def test_a_destination_that_fills_up_removes_what_was_written_and_says_so(
+    lab: Lab, inv: Path, small_disk: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, mount = small_disk
+    h1 = lab.hosts[0].name
+    tree = lab.path_on(h1, "/tmp/many")
+    tree.mkdir(exist_ok=True)
+    for i in range(12):  # few bytes, but more files than the destination has inodes
+        (tree / f"f{i:02}").write_bytes(os.urandom(1000))
+    code, _, err = cli(capsys, "-i", str(inv), "cp", f"{h1}:/tmp/many", f"{host}:{mount}/many")
+    assert code == 1
+    assert "ran out of space" in err and "partial files were removed" in err
+    left = listing(lab, host, mount)
+    assert not [p for p in left if ".lepton-part" in p], left
