@@ -181,3 +181,38 @@ def test_staging_an_input_over_a_slow_link_holds_up_no_other_command_and_runs_on
     assert code == 0, out
     code, log = cli(capsys, "-i", str(inv), "logs", str(job["id"]))
     assert log.strip() == str(4 << 20)
+
+
+def test_a_job_cancelled_while_its_input_is_staged_never_runs(
+    lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    holder = inventory(tmp_path / "holder.ini", lab, ["h1"], cpus=2)
+    src = tmp_path / "blob.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    code, out = cli(capsys, "-i", str(holder), "data", "put", str(src), "cancelin", "-k", "1")
+    assert code == 0, out
+    inv = inventory(tmp_path / "hosts.ini", lab, ["h1", "h3"], cpus=2)
+    lab.shape("h1", "h3", 4)
+    try:
+        submit = subprocess.Popen(
+            [sys.executable, "-m", "leptonctl", "-i", str(inv), "submit", "--json",
+             "--limit", "h3", "--input", "cancelin", "--", "touch /tmp/it-ran"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            _, out = cli(capsys, "-i", str(inv), "jobs", "--json")
+            (job,) = json.loads(out)["jobs"] or [None]
+            if job and "staging its input" in (job["reason"] or ""):
+                break
+            assert time.monotonic() < deadline and submit.poll() is None, (job, submit.poll())
+            time.sleep(0.2)
+        code, out = cli(capsys, "-i", str(inv), "cancel", str(job["id"]))
+        assert code == 0
+        submit.communicate(timeout=120)
+    finally:
+        lab.clear_shaping("h1")
+    _, out = cli(capsys, "-i", str(inv), "show", "--json", str(job["id"]))
+    assert json.loads(out)["state"] == "CANCELLED"
+    assert not lab.path_on("h3", "/tmp/it-ran").exists()  # its command never started

@@ -84,6 +84,12 @@ def claim_starts(
         ):
             store.jobs.update(job_id, reason=f"staging its input on {record.host}")
             staged.append(job_id)
+        elif staging is None and store.jobs.start_claim(job_id, now) is None:
+            store.jobs.update(
+                job_id,
+                reason=f"its input is to be staged on {record.host} by the next submit, "
+                "schedule or maintain run",
+            )  # its last stager stopped (killed, or its host went away)
     return plain, staged
 
 
@@ -181,7 +187,9 @@ async def stage_and_start(
             return
         current = store.jobs.get(job_id)
         if current is None or (current.state, current.attempt) != expect:
-            return  # cancelled or requeued while its input was copied
+            return  # requeued or failed while its input was copied
+        if current.cancel_requested:
+            return  # never started: the next reconcile records it CANCELLED
         try:
             answer: Mapping[str, Any] | HostError = await sessions.request(
                 host, {"op": "job-start", "spec": agent_spec(current, env)}
