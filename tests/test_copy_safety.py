@@ -25,6 +25,7 @@ from leptonctl.cli.app import run
 from leptonctl.core.datasets import Manifest
 from leptonctl.core.scan import UnsafeScan, read_scan
 from leptonctl.errors import ExitCode, StateError
+from leptonctl.remote.transfer import _outcomes
 from leptonctl.services.copy import copy_spec
 from leptonctl.services.datasets import manifest_from_scan
 
@@ -42,7 +43,10 @@ honest = agent.scan_tree
 def scan_tree(path, chunk_size, hashed=True):
     doc = honest(path, chunk_size, hashed)
     with open({extra!r}) as fh:
-        doc["entries"] = json.load(fh)  # what the host claims instead of what is there
+        claim = json.load(fh)
+    if isinstance(claim, str):  # an error message of the host's choosing
+        raise agent.BadRequest(claim)
+    doc["entries"] = claim  # what the host claims instead of what is there
     return doc
 agent.scan_tree = scan_tree
 sys.exit(agent.main(sys.argv[4:]))
@@ -66,7 +70,7 @@ def scan(*entries: dict[str, Any], kind: str = "dir") -> dict[str, Any]:
     return {"schema": 1, "kind": kind, "entries": list(entries)}
 
 
-def local_inventory(tmp_path: Path, rigged: list[dict[str, Any]] | None = None) -> Path:
+def local_inventory(tmp_path: Path, rigged: list[dict[str, Any]] | str | None = None) -> Path:
     """``loc``: this machine as a host; ``evil``: the same, with a rigged scan."""
     lines = ["all:", "  hosts:", "    loc:", "      ansible_connection: local"]
     if rigged is not None:
@@ -221,6 +225,28 @@ def test_cp_from_a_compromised_host_writes_nothing_outside_the_destination(
     assert "evil: refusing its scan of" in err and repr(rigged[-1]["path"]) in err
     assert not (tmp_path / escapes_to).exists()
     assert not dest.exists()  # the whole scan is refused: nothing was written
+
+
+def test_what_a_host_says_is_printed_literally(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rigged_tree: Path
+) -> None:
+    inv = local_inventory(tmp_path, "\x1b]0;owned\x07\x1b[2J[bold]gone[/bold]")
+    for args in (("cp", f"evil:{rigged_tree}", str(tmp_path / "d")),
+                 ("data", "put", f"evil:{rigged_tree}", "t", "-l", "evil")):  # fmt: skip
+        capsys.readouterr()
+        code = run(["-i", str(inv), *args])
+        err = capsys.readouterr().err
+        assert code == ExitCode.USAGE
+        assert "\x1b" not in err and "\\x1b]0;owned\\x07\\x1b[2J[bold]gone[/bold]" in err
+
+
+def test_malformed_hop_results_read_as_errors_not_crashes() -> None:
+    hops = _outcomes({"hops": [{"bytes": "many", "stored": "abc", "failed": [1]}, 5]})
+    assert [(h.bytes, h.stored, dict(h.failed), h.error) for h in hops] == [
+        (0, (), {}, None),
+        (0, (), {}, "an unreadable result"),
+    ]
+    assert _outcomes({"hops": "none"}) == []
 
 
 def test_put_from_a_compromised_host_stores_nothing_and_data_commands_still_work(

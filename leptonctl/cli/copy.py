@@ -12,6 +12,7 @@ import typer
 
 from leptonctl.cli.context import run_async, settings
 from leptonctl.cli.progress import TransferBar
+from leptonctl.core.scan import printable
 from leptonctl.errors import UsageError
 from leptonctl.inventory.capacity import parse_size
 from leptonctl.services import copy as service
@@ -77,9 +78,3 @@ def cp(
     )
     for note in report.notes:
         print(f"  note: {printable(note)}", file=sys.stderr)
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters escaped: what a host said, printed literally (an
-    escape sequence in a path or an error never reaches the terminal as one)."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

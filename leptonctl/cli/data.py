@@ -13,10 +13,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from leptonctl.cli.context import run_async, settings
-from leptonctl.cli.copy import printable
 from leptonctl.cli.progress import TransferBar
 from leptonctl.cli.status import LimitOption
 from leptonctl.core.datasets import parse_dataset_ref
+from leptonctl.core.scan import printable
 from leptonctl.errors import ExitCode, UsageError
 from leptonctl.inventory import Host, Inventory
 from leptonctl.inventory.capacity import parse_size

@@ -67,6 +67,12 @@ class Scan:
         )
 
 
+def printable(text: object) -> str:
+    """``text`` with control characters escaped: what a host said, shown literally (an
+    escape sequence in a path or an error never reaches a terminal as one)."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
 def read_scan(doc: object, *, chunk_size: int, hashed: bool) -> Scan:
     """Check a scan reply (``{"kind", "entries": [...]}``); ``UnsafeScan`` says why not.
 

@@ -341,18 +341,30 @@ def _last_doc(output: bytes) -> dict[str, Any] | None:
 
 
 def _outcomes(doc: Mapping[str, Any]) -> list[HopOutcome]:
-    return [
-        HopOutcome(
-            name=str(h.get("name")),
-            stored=tuple(h.get("stored") or ()),
-            failed=dict(h.get("failed") or {}),
-            error=h.get("error"),
-            bytes=int(h.get("bytes") or 0),
-            files_done=tuple(h.get("files_done") or ()),
-            no_space=h.get("no_space") is True,
-        )
-        for h in doc.get("hops") or []
-    ]
+    """The hops' results as the agents printed them, each field checked: a host's result
+    is data, and a malformed one reads as that hop's error, never as a crash here."""
+    hops = doc.get("hops")
+    return [_outcome(h) for h in hops] if isinstance(hops, list) else []
+
+
+def _outcome(raw: object) -> HopOutcome:
+    if not isinstance(raw, Mapping):
+        return HopOutcome("?", (), {}, "an unreadable result", 0)
+    failed = raw.get("failed")
+    error, size = raw.get("error"), raw.get("bytes")
+    return HopOutcome(
+        name=str(raw.get("name")),
+        stored=_strings(raw.get("stored")),
+        failed={str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {},
+        error=None if error is None else str(error),
+        bytes=size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0,
+        files_done=_strings(raw.get("files_done")),
+        no_space=raw.get("no_space") is True,
+    )
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
 
 
 def _lost_hop(name: str, why: str) -> HopOutcome:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leptonctl.core.netgraph import Route, best_route
-from leptonctl.core.scan import Scan, UnsafeScan, read_scan
+from leptonctl.core.scan import Scan, UnsafeScan, printable, read_scan
 from leptonctl.errors import HostError, LeptonError, UsageError
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions
@@ -151,7 +151,7 @@ async def copy(
         sessions.get(dst_host),
     )
     if "error" in reply:
-        raise UsageError(f"cannot read {src}: {reply['error']}")
+        raise UsageError(f"cannot read {src}: {printable(reply['error'])}")
     try:
         scan = read_scan(reply, chunk_size=CP_CHUNK_SIZE, hashed=False)
     except UnsafeScan as exc:
@@ -208,7 +208,7 @@ async def copy(
             f"the copy to {dst_host.name} did not complete ({len(incomplete)} file(s) "
             f"incomplete, e.g. {(incomplete[0] if incomplete else dest)!r})",
             hint="run the same cp again: verified chunks are kept and only the rest is "
-            "sent (a dead relay is routed around); " + "; ".join(report.notes[-2:]),
+            "sent (a dead relay is routed around); " + printable("; ".join(report.notes[-2:])),
         )
     report.seconds = time.monotonic() - started
     return report
@@ -220,7 +220,8 @@ def _check_space(outcomes: Sequence[TransferOutcome], host: Host, dest: str) -> 
     for outcome in outcomes:
         if outcome.hops and outcome.hops[-1].no_space:
             raise CopyError(
-                f"{host.name} ran out of space writing {dest!r}: {outcome.hops[-1].error}",
+                f"{host.name} ran out of space writing {dest!r}: "
+                f"{printable(outcome.hops[-1].error)}",
                 hint="the partial files were removed there; free some space and copy again",
             )
 

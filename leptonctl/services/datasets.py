@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from leptonctl.core.datasets import DAMAGED_HINT, MAX_SIZE, ChunkRef, Manifest
-from leptonctl.core.scan import UnsafeScan, read_scan
+from leptonctl.core.scan import UnsafeScan, printable, read_scan
 from leptonctl.errors import AgentError, HostError, LeptonError, StateError, UsageError
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions
@@ -148,7 +148,7 @@ async def put(
             src_host, {"op": "scan", "path": path, "chunk_size": chunk_size}, DATA_OP_TIMEOUT
         )
         if "error" in scan:
-            raise UsageError(f"cannot read {source}: {scan['error']}")
+            raise UsageError(f"cannot read {source}: {printable(scan['error'])}")
         try:
             manifest = manifest_from_scan(scan, chunk_size)
         except UnsafeScan as exc:
@@ -161,7 +161,7 @@ async def put(
         if not surveys:
             raise DataError(
                 "no selected host could be reached to store the dataset",
-                hint="check `leptonctl status`; " + "; ".join(notes),
+                hint="check `leptonctl status`; " + printable("; ".join(notes)),
             )
         k = min(replicas, len(surveys))
         if k < replicas:
@@ -210,7 +210,7 @@ async def put(
                 f"{name}: {len(placed.shortfalls)} of {len(chunks)} chunk(s) did not reach "
                 f"{k} replicas ({first}); version {record.version} stays invisible",
                 hint="run the same put again to resume it (only missing chunks are sent); "
-                + "; ".join(notes[-3:]),
+                + printable("; ".join(notes[-3:])),
             )
         store.data.complete(name, record.version, clock())
         return PutReport(
@@ -384,7 +384,7 @@ async def get(
             f"{name}@{record.version}: {len(needed)} chunk(s) could not be read from any "
             f"healthy replica; {dest} is incomplete",
             hint="run `leptonctl data verify` and `data repair`, then get again (it resumes); "
-            + "; ".join(notes[-3:]),
+            + printable("; ".join(notes[-3:])),
         )
     if len(done) < len(spec["files"]) or spec["dirs"] or spec["links"]:
         # Directories, symlinks and empty files need no bytes, and a file whose chunks
@@ -397,7 +397,8 @@ async def get(
         raise DataError(
             f"{name}@{record.version}: {len(missing)} file(s) of {dest!r} are not complete "
             f"(e.g. {missing[0]!r})",
-            hint="run the same get again: verified chunks are kept; " + "; ".join(notes[-3:]),
+            hint="run the same get again: verified chunks are kept; "
+            + printable("; ".join(notes[-3:])),
         )
     return GetReport(
         name=name,
@@ -415,11 +416,11 @@ def _check_receiver(receiver: HopOutcome, dest: str) -> None:
     """Trouble writing on this machine is not a replica's fault: no other copy helps."""
     if receiver.no_space:
         raise DataError(
-            f"this machine ran out of space writing {dest!r}: {receiver.error}",
+            f"this machine ran out of space writing {dest!r}: {printable(receiver.error)}",
             hint="the partial files were removed; free some space and get again",
         )
     if receiver.error and receiver.error.startswith("cannot "):
-        raise DataError(f"cannot write {dest!r}: {receiver.error}")
+        raise DataError(f"cannot write {dest!r}: {printable(receiver.error)}")
 
 
 async def file_states(
@@ -432,7 +433,7 @@ async def file_states(
     [offset...], "complete"}]``, one per entry, checked against the request."""
     reply = await sessions.request(host, {"op": "file-status", "files": files}, DATA_OP_TIMEOUT)
     if "error" in reply:
-        raise error(f"{host.name}: cannot read the destination: {reply['error']}")
+        raise error(f"{host.name}: cannot read the destination: {printable(reply['error'])}")
     states: list[Any] = reply.get("files") or []
     valid = isinstance(states, list) and len(states) == len(files)
     for entry, state in zip(files, states if valid else [], strict=False):
@@ -457,7 +458,7 @@ async def path_info(
     "other" or "none" (symlinks followed, as cp does)."""
     reply = await sessions.request(host, {"op": "path-info", "paths": list(paths)})
     if "error" in reply:
-        raise error(f"{host.name}: cannot look at {paths[0]!r}: {reply['error']}")
+        raise error(f"{host.name}: cannot look at {paths[0]!r}: {printable(reply['error'])}")
     infos = reply.get("paths")
     out = []
     for info in infos if isinstance(infos, list) and len(infos) == len(paths) else []:
