@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from leptonctl.cli.app import run
 from leptonctl.errors import ExitCode
+from leptonctl.remote.transport import group_command, kill_group_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,3 +96,20 @@ def test_an_interrupted_exec_kills_its_command() -> None:
     proc.communicate(timeout=30)
     assert proc.returncode == ExitCode.INTERRUPTED
     assert gone_within(f"sleep\x00{a}", 5) and gone_within(f"sleep\x00{b}", 5)
+
+
+@pytest.mark.parametrize("login_shell", ["sh", "bash", "tcsh"])
+def test_the_remote_line_means_the_same_in_any_login_shell(login_shell: str) -> None:
+    # sshd hands the line to the user's login shell; tcsh expands `!` even in single quotes
+    # and refuses newlines in them, so the command itself must not appear in the line
+    if shutil.which(login_shell) is None:
+        pytest.skip(f"{login_shell} is not installed here")
+    command = "x='it''s'; printf '%s!\\t\"q\"\\n' \"$x\"\necho $((1+2)) `echo back`"
+    line = group_command(sys.executable, command)
+    done = subprocess.run([login_shell, "-c", line], capture_output=True, timeout=30)
+    pgid, rest = done.stdout.split(b"\n", 1)
+    assert done.returncode == 0 and int(pgid) > 1
+    assert rest == b'its!\t"q"\n3 back\n'
+    victim = subprocess.Popen(["sleep", "300"], start_new_session=True)  # its own group
+    killed = subprocess.run([login_shell, "-c", kill_group_command(victim.pid)], timeout=30)
+    assert killed.returncode == 0 and victim.wait(timeout=10) == -signal.SIGKILL
