@@ -102,3 +102,10 @@ def test_jobs_and_show_print_a_stored_name_and_command_as_written(
     assert MARKUP in out and "echo [/]" in out
     code, out, err = cli(capsys, "jobs", "--all")
     assert code == 0 and MARKUP in out
+
+
+def test_an_error_quoting_what_the_user_wrote_prints_it_as_written(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = cli(capsys, "submit", "--env", ":cow: [b]x[/b]", "--", "true")
+    assert code == 2 and ":cow: [b]x[/b]" in err

@@ -104,12 +104,12 @@ def global_options(
 def report_error(error: LeptonError) -> None:
     """The one place a ``LeptonError`` becomes words on stderr."""
     from rich.console import Console
-    from rich.markup import escape
+    from rich.text import Text
 
-    console = Console(stderr=True, highlight=False)
-    console.print(f"[bold red]error:[/] {escape(error.message)}")
+    console = Console(stderr=True, highlight=False)  # messages are printed as written
+    console.print(Text.assemble(("error:", "bold red"), " ", error.message))
     if error.hint:
-        console.print(f"[dim]hint: {escape(error.hint)}[/]")
+        console.print(Text(f"hint: {error.hint}", style="dim"))
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -103,9 +103,14 @@ def put(
     parse_dataset_ref(name)  # a valid name, no @version
     if "@" in name:
         raise UsageError("put takes a dataset name without @version")
-    size = parse_size(chunk_size)
+    try:
+        size = parse_size(chunk_size)
+    except ValueError as exc:
+        raise UsageError(f"--chunk-size: {exc}", hint="e.g. 4MiB, 64MiB, 1GiB") from None
     if size < 4096:
         raise UsageError(f"--chunk-size {chunk_size} is too small (at least 4 KiB)")
+    if size > 2**30:
+        raise UsageError(f"--chunk-size {chunk_size} is too large (at most 1 GiB)")
     bar = TransferBar.for_terminal("data", as_json)
 
     async def work(c: _Cluster) -> tuple[datasets.PutReport, datasets.RemoveReport | None]:

@@ -15,7 +15,11 @@ import typer
 from leptonctl.cli.context import Settings, run_async, settings
 from leptonctl.cli.status import LimitOption
 from leptonctl.core.jobspec import (
+    MAX_INT,
     Submission,
+    check_after,
+    check_inputs,
+    check_workdir,
     expand_array,
     make_request,
     parse_array,
@@ -49,13 +53,17 @@ def submit(
     fpgas: Annotated[int, typer.Option(min=0, help="FPGA cards.")] = 0,
     fpga_type: Annotated[str | None, typer.Option(help="FPGA card name substring.")] = None,
     name: Annotated[str | None, typer.Option(help="Job name.")] = None,
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    priority: Annotated[
+        int, typer.Option(min=-MAX_INT - 1, max=MAX_INT, help="Higher runs first.")
+    ] = 0,
     walltime: Annotated[
         str | None, typer.Option("--time", help="Walltime: 90s, 15m, 2h, H:MM:SS.")
     ] = None,
     env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE (repeatable).")] = None,
     workdir: Annotated[str | None, typer.Option(help="Working directory on the host.")] = None,
-    retries: Annotated[int, typer.Option(min=0, help="Requeues after failure or node loss.")] = 0,
+    retries: Annotated[
+        int, typer.Option(min=0, max=MAX_INT, help="Requeues after failure or node loss.")
+    ] = 0,
     after: Annotated[
         str | None, typer.Option(help="Start after these jobs COMPLETED: ID[,ID].")
     ] = None,
@@ -102,15 +110,16 @@ def submit(
             priority=priority,
             walltime=parse_duration(walltime) if walltime else None,
             env=parse_env(env or []),
-            workdir=workdir,
+            workdir=check_workdir(workdir),
             retries=retries,
             after=tuple(a.strip() for a in after.split(",") if a.strip()) if after else (),
             limit=limit,
             estimates=parse_estimates(est or []),
-            inputs=tuple(inputs or ()),
+            inputs=check_inputs(inputs or ()),
         )
         jobs = expand_array(job, parse_array(array)) if array else [job]
     with config.store() as store:
+        check_after(jobs, lambda job_id: store.jobs.get(job_id) is not None)  # dry run too
         if dry_run:
             result = service.dry_run(store, inventory, jobs, time.time())
             _print_dry_run(result, as_json)
@@ -157,6 +166,7 @@ def _print_dry_run(result: service.DryRun, as_json: bool) -> None:
         print(json.dumps(document, indent=2))
         return
     from rich.console import Console
+    from rich.text import Text
 
     from leptonctl.render.jobs import plan_table
 
@@ -164,7 +174,9 @@ def _print_dry_run(result: service.DryRun, as_json: bool) -> None:
     console.print(plan_table(result))
     console.print(f"predicted makespan: {result.plan.makespan:.0f} s")
     for host in result.unknown_hosts:
-        console.print(f"[yellow]{host}: no declared capacity and never probed; not planned on[/]")
+        console.print(
+            Text(f"{host}: no declared capacity and never probed; not planned on", "yellow")
+        )
 
 
 @contextmanager

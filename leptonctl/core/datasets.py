@@ -132,9 +132,10 @@ def parse_dataset_ref(text: str) -> tuple[str, int | None]:
         raise UsageError(f"{name!r} is not a valid dataset name", hint=_REF_HINT)
     if version is None:
         return name, None
-    if not version.isdigit() or int(version) < 1:
+    if not re.fullmatch(r"[0-9]{1,18}", version) or int(version) < 1:
         raise UsageError(
-            f"{text!r}: the version after '@' must be a positive number", hint=_REF_HINT
+            f"{text!r}: the version after '@' must be a positive number (at most 18 digits)",
+            hint=_REF_HINT,
         )
     return name, int(version)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from leptonctl.core.datasets import parse_input
 from leptonctl.core.safeyaml import YamlLimitError, load_yaml
 from leptonctl.core.scheduler import Request
 from leptonctl.errors import UsageError
@@ -94,6 +95,26 @@ def check_env_value(value: str, what: str) -> str:
     if "\0" in value:
         raise UsageError(f"{what}: an environment value cannot contain a NUL character")
     return value
+
+
+def input_env_name(name: str) -> str:
+    """``LEPTON_INPUT_<NAME>``: the variable that tells a job where its input dataset is."""
+    return "LEPTON_INPUT_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def check_inputs(inputs: Sequence[str]) -> tuple[str, ...]:
+    """``--input`` values, each readable, no two of them naming the same variable
+    (``ok.name`` and ``ok-name`` would both be ``LEPTON_INPUT_OK_NAME``)."""
+    seen: dict[str, str] = {}
+    for text in inputs:
+        variable = input_env_name(parse_input(text).name)
+        if variable in seen:
+            raise UsageError(
+                f"--input {seen[variable]!r} and --input {text!r} would both set {variable}",
+                hint="a job takes each dataset once; rename one of the datasets",
+            )
+        seen[variable] = text
+    return tuple(inputs)
 
 
 def check_priority(value: int, what: str = "--priority") -> int:

@@ -23,6 +23,8 @@ the file (and line), the step (counted from 1) and the field.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -268,8 +270,12 @@ def read_arg(arg: Arg, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError(f"must be a duration (90s, 15m, 2h), got {value!r}")
         return parse_duration(str(value), "duration")
+    if arg.kind == "fraction" and isinstance(value, str):
+        value = _fraction(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
     if arg.kind == "int" and not isinstance(value, int):
         raise ValueError(f"must be a whole number, got {value!r}")
     if arg.minimum is not None and value < arg.minimum:
@@ -277,6 +283,22 @@ def read_arg(arg: Arg, value: Any) -> Any:
     if arg.kind == "fraction" and not 0 < value <= 1:
         raise ValueError(f"must be a fraction in (0, 1], got {value!r}")
     return float(value) if arg.kind in ("float", "fraction") else value
+
+
+_FRACTION = re.compile(r"^\s*([0-9]{1,9}(?:\.[0-9]{1,9})?)\s*(?:/\s*([0-9]{1,9})\s*|(%))?$")
+
+
+def _fraction(text: str) -> float:
+    """``"1/168"``, ``"0.05"`` or ``"5%"`` as a number (checked against (0, 1] later)."""
+    match = _FRACTION.match(text)
+    if match is None:
+        raise ValueError(f"must be a fraction such as 0.05, 1/168 or 5%, got {text!r}")
+    number, denominator, percent = match.groups()
+    if denominator is not None:
+        if int(denominator) == 0:
+            raise ValueError(f"must be a fraction such as 0.05, 1/168 or 5%, got {text!r}")
+        return float(number) / int(denominator)
+    return float(number) / 100 if percent else float(number)
 
 
 def _selector(value: Any, error: Callable[[str], PlaybookError]) -> str | None:
