@@ -280,9 +280,10 @@ def finished(host: str, command: str, status: int | None, out: bytes, err: bytes
 
 
 # Run a command line in a process group of its own on the host (a new session, unless sshd
-# made it a group leader already), after writing that group's id on the first line of stdout.  The line is read by the host user's login
-# shell, whatever it is (sh, bash, tcsh...), so it is one simple command with single-quoted
-# words free of ``!`` and newlines; the command itself travels hex-encoded.
+# made it a group leader already), after writing that group's id on the first line of
+# stdout.  The line is read by the host user's login shell, whatever it is (sh, bash,
+# tcsh...), so it is one simple command with single-quoted words free of ``!`` and
+# newlines; the command itself travels hex-encoded.
 _GROUP_WRAPPER = (
     "import os,sys;os.getpgrp()==os.getpid() or os.setsid();"
     "sys.stdout.write(str(os.getpgrp())+chr(10));sys.stdout.flush();"
