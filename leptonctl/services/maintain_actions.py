@@ -397,11 +397,11 @@ async def run_shell(ctx: RunContext, planned: PlannedStep) -> StepResult:
     timeout = float(args["timeout"] or ctx.options.command_timeout)
 
     async def one(host: Host, conn: Connection) -> RunResult | _Late | None:
-        if creates:
-            guard = await conn.run(creates_test(str(creates)), timeout=timeout)
-            if guard.exit_status == 0:
-                return None
         try:
+            if creates:
+                guard = await conn.run(creates_test(str(creates)), timeout=timeout, group=True)
+                if guard.exit_status == 0:
+                    return None
             return await conn.run(command, timeout=timeout, group=True)
         except TimedOut as late:  # the host answered; the command did not finish: a failure
             return _Late(late)
