@@ -157,6 +157,28 @@ def test_files_mode_never_writes_through_a_planted_part_file_or_empty_file_link(
         )
 
 
+def test_files_mode_copies_a_tree_of_more_files_and_dirs_than_open_files_allowed(
+    tmp_path, src, dst
+):
+    import resource
+
+    root = tmp_path / "tree"
+    for i in range(700):
+        (root / f"d{i}").mkdir(parents=True)
+        (root / f"d{i}" / "f").write_bytes(b"x%d" % i)
+    dest = tmp_path / "out" / "tree"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))  # the agents inherit it
+    try:
+        _, mine = copy_tree(src, dst, root, dest, "xfer-many-files")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (mine["error"], len(mine["files_done"])) == (None, 700)
+    assert [(dest / f"d{i}" / "f").read_bytes() for i in range(700)] == [
+        b"x%d" % i for i in range(700)
+    ]
+
+
 def test_file_status_never_counts_a_file_reached_through_a_planted_link(tmp_path, src, dst):
     root = make_tree(tmp_path / "tree")
     dest = tmp_path / "out" / "tree"
