@@ -147,6 +147,15 @@ def test_a_value_yaml_cannot_build_is_an_error_with_its_line() -> None:
         parse_batch_text("jobs:\n  - {command: x, cpus: " + "9" * 5000 + "}\n", "jobs.yaml")
 
 
+def test_a_capacity_string_in_an_ini_inventory_is_read_with_the_same_bounds() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    with pytest.raises(LeptonError, match=r"hosts.ini:2 \(capacity\).*nested more than"):
+        parse_inventory(f'[gpu]\nh1 capacity="{{cpus: {deep}}}"\n', "hosts.ini")
+    aliases = bomb("").replace("\n", ", ").rstrip(", ")
+    with pytest.raises(LeptonError, match=r"hosts.ini:2 \(capacity\).*alias"):
+        parse_inventory(f'[gpu]\nh1 capacity="{{{aliases}}}"\n', "hosts.ini")
+
+
 # -- expansions ----------------------------------------------------------------------------
 
 HUGE = "h[1:100000000]"

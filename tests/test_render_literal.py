@@ -109,3 +109,10 @@ def test_an_error_quoting_what_the_user_wrote_prints_it_as_written(
 ) -> None:
     code, _, err = cli(capsys, "submit", "--env", ":cow: [b]x[/b]", "--", "true")
     assert code == 2 and ":cow: [b]x[/b]" in err
+
+
+def test_control_characters_from_a_job_or_host_never_reach_the_terminal() -> None:
+    name, message = "a\x1b[31mb", "refused\x1b]0;pwned\x07"
+    _, styled = printed(jobs_table([record(name=name, reason=message)], NOW))
+    assert "\x1b[31mb" not in styled and "\x1b]0;" not in styled
+    assert "a\\x1b[31mb" in styled and "refused\\x1b]0;pwned\\x07" in styled

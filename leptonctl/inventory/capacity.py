@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from leptonctl.core.safeyaml import load_yaml
 from leptonctl.inventory.model import DeclaredCapacity
 
 __all__ = ["CapacityValueError", "parse_capacity", "parse_size"]
@@ -144,7 +145,7 @@ def parse_capacity(value: object) -> DeclaredCapacity | None:
         return None
     if isinstance(value, str):
         try:
-            value = yaml.safe_load(value)
+            value = load_yaml(value)
         except yaml.YAMLError as exc:
             raise CapacityValueError(
                 None,

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from leptonctl.core.datasets import VerifyReport
+from leptonctl.core.scan import printable
 from leptonctl.render.text import add_row
 from leptonctl.render.units import human_bytes
 from leptonctl.store.data import DatasetRecord
@@ -101,7 +102,7 @@ def _table() -> Table:
 
 def _line(text: str) -> Text:
     """A title or caption as wide as the console, not wrapped to the table's width."""
-    return Text(text, no_wrap=True, overflow="ignore")
+    return Text(printable(text), no_wrap=True, overflow="ignore")
 
 
 def _state(state: str) -> Text:

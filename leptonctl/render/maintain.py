@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from leptonctl.core.scan import printable
 from leptonctl.services.maintain import RunReport
 from leptonctl.services.maintain_context import StepResult
 
@@ -57,18 +58,18 @@ def step_lines(result: StepResult) -> Text:
     text = Text()
     text.append(f"{mark} ", style=style)
     text.append(f"{planned.playbook}#{planned.step.index} {planned.label}", style="bold")
-    text.append(f"  {result.summary}")
+    text.append(f"  {printable(result.summary)}")
     if result.ended > result.started:
         text.append(f"  ({result.ended - result.started:.1f}s)", style="dim")
     if result.error and result.error != result.summary:
-        text.append(f"\n    error: {result.error}", style="red")
+        text.append(f"\n    error: {printable(result.error)}", style="red")
     hint = result.details.get("hint")
     if hint:
-        text.append(f"\n    hint: {hint}", style="dim")
+        text.append(f"\n    hint: {printable(hint)}", style="dim")
     for host, outcome in result.hosts.items():
         if outcome.status in _HOST_STYLE and outcome.message:
             text.append(f"\n    {host}: ", style=_HOST_STYLE[outcome.status])
-            text.append(f"{outcome.status} · {outcome.message}")
+            text.append(f"{outcome.status} · {printable(outcome.message)}")
     return text
 
 
@@ -89,10 +90,10 @@ def run_summary(report: RunReport) -> RenderableType:
     parts: list[RenderableType] = [head]
     for host, reasons in report.problems.items():
         line = Text(f"  {host}: ", style="yellow")
-        line.append("; ".join(reasons))
+        line.append(printable("; ".join(reasons)))
         parts.append(line)
     if report.error:
-        parts.append(Text(f"  error: {report.error}", style="red"))
+        parts.append(Text(f"  error: {printable(report.error)}", style="red"))
     if report.metrics_file:
         parts.append(Text(f"  metrics: {report.metrics_file}", style="dim"))
     return Group(*parts)

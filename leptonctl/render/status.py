@@ -11,6 +11,7 @@ from rich.text import Text
 
 from leptonctl.core.capacity import NodeCapacity
 from leptonctl.core.facts import GpuFacts, HostFacts
+from leptonctl.core.scan import printable
 from leptonctl.render.text import add_row
 from leptonctl.render.units import human_age, human_bytes, short_gpu_name
 from leptonctl.services.status import HostStatus
@@ -87,9 +88,9 @@ def problems(rows: Sequence[HostStatus], now: float) -> Text | None:
             else f"last seen {human_age(now - row.probed_at)} ago"
         )
         out.append(f"{row.host.name}: ", style="bold red")
-        out.append(f"{row.error.message} ({seen})\n")
+        out.append(f"{printable(row.error.message)} ({seen})\n")
         if row.error.hint:
-            out.append(f"  hint: {row.error.hint}\n", style="dim")
+            out.append(f"  hint: {printable(row.error.hint)}\n", style="dim")
     out.rstrip()
     return out if out.plain else None
 
