@@ -433,3 +433,27 @@ def test_a_via_that_cannot_be_honoured_is_a_usage_error_before_any_connection(
     code, _, err = cli(capsys, "-i", str(inv), "cp", *args)
     assert code == ExitCode.USAGE, err
     assert message in err
+
+
+def test_a_tree_copied_onto_an_existing_directory_leaves_its_mode_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    inv = local_inventory(tmp_path)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_bytes(b"data")
+    tree.chmod(0o750)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    code, _, err = cli(capsys, "-i", str(inv), "cp", str(tree), f"loc:{private}")
+    assert code == 0, err
+    assert private.stat().st_mode & 0o777 == 0o700  # was made world-readable (0755)
+    assert (private / "sub" / "f").read_bytes() == b"data"
+    code, _, err = cli(capsys, "-i", str(inv), "cp", str(tree), f"loc:{tmp_path}/fresh")
+    assert code == 0, err
+    assert (tmp_path / "fresh").stat().st_mode & 0o777 == 0o750  # the source's, as cp -a
+    assert cli(capsys, "data", "put", str(tree), "t", "-k", "1")[0] == 0
+    code, _, err = cli(capsys, "data", "get", "t", str(private))
+    assert code == 0, err
+    assert private.stat().st_mode & 0o777 == 0o700

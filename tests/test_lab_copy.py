@@ -1,10 +1,12 @@
-"""`cp` between real sshd hosts where it used to go wrong: a copy within one host, a file
-into an existing directory, trees of empty things, and a destination that is too small
-(refused before sending) or fills up on the way (what was written is removed again)."""
+"""`cp` and `data get` with real sshd hosts where they used to go wrong: a copy within one
+host, a file into an existing directory, trees of empty things, and a destination that is
+too small (refused before sending) or fills up on the way (what was written is removed
+again), on a host and on this machine."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,3 +128,37 @@ def test_a_destination_that_fills_up_removes_what_was_written_and_says_so(
     assert "ran out of space" in err and "partial files were removed" in err
     left = listing(lab, host, mount)
     assert not [p for p in left if ".lepton-part" in p], left
+
+
+@pytest.fixture
+def small_local_dir(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of 1 MiB and 8 inodes on this machine (the lab runs as root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    options = "size=1m,nr_inodes=8"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_data_get_checks_free_space_and_cleans_up_a_full_disk(
+    inv: Path, tmp_path: Path, small_local_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "big.bin").write_bytes(os.urandom(3 << 20))
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(12):
+        (many / f"f{i:02}").write_bytes(os.urandom(1000))
+    for src, name in ((tmp_path / "big.bin", "big"), (many, "many")):
+        code, _, err = cli(capsys, "-i", str(inv), "data", "put", str(src), name, "-k", "1")
+        assert code == 0, err
+    code, _, err = cli(capsys, "-i", str(inv), "data", "get", "big", str(small_local_dir / "b"))
+    assert code == 1
+    assert "not enough space" in err and "nothing was fetched" in err
+    assert list(small_local_dir.iterdir()) == []
+    code, _, err = cli(capsys, "-i", str(inv), "data", "get", "many", str(small_local_dir / "m"))
+    assert code == 1
+    assert "ran out of space" in err and "partial files were removed" in err
+    assert not list(small_local_dir.rglob("*.lepton-part*"))

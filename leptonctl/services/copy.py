@@ -150,16 +150,18 @@ async def copy(
         ),
         sessions.get(dst_host),
     )
+    top = None if "error" in reply else await path_info(sessions, src_host, [src_path], CopyError)
     if "error" in reply:
         raise UsageError(f"cannot read {src}: {printable(reply['error'])}")
     try:
         scan = read_scan(reply, chunk_size=CP_CHUNK_SIZE, hashed=False)
     except UnsafeScan as exc:
         raise refuse_scan(src_host, src_path, exc, CopyError) from None
-    dest, free = await _destination(sessions, dst_host, dst_path, scan.kind, name)
-    spec = copy_spec(scan, dest)
+    dest, found, free = await _destination(sessions, dst_host, dst_path, scan.kind, name)
+    # A new top directory gets the source's mode; an existing one keeps its own.
+    spec = copy_spec(scan, dest, None if found == "dir" else (top[0].mode if top else None))
     status = await file_states(sessions, dst_host, spec["files"], CopyError)
-    items, total, reused = _items(spec, status, src_path, scan.kind)
+    items, total, reused = _items(spec, status, src_path, dest if scan.kind == "dir" else None)
     to_send = sum(int(i["n"]) for i in items)
     if to_send > free:
         raise CopyError(
@@ -228,21 +230,21 @@ def _check_space(outcomes: Sequence[TransferOutcome], host: Host, dest: str) -> 
 
 async def _destination(
     sessions: AgentSessions, host: Host, path: str, kind: str, name: str
-) -> tuple[str, int]:
-    """Where the copy goes, and the free bytes there.  Into ``path``, keeping the source's
-    ``name``, when it ends in "/", or when a file goes to a directory (as cp(1) and scp do).
-    A tree goes to ``path`` itself, existing or not, so that a rerun resumes it there
-    instead of nesting a second copy inside the first.  A directory is never replaced by a
-    file, nor a file by a directory (refused before anything is sent)."""
+) -> tuple[str, str, int]:
+    """Where the copy goes, what is there now, and the free bytes there.  Into ``path``,
+    keeping the source's ``name``, when it ends in "/", or when a file goes to a directory
+    (as cp(1) and scp do).  A tree goes to ``path`` itself, existing or not, so that a rerun
+    resumes it there instead of nesting a second copy inside the first.  A directory is never
+    replaced by a file, nor a file by a directory (refused before anything is sent)."""
     into = path.rstrip("/") + "/" + name
     infos = await path_info(sessions, host, [path, into], CopyError)
-    at = 1 if path.endswith("/") or (kind == "file" and infos[0][0] == "dir") else 0
-    dest, (found, free) = (path, into)[at], infos[at]
+    at = 1 if path.endswith("/") or (kind == "file" and infos[0].kind == "dir") else 0
+    dest, found = (path, into)[at], infos[at].kind
     if kind == "file" and found == "dir":
         raise CopyError(f"{host.name}: {dest!r} is a directory: a file cannot replace it")
     if kind == "dir" and found in ("file", "other"):
         raise CopyError(f"{host.name}: {dest!r} exists and is not a directory")
-    return dest, free
+    return dest, found, infos[at].free_bytes
 
 
 def _never_connected(outcome: TransferOutcome) -> bool:
@@ -250,19 +252,22 @@ def _never_connected(outcome: TransferOutcome) -> bool:
     return len(outcome.hops) > 1 and outcome.hops[1].bytes == 0 and bool(outcome.hops[1].error)
 
 
-def copy_spec(scan: Scan | Mapping[str, Any], dest: str) -> dict[str, Any]:
+def copy_spec(
+    scan: Scan | Mapping[str, Any], dest: str, root_mode: int | None = 0o755
+) -> dict[str, Any]:
     """The files-mode receiver spec that rebuilds a scanned (unhashed) source at ``dest``.
     Chunk hashes are computed while sending; ``source_id`` (size:mtime) tells a rerun whether
-    a partial copy at the destination belongs to this version of the source.  A scan reply
-    is checked first (``UnsafeScan``)."""
+    a partial copy at the destination belongs to this version of the source.  A tree's top
+    directory gets ``root_mode`` (None: it exists, and keeps its own).  A scan reply is
+    checked first (``UnsafeScan``)."""
     if not isinstance(scan, Scan):
         scan = read_scan(scan, chunk_size=CP_CHUNK_SIZE, hashed=False)
     spec: dict[str, Any] = {"files": [], "dirs": [], "links": []}
-    if scan.kind == "dir":
-        spec["dirs"].append({"path": dest, "mode": 0o755})
+    if scan.kind == "dir" and root_mode is not None:
+        spec["dirs"].append({"path": dest, "mode": root_mode})
     for entry in scan.entries:
         path = posixpath.join(dest, entry.path) if entry.path else dest
-        if entry.type == "dir":
+        if entry.type == "dir" and entry.path:
             spec["dirs"].append({"path": path, "mode": entry.mode})
         elif entry.type == "symlink":
             spec["links"].append({"path": path, "target": entry.target})
@@ -285,12 +290,12 @@ def copy_spec(scan: Scan | Mapping[str, Any], dest: str) -> dict[str, Any]:
 
 
 def _items(
-    spec: dict[str, Any], states: Sequence[dict[str, Any]], src_path: str, kind: str
+    spec: dict[str, Any], states: Sequence[dict[str, Any]], src_path: str, root: str | None
 ) -> tuple[list[dict[str, Any]], int, int]:
-    """Frames still to send: one per (file, chunk) that the destination lacks."""
+    """Frames still to send: one per (file, chunk) that the destination lacks (``root``: where
+    a tree goes; None for a file)."""
     items: list[dict[str, Any]] = []
     total = reused = 0
-    root = spec["dirs"][0]["path"] if kind == "dir" else None
     for index, (entry, state) in enumerate(zip(spec["files"], states, strict=True)):
         done = set(state["done"])
         source = src_path if root is None else src_path + entry["path"][len(root) :]

@@ -266,13 +266,16 @@ def usable(record: DatasetRecord) -> DatasetRecord:
     return record
 
 
-def files_spec(manifest: Manifest, dest: str) -> dict[str, Any]:
-    """The files-mode receiver spec that rebuilds ``manifest`` at ``dest``."""
+def files_spec(manifest: Manifest, dest: str, root_mode: int | None = 0o755) -> dict[str, Any]:
+    """The files-mode receiver spec that rebuilds ``manifest`` at ``dest``; a tree's top
+    directory gets ``root_mode`` (None: it exists, and keeps its own)."""
     spec: dict[str, Any] = {"files": [], "dirs": [], "links": []}
-    if manifest.kind == "dir":
-        spec["dirs"].append({"path": dest, "mode": 0o755})
+    if manifest.kind == "dir" and root_mode is not None:
+        spec["dirs"].append({"path": dest, "mode": root_mode})
     for entry in manifest.entries:
         path = os.path.join(dest, entry.path) if entry.path else dest
+        if entry.type == "dir" and not entry.path and root_mode is None:
+            continue
         if entry.type == "dir":
             spec["dirs"].append({"path": path, "mode": entry.mode})
         elif entry.type == "symlink":
@@ -311,7 +314,7 @@ async def get(
         raise DataError(f"{dest!r} is a directory: the file {name} cannot replace it")
     if record.manifest.kind == "dir" and os.path.lexists(dest) and not os.path.isdir(dest):
         raise DataError(f"{dest!r} exists and is not a directory")
-    spec = files_spec(record.manifest, dest)
+    spec = files_spec(record.manifest, dest, None if os.path.isdir(dest) else _new_dir_mode())
     me = operator_host()
     states = await file_states(sessions, me, spec["files"], DataError)
     needed: dict[str, list[list[int]]] = defaultdict(list)
@@ -329,7 +332,7 @@ async def get(
             else:
                 needed[digest].append([index, offset])
     wanted = sum(sizes[h] * len(t) for h, t in needed.items())
-    free = await free_space(sessions, me, dest, DataError)
+    free = (await path_info(sessions, me, [dest], DataError))[0].free_bytes
     if wanted > free:
         raise DataError(
             f"not enough space for {dest!r}: {wanted} bytes to write, {free} bytes free",
@@ -339,7 +342,7 @@ async def get(
     live = {h.name: h for h in hosts}
     tried: dict[str, set[str]] = defaultdict(set)
     notes: list[str] = []
-    fetched = 0
+    fetched, built = 0, False
     transfers = Transfers(sessions)
     if progress is not None:
         progress.begin(wanted, f"get {name}")
@@ -366,6 +369,7 @@ async def get(
                 fetched += receiver.bytes
                 done.update(receiver.files_done)
                 _check_receiver(receiver, dest)
+                built = built or not receiver.error  # it made the directories and links
                 bad = [(h, host_name) for h in receiver.failed]
                 gone = [(h, host_name) for h in sender.failed]
                 store.data.set_replicas([(h, n, "corrupt") for h, n in bad], clock())
@@ -386,7 +390,7 @@ async def get(
             hint="run `leptonctl data verify` and `data repair`, then get again (it resumes); "
             + printable("; ".join(notes[-3:])),
         )
-    if len(done) < len(spec["files"]) or spec["dirs"] or spec["links"]:
+    if len(done) < len(spec["files"]) or (not built and (spec["dirs"] or spec["links"])):
         # Directories, symlinks and empty files need no bytes, and a file whose chunks
         # all arrived in earlier streams is renamed into place only now.
         receiver = (await make_tree(transfers, me, spec)).hops[-1]
@@ -410,6 +414,13 @@ async def get(
         seconds=time.monotonic() - started,
         notes=tuple(notes),
     )
+
+
+def _new_dir_mode() -> int:
+    """0o777 less this process's umask: a directory as mkdir would make it here."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o777 & ~umask
 
 
 def _check_receiver(receiver: HopOutcome, dest: str) -> None:
@@ -451,31 +462,34 @@ async def file_states(
     return states
 
 
+@dataclass(frozen=True)
+class PathInfo:
+    kind: str  # "dir" | "file" | "other" | "none" (symlinks followed, as cp does)
+    mode: int | None  # permission bits of a dir or file
+    free_bytes: int  # on the filesystem that holds, or would hold, it
+
+
 async def path_info(
     sessions: AgentSessions, host: Host, paths: Sequence[str], error: type[LeptonError]
-) -> list[tuple[str, int]]:
-    """(kind, free bytes) of each absolute path on ``host``: kind is "dir", "file",
-    "other" or "none" (symlinks followed, as cp does)."""
+) -> list[PathInfo]:
+    """What is at each absolute path on ``host``, checked."""
     reply = await sessions.request(host, {"op": "path-info", "paths": list(paths)})
     if "error" in reply:
         raise error(f"{host.name}: cannot look at {paths[0]!r}: {printable(reply['error'])}")
     infos = reply.get("paths")
     out = []
     for info in infos if isinstance(infos, list) and len(infos) == len(paths) else []:
-        kind, free = (
-            (info.get("kind"), info.get("free_bytes")) if isinstance(info, dict) else ("", 0)
-        )
-        if kind in ("dir", "file", "other", "none") and isinstance(free, int):
-            out.append((str(kind), free))
+        info = info if isinstance(info, dict) else {}
+        kind, free, mode = info.get("kind"), info.get("free_bytes"), info.get("mode")
+        if (
+            kind in ("dir", "file", "other", "none")
+            and isinstance(free, int)
+            and (mode is None or (isinstance(mode, int) and 0 <= mode <= 0o7777))
+        ):
+            out.append(PathInfo(str(kind), mode, free))
     if len(out) != len(paths):
         raise AgentError(host.name, "the agent's path-info reply does not match the request")
     return out
-
-
-async def free_space(
-    sessions: AgentSessions, host: Host, path: str, error: type[LeptonError]
-) -> int:
-    return (await path_info(sessions, host, [path], error))[0][1]
 
 
 async def make_tree(transfers: Transfers, host: Host, spec: Mapping[str, Any]) -> TransferOutcome:
