@@ -2550,6 +2550,8 @@ class NextHop:
 # directory is opened O_NOFOLLOW relative to its parent's fd, and every file relative to its
 # directory's fd.
 PART, JOURNAL = ".lepton-part", ".lepton-part.done"
+DEST_TREE_FDS = 64
+PART_FDS = 256
 
 
 def open_subdir(parent, name, create, shown):
@@ -2640,10 +2642,14 @@ def dest_paths_base(paths, dest=None):
 
 
 class DestTree:
-    """The directories under base, opened as described above and kept open (fd per directory)."""
+    """The directories under base, opened as described above. The most recently used
+    DEST_TREE_FDS stay open; one closed since is opened again from base, with the same checks.
+    An fd it returns is valid until the next dir_fd/where call."""
 
     def __init__(self, base, create=True):
-        self.base, self.create, self.fds = base, create, {}
+        import collections
+
+        self.base, self.create, self.fds = base, create, collections.OrderedDict()
 
     def rel(self, path):
         rel = os.path.relpath(path, self.base)
@@ -2654,23 +2660,29 @@ class DestTree:
     def dir_fd(self, rel):
         """fd of directory rel ("" = base); None where it is missing (or a link) and the tree
         does not create."""
-        if rel not in self.fds:
-            if rel == "":
+        if rel in self.fds:
+            self.fds.move_to_end(rel)
+            return self.fds[rel]
+        if rel == "":
+            if self.create:
+                make_dirs(self.base)
+            try:
+                fd = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
                 if self.create:
-                    make_dirs(self.base)
-                try:
-                    fd = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY)
-                except FileNotFoundError:
-                    if self.create:
-                        raise
-                    fd = None
-            else:
-                parent = self.dir_fd(os.path.dirname(rel))
-                shown = os.path.join(self.base, rel)
-                fd = None if parent is None else open_subdir(parent, os.path.basename(rel),
-                                                             self.create, shown)  # fmt: skip
-            self.fds[rel] = fd
-        return self.fds[rel]
+                    raise
+                fd = None
+        else:
+            parent = self.dir_fd(os.path.dirname(rel))
+            shown = os.path.join(self.base, rel)
+            name = os.path.basename(rel)
+            fd = None if parent is None else open_subdir(parent, name, self.create, shown)
+        self.fds[rel] = fd
+        while len(self.fds) > DEST_TREE_FDS:
+            old = self.fds.popitem(last=False)[1]
+            if old is not None:
+                os.close(old)
+        return fd
 
     def where(self, path):
         """(fd of path's directory or None, path's name)."""
@@ -2683,7 +2695,7 @@ class DestTree:
         for fd in self.fds.values():
             if fd is not None:
                 os.close(fd)
-        self.fds = {}
+        self.fds.clear()
 
 
 class FilesSink:
@@ -2703,7 +2715,9 @@ class FilesSink:
             above = first_link_above(path, link_paths)
             if above is not None:
                 raise BadRequest("%s is under %s, a symbolic link of the same copy" % (path, above))
-        self.places, self.fds, self.journals, self.done = {}, {}, {}, {}
+        import collections
+
+        self.fds, self.opened, self.done = collections.OrderedDict(), set(), {}
         self.pending, self.pending_bytes = [], 0
         for entry in dirs:
             os.fchmod(self.tree.dir_fd(self.tree.rel(entry["path"])), entry["mode"] & 0o7777)
@@ -2729,21 +2743,26 @@ class FilesSink:
         return checked
 
     def place(self, index):
-        """(directory fd, name) of file index."""
-        if index not in self.places:
-            self.places[index] = self.tree.where(self.files[index]["path"])
-        return self.places[index]
+        """(directory fd, name) of file index: the fd is good until the next place()."""
+        return self.tree.where(self.files[index]["path"])
 
     def part(self, index):
-        if index not in self.fds:
-            entry = self.files[index]
-            parent, name = self.place(index)
-            if journal_stale(entry, parent, name):  # a partial copy of another source version
+        """fd of file index's part file, good until the next part(): the PART_FDS most recently
+        used stay open (a tree of many files must not run out of file descriptors)."""
+        if index in self.fds:
+            self.fds.move_to_end(index)
+            return self.fds[index]
+        parent, name = self.place(index)
+        if index not in self.opened:
+            self.opened.add(index)
+            if journal_stale(self.files[index], parent, name):  # a copy of another version
                 for leftover in (name + PART, name + JOURNAL):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(leftover, dir_fd=parent)
-            self.fds[index] = open_nofollow(parent, name + PART, os.O_RDWR | os.O_CREAT)
-        return self.fds[index]
+        fd = self.fds[index] = open_nofollow(parent, name + PART, os.O_RDWR | os.O_CREAT)
+        while len(self.fds) > PART_FDS:
+            os.close(self.fds.popitem(last=False)[1])
+        return fd
 
     def verified(self, index):
         """offset -> hashes that the journal of file ``index`` lists (read once)."""
@@ -2780,24 +2799,21 @@ class FilesSink:
     def flush(self):
         for index in sorted({index for index, _, _ in self.pending}):
             os.fdatasync(self.part(index))
+        lines = {}
         for index, offset, digest in self.pending:
-            if index not in self.journals:
-                parent, name = self.place(index)
-                fd = open_nofollow(parent, name + JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-                self.journals[index] = os.fdopen(fd, "a")
-                if not self.journals[index].tell():
-                    source = self.files[index].get("source_id") or ""
-                    self.journals[index].write("# source %s\n" % source)
-            self.journals[index].write("%d %s\n" % (offset, digest))
-        for journal in self.journals.values():
-            journal.flush()
+            lines.setdefault(index, []).append("%d %s\n" % (offset, digest))
+        for index in sorted(lines):  # one journal open at a time
+            parent, name = self.place(index)
+            fd = open_nofollow(parent, name + JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            with os.fdopen(fd, "a") as journal:
+                if not os.fstat(fd).st_size:
+                    journal.write("# source %s\n" % (self.files[index].get("source_id") or ""))
+                journal.write("".join(lines[index]))
         self.pending, self.pending_bytes = [], 0
 
     def finish(self):
         """Rename every complete file into place; the paths that are complete."""
         self.flush()
-        for journal in self.journals.values():
-            journal.close()
         done = []
         for index, entry in enumerate(self.files):
             path = entry["path"]
@@ -2834,7 +2850,7 @@ class FilesSink:
     def close(self):
         for fd in self.fds.values():
             os.close(fd)
-        self.fds, self.places = {}, {}
+        self.fds.clear()
         self.tree.close()
 
     def discard(self, done):
