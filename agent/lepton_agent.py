@@ -925,9 +925,11 @@ def open_locked(path, flags, wait_s=0.0):
 
 
 def lock_held(path):
-    """Whether a live process holds the flock on path (a missing file is not held)."""
+    """Whether a live process holds the flock on path (a missing file is not held). Opened
+    read-write: NFS refuses an exclusive flock on a read-only fd (EBADF), which would read as
+    "nobody holds it" and make a running job look LOST."""
     try:
-        fd = open_locked(path, os.O_RDONLY)
+        fd = open_locked(path, os.O_RDWR)
     except OSError:
         return False
     if fd is None:
