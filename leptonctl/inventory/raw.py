@@ -84,6 +84,7 @@ class RawGroup:
     vars: VarSet
     line: int | None = None
     hosts: list[str] = field(default_factory=list)
+    host_set: set[str] = field(default_factory=set, repr=False)  # ``hosts``, for lookups
     children: list[str] = field(default_factory=list)
     child_lines: dict[str, int | None] = field(default_factory=dict)
     defined: bool = False  # declared with hosts/children, or named as a child
@@ -122,7 +123,8 @@ class RawInventory:
             host = RawHost(name=name, line=line, vars=VarSet(self.source))
             self.hosts[name] = host
         grp = self.group(group)
-        if name not in grp.hosts:
+        if name not in grp.host_set:
+            grp.host_set.add(name)
             grp.hosts.append(name)
         return host
 
