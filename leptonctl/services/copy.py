@@ -150,7 +150,6 @@ async def copy(
         ),
         sessions.get(dst_host),
     )
-    top = None if "error" in reply else await path_info(sessions, src_host, [src_path], CopyError)
     if "error" in reply:
         raise UsageError(f"cannot read {src}: {printable(reply['error'])}")
     try:
@@ -159,7 +158,9 @@ async def copy(
         raise refuse_scan(src_host, src_path, exc, CopyError) from None
     dest, found, free = await _destination(sessions, dst_host, dst_path, scan.kind, name)
     # A new top directory gets the source's mode; an existing one keeps its own.
-    spec = copy_spec(scan, dest, None if found == "dir" else (top[0].mode if top else None))
+    new_top = scan.kind == "dir" and found != "dir"
+    top = await path_info(sessions, src_host, [src_path], CopyError) if new_top else None
+    spec = copy_spec(scan, dest, top[0].mode if top else None)
     status = await file_states(sessions, dst_host, spec["files"], CopyError)
     items, total, reused = _items(spec, status, src_path, dest if scan.kind == "dir" else None)
     to_send = sum(int(i["n"]) for i in items)
@@ -176,6 +177,7 @@ async def copy(
         report.expected_bps, report.direct_bps = plan.route.expected_bps, plan.route.direct_bps
     done = {f["path"] for f in status if f["complete"]}
     transfers = Transfers(sessions)
+    clean = not items  # every stream ended without an error
     if items:
         run = (transfers, plan, spec, items, streams, rate_bps, compress, progress, to_send)
         outcomes = await _run(*run)
@@ -195,12 +197,17 @@ async def copy(
         for outcome in outcomes:
             done.update(outcome.hops[-1].files_done if outcome.hops else ())
         _check_space(outcomes, dst_host, dest)
+        clean = not any(o.errors for o in outcomes)
     failed = False
-    if len(done) < len(spec["files"]) or (not items and (spec["dirs"] or spec["links"])):
+    bare = not items and bool(spec["dirs"] or spec["links"])  # things that need no bytes
+    if clean and (len(done) < len(spec["files"]) or bare):
         # Nothing to send, yet directories, symlinks or empty files may be missing; or
         # parallel streams each finished before a shared file was whole: the destination
         # makes what needs no bytes and renames every file whose chunks are all in.
-        outcome = await make_tree(transfers, dst_host, spec)
+        try:
+            outcome = await make_tree(transfers, dst_host, spec)
+        except HostError as exc:
+            raise CopyError(f"{exc.host}: {exc.message}", hint="run the same cp again") from None
         done.update(outcome.hops[-1].files_done if outcome.hops else ())
         report.notes += [f"{host}: {error}" for host, error in outcome.errors.items()]
         failed = bool(outcome.errors)
