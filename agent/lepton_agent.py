@@ -2302,7 +2302,16 @@ def free_slot(length):
 
 def blank_key_lines(data_dir, doomed):
     """Overwrite every transfer line for which doomed(transfer id, expiry stamp) is true with a
-    free slot of its own length, in place: no other byte of the file moves or changes."""
+    free slot of its own length, in place: no other byte of the file moves or changes. The file
+    is only opened for writing when it holds such a line (it may be read-only, managed by
+    someone else, and have none)."""
+    try:
+        with open(authorized_keys_path(), "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return 0
+    if not any(doomed(transfer_id, expiry) for _, _, transfer_id, expiry in transfer_lines(data)):
+        return 0
     with authorized_keys_locked(data_dir, create=False) as fd:
         if fd is None:
             return 0
@@ -2398,12 +2407,7 @@ def sweep_transfers(data_dir, now=None):
     now = time.time() if now is None else now
     stamp = utc_stamp(now)
     try:
-        with open(authorized_keys_path(), "rb") as fh:
-            data = fh.read()
-        if any(expiry < stamp for _, _, _, expiry in transfer_lines(data)):
-            blank_key_lines(data_dir, lambda other, expiry: expiry < stamp)
-    except FileNotFoundError:
-        pass
+        blank_key_lines(data_dir, lambda other, expiry: expiry < stamp)
     except OSError as exc:  # said on stderr; the op itself still runs (revoke fails loudly)
         sys.stderr.write("lepton_agent: cannot remove expired transfer keys: %s\n" % exc)
     remove_stale_transfers(data_dir, now)

@@ -306,6 +306,20 @@ def test_recv_removes_its_key_line_from_a_file_that_is_not_utf8(dst, keys_file):
     assert without_free_slots(keys_file.read_bytes()) == OTHER_LINES
 
 
+READ_ONLY_FILE = Path("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")  # even for root
+
+
+@pytest.mark.skipif(not READ_ONLY_FILE.exists(), reason="needs a file nobody may write")
+def test_a_read_only_authorized_keys_without_transfer_lines_is_never_opened_for_writing(
+    dst, monkeypatch
+):
+    monkeypatch.setenv(KEYS_VAR, str(READ_ONLY_FILE))  # managed elsewhere; keyless transfers
+    grant(dst, "xfer-readonly", {"store": "chunks"})
+    proc = recv_stream(dst, "xfer-readonly", b'{"end":true}\n')
+    assert proc.returncode == 0 and json.loads(proc.stdout)["hops"][0]["error"] is None
+    assert dst.ok("revoke", transfer="xfer-readonly")["key_lines_removed"] == 0
+
+
 def test_a_symlinked_authorized_keys_stays_a_link_and_its_target_loses_the_line(
     host, keys_file, tmp_path
 ):
