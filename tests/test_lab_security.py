@@ -130,3 +130,19 @@ def test_a_replicated_put_leaves_every_other_byte_of_authorized_keys_and_no_key_
         assert data.startswith(before[name]), name  # a reused slot is blanked back as it was
     first = lab.path_on(lab.hosts[0].name, "/root/.ssh/authorized_keys")
     assert first.is_symlink() and os.readlink(first) == "authorized_keys.real"
+
+
+def test_a_job_that_writes_to_its_input_never_changes_a_stored_chunk(
+    lab: Lab, inv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "tr"
+    src.mkdir()
+    (src / "a.txt").write_text("training data\n")  # one chunk: it was a hard link to it
+    args = ("-i", str(inv))
+    assert cli(capsys, *args, "data", "put", str(src), "sec-tr", "-k", "1")[0] == 0
+    script = 'f="$LEPTON_INPUT_SEC_TR/a.txt"; chmod u+w "$f" && echo oops >> "$f"'
+    code, out = cli(
+        capsys, *args, "submit", "--input", "sec-tr", "--wait", "--json", "--", "sh", "-c", script
+    )
+    assert code == 0, out
+    assert cli(capsys, *args, "data", "verify", "sec-tr")[0] == 0
