@@ -2002,7 +2002,7 @@ def check_dest(path):
 
 
 def entry_path(dest, kind, rel):
-    if kind == "file" and rel == "":
+    if rel == "" and kind in ("file", "dir"):  # the file, or the top directory
         return dest
     if not isinstance(rel, str) or not rel or rel.startswith("/") or ".." in rel.split("/"):
         raise BadRequest("manifest path escapes the destination: %r" % (rel,))

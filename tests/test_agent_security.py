@@ -237,6 +237,15 @@ def test_materialize_refuses_an_entry_under_a_symlink_of_the_same_manifest(tmp_p
     assert not (host.data / "sets" / "bad").exists()
 
 
+def test_materialize_gives_the_top_directory_of_a_manifest_its_mode(tmp_path, host):
+    manifest, data = materialize_manifest(host, tmp_path)
+    top = {"path": "", "type": "dir", "mode": 0o750, "size": 0, "chunks": []}
+    manifest = {"kind": "dir", "entries": [top, *manifest["entries"]]}
+    reply = host.ok("materialize", dest="sets/top", manifest=manifest, label="top@1")
+    assert mode_of(Path(reply["path"])) == 0o750
+    assert (Path(reply["path"]) / "a.txt").read_bytes() == data
+
+
 def test_materialize_never_writes_its_sidecar_through_a_planted_link(tmp_path, host):
     manifest, _ = materialize_manifest(host, tmp_path)
     (host.data / "sets").mkdir(parents=True)
