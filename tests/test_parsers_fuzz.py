@@ -269,6 +269,13 @@ def test_a_batch_env_must_be_names_to_strings_or_numbers(env: str, field: str) -
     assert dict(job.env) == {"A": "1", "B": "true", "C": "s=t"}
 
 
+@pytest.mark.parametrize("field", ["name", "limit", "workdir", "gpu_type", "fpga_type"])
+def test_a_batch_text_field_given_a_list_or_mapping_is_refused(field: str) -> None:
+    for value in ("[a, b]", "{a: 1}", "true"):
+        with pytest.raises(UsageError, match=rf"entry 0 \({field}\): must be a string"):
+            parse_batch_text(f"jobs:\n  - {{command: x, {field}: {value}}}\n", "jobs.yaml")
+
+
 # -- issue 18: the dry run checks what submit checks; inputs; slice -------------------
 
 

@@ -320,16 +320,16 @@ def _batch_entry(entry: Any, index: int, source: str) -> Submission:
         else:
             raise ValueError("must be a non-empty string or list of strings")
         field_name = "name"
-        name = str(entry.get("name") or f"job{index}")
+        name = _opt_str(entry.get("name"), "name") or f"job{index}"
         field_name = "resources"
         request = make_request(
             cpus=_int(entry.get("cpus", 1), "cpus"),
             mem=entry.get("mem", entry.get("memory")),
             gpus=_int(entry.get("gpus", 0), "gpus"),
-            gpu_type=_opt_str(entry.get("gpu_type")),
+            gpu_type=_opt_str(entry.get("gpu_type"), "gpu_type"),
             gpu_mem=entry.get("gpu_mem"),
             fpgas=_int(entry.get("fpgas", 0), "fpgas"),
-            fpga_type=_opt_str(entry.get("fpga_type")),
+            fpga_type=_opt_str(entry.get("fpga_type"), "fpga_type"),
         )
         field_name = "time"
         walltime = entry.get("time", entry.get("walltime"))
@@ -350,7 +350,7 @@ def _batch_entry(entry: Any, index: int, source: str) -> Submission:
         field_name = "env"
         env = _batch_env(entry.get("env"))
         field_name = "workdir"
-        workdir = check_workdir(_opt_str(entry.get("workdir")), "workdir")
+        workdir = check_workdir(_opt_str(entry.get("workdir"), "workdir"), "workdir")
         return Submission(
             name=name,
             command=command_value,
@@ -361,7 +361,7 @@ def _batch_entry(entry: Any, index: int, source: str) -> Submission:
             workdir=workdir,
             retries=_int(entry.get("retries", 0), "retries"),
             after=after_value,
-            limit=_opt_str(entry.get("limit")),
+            limit=_opt_str(entry.get("limit"), "limit"),
             estimates=estimates,
         )
     except _FieldError as exc:
@@ -423,8 +423,12 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _opt_str(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not _is_scalar(value) or isinstance(value, bool):
+        raise _FieldError(name, f"must be a string, got {_describe(value)}")
+    return str(value)
 
 
 def _entry_error(source: str, index: int, key: str | None, message: str) -> UsageError:
