@@ -324,7 +324,8 @@ async def get(
     for index, (entry, state) in enumerate(zip(spec["files"], states, strict=True)):
         # Only chunks journaled next to a part file can be kept: a finished file that
         # differs is rebuilt whole (its good chunks never get into the new part file).
-        keep = state["complete"] or os.path.exists(entry["path"] + ".lepton-part")
+        part = entry["path"] + ".lepton-part"  # as the agent sees it: a file, not a link
+        keep = state["complete"] or (os.path.isfile(part) and not os.path.islink(part))
         have = set(state["done"]) if keep else set()
         for offset, _, digest in entry["chunks"]:
             if offset in have:
