@@ -2995,9 +2995,7 @@ def receive(data_dir, transfer_id):
             if not header:
                 broken = "the stream ended early (the sender or a previous hop was lost)"
                 break
-            frame = json.loads(header)
-            if not isinstance(frame, dict):
-                raise ValueError("a frame header must be a JSON object")
+            frame = frame_object(header)
             if frame.get("end"):
                 break
             if mode == "probe":  # net probe: discard the bytes, answer acks at once
@@ -3039,7 +3037,7 @@ def receive(data_dir, transfer_id):
                 trailer = read_frame_line(stdin)
                 if hop is not None:
                     hop.write(trailer)
-                digest = check_hash(json.loads(trailer or "{}").get("h")) if trailer else None
+                digest = check_hash(frame_object(trailer).get("h")) if trailer else None
             if left or digest is None:
                 if sink is not None:
                     sink.abort()
@@ -3106,6 +3104,13 @@ def read_frame_line(stream):
     return line
 
 
+def frame_object(line):
+    frame = json.loads(line)
+    if not isinstance(frame, dict):
+        raise ValueError("a frame header or trailer must be a JSON object")
+    return frame
+
+
 def frame_size(frame):
     """The byte count a frame announces: an integer 0..MAX_FRAME_BYTES."""
     size = frame.get("n") or 0
@@ -3135,7 +3140,7 @@ def net_probe(data_dir, spec):
 
     def ack():
         hop.write(b'{"n":0,"ack":true}\n')  # stdin of ssh is unbuffered: sent now
-        line = hop.proc.stdout.readline() if hop.out is not None else b""
+        line = hop.proc.stdout.readline(64) if hop.out is not None else b""
         if line.strip() != b"ack":
             raise OSError("no ack from the peer")
 

@@ -54,6 +54,7 @@ from tests.test_agent_data import (
     receiver_files_spec,
     recv_stream,
     sha,
+    streamed_spec,
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux")
@@ -536,6 +537,16 @@ def test_recv_refuses_a_header_line_without_a_newline_past_its_limit(dst):
     grant(dst, "xfer-longline", {"store": "chunks"})
     [mine] = limited_recv(dst, "xfer-longline", b'{"h": "', 384 << 20)["hops"]
     assert "frame header is longer than" in mine["error"]
+
+
+def test_recv_answers_a_trailer_that_is_not_an_object_with_a_clear_error(tmp_path, src, dst):
+    root = make_tree(tmp_path / "tree")
+    dest = tmp_path / "out" / "tree"
+    grant(dst, "xfer-trailer", streamed_spec(src, root, dest))
+    stream = b'{"n": 4, "t": [[0, 0]]}\nabcd[1, 2]\n{"end":true}\n'
+    proc = recv_stream(dst, "xfer-trailer", stream)
+    [mine] = json.loads(proc.stdout)["hops"]
+    assert "must be a JSON object" in mine["error"]
 
 
 def test_recv_refuses_a_files_frame_aimed_outside_its_files(tmp_path, src, dst):
