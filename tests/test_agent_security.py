@@ -395,6 +395,45 @@ def test_lines_appended_by_another_tool_during_grants_and_revokes_all_survive(
     )
 
 
+def refuse_flock_on(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """flock answers EBADF on files with these names, as an NFS server does for a read-only fd
+    (a failure mode that needs an NFS home to provoke for real)."""
+    import errno
+    import fcntl
+
+    real = fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) in names:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+
+
+def test_grant_and_revoke_fall_back_to_a_lock_in_the_data_dir_when_flock_is_refused(
+    keys_file, tmp_path, monkeypatch
+):
+    agent = load_agent()
+    data_dir = str(tmp_path / "data")
+    keys_file.write_bytes(OPERATOR_KEY.encode())
+    refuse_flock_on(monkeypatch, "authorized_keys", keys_file.parent.name)  # the file, ~/.ssh
+    agent.grant(data_dir, {"transfer": "xfer-nfs-01", "spec": {}, "pubkey": PUBKEY})
+    assert transfer_lines(keys_file.read_bytes())
+    assert (tmp_path / "data" / "transfers" / ".authorized_keys.lock").exists()
+    assert agent.revoke(data_dir, "xfer-nfs-01")["key_lines_removed"] == 1
+    assert without_free_slots(keys_file.read_bytes()) == OPERATOR_KEY.encode()
+
+
+def test_revoke_fails_loudly_when_nothing_can_be_locked(keys_file, tmp_path, monkeypatch):
+    agent = load_agent()
+    data_dir = str(tmp_path / "data")
+    agent.grant(data_dir, {"transfer": "xfer-nfs-02", "spec": {}, "pubkey": PUBKEY})
+    refuse_flock_on(monkeypatch, "authorized_keys", keys_file.parent.name, ".authorized_keys.lock")
+    with pytest.raises(OSError, match="cannot lock authorized_keys"):
+        agent.revoke(data_dir, "xfer-nfs-02")
+
+
 def test_the_next_agent_start_removes_what_a_killed_operator_left(host, keys_file):
     keys_file.write_bytes(OPERATOR_KEY.encode())
     host.ok("grant", transfer="xfer-killed-1", spec={}, pubkey=PUBKEY, ttl_s=1)
