@@ -199,7 +199,7 @@ def test_a_damaged_manifest_is_a_state_error_of_that_version_only(
     begin(store.data, "imgs", files((A,)))
     begin(store.data, "other", files((B,)))
     db = sqlite3.connect(tmp_path / "state.db")
-    db.execute('UPDATE datasets SET manifest = \'{"kind": "blob"}\' WHERE name = \'imgs\'')
+    db.execute("UPDATE datasets SET manifest = '{\"kind\": \"blob\"}' WHERE name = 'imgs'")
     db.commit()
     db.close()
     assert [r.name for r in store.data.all_records()] == ["imgs", "other"]  # still listed

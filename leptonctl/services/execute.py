@@ -32,6 +32,7 @@ async def run_everywhere(
 ) -> dict[str, RunResult | HostError]:
     """Run ``command`` on every host, stdin at end-of-file.  A command that outlives
     ``--timeout``, or an interrupted exec, has its whole process group killed there."""
+
     async def run(host: Host, conn: Connection) -> RunResult:
         return await conn.run(command, timeout=options.command_timeout, group=True)
 
