@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from leptonctl.core.datasets import Manifest
+from leptonctl.core.records import (  # re-exported: the store's records
+    DatasetRecord as DatasetRecord,
+)
 from leptonctl.errors import StateError
+from leptonctl.store.tx import write_transaction
 
 REPLICA_STATES = ("ok", "corrupt")
 
@@ -29,37 +33,14 @@ _COLUMNS = "name, version, state, created, completed, replicas, chunk_size, size
 _BATCH = 500  # host parameters per statement, well below SQLite's limit
 
 
-@dataclass(frozen=True)
-class DatasetRecord:
-    name: str
-    version: int
-    state: str  # "writing" | "ready"
-    created: float
-    completed: float | None
-    replicas: int  # K
-    chunk_size: int
-    size: int
-    source: str
-    manifest: Manifest
-
-
 class DataTable:
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
         self._path = path
 
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self) -> AbstractContextManager[None]:
         """One write transaction (joins the caller's when one is open)."""
-        try:
-            if self._db.in_transaction:
-                yield
-                return
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot update the datasets in {self._path}: {exc}") from exc
+        return write_transaction(self._db, self._path, "update the datasets")
 
     # -- versions -----------------------------------------------------------
 

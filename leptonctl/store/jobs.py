@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from leptonctl.core.records import (  # re-exported: the store's records
+    ACTIVE as ACTIVE,
+)
+from leptonctl.core.records import (
+    FINAL as FINAL,
+)
+from leptonctl.core.records import (
+    JobRecord as JobRecord,
+)
 from leptonctl.errors import StateError
-
-ACTIVE = ("PENDING", "STARTING", "RUNNING")
-FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
+from leptonctl.store.tx import write_transaction
 
 _COLUMNS = (
     "id, name, spec, state, priority, submitted, started, ended, host, allocation, exit_code, "
@@ -31,48 +37,15 @@ _UPDATABLE = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class JobRecord:
-    id: int
-    name: str
-    spec: Mapping[str, Any]  # command, env, workdir, request, walltime, estimates, limit, after...
-    state: str
-    priority: int
-    submitted: float
-    started: float | None
-    ended: float | None
-    host: str | None
-    allocation: Mapping[str, Any] | None  # {"cpus", "memory_bytes", "gpus", "fpgas"}
-    exit_code: int | None
-    reason: str | None
-    attempt: int
-    retries: int
-    lost_since: float | None
-    cancel_requested: bool
-    peak_rss_bytes: int | None
-
-    @property
-    def agent_id(self) -> str:
-        """The job's directory name on its host: one per attempt.  The random ``uid`` drawn
-        at submit keeps two state stores (two operators, or a store that was reset) from
-        ever meeting each other's job directories on a shared host."""
-        return f"{self.id}.{self.attempt}.{self.spec.get('uid', 'x')}"
-
-
 class JobTable:
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
         self._path = path
 
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """One write transaction; everything inside sees and changes one consistent queue."""
-        try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot update the job queue in {self._path}: {exc}") from exc
+    def exclusive(self) -> AbstractContextManager[None]:
+        """One write transaction (joins the caller's when one is open); everything inside
+        sees and changes one consistent queue."""
+        return write_transaction(self._db, self._path, "update the job queue")
 
     def insert(
         self, name: str, spec: Mapping[str, Any], priority: int, retries: int, now: float
@@ -112,8 +85,6 @@ class JobTable:
             sql += " AND state = ? AND attempt = ?"
             params = (*params, *expect)
         try:
-            if self._db.in_transaction:
-                return self._db.execute(sql, params).rowcount > 0
             with self.exclusive():
                 return self._db.execute(sql, params).rowcount > 0
         except sqlite3.Error as exc:
@@ -145,7 +116,7 @@ class JobTable:
         rows = [(host, a) for a in agent_ids]
         if not rows:
             return
-        with self._maybe_exclusive():
+        with self.exclusive():
             self._db.executemany("DELETE FROM orphans WHERE host = ? AND agent_id = ?", rows)
 
     # -- start claims: who stages a job's inputs and starts it ---------------------------
@@ -183,7 +154,7 @@ class JobTable:
 
     def release_start(self, job_id: int, owner: str) -> None:
         """Drop ``owner``'s claim on starting ``job_id`` (no-op if another holds it now)."""
-        with self._maybe_exclusive():
+        with self.exclusive():
             held = self.start_claim(job_id, float("-inf"))
             if held is not None and held[0] == owner:
                 self._write("DELETE FROM kv WHERE key = ?", (_claim(job_id),))
@@ -193,14 +164,6 @@ class JobTable:
             self._db.execute(sql, params)
         except sqlite3.Error as exc:
             raise StateError(f"cannot update a start claim in {self._path}: {exc}") from exc
-
-    @contextmanager
-    def _maybe_exclusive(self) -> Iterator[None]:
-        if self._db.in_transaction:
-            yield
-        else:
-            with self.exclusive():
-                yield
 
     def get(self, job_id: int) -> JobRecord | None:
         rows = self._select("WHERE id = ?", (job_id,))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from leptonctl.core.netgraph import LinkMeasurement
 from leptonctl.errors import StateError
+from leptonctl.store.tx import write_transaction
 
 
 class LinkTable:
@@ -24,19 +25,15 @@ class LinkTable:
         """Store each measurement as the latest of its (src, dst) pair, all in one
         transaction."""
         rows = [(m.src, m.dst, m.measured, m.bandwidth_bps, m.rtt_s, m.error) for m in measurements]
-        try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT INTO links(src, dst, measured, bandwidth_bps, rtt_s, error) "
-                    "VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(src, dst) DO UPDATE SET measured = excluded.measured, "
-                    "bandwidth_bps = excluded.bandwidth_bps, rtt_s = excluded.rtt_s, "
-                    "error = excluded.error",
-                    rows,
-                )
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot save link measurements in {self._path}: {exc}") from exc
+        with write_transaction(self._db, self._path, "save link measurements"):
+            self._db.executemany(
+                "INSERT INTO links(src, dst, measured, bandwidth_bps, rtt_s, error) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(src, dst) DO UPDATE SET measured = excluded.measured, "
+                "bandwidth_bps = excluded.bandwidth_bps, rtt_s = excluded.rtt_s, "
+                "error = excluded.error",
+                rows,
+            )
 
     def load(self) -> list[LinkMeasurement]:
         """Every stored measurement, ordered by (src, dst)."""
@@ -61,10 +58,5 @@ class LinkTable:
 
     def prune(self, older_than: float) -> int:
         """Forget measurements taken before the unix time ``older_than``; returns how many."""
-        try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                cursor = self._db.execute("DELETE FROM links WHERE measured < ?", (older_than,))
-                return cursor.rowcount
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot prune link measurements in {self._path}: {exc}") from exc
+        with write_transaction(self._db, self._path, "prune link measurements"):
+            return self._db.execute("DELETE FROM links WHERE measured < ?", (older_than,)).rowcount

@@ -10,25 +10,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leptonctl.core.records import (  # re-exported: the store's records
+    MaintenanceRun as MaintenanceRun,
+)
 from leptonctl.errors import StateError
+from leptonctl.store.tx import write_transaction
 
 _COLUMNS = "id, started, ended, playbooks, check_mode, outcome, exit_code, steps"
-
-
-@dataclass(frozen=True)
-class MaintenanceRun:
-    id: int
-    started: float
-    ended: float | None
-    playbooks: tuple[str, ...]
-    check: bool
-    outcome: str | None  # ok | unhealthy | failed | skipped | check | abandoned | interrupted
-    exit_code: int | None
-    steps: tuple[Mapping[str, Any], ...]
 
 
 class MaintenanceTable:
@@ -120,12 +111,8 @@ class MaintenanceTable:
     # -- plumbing --------------------------------------------------------------------
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
-        try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                return self._db.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot write maintenance records in {self._path}: {exc}") from exc
+        with write_transaction(self._db, self._path, "write maintenance records"):
+            return self._db.execute(sql, params)
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:

@@ -14,16 +14,22 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from leptonctl.core.records import (  # re-exported: the store's records
+    Event as Event,
+)
+from leptonctl.core.records import (
+    StoredFacts as StoredFacts,
+)
 from leptonctl.errors import StateError
 from leptonctl.store.data import DataTable
 from leptonctl.store.jobs import JobTable
 from leptonctl.store.links import LinkTable
 from leptonctl.store.maintenance import MaintenanceTable
+from leptonctl.store.tx import write_transaction
 
 STORE_ID_KEY = "store.id"
 
@@ -148,21 +154,6 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class StoredFacts:
-    host: str
-    probed_at: float
-    document: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Event:
-    at: float
-    kind: str
-    host: str | None
-    detail: Mapping[str, Any]
-
-
 class SqliteStore:
     """A state store on one SQLite file.  Use as a context manager."""
 
@@ -197,6 +188,11 @@ class SqliteStore:
     def close(self) -> None:
         self._db.close()
 
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction over every table: all the writes inside commit together
+        or not at all (a write method called inside joins it)."""
+        return write_transaction(self._db, self.path, "write the state store")
+
     @property
     def maintenance(self) -> MaintenanceTable:
         """Maintenance runs and small named values (same database, same connection)."""
@@ -226,17 +222,12 @@ class SqliteStore:
                 hint="upgrade leptonctl, or use another --state file",
             )
         for number in range(version, len(_MIGRATIONS)):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(self._db, self.path, "migrate the state store"):
                 (current,) = self._db.execute("PRAGMA user_version").fetchone()
                 if current == number:  # another process may have migrated meanwhile
                     for statement in _split_sql(_MIGRATIONS[number]):
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {number + 1}")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
 
     # -- host facts ---------------------------------------------------------
 
@@ -294,18 +285,14 @@ class SqliteStore:
 
         Hosts keep one set of chunk refs per store id (``DATA/refs/<id>/``): a chunk is deleted
         only when no store references it.  A copy of the database file shares the id."""
-        try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "INSERT OR IGNORE INTO kv(key, value) VALUES (?, ?)",
-                    (STORE_ID_KEY, secrets.token_hex(16)),
-                )
-                (value,) = self._db.execute(
-                    "SELECT value FROM kv WHERE key = ?", (STORE_ID_KEY,)
-                ).fetchone()
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot write the state store {self.path}: {exc}") from exc
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO kv(key, value) VALUES (?, ?)",
+                (STORE_ID_KEY, secrets.token_hex(16)),
+            )
+            (value,) = self._db.execute(
+                "SELECT value FROM kv WHERE key = ?", (STORE_ID_KEY,)
+            ).fetchone()
         if not re.fullmatch(r"[0-9a-f]{32}", str(value)):
             raise StateError(f"the store id in {self.path} is malformed: {str(value)!r}")
         return str(value)
@@ -332,13 +319,9 @@ class SqliteStore:
     # -- plumbing -----------------------------------------------------------
 
     def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        """One transaction for all ``rows``."""
-        try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot write the state store {self.path}: {exc}") from exc
+        """One transaction for all ``rows`` (or a part of the caller's)."""
+        with self.transaction():
+            self._db.executemany(sql, rows)
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
