@@ -31,7 +31,7 @@ import pytest
 from leptonctl.services.copy import copy_spec
 from leptonctl.services.datasets import files_spec, manifest_from_scan
 
-AGENT = Path(__file__).resolve().parents[1] / "agent" / "lepton_agent.py"
+AGENT = Path(__file__).resolve().parents[1] / "agent"  # the payload: `python agent COMMAND`
 AGENT_PYTHON = os.environ.get("LEPTON_TEST_AGENT_PYTHON", sys.executable)
 KEYS_VAR = "LEPTON_AGENT_AUTHORIZED_KEYS"
 TIMEOUT_S = 60

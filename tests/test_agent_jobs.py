@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-AGENT = Path(__file__).resolve().parents[1] / "agent" / "lepton_agent.py"
+AGENT = Path(__file__).resolve().parents[1] / "agent"  # the payload: `python agent COMMAND`
 AGENT_PYTHON = os.environ.get("LEPTON_TEST_AGENT_PYTHON", sys.executable)
 SYSTEM_PYTHON = "/usr/bin/python3"
 ENDED = ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED")

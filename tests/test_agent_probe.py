@@ -7,7 +7,6 @@ real system directories, so a real nvidia-smi on the test machine cannot leak in
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-AGENT = Path(__file__).resolve().parents[1] / "agent" / "lepton_agent.py"
+AGENT = Path(__file__).resolve().parents[1] / "agent"  # the payload: `python agent COMMAND`
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 # 2 sockets x 2 cores x 2 threads; core ids repeat on each socket, as on real Xeons.
@@ -468,12 +467,11 @@ def test_default_data_dir_is_under_xdg_data_home(tmp_path):
 
 
 def test_version_prints_schema_and_the_module_agent_version(tmp_path):
-    spec = importlib.util.spec_from_file_location("lepton_agent", AGENT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from agent.lepton_agent import wire
+
     proc = run_agent("version", tmp_path=tmp_path)
     assert proc.returncode == 0
-    assert json.loads(proc.stdout) == {"schema": 1, "agent_version": module.AGENT_VERSION}
+    assert json.loads(proc.stdout) == {"schema": 1, "agent_version": wire.AGENT_VERSION}
 
 
 def test_serve_answers_each_request_with_one_line_and_exits_zero_on_eof(tmp_path, host):

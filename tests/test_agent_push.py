@@ -34,12 +34,20 @@ def test_first_probe_pushes_and_later_probes_reuse(operator_home: Path) -> None:
         return first.pushed, second.pushed
 
     assert asyncio.run(twice()) == (True, False)
-    (installed,) = cache_dir(operator_home).glob("lepton_agent_*.py")
-    assert installed.read_bytes() == agent.agent_source()
-    assert installed.name == f"lepton_agent_{agent.agent_digest()}.py"
-    assert hashlib.sha256(installed.read_bytes()).hexdigest().startswith(agent.agent_digest())
+    (installed,) = cache_dir(operator_home).glob("agent-*")
+    assert installed.name == f"agent-{agent.agent_digest()}"
+    assert hashlib.sha256(agent.agent_payload()).hexdigest().startswith(agent.agent_digest())
+    assert unpacked(installed) == agent.agent_files()
     # byte-compiled at install, so no run ever compiles it again
-    assert list((installed.parent / "__pycache__").glob(f"{installed.stem}.*.pyc"))
+    assert list((installed / "lepton_agent" / "__pycache__").glob("cli.*.pyc"))
+
+
+def unpacked(directory: Path) -> dict[str, bytes]:
+    """The agent's sources under an installed payload directory, by archive name."""
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*.py"))
+    }
 
 
 def test_concurrent_pushes_leave_one_intact_agent(operator_home: Path) -> None:
@@ -50,8 +58,8 @@ def test_concurrent_pushes_leave_one_intact_agent(operator_home: Path) -> None:
 
     asyncio.run(race())
     directory = cache_dir(operator_home)
-    (installed,) = directory.glob("lepton_agent_*.py")
-    assert installed.read_bytes() == agent.agent_source()
+    (installed,) = directory.glob("agent-*")
+    assert unpacked(installed) == agent.agent_files()
     assert list(directory.glob(".agent-*")) == []  # no temp files left by the race
     assert directory.stat().st_mode & 0o777 == 0o700
 
@@ -64,7 +72,7 @@ def test_truncated_upload_is_refused_and_never_installed(
     monkeypatch.setattr(agent, "agent_source", lambda: real[: len(real) // 2])
     with pytest.raises(AgentError, match="sha256 mismatch"):
         asyncio.run(agent.push_agent(LocalConnection("me"), HOST, 30))
-    assert not list(cache_dir(operator_home).glob("lepton_agent_*.py"))
+    assert not list(cache_dir(operator_home).glob("agent-*"))
 
 
 def test_missing_interpreter_is_an_agent_error_with_a_hint(operator_home: Path) -> None:
@@ -91,3 +99,59 @@ def test_fan_out_never_runs_more_than_forks_at_once(tmp_path: Path) -> None:
     assert all(getattr(o, "ok", False) for o in outcomes.values())
     counts = [int(line) for line in peak.read_text().split()]
     assert len(counts) == 9 and max(counts) <= 3
+
+
+def test_the_payload_is_deterministic_and_holds_exactly_the_agent_package() -> None:
+    import io
+    import zipfile
+
+    first = agent.agent_payload()
+    agent.agent_payload.cache_clear()
+    assert agent.agent_payload() == first  # built again: byte for byte the same
+    with zipfile.ZipFile(io.BytesIO(first)) as archive:
+        infos = archive.infolist()
+    names = [info.filename for info in infos]
+    assert names == sorted(names) and "__main__.py" in names and "lepton_agent/wire.py" in names
+    assert all(n == "__main__.py" or n.startswith("lepton_agent/") for n in names)
+    assert {(info.date_time, info.external_attr) for info in infos} == {
+        ((1980, 1, 1, 0, 0, 0), 0o644 << 16)
+    }
+    checkout = Path(__file__).resolve().parents[1] / "agent"
+    assert sorted(names) == sorted(
+        str(p.relative_to(checkout)) for p in checkout.rglob("*.py") if "__pycache__" not in p.parts
+    )
+
+
+def test_a_host_with_the_old_single_file_agent_gets_the_package_and_loses_the_old_files(
+    operator_home: Path,
+) -> None:
+    directory = cache_dir(operator_home)
+    (directory / "__pycache__").mkdir(parents=True, mode=0o700)
+    directory.chmod(0o700)
+    old = directory / "lepton_agent_0123456789abcdef0123.py"
+    old.write_text("raise SystemExit('the old agent must not run')\n")
+    old_pyc = directory / "__pycache__" / "lepton_agent_0123456789abcdef0123.cpython-311.pyc"
+    old_pyc.write_bytes(b"old")
+    mine = directory / "notes.txt"  # not ours: stays
+    mine.write_text("keep")
+    probe = asyncio.run(agent.probe_host(LocalConnection("me"), HOST, 30))
+    assert probe.pushed and probe.facts.hostname
+    assert not old.exists() and not old_pyc.exists() and mine.exists()
+    assert (directory / agent.payload_name() / "lepton_agent" / "cli.py").is_file()
+
+
+def test_explode_unpacks_a_payload_that_runs(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    assert agent.main(["explode", str(tmp_path / "x")]) == 0
+    out = subprocess.run(
+        [sys.executable, "-S", str(tmp_path / "x"), "version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert json.loads(out.stdout) == {"schema": 1, "agent_version": agent.wire.AGENT_VERSION}
+    assert agent.main(["explode"]) == 2

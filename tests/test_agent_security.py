@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -36,7 +35,6 @@ from leptonctl.remote import agent as agent_client
 from leptonctl.remote.transport import LocalConnection
 from tests.helpers import make_host
 from tests.test_agent_data import (
-    AGENT,
     CHUNK,
     KEYS_VAR,
     OPERATOR_KEY,
@@ -87,11 +85,16 @@ def dst(tmp_path: Path) -> Iterator[AgentHost]:
 
 
 def load_agent() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lepton_agent_under_test", AGENT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The agent's grants in this process (they are in agent/lepton_agent/keys.py)."""
+    from agent.lepton_agent import keys
+
+    return keys
+
+
+def grant_request(transfer: str, pubkey: str) -> Any:
+    from agent.lepton_agent import wire
+
+    return wire.Grant(transfer=transfer, spec={}, pubkey=pubkey)
 
 
 def without_free_slots(data: bytes) -> bytes:
@@ -381,7 +384,7 @@ def test_lines_appended_by_another_tool_during_grants_and_revokes_all_survive(
     try:
         while appender.poll() is None or rounds < 20:
             transfer = f"xfer-race-{rounds:04d}"
-            agent.grant(str(data_dir), {"transfer": transfer, "spec": {}, "pubkey": PUBKEY})
+            agent.grant(str(data_dir), grant_request(transfer, PUBKEY))
             agent.revoke(str(data_dir), transfer)
             rounds += 1
     finally:
@@ -418,7 +421,7 @@ def test_grant_and_revoke_fall_back_to_a_lock_in_the_data_dir_when_flock_is_refu
     data_dir = str(tmp_path / "data")
     keys_file.write_bytes(OPERATOR_KEY.encode())
     refuse_flock_on(monkeypatch, "authorized_keys", keys_file.parent.name)  # the file, ~/.ssh
-    agent.grant(data_dir, {"transfer": "xfer-nfs-01", "spec": {}, "pubkey": PUBKEY})
+    agent.grant(data_dir, grant_request("xfer-nfs-01", PUBKEY))
     assert transfer_lines(keys_file.read_bytes())
     assert (tmp_path / "data" / "transfers" / ".authorized_keys.lock").exists()
     assert agent.revoke(data_dir, "xfer-nfs-01")["key_lines_removed"] == 1
@@ -428,7 +431,7 @@ def test_grant_and_revoke_fall_back_to_a_lock_in_the_data_dir_when_flock_is_refu
 def test_revoke_fails_loudly_when_nothing_can_be_locked(keys_file, tmp_path, monkeypatch):
     agent = load_agent()
     data_dir = str(tmp_path / "data")
-    agent.grant(data_dir, {"transfer": "xfer-nfs-02", "spec": {}, "pubkey": PUBKEY})
+    agent.grant(data_dir, grant_request("xfer-nfs-02", PUBKEY))
     refuse_flock_on(monkeypatch, "authorized_keys", keys_file.parent.name, ".authorized_keys.lock")
     with pytest.raises(OSError, match="cannot lock authorized_keys"):
         agent.revoke(data_dir, "xfer-nfs-02")
@@ -661,14 +664,14 @@ def probe() -> None:
 def test_the_launcher_refuses_a_cache_directory_or_agent_file_others_can_write(operator_home):
     probe()
     directory = Path(os.environ["XDG_CACHE_HOME"]) / "leptonctl"
-    installed = directory / f"lepton_agent_{agent_client.agent_digest()}.py"
-    for mode, agent_mode in ((0o770, 0o600), (0o707, 0o600), (0o700, 0o622)):
+    installed = directory / f"agent-{agent_client.agent_digest()}"
+    for mode, agent_mode in ((0o770, 0o700), (0o707, 0o700), (0o700, 0o722)):
         directory.chmod(mode)
         installed.chmod(agent_mode)
         with pytest.raises(AgentError, match="refusing to run the agent"):
             probe()
     directory.chmod(0o700)
-    installed.chmod(0o600)
+    installed.chmod(0o700)
     os.chown(directory, 4242, 4242)
     with pytest.raises(AgentError, match="refusing to run the agent"):
         probe()

@@ -34,22 +34,24 @@ RIGGED = """\
 #!{python}
 import importlib, json, os, re, sys
 launcher = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "-c" else ""
-found = re.search(r"import (lepton_agent_\\w+) as a", launcher)
+found = re.search(r"from (lepton_agent)[.]cli import main", launcher)
 if found is None:  # the installer, or anything else: the real interpreter
     os.execv({python!r}, [{python!r}] + sys.argv[1:])
-sys.path.insert(0, sys.argv[3])
-agent = importlib.import_module(found.group(1))
+sys.path.insert(0, os.path.join(sys.argv[3], sys.argv[4]))
+agent = importlib.import_module(found.group(1) + ".datasets")
+wire = importlib.import_module(found.group(1) + ".wire")
+cli = importlib.import_module(found.group(1) + ".cli")
 honest = agent.scan_tree
 def scan_tree(path, chunk_size, hashed=True):
     doc = honest(path, chunk_size, hashed)
     with open({extra!r}) as fh:
         claim = json.load(fh)
     if isinstance(claim, str):  # an error message of the host's choosing
-        raise agent.BadRequest(claim)
+        raise wire.BadRequest(claim)
     doc["entries"] = claim  # what the host claims instead of what is there
     return doc
 agent.scan_tree = scan_tree
-sys.exit(agent.main(sys.argv[4:]))
+sys.exit(cli.main(sys.argv[5:]))
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -211,17 +212,18 @@ def test_agent_is_pushed_once_then_reused(
 ) -> None:
     inventory = write_inventory(tmp_path / "hosts.yaml", lab, ["h2"])
     cache = lab.path_on("h2", "/root/.cache/leptonctl")
-    for old in cache.glob("lepton_agent_*.py") if cache.exists() else []:
-        old.unlink()
+    for old in cache.glob("agent-*") if cache.exists() else []:
+        shutil.rmtree(old)
     assert status_json(capsys, "-i", str(inventory))[0] == 0
-    (agent,) = cache.glob("lepton_agent_*.py")
+    (installed,) = cache.glob("agent-*")
+    agent = installed / "lepton_agent" / "cli.py"
     first = agent.stat()
     assert first.st_mode & 0o777 == 0o600 and cache.stat().st_mode & 0o777 == 0o700
     assert status_json(capsys, "-i", str(inventory))[0] == 0
     second = agent.stat()
     assert (second.st_ino, second.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
     assert list(cache.glob(".agent-*")) == []  # no temp files left behind
-    assert list((cache / "__pycache__").glob("lepton_agent_*.pyc"))
+    assert list((agent.parent / "__pycache__").glob("cli.*.pyc"))
 
 
 def test_probe_reports_the_hosts_real_memory_python_and_private_data_dir(

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.lab
 
 def serve_processes(lab: Lab, name: str) -> list[int]:
     """PIDs of `agent serve` processes inside one lab host."""
-    return [p for p in lab.pids_matching(name, b"import lepton_agent_") if p in
+    return [p for p in lab.pids_matching(name, b"from lepton_agent.cli import") if p in
             lab.pids_matching(name, b"serve")]  # fmt: skip
 
 

@@ -1,28 +1,38 @@
 """The agent client: push the agent by content hash, run it, read its answers.
 
-The agent is one stdlib-only file.  On each host it lives at
-``${XDG_CACHE_HOME:-~/.cache}/leptonctl/lepton_agent_<sha256 prefix>.py``: a
-changed agent gets a new name, an unchanged one is never uploaded again.  The
-upload is verified against the hash on the host and renamed into place
-atomically, so concurrent pushes from two terminals are safe and a dropped
-connection never leaves a truncated agent under its final name.
+The agent is a stdlib-only package (``agent/lepton_agent/``, ``leptonctl/_agent/`` in the
+wheel), pushed as one payload: a zip archive built in memory with sorted names, fixed
+timestamps and modes, so the same sources always make the same bytes, named by their
+sha256.  On each host it is unpacked into
+``${XDG_CACHE_HOME:-~/.cache}/leptonctl/agent-<sha256 prefix>/`` (the payload's
+``__main__.py`` and its ``lepton_agent/`` package): a changed agent gets a new directory,
+an unchanged one is never uploaded again.  The installer verifies the hash, unpacks into a
+private temporary directory, byte-compiles it with the host's own Python (so no run ever
+compiles the agent again) and renames the directory into place: two pushers racing lose
+nothing (the loser's copy is removed), a dropped connection never leaves a partial agent
+under its final name.  It also removes the cache files of the old single-file agent.
 
-The installer also byte-compiles the agent, and the launcher *imports* it
-rather than running it as a script, so each run skips compiling ~700 lines
-(about a third of the agent's start-up on a small host).
+The launcher imports the agent from that directory only (nothing from the remote cwd), after
+checking that the cache directory is the user's with mode 0700 and the agent's directory the
+user's and not writable by others.  ``python -m leptonctl.remote.agent explode DIR`` unpacks
+the payload locally for debugging (run it with ``python DIR/ COMMAND ...``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
+import io
 import json
 import shlex
+import sys
+import zipfile
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
 from leptonctl.errors import AgentError, HostError
@@ -30,13 +40,23 @@ from leptonctl.inventory.model import Host
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, RunResult, Stream
 
-AGENT_FILE = "lepton_agent.py"
+if TYPE_CHECKING:
+    from agent.lepton_agent import wire as wire
+else:
+    try:  # the agent bundled in an installed wheel
+        wire = importlib.import_module("leptonctl._agent.lepton_agent.wire")
+    except ModuleNotFoundError:  # a checkout
+        wire = importlib.import_module("agent.lepton_agent.wire")
+
+PACKAGE = "lepton_agent"
 _MISSING = 97  # exit status of the launcher when the agent is not in the cache yet
 _CACHE_DIR = '"${XDG_CACHE_HOME:-$HOME/.cache}/leptonctl"'
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can have
 
-# Runs on the host with the agent on stdin: verify, write privately, fsync, rename.
+# Runs on the host with the payload on stdin: verify, unpack privately, byte-compile, rename.
 _INSTALLER = """\
-import hashlib, os, sys, tempfile
+import hashlib, io, os, py_compile, re, shutil, sys, tempfile, zipfile
+from importlib.util import cache_from_source
 directory, name, digest = sys.argv[1:4]
 data = sys.stdin.buffer.read()
 if hashlib.sha256(data).hexdigest()[:len(digest)] != digest:
@@ -47,61 +67,111 @@ if st.st_uid != os.getuid() or st.st_mode & 0o077:
     sys.exit("leptonctl: refusing to install the agent into %s: it must be owned by you "
              "(uid %d, it is %d) with mode 0700 (it is %o)"
              % (directory, os.getuid(), st.st_uid, st.st_mode & 0o7777))
-fd, tmp = tempfile.mkstemp(dir=directory, prefix=".agent-")
-with os.fdopen(fd, "wb") as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
 final = os.path.join(directory, name)
-os.replace(tmp, final)
-try:
-    import importlib.util, py_compile
-    py_compile.compile(final, cfile=importlib.util.cache_from_source(final), doraise=True)
-except Exception:
-    pass  # no bytecode cache: the agent still runs, only its start-up is slower
+if not os.path.isdir(final):
+    tmp = tempfile.mkdtemp(dir=directory, prefix=".agent-")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for member in archive.namelist():
+                if not re.fullmatch(r"(lepton_agent/)?[a-z_]+[.]py", member):
+                    sys.exit("leptonctl: unexpected file in the agent payload: %r" % member)
+                path = os.path.join(tmp, member)
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(archive.read(member))
+                    f.flush()
+                    os.fsync(f.fileno())
+                try:
+                    py_compile.compile(path, cfile=cache_from_source(path), doraise=True)
+                except Exception:
+                    pass  # no bytecode cache: the agent still runs, only its start-up is slower
+        os.rename(tmp, final)
+    except OSError:
+        if not os.path.isdir(final):
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # what is left after losing a race
+for old in os.listdir(directory):  # the single-file agents of earlier versions
+    if re.fullmatch(r"lepton_agent_[0-9a-f]+[.]py", old):
+        os.unlink(os.path.join(directory, old))
+cache = os.path.join(directory, "__pycache__")
+for old in os.listdir(cache) if os.path.isdir(cache) else ():
+    if re.fullmatch(r"lepton_agent_[0-9a-f]+[.].*pyc", old):
+        os.unlink(os.path.join(cache, old))
 """
 
-# Runs the cached agent as an imported module (so its bytecode cache is used). The cache
-# directory goes first on sys.path, so it is checked on every start (two stats): it must be
-# the user's own with mode 0700 (nobody else can plant a module there), the agent file the
-# user's and not writable by others. sys.path[0] is replaced: nothing is ever imported from
-# the remote cwd (os and sys are built in, imported before the interpreter reads any path).
+# Runs the cached agent as an imported package (so its bytecode cache is used). The cache
+# directory is checked on every start (a few stats): it must be the user's own with mode
+# 0700 (nobody else can plant a module there), the agent's directory the user's and not
+# writable by others. sys.path[0] is replaced: nothing is ever imported from the remote cwd
+# (os and sys are built in, imported before the interpreter reads any path).
 _LAUNCHER = """\
 import os, sys
-d = sys.argv[1]
-s, f = os.stat(d), os.stat(os.path.join(d, "{module}.py"))
+c, d = sys.argv[1], os.path.join(sys.argv[1], sys.argv[2])
+s, f = os.stat(c), os.stat(d)
 if s.st_uid != os.getuid() or s.st_mode & 0o077 or f.st_uid != os.getuid() or f.st_mode & 0o022:
     sys.exit("leptonctl: refusing to run the agent in %s: the directory must be yours with mode "
              "0700 and the agent yours, not writable by others (directory: uid %d, mode %o; "
-             "agent: uid %d, mode %o)" % (d, s.st_uid, s.st_mode & 0o7777, f.st_uid,
+             "agent: uid %d, mode %o)" % (c, s.st_uid, s.st_mode & 0o7777, f.st_uid,
              f.st_mode & 0o7777))
 sys.path[0] = d
-import {module} as a
-sys.exit(a.main(sys.argv[2:]))
+from lepton_agent.cli import main
+sys.exit(main(sys.argv[3:]))
 """
 
 
+def _agent_root() -> Path:
+    """The directory that holds ``__main__.py`` and ``lepton_agent/``."""
+    packaged = resources.files("leptonctl") / "_agent"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "agent"
+
+
 @cache
+def agent_files() -> dict[str, bytes]:
+    """The payload's files by archive name: ``__main__.py`` and ``lepton_agent/*.py``."""
+    root = _agent_root()
+    files = {"__main__.py": (root / "__main__.py").read_bytes()}
+    for path in sorted((root / PACKAGE).glob("*.py")):
+        files[f"{PACKAGE}/{path.name}"] = path.read_bytes()
+    return files
+
+
+@cache
+def agent_payload() -> bytes:
+    """The deterministic archive: the same files always make the same bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in sorted(agent_files().items()):
+            info = zipfile.ZipInfo(name, date_time=_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            info.create_system = 3  # unix, whatever the operator runs on
+            archive.writestr(info, data, compresslevel=9)
+    return buffer.getvalue()
+
+
 def agent_source() -> bytes:
-    """The agent's bytes: packaged in the wheel, or from ``agent/`` in a checkout."""
-    packaged = resources.files("leptonctl") / "_agent" / AGENT_FILE
-    if packaged.is_file():
-        return packaged.read_bytes()
-    checkout = Path(__file__).resolve().parents[2] / "agent" / AGENT_FILE
-    return checkout.read_bytes()
+    """What is uploaded (the payload); tests replace it to simulate a broken upload."""
+    return agent_payload()
 
 
 @cache
 def agent_digest() -> str:
-    return hashlib.sha256(agent_source()).hexdigest()[:20]
+    return hashlib.sha256(agent_payload()).hexdigest()[:20]
 
 
-def _module() -> str:
-    return f"lepton_agent_{agent_digest()}"
+def payload_name() -> str:
+    return f"agent-{agent_digest()}"
 
 
-def _agent_name() -> str:
-    return f"{_module()}.py"
+def explode(directory: Path) -> Path:
+    """Unpack the payload into ``directory`` (for debugging: ``python DIR probe``)."""
+    with zipfile.ZipFile(io.BytesIO(agent_payload())) as archive:
+        archive.extractall(directory)
+    return directory
 
 
 def agent_command(host: Host, args: list[str]) -> str:
@@ -111,10 +181,11 @@ def agent_command(host: Host, args: list[str]) -> str:
         argv += ["--data-dir", host.data_dir]
     quoted = " ".join(shlex.quote(a) for a in argv)
     python = shlex.quote(host.python)
-    launcher = shlex.quote(_LAUNCHER.format(module=_module()))
+    launcher = shlex.quote(_LAUNCHER)
+    name = payload_name()
     return (
-        f'd={_CACHE_DIR}; [ -r "$d/{_agent_name()}" ] || exit {_MISSING}; '
-        f'exec {python} -c {launcher} "$d" {quoted}'
+        f'd={_CACHE_DIR}; [ -d "$d/{name}" ] || exit {_MISSING}; '
+        f'exec {python} -c {launcher} "$d" {name} {quoted}'
     )
 
 
@@ -132,7 +203,7 @@ async def push_agent(conn: Connection, host: Host, timeout: float) -> None:
             "-c",
             shlex.quote(_INSTALLER),
             _CACHE_DIR,
-            shlex.quote(_agent_name()),
+            shlex.quote(payload_name()),
             shlex.quote(agent_digest()),
         ]
     )
@@ -143,7 +214,7 @@ async def push_agent(conn: Connection, host: Host, timeout: float) -> None:
 
 async def ensure_agent(conn: Connection, host: Host, timeout: float) -> bool:
     """Make sure the agent is cached on the host; True if it had to be pushed."""
-    probe_cmd = f"[ -r {_CACHE_DIR}/{_agent_name()} ] || exit {_MISSING}"
+    probe_cmd = f"[ -d {_CACHE_DIR}/{payload_name()} ] || exit {_MISSING}"
     result = await conn.run(probe_cmd, timeout=timeout)
     if result.exit_status == _MISSING:
         await push_agent(conn, host, timeout)
@@ -189,15 +260,16 @@ class AgentSession:
         await ensure_agent(conn, host, timeout)
         return cls(host, await conn.start(agent_command(host, ["serve"])))
 
-    async def request(self, op: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one op (``{"op": "job-start", "spec": ...}``), read its one-line answer.
-        Concurrent callers take turns, so each gets its own answer."""
+    async def request(self, op: wire.Request | dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one op (``wire.JobStart(spec=...)``; a dict is its wire form), read its
+        one-line answer. Concurrent callers take turns, so each gets its own answer."""
+        doc = op.to_wire() if isinstance(op, wire.Request) else op
         async with self._turn:
-            await self._stream.send_line(json.dumps(op).encode())
+            await self._stream.send_line(json.dumps(doc).encode())
             return _decode(self.host, (await self._stream.read_line(timeout)).decode())
 
     async def probe(self, timeout: float) -> Probe:
-        document = await self.request({"op": "probe"}, timeout)
+        document = await self.request(wire.Probe(), timeout)
         return Probe(_facts(self.host, document), document, pushed=False)
 
     async def close(self) -> None:
@@ -226,7 +298,7 @@ class AgentSessions:
             return session
 
     async def request(
-        self, host: Host, op: dict[str, Any], timeout: float | None = None
+        self, host: Host, op: wire.Request | dict[str, Any], timeout: float | None = None
     ) -> dict[str, Any]:
         """One op on the host's session; a failed session is dropped (reopened next time).
         ``timeout`` (default: the command timeout) is for ops that read a lot of data."""
@@ -280,3 +352,18 @@ def _agent_failure(host: Host, result: RunResult, what: str) -> HostError:
         f"{what} (exit status {result.exit_status}): {' | '.join(tail)}",
         hint="run `leptonctl exec` on that host to investigate",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m leptonctl.remote.agent explode DIR``: the payload, unpacked, to debug."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "explode":
+        sys.stderr.write("usage: python -m leptonctl.remote.agent explode DIR\n")
+        return 2
+    directory = explode(Path(args[1]))
+    sys.stdout.write(f"{directory}: run it with `python {directory} probe`\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

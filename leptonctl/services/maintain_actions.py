@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from leptonctl.core.playbook import PlannedStep
 from leptonctl.core.scheduler import dispatch
 from leptonctl.errors import AgentError, HostError, TimedOut
 from leptonctl.inventory import Host, Inventory
-from leptonctl.remote.agent import agent_source
+from leptonctl.remote.agent import wire
 from leptonctl.remote.transport import Connection, RunResult
 from leptonctl.services.maintain_context import (
     HOST_STATES,
@@ -109,8 +108,7 @@ def _hardware_baseline(ctx: RunContext, host: str) -> dict[str, Any] | None:
 @cache
 def bundled_agent_version() -> str | None:
     """The version of the agent this leptonctl pushes."""
-    match = re.search(rb'^AGENT_VERSION = "([^"]+)"', agent_source(), re.MULTILINE)
-    return match.group(1).decode() if match else None
+    return wire.AGENT_VERSION
 
 
 def thresholds_from(args: Mapping[str, Any]) -> HealthThresholds:

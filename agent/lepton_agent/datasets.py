@@ -1,0 +1,194 @@
+"""Datasets on a host: scan a tree into chunk entries, materialize a manifest from local chunks,
+path-info.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .chunks import chunk_path, hash_range
+from .files import DestTree, check_dest, first_link_above, is_file_at, open_nofollow
+from .fsutil import IO_BLOCK, free_bytes
+from .sysinfo import read_text
+from .wire import SCHEMA, BadRequest
+
+
+def path_info(paths):
+    """What each absolute path is ("dir", "file", "other", "none"; symlinks followed, as cp
+    does), its permission bits (None when there is nothing), and the free bytes of the
+    filesystem that holds, or would hold, it."""
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p.startswith("/")
+                                              for p in paths):  # fmt: skip
+        raise BadRequest("paths must be a list of absolute paths")
+    infos = []
+    for path in paths:
+        kind = "dir" if os.path.isdir(path) else "file" if os.path.isfile(path) else None
+        kind = kind or ("other" if os.path.lexists(path) else "none")
+        mode = os.stat(path).st_mode & 0o7777 if kind in ("dir", "file") else None
+        infos.append({"path": path, "kind": kind, "mode": mode, "free_bytes": free_bytes(path)})
+    return {"schema": SCHEMA, "paths": infos}
+
+
+def scan_tree(path, chunk_size, hashed=True):
+    """Manifest of a local file or tree: {"kind", "entries": [{"path", "type", "mode", "size",
+    "mtime_ns", "chunks": [[hash, size]...], "target"}]}. Paths are relative POSIX paths ("" =
+    the file). With hashed false nothing is read: chunks are [null, size] (a copy that hashes
+    while it sends)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(path):
+        raise BadRequest("no such file or directory: %s" % path)
+    if not isinstance(chunk_size, int) or chunk_size < 4096:
+        raise BadRequest("chunk_size must be an integer >= 4096")
+    if os.path.isfile(path):
+        entry = scan_file(path, "", chunk_size, hashed)
+        return {"schema": SCHEMA, "kind": "file", "entries": [entry]}
+    entries = []
+    for top, dirs, files in os.walk(path):
+        dirs.sort()
+        rel_top = os.path.relpath(top, path)
+        rel_top = "" if rel_top == "." else rel_top
+        if rel_top:
+            mode = os.stat(top).st_mode & 0o7777
+            entries.append({"path": rel_top, "type": "dir", "mode": mode, "size": 0, "chunks": [],
+                            "target": None})  # fmt: skip
+        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(top, d))]):
+            full, rel = os.path.join(top, name), os.path.join(rel_top, name)
+            if os.path.islink(full):
+                entries.append({"path": rel, "type": "symlink", "mode": 0o777, "size": 0,
+                                "chunks": [], "target": os.readlink(full)})  # fmt: skip
+            elif os.path.isfile(full):
+                entries.append(scan_file(full, rel, chunk_size, hashed))
+    return {"schema": SCHEMA, "kind": "dir", "entries": entries}
+
+
+def scan_file(full, rel, chunk_size, hashed=True):
+    st = os.stat(full)
+    chunks, offset = [], 0
+    while offset < st.st_size:
+        want = min(chunk_size, st.st_size - offset)
+        digest, got = hash_range(full, offset, want) if hashed else (None, want)
+        if not got:
+            break
+        chunks.append([digest, got])
+        offset += got
+    return {"path": rel, "type": "file", "mode": st.st_mode & 0o7777, "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "chunks": chunks, "target": None}  # fmt: skip
+
+
+def entry_path(dest, kind, rel):
+    if rel == "" and kind in ("file", "dir"):  # the file, or the top directory
+        return dest
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or ".." in rel.split("/"):
+        raise BadRequest("manifest path escapes the destination: %r" % (rel,))
+    return os.path.join(dest, rel)
+
+
+def check_manifest_entries(kind, entries):
+    """Refuse a manifest with an entry under one of its own symbolic links (sub -> /etc, then
+    sub/x): built, it would write outside the dataset."""
+    links = {os.path.normpath(e.get("path") or "") for e in entries if e.get("type") == "symlink"}
+    for entry in entries:
+        path = entry.get("path")
+        above = first_link_above(os.path.normpath(path or ""), links)
+        if kind == "dir" and above is not None:
+            raise BadRequest("manifest path %r is under its symbolic link %r" % (path, above))
+
+
+def materialize(data_dir, dest, manifest, label=None):
+    """Build a dataset at dest from the chunks stored here. Every file is a copy of its chunks
+    (copy_file_range: a reflink where the filesystem can), never a hard link: a job that writes
+    to its input cannot change a chunk. Nothing is written unless every chunk is here; it is
+    built next to dest and renamed into place; nothing under dest's parent is reached through a
+    symbolic link (see DestTree). A relative dest is under the data dir. dest is only ever
+    replaced when a sidecar (.NAME.lepton-dataset, a regular file of this user) says leptonctl
+    made it: never an operator's files."""
+    import shutil
+
+    if isinstance(dest, str) and dest and not os.path.isabs(dest):
+        dest = os.path.join(data_dir, dest)
+    dest = check_dest(dest)
+    kind, entries = manifest.get("kind"), manifest.get("entries") or []
+    check_manifest_entries(kind, entries)
+    label = str(label or "")
+    parent, name = os.path.dirname(dest), os.path.basename(dest)
+    sidecar = os.path.join(parent, ".%s.lepton-dataset" % name)
+    ours = is_file_at(None, sidecar) and os.lstat(sidecar).st_uid == os.getuid()
+    if os.path.lexists(dest) and not ours:
+        raise BadRequest("%s exists and was not made by leptonctl: not replacing it" % dest)
+    if ours and os.path.lexists(dest) and label and (read_text(sidecar) or "").strip() == label:
+        return {"schema": SCHEMA, "done": True, "missing": [], "path": dest, "reused": True}
+    needed = {
+        chunk_hash(c) for e in entries if e.get("type") == "file" for c in e.get("chunks", [])
+    }
+    missing = sorted(h for h in needed if not os.path.exists(chunk_path(data_dir, h)))
+    if missing:
+        return {"schema": SCHEMA, "done": False, "missing": missing, "path": dest}
+    os.makedirs(parent, mode=0o755, exist_ok=True)
+    tree = DestTree(parent)
+    build = os.path.join(parent, ".%s.lepton-build.%d" % (name, os.getpid()))
+    copied = 0
+    try:
+        if kind == "dir":
+            os.mkdir(build, 0o755)
+        for entry in entries:
+            target = entry_path(build, kind, entry.get("path", ""))
+            if entry["type"] == "dir":
+                os.fchmod(tree.dir_fd(tree.rel(target)), entry["mode"] & 0o7777)
+            elif entry["type"] == "symlink":
+                where, base = tree.where(target)
+                os.symlink(entry["target"], base, dir_fd=where)
+            else:
+                concatenate(data_dir, entry["chunks"], tree.where(target), entry["mode"])
+                copied += 1
+        fd = open_nofollow(tree.dir_fd(""), os.path.basename(sidecar),
+                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC)  # fmt: skip
+        with os.fdopen(fd, "w") as fh:
+            fh.write(label + "\n")
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            shutil.rmtree(dest)
+        elif os.path.lexists(dest):
+            os.unlink(dest)
+        os.replace(build, dest)
+    finally:
+        tree.close()
+        if os.path.lexists(build):
+            shutil.rmtree(build, ignore_errors=True) if os.path.isdir(build) else os.unlink(build)
+    return {"schema": SCHEMA, "done": True, "missing": [], "path": dest, "copied": copied}
+
+
+def chunk_hash(chunk):
+    """A manifest chunk: [hash, size] (scan) or {"hash", "size"} (the operator's manifest)."""
+    return chunk["hash"] if isinstance(chunk, dict) else chunk[0]
+
+
+def chunk_size_of(chunk):
+    return chunk["size"] if isinstance(chunk, dict) else chunk[1]
+
+
+def concatenate(data_dir, chunks, place, mode):
+    """Write the chunks, in order, as a new file at place (directory fd, name)."""
+    where, name = place
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=where)
+    try:
+        for chunk in chunks:
+            digest, size = chunk_hash(chunk), chunk_size_of(chunk)
+            src = os.open(chunk_path(data_dir, digest), os.O_RDONLY)
+            try:
+                left = size
+                while left:
+                    copy = getattr(os, "copy_file_range", None)
+                    try:
+                        got = copy(src, fd, left) if copy else 0
+                    except OSError:
+                        got = 0
+                    if not got:
+                        got = os.write(fd, os.read(src, min(left, IO_BLOCK)))
+                        if not got:
+                            raise OSError("chunk %s is shorter than its manifest says" % digest)
+                    left -= got
+            finally:
+                os.close(src)
+        os.fsync(fd)
+        os.fchmod(fd, mode & 0o7777)
+    finally:
+        os.close(fd)
