@@ -7,6 +7,7 @@ import json
 from rich.console import Console
 
 from leptonctl.core.outputs import HostOutput, fold_outputs
+from leptonctl.core.reports import HostStatus
 from leptonctl.errors import CommandFailed, Unreachable
 from leptonctl.inventory.model import DeclaredCapacity
 from leptonctl.remote.transport import RunResult
@@ -14,7 +15,6 @@ from leptonctl.render.documents import exec_document, status_document
 from leptonctl.render.execute import exec_report, output_groups
 from leptonctl.render.status import bar, dashboard, hosts_table, status_view
 from leptonctl.render.units import human_age, human_bytes
-from leptonctl.services.status import HostStatus
 from tests.helpers import gpu_facts, make_host
 
 NOW = 1795370100.0

@@ -16,15 +16,14 @@ from rich.console import Console
 from leptonctl.cli.app import run
 from leptonctl.core.datasets import ReplicaProblem, VerifyReport
 from leptonctl.core.netgraph import LinkMeasurement, build_graph
+from leptonctl.core.records import JobRecord
+from leptonctl.core.reports import DryRun, NodeRow
 from leptonctl.core.scheduler import Blocked, Plan
 from leptonctl.render.data import verify_table
 from leptonctl.render.jobs import job_panel, jobs_table, plan_table
 from leptonctl.render.maintain import playbooks_table
 from leptonctl.render.net import link_list_table
 from leptonctl.render.nodes import nodes_table
-from leptonctl.services.jobs import DryRun
-from leptonctl.services.nodes import NodeRow
-from leptonctl.store.jobs import JobRecord
 
 NOW = 1_795_370_100.0
 MARKUP = "[bold red]X[/]"

@@ -28,6 +28,7 @@ from leptonctl.core.jobspec import (
     parse_env,
     parse_estimates,
 )
+from leptonctl.core.reports import DryRun
 from leptonctl.core.safeyaml import read_source
 from leptonctl.errors import ExitCode, UsageError
 from leptonctl.inventory import Inventory
@@ -160,7 +161,7 @@ def _wait(config: Settings, inventory: Inventory, store: SqliteStore, ids: list[
     return worst
 
 
-def _print_dry_run(result: service.DryRun, as_json: bool) -> None:
+def _print_dry_run(result: DryRun, as_json: bool) -> None:
     document = dry_run_document(result)
     if as_json:
         print(json.dumps(document, indent=2))

@@ -11,6 +11,7 @@ import typer
 
 from leptonctl.cli.context import run_async, settings
 from leptonctl.cli.status import LimitOption
+from leptonctl.core.reports import StepResult
 from leptonctl.paths import default_state_path
 from leptonctl.render.maintain import (
     playbooks_table,
@@ -20,7 +21,6 @@ from leptonctl.render.maintain import (
     step_lines,
 )
 from leptonctl.services import maintain as service
-from leptonctl.services.maintain_context import StepResult
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -9,10 +9,10 @@ from rich.table import Table
 from rich.text import Text
 
 from leptonctl.core.datasets import VerifyReport
+from leptonctl.core.records import DatasetRecord
 from leptonctl.core.scan import printable
 from leptonctl.render.text import add_row
 from leptonctl.render.units import human_bytes
-from leptonctl.store.data import DatasetRecord
 
 Replicas = Mapping[str, Mapping[str, str]]  # hash -> host -> "ok" | "corrupt"
 

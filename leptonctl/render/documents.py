@@ -15,13 +15,10 @@ from leptonctl.core.capacity import NodeCapacity
 from leptonctl.core.datasets import VerifyReport
 from leptonctl.core.facts import HostFacts
 from leptonctl.core.netgraph import Route
+from leptonctl.core.records import DatasetRecord, JobRecord
+from leptonctl.core.reports import DryRun, HostStatus, NodeRow
 from leptonctl.errors import HostError
 from leptonctl.remote.transport import RunResult
-from leptonctl.services.jobs import DryRun
-from leptonctl.services.nodes import NodeRow
-from leptonctl.services.status import HostStatus
-from leptonctl.store.data import DatasetRecord
-from leptonctl.store.jobs import JobRecord
 
 
 def status_document(rows: Sequence[HostStatus], now: float) -> dict[str, Any]:

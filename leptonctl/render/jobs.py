@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
+from leptonctl.core.records import JobRecord
+from leptonctl.core.reports import DryRun
 from leptonctl.render.text import add_row
 from leptonctl.render.units import human_age, human_bytes
-from leptonctl.services.jobs import DryRun
-from leptonctl.store.jobs import JobRecord
 
 _STATE_STYLE = {
     "PENDING": "yellow",

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from leptonctl.core.reports import RunReport, StepResult
 from leptonctl.core.scan import printable
-from leptonctl.services.maintain import RunReport
-from leptonctl.services.maintain_context import StepResult
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

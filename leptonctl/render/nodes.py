@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
+from leptonctl.core.reports import NodeRow
 from leptonctl.render.text import add_row
 from leptonctl.render.units import human_age
-from leptonctl.services.nodes import NodeRow
 
 
 def nodes_table(rows: Sequence[NodeRow], now: float) -> Table:

@@ -11,10 +11,10 @@ from rich.text import Text
 
 from leptonctl.core.capacity import NodeCapacity
 from leptonctl.core.facts import GpuFacts, HostFacts
+from leptonctl.core.reports import HostStatus
 from leptonctl.core.scan import printable
 from leptonctl.render.text import add_row
 from leptonctl.render.units import human_age, human_bytes, short_gpu_name
-from leptonctl.services.status import HostStatus
 
 _STATE_STYLE = {"up": "green", "down": "bold red", "pending": "yellow"}
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from leptonctl.core.datasets import parse_input
 from leptonctl.core.jobspec import Submission
+from leptonctl.core.reports import DryRun
 from leptonctl.core.scheduler import (
     Job,
-    Plan,
     plan,
 )
 from leptonctl.errors import UsageError
@@ -134,13 +134,6 @@ def rejected(store: SqliteStore, ids: Sequence[int]) -> dict[int, str]:
 
 
 # -- dry run -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DryRun:
-    plan: Plan
-    names: Mapping[str, str]  # job id in the plan -> job name
-    unknown_hosts: tuple[str, ...]  # selected hosts with neither declared capacity nor a probe
 
 
 def dry_run(

@@ -19,10 +19,8 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from leptonctl.core.facts import WireError, parse_facts
 from leptonctl.core.metrics import (
@@ -33,6 +31,7 @@ from leptonctl.core.metrics import (
     render_metrics,
 )
 from leptonctl.core.playbook import PlannedStep, Playbook, about, parse_playbook, plan_run
+from leptonctl.core.reports import RunReport
 from leptonctl.core.safeyaml import read_source
 from leptonctl.errors import ExitCode, LeptonError, StateError, UsageError
 from leptonctl.inventory import Inventory
@@ -166,43 +165,6 @@ def _holder(fd: int) -> str:
 
 
 # -- the run ---------------------------------------------------------------------------
-
-
-@dataclass
-class RunReport:
-    run_id: int | None
-    playbooks: tuple[str, ...]
-    check: bool
-    started: float
-    ended: float
-    steps: list[StepResult]
-    outcome: str  # ok | unhealthy | failed | skipped | check
-    exit_code: int
-    problems: dict[str, list[str]] = field(default_factory=dict)  # host -> why
-    skipped_because: str | None = None
-    metrics_file: Path | None = None
-    error: str | None = None  # the run's own failure (not a step's), e.g. metrics not written
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run": self.run_id,
-            "playbooks": list(self.playbooks),
-            "check": self.check,
-            "outcome": self.outcome,
-            "exit_code": self.exit_code,
-            "started": self.started,
-            "ended": self.ended,
-            "duration_s": round(self.ended - self.started, 3),
-            "problems": self.problems,
-            "failed_steps": [
-                f"{s.planned.playbook}#{s.planned.step.index}"
-                for s in self.steps
-                if s.status == "failed"
-            ],
-            "skipped": self.skipped_because,
-            "metrics_file": str(self.metrics_file) if self.metrics_file else None,
-            "error": self.error,
-        }
 
 
 async def maintain(

@@ -13,67 +13,15 @@ from typing import Any
 
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
 from leptonctl.core.playbook import PlannedStep
+from leptonctl.core.reports import HOST_STATES as HOST_STATES
+from leptonctl.core.reports import HostResult as HostResult
+from leptonctl.core.reports import StepResult as StepResult
 from leptonctl.errors import AgentError, HostError, LeptonError
 from leptonctl.inventory import Host, Inventory, fold_host_names
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transport import Connection, TransportOptions
 from leptonctl.services.reconcile import stored_facts
 from leptonctl.store.sqlite import SqliteStore, StoredFacts
-
-# A host's outcome in one step.  "down" and "unhealthy" make the run's exit code 3;
-# "failed" (a command that exited non-zero, a refused removal) fails the step.
-HOST_STATES = ("ok", "changed", "skipped", "unhealthy", "down", "failed")
-
-
-@dataclass
-class HostResult:
-    status: str
-    message: str = ""
-
-
-@dataclass
-class StepResult:
-    planned: PlannedStep
-    status: str = "ok"  # ok | changed | failed | skipped | check
-    summary: str = ""
-    hosts: dict[str, HostResult] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    started: float = 0.0
-    ended: float = 0.0
-
-    def settle(self) -> StepResult:
-        """The step's status from its hosts: failed, changed or ok (a check stays a check)."""
-        states = {h.status for h in self.hosts.values()}
-        if self.error or "failed" in states:
-            self.status = "failed"
-        elif self.status not in ("check", "skipped"):
-            self.status = "changed" if self.status == "changed" or "changed" in states else "ok"
-        return self
-
-    def problems(self) -> dict[str, str]:
-        """Hosts that were down or unhealthy in this step -> why."""
-        return {
-            name: f"{h.status}: {h.message}"
-            for name, h in self.hosts.items()
-            if h.status in ("down", "unhealthy")
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        planned = self.planned
-        return {
-            "playbook": planned.playbook,
-            "step": planned.step.index,
-            "action": planned.action,
-            "name": planned.step.name,
-            "status": self.status,
-            "summary": self.summary,
-            "hosts": {n: {"status": h.status, "message": h.message} for n, h in self.hosts.items()},
-            "details": self.details,
-            "error": self.error,
-            "started": self.started,
-            "ended": self.ended,
-        }
 
 
 @dataclass

@@ -7,19 +7,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from leptonctl.core.reports import NodeRow
 from leptonctl.inventory import Inventory, select_hosts
 from leptonctl.remote.transport import TransportOptions
 from leptonctl.services.reconcile import open_sessions, reconcile
 from leptonctl.store.sqlite import SqliteStore
-
-
-@dataclass(frozen=True)
-class NodeRow:
-    host: str
-    drained: bool
-    reason: str | None
-    since: float | None
-    running: int  # jobs STARTING or RUNNING there, as last reconciled
 
 
 def drain(

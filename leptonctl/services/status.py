@@ -4,38 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from leptonctl.core.capacity import NodeCapacity, effective_capacity
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
+from leptonctl.core.reports import HostStatus
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import Probe, probe_host
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, TransportOptions
 from leptonctl.store.sqlite import SqliteStore
-
-
-@dataclass(frozen=True)
-class HostStatus:
-    """One row of ``leptonctl status``: fresh facts, or the error and the last known facts."""
-
-    host: Host
-    facts: HostFacts | None
-    probed_at: float | None
-    error: HostError | None = None
-    agent_pushed: bool = False
-
-    @property
-    def state(self) -> str:
-        """ "up", "down", or "pending" (a live view that has not heard from the host yet)."""
-        if self.error is not None:
-            return "down"
-        return "pending" if self.facts is None else "up"
-
-    @property
-    def capacity(self) -> NodeCapacity:
-        return effective_capacity(self.facts, self.host.capacity)
 
 
 def new_host_key_recorder(

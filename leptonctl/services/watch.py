@@ -13,12 +13,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from leptonctl.core.reports import HostStatus
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSession
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import TransportOptions
-from leptonctl.services.status import HostStatus, new_host_key_recorder
+from leptonctl.services.status import new_host_key_recorder
 from leptonctl.store.sqlite import SqliteStore
 
 STORE_EVERY = 60.0  # seconds between writes of one host's facts to the state store

@@ -1,0 +1,157 @@
+"""What services report, as plain data: the types renderers read.
+
+Renderers (``leptonctl.render``) import these and the store's records
+(``leptonctl.core.records``), never a service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from leptonctl.core.capacity import NodeCapacity, effective_capacity
+from leptonctl.core.facts import HostFacts
+from leptonctl.core.playbook import PlannedStep
+from leptonctl.core.scheduler import Plan
+from leptonctl.errors import HostError
+from leptonctl.inventory.model import Host
+
+# -- status ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One row of ``leptonctl status``: fresh facts, or the error and the last known facts."""
+
+    host: Host
+    facts: HostFacts | None
+    probed_at: float | None
+    error: HostError | None = None
+    agent_pushed: bool = False
+
+    @property
+    def state(self) -> str:
+        """ "up", "down", or "pending" (a live view that has not heard from the host yet)."""
+        if self.error is not None:
+            return "down"
+        return "pending" if self.facts is None else "up"
+
+    @property
+    def capacity(self) -> NodeCapacity:
+        return effective_capacity(self.facts, self.host.capacity)
+
+
+# -- jobs and nodes --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DryRun:
+    plan: Plan
+    names: Mapping[str, str]  # job id in the plan -> job name
+    unknown_hosts: tuple[str, ...]  # selected hosts with neither declared capacity nor a probe
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    host: str
+    drained: bool
+    reason: str | None
+    since: float | None
+    running: int  # jobs STARTING or RUNNING there, as last reconciled
+
+
+# -- maintenance -----------------------------------------------------------------------
+
+# A host's outcome in one step.  "down" and "unhealthy" make the run's exit code 3;
+# "failed" (a command that exited non-zero, a refused removal) fails the step.
+HOST_STATES = ("ok", "changed", "skipped", "unhealthy", "down", "failed")
+
+
+@dataclass
+class HostResult:
+    status: str
+    message: str = ""
+
+
+@dataclass
+class StepResult:
+    planned: PlannedStep
+    status: str = "ok"  # ok | changed | failed | skipped | check
+    summary: str = ""
+    hosts: dict[str, HostResult] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    started: float = 0.0
+    ended: float = 0.0
+
+    def settle(self) -> StepResult:
+        """The step's status from its hosts: failed, changed or ok (a check stays a check)."""
+        states = {h.status for h in self.hosts.values()}
+        if self.error or "failed" in states:
+            self.status = "failed"
+        elif self.status not in ("check", "skipped"):
+            self.status = "changed" if self.status == "changed" or "changed" in states else "ok"
+        return self
+
+    def problems(self) -> dict[str, str]:
+        """Hosts that were down or unhealthy in this step -> why."""
+        return {
+            name: f"{h.status}: {h.message}"
+            for name, h in self.hosts.items()
+            if h.status in ("down", "unhealthy")
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        planned = self.planned
+        return {
+            "playbook": planned.playbook,
+            "step": planned.step.index,
+            "action": planned.action,
+            "name": planned.step.name,
+            "status": self.status,
+            "summary": self.summary,
+            "hosts": {n: {"status": h.status, "message": h.message} for n, h in self.hosts.items()},
+            "details": self.details,
+            "error": self.error,
+            "started": self.started,
+            "ended": self.ended,
+        }
+
+
+@dataclass
+class RunReport:
+    run_id: int | None
+    playbooks: tuple[str, ...]
+    check: bool
+    started: float
+    ended: float
+    steps: list[StepResult]
+    outcome: str  # ok | unhealthy | failed | skipped | check
+    exit_code: int
+    problems: dict[str, list[str]] = field(default_factory=dict)  # host -> why
+    skipped_because: str | None = None
+    metrics_file: Path | None = None
+    error: str | None = None  # the run's own failure (not a step's), e.g. metrics not written
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "playbooks": list(self.playbooks),
+            "check": self.check,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "started": self.started,
+            "ended": self.ended,
+            "duration_s": round(self.ended - self.started, 3),
+            "problems": self.problems,
+            "failed_steps": [
+                f"{s.planned.playbook}#{s.planned.step.index}"
+                for s in self.steps
+                if s.status == "failed"
+            ],
+            "skipped": self.skipped_because,
+            "metrics_file": str(self.metrics_file) if self.metrics_file else None,
+            "error": self.error,
+        }
