@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from leptonctl.cli.app import run
+from leptonctl.core import crontab
 from leptonctl.errors import UsageError
 from leptonctl.services import cron
 
@@ -181,46 +182,46 @@ def test_the_installed_tick_runs_as_cron_would_run_it(
 
 
 def test_schedules_are_checked() -> None:
-    assert cron.check_when("*/5  *   * * *", "--tick") == "*/5 * * * *"
-    assert cron.check_when("@daily", "--nightly") == "@daily"
-    assert cron.check_when("off", "--scrub") == "off"
+    assert crontab.check_when("*/5  *   * * *", "--tick") == "*/5 * * * *"
+    assert crontab.check_when("@daily", "--nightly") == "@daily"
+    assert crontab.check_when("off", "--scrub") == "off"
     for bad in ("* * * *", "every day", "* * * * * *", "*/5 * * * ; rm"):
         with pytest.raises(UsageError, match="not a cron schedule"):
-            cron.check_when(bad, "--tick")
+            crontab.check_when(bad, "--tick")
     with pytest.raises(UsageError):
-        cron.check_name("my cluster")
+        crontab.check_name("my cluster")
 
 
 def test_percent_signs_are_escaped_and_paths_quoted() -> None:
-    target = cron.CronTarget(
+    target = crontab.CronTarget(
         python=Path("/opt/venv/bin/python"),
         inventory=Path("/srv/100% sure/hosts.ini"),
         state=Path("/var/lib/lepton/state.db"),
         lock=Path("/var/lib/lepton/state.db.maintain.lock"),
         log=Path("/var/log/lepton.log"),
     )
-    command = cron.entry_command(target, ["nightly"])
+    command = crontab.entry_command(target, ["nightly"])
     assert "'/srv/100\\% sure/hosts.ini'" in command
     assert command.endswith("nightly >> /var/log/lepton.log 2>&1")
 
 
 def test_a_commented_out_entry_is_the_users_line() -> None:
     lines = ["# */5 * * * * python -m leptonctl maintain # leptonctl:default:tick"]
-    assert cron.marker_of(lines[0]) is None
-    assert cron.without_entries(lines, None) == lines
+    assert crontab.marker_of(lines[0]) is None
+    assert crontab.without_entries(lines, None) == lines
 
 
 def test_duplicated_entries_collapse_to_one() -> None:
-    entry = cron.CronEntry("default", "tick", "*/5 * * * *", "leptonctl maintain")
+    entry = crontab.CronEntry("default", "tick", "*/5 * * * *", "leptonctl maintain")
     old = ["1 * * * * x # leptonctl:default:tick", "a=b", "2 * * * * x # leptonctl:default:tick"]
-    assert cron.with_entries(old, [entry], "default") == [entry.line, "a=b"]
+    assert crontab.with_entries(old, [entry], "default") == [entry.line, "a=b"]
 
 
 def test_environment_is_not_needed_for_the_entry(tmp_path: Path) -> None:
     """The entry names everything it needs: no XDG or LEPTONCTL variables are read."""
-    target = cron.CronTarget(
+    target = crontab.CronTarget(
         Path(sys.executable), None, tmp_path / "s.db", tmp_path / "l", tmp_path / "log"
     )
-    command = cron.entry_command(target, ["health"])
+    command = crontab.entry_command(target, ["health"])
     assert "$" not in command and "LEPTONCTL_" not in command
     assert os.path.isabs(shlex.split(command)[0])

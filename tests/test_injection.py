@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from leptonctl.core import crontab
 from leptonctl.errors import ExitCode, InventoryError, UsageError
 from leptonctl.inventory import parse_inventory
 from leptonctl.services import cron
@@ -92,8 +93,8 @@ def test_ordinary_addresses_users_and_jumps_still_load() -> None:
 # -- the crontab ---------------------------------------------------------------------
 
 
-def _target(inventory: Path, base: Path) -> cron.CronTarget:
-    return cron.CronTarget(
+def _target(inventory: Path, base: Path) -> crontab.CronTarget:
+    return crontab.CronTarget(
         python=Path("/opt/venv/bin/python"),
         inventory=inventory,
         state=base / "state.db",
@@ -105,9 +106,9 @@ def _target(inventory: Path, base: Path) -> cron.CronTarget:
 @pytest.mark.parametrize("bad", ["\n* * * * * touch /tmp/pwned #", "\r", "\t", "\x00", "\x7f"])
 def test_a_control_character_in_a_path_never_reaches_the_crontab(bad: str) -> None:
     with pytest.raises(UsageError, match="control character"):
-        cron.entry_command(_target(Path(f"/srv/a{bad}b/hosts.ini"), Path("/var/lib/l")), ["x"])
+        crontab.entry_command(_target(Path(f"/srv/a{bad}b/hosts.ini"), Path("/var/lib/l")), ["x"])
     with pytest.raises(UsageError, match="control character"):
-        cron.entry_command(_target(Path("/srv/hosts.ini"), Path(f"/var/lib/l{bad}")), ["x"])
+        crontab.entry_command(_target(Path("/srv/hosts.ini"), Path(f"/var/lib/l{bad}")), ["x"])
 
 
 def test_cron_install_refuses_an_inventory_path_with_a_newline(

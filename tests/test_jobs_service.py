@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leptonctl.services.starts import agent_spec
+from leptonctl.core.jobviews import agent_spec
 from leptonctl.store.jobs import JobRecord
 
 
@@ -32,8 +32,8 @@ def test_a_job_without_gpus_sees_none() -> None:
 
 
 def test_a_planned_host_pins_the_job_only_while_that_host_is_up() -> None:
+    from leptonctl.core.jobviews import job_view
     from leptonctl.inventory import parse_inventory
-    from leptonctl.services.reconcile import job_view
 
     inventory = parse_inventory("h1\nh2\n", "hosts.ini", fmt="ini")
     queued = record(None)

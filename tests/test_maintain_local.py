@@ -14,13 +14,14 @@ import pytest
 from rich.console import Console
 
 from leptonctl.cli.app import run
+from leptonctl.core.jobviews import removable_job_dirs
 from leptonctl.core.playbook import PlannedStep, parse_playbook
 from leptonctl.core.records import JobRecord
 from leptonctl.core.reports import HostResult, StepResult
 from leptonctl.errors import ExitCode
 from leptonctl.render.maintain import run_summary, step_lines
 from leptonctl.services.maintain import RunReport, default_lock_path, run_lock
-from leptonctl.services.maintain_actions import creates_test, removable_job_dirs
+from leptonctl.services.maintain_actions import creates_test
 from leptonctl.store.sqlite import SqliteStore
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from leptonctl.cli.context import settings
+from leptonctl.core import crontab
 from leptonctl.paths import default_state_path
 from leptonctl.services import cron as service
 from leptonctl.services.maintain import default_lock_path
@@ -30,13 +31,13 @@ def install(
     ctx: typer.Context,
     tick: Annotated[
         str, typer.Option(help="When health + dispatch run (cron expression, or off).")
-    ] = service.SCHEDULES["tick"][0],
+    ] = crontab.SCHEDULES["tick"][0],
     nightly: Annotated[
         str, typer.Option(help="When the nightly playbook runs (or off).")
-    ] = service.SCHEDULES["nightly"][0],
+    ] = crontab.SCHEDULES["nightly"][0],
     scrub: Annotated[
         str, typer.Option(help="When the scrub playbook runs (or off).")
-    ] = service.SCHEDULES["scrub"][0],
+    ] = crontab.SCHEDULES["scrub"][0],
     log: Annotated[Path | None, typer.Option(help="Where runs append their JSON lines.")] = None,
     metrics_dir: Annotated[
         Path | None,
@@ -48,7 +49,7 @@ def install(
     config = settings(ctx)
     config.inventory()  # a broken inventory fails now, not at 3 a.m.
     state = (config.state_path or default_state_path()).absolute()
-    target = service.CronTarget(
+    target = crontab.CronTarget(
         python=Path(sys.executable).absolute(),  # not resolved: a venv's python is a symlink
         inventory=config.inventory_path.absolute() if config.inventory_path else None,
         state=state,
@@ -57,11 +58,11 @@ def install(
         metrics_dir=metrics_dir.absolute() if metrics_dir else None,
     )
     when = {
-        "tick": service.check_when(tick, "--tick"),
-        "nightly": service.check_when(nightly, "--nightly"),
-        "scrub": service.check_when(scrub, "--scrub"),
+        "tick": crontab.check_when(tick, "--tick"),
+        "nightly": crontab.check_when(nightly, "--nightly"),
+        "scrub": crontab.check_when(scrub, "--scrub"),
     }
-    entries = service.install(target, when, service.check_name(name))
+    entries = service.install(target, when, crontab.check_name(name))
     if entries:
         print(f"installed {len(entries)} crontab entr{'y' if len(entries) == 1 else 'ies'}:")
     _print(entries, "every schedule is off: no entry installed")
@@ -73,7 +74,7 @@ def remove(
     every: Annotated[bool, typer.Option("--all", help="Every installation's entries.")] = False,
 ) -> None:
     """Remove our entries; every other line of the crontab stays as it is."""
-    gone = service.remove(None if every else service.check_name(name))
+    gone = service.remove(None if every else crontab.check_name(name))
     print(f"removed {len(gone)} entr{'y' if len(gone) == 1 else 'ies'}")
 
 
@@ -96,7 +97,7 @@ def show(
     _print(entries, "no leptonctl entries in this crontab")
 
 
-def _print(entries: Sequence[service.CronEntry], empty: str) -> None:
+def _print(entries: Sequence[crontab.CronEntry], empty: str) -> None:
     if not entries:
         print(empty)
         return

@@ -13,6 +13,7 @@ from typing import Any
 
 from leptonctl.core.datasets import parse_input
 from leptonctl.core.jobspec import Submission
+from leptonctl.core.jobviews import nodes_from, running_view
 from leptonctl.core.reports import DryRun
 from leptonctl.core.scheduler import (
     Job,
@@ -27,10 +28,8 @@ from leptonctl.services.datasets import find_record
 from leptonctl.services.reconcile import (
     NODE_FAIL_AFTER,
     ReconcileReport,
-    nodes_from,
     open_sessions,
     reconcile,
-    running_view,
     stored_facts,
 )
 from leptonctl.services.starts import Staging

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -24,6 +24,7 @@ from leptonctl.core.health import (
     hardware_changes,
     hardware_signature,
 )
+from leptonctl.core.jobviews import job_view, nodes_from, removable_job_dirs, running_view
 from leptonctl.core.playbook import PlannedStep
 from leptonctl.core.scheduler import dispatch
 from leptonctl.errors import AgentError, HostError, TimedOut
@@ -39,17 +40,10 @@ from leptonctl.services.maintain_context import (
     count_hosts,
     hosts_word,
 )
-from leptonctl.services.reconcile import (
-    job_view,
-    nodes_from,
-    reconcile,
-    running_view,
-    stored_facts,
-)
-from leptonctl.store.jobs import FINAL, JobRecord
+from leptonctl.services.reconcile import reconcile, stored_facts
+from leptonctl.store.jobs import FINAL
 from leptonctl.store.sqlite import SqliteStore
 
-LIVE_JOB_STATES = ("STARTING", "RUNNING", "UNKNOWN")  # job-status states gc leaves alone
 DAY = 86400.0
 
 
@@ -237,29 +231,6 @@ def preview_dispatch(store: SqliteStore, inventory: Inventory, now: float) -> di
 
 
 # -- gc ------------------------------------------------------------------------------
-
-
-def removable_job_dirs(
-    entries: Iterable[Mapping[str, Any]], records: Mapping[int, JobRecord], cutoff: float
-) -> list[str]:
-    """Job directories (agent ids) of *this* state store's jobs that ended before
-    ``cutoff`` and are not a job's current, unfinished attempt."""
-    doomed = []
-    for entry in entries:
-        agent_id = str(entry.get("id") or "")
-        number, _, rest = agent_id.partition(".")
-        attempt, _, uid = rest.partition(".")
-        record = records.get(int(number)) if number.isdigit() and attempt.isdigit() else None
-        if record is None or str(record.spec.get("uid", "x")) != uid:
-            continue  # not a job of this store (another operator's, or not a job at all)
-        if entry.get("state") in LIVE_JOB_STATES:
-            continue
-        if record.agent_id == agent_id and record.state not in FINAL:
-            continue
-        when = entry.get("ended") or entry.get("started")
-        if isinstance(when, int | float) and when < cutoff:
-            doomed.append(agent_id)
-    return doomed
 
 
 async def run_gc_jobs(ctx: RunContext, planned: PlannedStep) -> StepResult:

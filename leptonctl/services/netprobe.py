@@ -11,12 +11,12 @@ only that many peers per host (rotating, so repeated probes cover every pair).
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from leptonctl.core.netgraph import LinkMeasurement
+from leptonctl.core.probeplan import probe_rounds
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions
@@ -32,35 +32,6 @@ class ProbeReport:
     skipped_pairs: int = 0  # left for a later probe (budget spent)
     unreachable_hosts: dict[str, str] = field(default_factory=dict)  # from the operator
     seconds: float = 0.0
-
-
-def probe_rounds(
-    names: Sequence[str], sample: int | None = None, seed: int = 0
-) -> list[list[tuple[str, str]]]:
-    """Ordered pairs grouped into rounds in which every host appears at most once."""
-    pairs = [(a, b) for a in names for b in names if a != b]
-    if sample is not None and sample < len(names) - 1:
-        rng = random.Random(seed)
-        chosen = []
-        for a in names:
-            peers = [b for b in names if b != a]
-            chosen += [(a, b) for b in rng.sample(peers, sample)]
-        pairs = chosen
-    rounds: list[list[tuple[str, str]]] = []
-    left = list(pairs)
-    while left:
-        used: set[str] = set()
-        current = []
-        rest = []
-        for a, b in left:
-            if a in used or b in used:
-                rest.append((a, b))
-            else:
-                current.append((a, b))
-                used.update((a, b))
-        rounds.append(current)
-        left = rest
-    return rounds
 
 
 async def probe_links(

@@ -16,20 +16,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from leptonctl.core.capacity import effective_capacity
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
+from leptonctl.core.jobviews import job_view, nodes_from, running_view
 from leptonctl.core.scheduler import (
-    Allocation,
-    Fpga,
-    Gpu,
-    Job,
     Node,
-    Request,
-    Running,
     dispatch,
 )
-from leptonctl.errors import AgentError, HostError, LimitError
-from leptonctl.inventory import Host, Inventory, select_hosts
+from leptonctl.errors import AgentError, HostError
+from leptonctl.inventory import Host, Inventory
 from leptonctl.remote.agent import AgentSessions, probe_host
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, TransportOptions
@@ -44,78 +38,6 @@ NODE_FAIL_AFTER = 120.0  # seconds a host may be unreachable before its jobs are
 
 
 # -- the scheduler's view of the cluster -------------------------------------------
-
-
-def nodes_from(
-    hosts: Sequence[Host], facts: Mapping[str, HostFacts | None], up: set[str]
-) -> list[Node]:
-    """Scheduler nodes: probed facts limited by declared capacity; unreachable = unschedulable."""
-    nodes = []
-    for host in hosts:
-        host_facts = facts.get(host.name)
-        cap = effective_capacity(host_facts, host.capacity)
-        fpga_names = [f.name or f.vendor for f in host_facts.fpgas] if host_facts else []
-        nodes.append(
-            Node(
-                name=host.name,
-                groups=tuple(host.groups),
-                cpus=cap.cpus or 0,
-                memory_bytes=cap.memory_bytes or 0,
-                gpus=tuple(Gpu(g.index, g.model, g.memory_bytes) for g in cap.gpus),
-                fpgas=tuple(
-                    Fpga(i, fpga_names[i] if i < len(fpga_names) else None)
-                    for i in range(cap.fpgas)
-                ),
-                schedulable=host.name in up and cap.source != "unknown",
-            )
-        )
-    return nodes
-
-
-def job_view(
-    record: JobRecord,
-    inventory: Inventory,
-    up: set[str] | None = None,
-    locality: Mapping[str, float] | None = None,
-) -> Job:
-    """The scheduler's view of a queued job.  A job the planner assigned to a host
-    (``planned_host``, from a batch with estimates) is kept for that host while it is up."""
-    spec = record.spec
-    limit = spec.get("limit")
-    try:
-        allowed = frozenset(h.name for h in select_hosts(inventory, limit)) if limit else None
-    except LimitError:  # the inventory changed under a queued job: it fits nowhere now
-        allowed = frozenset()
-    planned = spec.get("planned_host")
-    if planned and up is not None and planned in up and (allowed is None or planned in allowed):
-        allowed = frozenset({planned})
-    return Job(
-        id=str(record.id),
-        request=Request(**spec["request"]),
-        priority=record.priority,
-        submitted=record.submitted,
-        walltime=spec.get("walltime"),
-        after=tuple(str(a) for a in spec.get("after", ())),
-        hosts=allowed,
-        estimates=spec.get("estimates") or {},
-        locality=locality or {},
-    )
-
-
-def running_view(record: JobRecord) -> Running:
-    alloc = record.allocation or {}
-    return Running(
-        allocation=Allocation(
-            job_id=str(record.id),
-            host=record.host or "",
-            cpus=int(alloc.get("cpus", 0)),
-            memory_bytes=int(alloc.get("memory_bytes", 0)),
-            gpus=tuple(alloc.get("gpus", ())),
-            fpgas=tuple(alloc.get("fpgas", ())),
-        ),
-        started=record.started or record.submitted,
-        walltime=record.spec.get("walltime"),
-    )
 
 
 def stored_facts(

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
+from leptonctl.core.jobviews import agent_spec
 from leptonctl.errors import HostError
 from leptonctl.inventory import Host
 from leptonctl.remote.agent import AgentSessions
@@ -209,25 +210,3 @@ async def _renew_claim(
         await asyncio.sleep(START_LEASE / 3)
         with store.jobs.exclusive():
             store.jobs.claim_start(job_id, owner, clock(), START_LEASE)
-
-
-def agent_spec(record: JobRecord, extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """What the agent's ``job-start`` gets: command, environment with devices, limits."""
-    alloc = record.allocation or {}
-    gpus = ",".join(str(g) for g in alloc.get("gpus", ()))
-    env = {
-        **record.spec.get("env", {}),
-        "LEPTON_JOB_ID": str(record.id),
-        "LEPTON_HOST": record.host or "",
-        "CUDA_VISIBLE_DEVICES": gpus,
-        "NVIDIA_VISIBLE_DEVICES": gpus or "void",
-        "LEPTON_FPGA_DEVICES": ",".join(str(f) for f in alloc.get("fpgas", ())),
-        **(extra_env or {}),
-    }
-    return {
-        "id": record.agent_id,
-        "command": record.spec["command"],
-        "env": env,
-        "workdir": record.spec.get("workdir"),
-        "walltime": record.spec.get("walltime"),
-    }

@@ -1,0 +1,134 @@
+"""Views of stored jobs, pure: what the scheduler sees, what the agent is sent to start a
+job, and which job directories on a host may go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from leptonctl.core.capacity import effective_capacity
+from leptonctl.core.facts import HostFacts
+from leptonctl.core.records import FINAL, JobRecord
+from leptonctl.core.scheduler import Allocation, Fpga, Gpu, Job, Node, Request, Running
+from leptonctl.errors import LimitError
+from leptonctl.inventory import Host, Inventory, select_hosts
+
+LIVE_JOB_STATES = ("STARTING", "RUNNING", "UNKNOWN")  # job-status states gc leaves alone
+
+
+def nodes_from(
+    hosts: Sequence[Host], facts: Mapping[str, HostFacts | None], up: set[str]
+) -> list[Node]:
+    """Scheduler nodes: probed facts limited by declared capacity; unreachable = unschedulable."""
+    nodes = []
+    for host in hosts:
+        host_facts = facts.get(host.name)
+        cap = effective_capacity(host_facts, host.capacity)
+        fpga_names = [f.name or f.vendor for f in host_facts.fpgas] if host_facts else []
+        nodes.append(
+            Node(
+                name=host.name,
+                groups=tuple(host.groups),
+                cpus=cap.cpus or 0,
+                memory_bytes=cap.memory_bytes or 0,
+                gpus=tuple(Gpu(g.index, g.model, g.memory_bytes) for g in cap.gpus),
+                fpgas=tuple(
+                    Fpga(i, fpga_names[i] if i < len(fpga_names) else None)
+                    for i in range(cap.fpgas)
+                ),
+                schedulable=host.name in up and cap.source != "unknown",
+            )
+        )
+    return nodes
+
+
+def job_view(
+    record: JobRecord,
+    inventory: Inventory,
+    up: set[str] | None = None,
+    locality: Mapping[str, float] | None = None,
+) -> Job:
+    """The scheduler's view of a queued job.  A job the planner assigned to a host
+    (``planned_host``, from a batch with estimates) is kept for that host while it is up."""
+    spec = record.spec
+    limit = spec.get("limit")
+    try:
+        allowed = frozenset(h.name for h in select_hosts(inventory, limit)) if limit else None
+    except LimitError:  # the inventory changed under a queued job: it fits nowhere now
+        allowed = frozenset()
+    planned = spec.get("planned_host")
+    if planned and up is not None and planned in up and (allowed is None or planned in allowed):
+        allowed = frozenset({planned})
+    return Job(
+        id=str(record.id),
+        request=Request(**spec["request"]),
+        priority=record.priority,
+        submitted=record.submitted,
+        walltime=spec.get("walltime"),
+        after=tuple(str(a) for a in spec.get("after", ())),
+        hosts=allowed,
+        estimates=spec.get("estimates") or {},
+        locality=locality or {},
+    )
+
+
+def running_view(record: JobRecord) -> Running:
+    alloc = record.allocation or {}
+    return Running(
+        allocation=Allocation(
+            job_id=str(record.id),
+            host=record.host or "",
+            cpus=int(alloc.get("cpus", 0)),
+            memory_bytes=int(alloc.get("memory_bytes", 0)),
+            gpus=tuple(alloc.get("gpus", ())),
+            fpgas=tuple(alloc.get("fpgas", ())),
+        ),
+        started=record.started or record.submitted,
+        walltime=record.spec.get("walltime"),
+    )
+
+
+def agent_spec(record: JobRecord, extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What the agent's ``job-start`` gets: command, environment with devices, limits."""
+    alloc = record.allocation or {}
+    gpus = ",".join(str(g) for g in alloc.get("gpus", ()))
+    env = {
+        **record.spec.get("env", {}),
+        "LEPTON_JOB_ID": str(record.id),
+        "LEPTON_HOST": record.host or "",
+        "CUDA_VISIBLE_DEVICES": gpus,
+        "NVIDIA_VISIBLE_DEVICES": gpus or "void",
+        "LEPTON_FPGA_DEVICES": ",".join(str(f) for f in alloc.get("fpgas", ())),
+        **(extra_env or {}),
+    }
+    return {
+        "id": record.agent_id,
+        "command": record.spec["command"],
+        "env": env,
+        "workdir": record.spec.get("workdir"),
+        "walltime": record.spec.get("walltime"),
+    }
+
+
+def removable_job_dirs(
+    entries: Iterable[Mapping[str, Any]], records: Mapping[int, JobRecord], cutoff: float
+) -> list[str]:
+    """Job directories (agent ids) of *this* state store's jobs that ended before
+    ``cutoff`` and are not a job's current, unfinished attempt."""
+    doomed = []
+    for entry in entries:
+        agent_id = str(entry.get("id") or "")
+        number, _, rest = agent_id.partition(".")
+        attempt, _, uid = rest.partition(".")
+        record = records.get(int(number)) if number.isdigit() and attempt.isdigit() else None
+        if record is None or str(record.spec.get("uid", "x")) != uid:
+            continue  # not a job of this store (another operator's, or not a job at all)
+        if entry.get("state") in LIVE_JOB_STATES:
+            continue
+        if record.agent_id == agent_id and record.state not in FINAL:
+            continue
+        when = entry.get("ended") or entry.get("started")
+        if isinstance(when, int | float) and when < cutoff:
+            doomed.append(agent_id)
+    return doomed
