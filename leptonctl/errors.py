@@ -149,9 +149,35 @@ class TimedOut(HostError):
 
 
 class AgentError(HostError):
-    """The agent could not be pushed, or answered with something we cannot read."""
+    """The agent could not be pushed, answered with something we cannot read, or answered
+    an operation with an error: then ``operation`` is the operation ("job-start") and
+    ``reason`` the agent's own words."""
 
     kind = "agent_error"
+
+    def __init__(
+        self,
+        host: str,
+        message: str,
+        *,
+        hint: str | None = None,
+        operation: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(host, message, hint=hint)
+        self.operation = operation
+        self.reason = reason
+
+    @classmethod
+    def refused(cls, host: str, operation: str, reason: str) -> AgentError:
+        """The agent answered ``operation`` with an error."""
+        return cls(host, f"{operation} failed: {reason}", operation=operation, reason=reason)
+
+    def to_json(self) -> dict[str, object]:
+        doc = super().to_json()
+        if self.operation is not None:
+            doc["operation"] = self.operation
+        return doc
 
 
 class CommandFailed(HostError):

@@ -203,3 +203,36 @@ def test_an_agent_session_takes_typed_requests(operator_home: Path) -> None:
     pong, status = asyncio.run(talk())
     assert pong == {"schema": 1, "pong": True, "agent_version": wire.AGENT_VERSION}
     assert [job["state"] for job in status["jobs"]] == ["UNKNOWN"]  # type: ignore[index, union-attr]
+
+
+def test_an_error_reply_raises_one_agent_error_with_host_operation_and_reason(
+    operator_home: Path,
+) -> None:
+    import asyncio
+
+    from leptonctl.errors import AgentError
+    from leptonctl.remote.agent import AgentSessions
+    from leptonctl.remote.pool import HostPool
+    from leptonctl.remote.transport import TransportOptions
+    from tests.helpers import make_host
+
+    host = make_host("me", connection="local")
+
+    async def talk() -> tuple[AgentError, dict[str, object], bool]:
+        async with HostPool(TransportOptions(command_timeout=30)) as pool:
+            sessions = AgentSessions(pool)
+            try:
+                first = await sessions.get(host)
+                with pytest.raises(AgentError) as info:
+                    await sessions.request(host, operator_wire.JobKill(id="../etc"))
+                pong = await sessions.request(host, operator_wire.Ping())
+                return info.value, pong, (await sessions.get(host)) is first
+            finally:
+                await sessions.close()
+
+    error, pong, kept = asyncio.run(talk())
+    assert (error.host, error.operation) == ("me", "job-kill")
+    assert error.reason is not None and "job id must match" in error.reason
+    assert error.message == f"job-kill failed: {error.reason}"
+    assert error.to_json()["operation"] == "job-kill"
+    assert pong["pong"] is True and kept  # an error reply is an answer: the session stays

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
+from leptonctl.core.scan import printable
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.pool import HostPool
@@ -260,12 +261,11 @@ class AgentSession:
         await ensure_agent(conn, host, timeout)
         return cls(host, await conn.start(agent_command(host, ["serve"])))
 
-    async def request(self, op: wire.Request | dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one op (``wire.JobStart(spec=...)``; a dict is its wire form), read its
-        one-line answer. Concurrent callers take turns, so each gets its own answer."""
-        doc = op.to_wire() if isinstance(op, wire.Request) else op
+    async def request(self, request: wire.Request, timeout: float) -> dict[str, Any]:
+        """Send one request (``wire.JobStart(spec=...)``), read its one-line reply, error
+        replies included. Concurrent callers take turns, so each gets its own reply."""
         async with self._turn:
-            await self._stream.send_line(json.dumps(doc).encode())
+            await self._stream.send_line(json.dumps(request.to_wire()).encode())
             return _decode(self.host, (await self._stream.read_line(timeout)).decode())
 
     async def probe(self, timeout: float) -> Probe:
@@ -298,16 +298,22 @@ class AgentSessions:
             return session
 
     async def request(
-        self, host: Host, op: wire.Request | dict[str, Any], timeout: float | None = None
+        self, host: Host, request: wire.Request, timeout: float | None = None
     ) -> dict[str, Any]:
-        """One op on the host's session; a failed session is dropped (reopened next time).
+        """One request on the host's session, its reply. An error reply raises
+        ``AgentError`` (with the operation and the agent's reason; the session stays), a
+        failed session is dropped (reopened next time) and its ``HostError`` raised.
         ``timeout`` (default: the command timeout) is for ops that read a lot of data."""
         try:
             session = await self.get(host)
-            return await session.request(op, timeout or self.pool.options.command_timeout)
+            reply = await session.request(request, timeout or self.pool.options.command_timeout)
         except HostError:
             await self.drop(host.name)
             raise
+        error = reply.get("error")
+        if error is not None:
+            raise AgentError.refused(host.name, request.OP, printable(str(error)))
+        return reply
 
     async def drop(self, name: str) -> None:
         session = self._sessions.pop(name, None)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import secrets
 import sys
@@ -39,7 +40,7 @@ import asyncssh
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
 from leptonctl.paths import data_home
-from leptonctl.remote.agent import AgentSessions, agent_command
+from leptonctl.remote.agent import AgentSessions, agent_command, wire
 from leptonctl.remote.transport import Pipe
 
 KEY_TTL_S = 300.0  # how long a one-shot key may wait to be used
@@ -225,18 +226,26 @@ class Transfers:
         spec: dict[str, Any] = {"name": hop.host.name, "store": hop.store, **hop.files}
         if index + 1 < len(links):
             spec["next"] = links[index + 1]
-        request: dict[str, Any] = {"op": "grant", "transfer": transfer_id, "spec": spec}
+        request = wire.Grant(transfer=transfer_id, spec=spec)
         if key is not None:
             public = key.export_public_key("openssh").decode().split()
-            request.update(pubkey=" ".join(public[:2]), ttl_s=KEY_TTL_S)
-        reply = await self.sessions.request(hop.host, request)
-        if "error" in reply:
-            raise AgentError(hop.host.name, f"cannot prepare the transfer: {reply['error']}")
+            request = dataclasses.replace(request, pubkey=" ".join(public[:2]), ttl_s=KEY_TTL_S)
+        try:
+            await self.sessions.request(hop.host, request)
+        except AgentError as exc:
+            if exc.operation is None:
+                raise
+            raise AgentError(
+                hop.host.name,
+                f"cannot prepare the transfer: {exc.reason}",
+                operation=exc.operation,
+                reason=exc.reason,
+            ) from None
 
     async def _revoke(self, transfer_id: str, hosts: Sequence[Host]) -> None:
         async def one(host: Host) -> None:
             with contextlib.suppress(HostError):
-                await self.sessions.request(host, {"op": "revoke", "transfer": transfer_id})
+                await self.sessions.request(host, wire.Revoke(transfer=transfer_id))
 
         await asyncio.gather(*(one(h) for h in {h.name: h for h in hosts}.values()))
 

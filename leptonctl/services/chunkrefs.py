@@ -18,9 +18,9 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from leptonctl.errors import HostError, UsageError
+from leptonctl.errors import AgentError, HostError, UsageError
 from leptonctl.inventory.model import Host
-from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.services.replication import Replicator, Survey
 from leptonctl.store.data import DatasetRecord
 from leptonctl.store.jobs import ACTIVE
@@ -35,7 +35,7 @@ def version_ref(record: DatasetRecord) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def pin_request(store: SqliteStore, records: Iterable[DatasetRecord]) -> dict[str, Any]:
+def pin_request(store: SqliteStore, records: Iterable[DatasetRecord]) -> wire.ChunkPin:
     refs = [
         {
             "ref": version_ref(r),
@@ -44,7 +44,7 @@ def pin_request(store: SqliteStore, records: Iterable[DatasetRecord]) -> dict[st
         }
         for r in records
     ]
-    return {"op": "chunk-pin", "store": store.store_id(), "refs": refs}
+    return wire.ChunkPin(store=store.store_id(), refs=refs)
 
 
 async def pin(
@@ -87,8 +87,13 @@ async def pin_on(
     sessions: AgentSessions, store: SqliteStore, host: Host, records: Sequence[DatasetRecord]
 ) -> str | None:
     """Pin versions on one host (job input staging): None, or why the host refused."""
-    reply = await sessions.request(host, pin_request(store, records))
-    return f"chunk-pin failed: {reply['error']}" if "error" in reply else None
+    try:
+        await sessions.request(host, pin_request(store, records))
+    except AgentError as exc:
+        if exc.operation is None:
+            raise
+        return exc.message
+    return None
 
 
 async def unpin(
@@ -115,12 +120,9 @@ async def unpin(
     replicator = Replicator(sessions, hosts)
     replies = await replicator.request_all(
         {
-            h.name: {
-                "op": "chunk-unpin",
-                "store": store_id,
-                "refs": refs,
-                "hashes": sorted(by_host.get(h.name, ())),
-            }
+            h.name: wire.ChunkUnpin(
+                store=store_id, refs=refs, hashes=sorted(by_host.get(h.name, ()))
+            )
             for h in hosts
         }
     )

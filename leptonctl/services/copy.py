@@ -20,9 +20,9 @@ from typing import Any
 
 from leptonctl.core.netgraph import Route, best_route
 from leptonctl.core.scan import Scan, UnsafeScan, printable, read_scan
-from leptonctl.errors import HostError, LeptonError, UsageError
+from leptonctl.errors import AgentError, HostError, LeptonError, UsageError
 from leptonctl.inventory.model import Host, Inventory
-from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, TransferOutcome, Transfers, operator_host
 from leptonctl.services.datasets import (
     DATA_OP_TIMEOUT,
@@ -142,16 +142,15 @@ async def copy(
     name = posixpath.basename(posixpath.normpath(src_path))
     if name in ("", ".", "..", "/"):
         raise UsageError(f"{src}: name a file or directory to copy, not {src_path!r}")
-    reply, _ = await asyncio.gather(  # the destination's session opens meanwhile
-        sessions.request(
-            src_host,
-            {"op": "scan", "path": src_path, "chunk_size": CP_CHUNK_SIZE, "hash": False},
-            DATA_OP_TIMEOUT,
-        ),
-        sessions.get(dst_host),
-    )
-    if "error" in reply:
-        raise UsageError(f"cannot read {src}: {printable(reply['error'])}")
+    request = wire.Scan(path=src_path, chunk_size=CP_CHUNK_SIZE, hash=False)
+    try:
+        reply, _ = await asyncio.gather(  # the destination's session opens meanwhile
+            sessions.request(src_host, request, DATA_OP_TIMEOUT), sessions.get(dst_host)
+        )
+    except AgentError as exc:
+        if exc.operation is None:
+            raise
+        raise UsageError(f"cannot read {src}: {exc.reason}") from None
     try:
         scan = read_scan(reply, chunk_size=CP_CHUNK_SIZE, hashed=False)
     except UnsafeScan as exc:

@@ -22,7 +22,7 @@ from leptonctl.core.datasets import DAMAGED_HINT, MAX_SIZE, ChunkRef, Manifest
 from leptonctl.core.scan import UnsafeScan, printable, read_scan
 from leptonctl.errors import AgentError, HostError, LeptonError, StateError, UsageError
 from leptonctl.inventory.model import Host, Inventory
-from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, HopOutcome, TransferOutcome, Transfers, operator_host
 from leptonctl.services import chunkrefs
 from leptonctl.services.datalock import data_lock
@@ -144,11 +144,14 @@ async def put(
             if not os.path.exists(path):
                 raise UsageError(f"{source}: no such file or directory")
             src_host = operator_host()
-        scan = await sessions.request(
-            src_host, {"op": "scan", "path": path, "chunk_size": chunk_size}, DATA_OP_TIMEOUT
-        )
-        if "error" in scan:
-            raise UsageError(f"cannot read {source}: {printable(scan['error'])}")
+        try:
+            scan = await sessions.request(
+                src_host, wire.Scan(path=path, chunk_size=chunk_size), DATA_OP_TIMEOUT
+            )
+        except AgentError as exc:
+            if exc.operation is None:
+                raise
+            raise UsageError(f"cannot read {source}: {exc.reason}") from None
         try:
             manifest = manifest_from_scan(scan, chunk_size)
         except UnsafeScan as exc:
@@ -443,9 +446,13 @@ async def file_states(
 ) -> list[dict[str, Any]]:
     """Which chunks of each files-mode entry ``host`` already has: ``[{"path", "done":
     [offset...], "complete"}]``, one per entry, checked against the request."""
-    reply = await sessions.request(host, {"op": "file-status", "files": files}, DATA_OP_TIMEOUT)
-    if "error" in reply:
-        raise error(f"{host.name}: cannot read the destination: {printable(reply['error'])}")
+    try:
+        request = wire.FileStatus(files=[dict(f) for f in files])
+        reply = await sessions.request(host, request, DATA_OP_TIMEOUT)
+    except AgentError as exc:
+        if exc.operation is None:
+            raise
+        raise error(f"{host.name}: cannot read the destination: {exc.reason}") from None
     states: list[Any] = reply.get("files") or []
     valid = isinstance(states, list) and len(states) == len(files)
     for entry, state in zip(files, states if valid else [], strict=False):
@@ -474,9 +481,12 @@ async def path_info(
     sessions: AgentSessions, host: Host, paths: Sequence[str], error: type[LeptonError]
 ) -> list[PathInfo]:
     """What is at each absolute path on ``host``, checked."""
-    reply = await sessions.request(host, {"op": "path-info", "paths": list(paths)})
-    if "error" in reply:
-        raise error(f"{host.name}: cannot look at {paths[0]!r}: {printable(reply['error'])}")
+    try:
+        reply = await sessions.request(host, wire.PathInfo(paths=list(paths)))
+    except AgentError as exc:
+        if exc.operation is None:
+            raise
+        raise error(f"{host.name}: cannot look at {paths[0]!r}: {exc.reason}") from None
     infos = reply.get("paths")
     out = []
     for info in infos if isinstance(infos, list) and len(infos) == len(paths) else []:

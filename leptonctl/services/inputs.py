@@ -14,9 +14,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from leptonctl.errors import HostError
+from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
-from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, Transfers
 from leptonctl.services import chunkrefs
 from leptonctl.services.datasets import DATA_OP_TIMEOUT, DataError
@@ -73,16 +73,14 @@ async def stage_inputs(
             raise DataError(f"{host.name}: {refused}")
         await _fetch_missing(sessions, store, hosts, host, sizes)
         mount = item.get("mount") or f"inputs/{item['name']}@{item['version']}"
-        reply = await sessions.request(
-            host,
-            {
-                "op": "materialize",
-                "dest": mount,
-                "manifest": dataset.manifest.to_dict(),
-                "label": f"{item['name']}@{item['version']}",
-            },
-            DATA_OP_TIMEOUT,
-        )
+        label = f"{item['name']}@{item['version']}"
+        request = wire.Materialize(dest=mount, manifest=dataset.manifest.to_dict(), label=label)
+        try:
+            reply = await sessions.request(host, request, DATA_OP_TIMEOUT)
+        except AgentError as exc:
+            if exc.operation is None:
+                raise
+            reply = {"error": exc.reason}
         if "error" in reply or not reply.get("done"):
             why = reply.get("error") or f"{len(reply.get('missing') or [])} chunk(s) missing"
             raise DataError(f"cannot materialise input {item['name']} on {host.name}: {why}")
@@ -97,9 +95,12 @@ async def _fetch_missing(
     host: Host,
     sizes: Mapping[str, int],
 ) -> None:
-    have = await sessions.request(host, {"op": "chunk-have", "hashes": sorted(sizes)})
-    if "error" in have:
-        raise DataError(f"{host.name}: chunk-have failed: {have['error']}")
+    try:
+        have = await sessions.request(host, wire.ChunkHave(hashes=sorted(sizes)))
+    except AgentError as exc:
+        if exc.operation is None:
+            raise
+        raise DataError(f"{host.name}: {exc.message}") from None
     missing = [h for h in sizes if h not in have["present"]]
     if not missing:
         return

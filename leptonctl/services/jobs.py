@@ -19,9 +19,9 @@ from leptonctl.core.scheduler import (
     Job,
     plan,
 )
-from leptonctl.errors import UsageError
+from leptonctl.errors import AgentError, UsageError
 from leptonctl.inventory import Host, Inventory, select_hosts
-from leptonctl.remote.agent import AgentSessions, run_agent
+from leptonctl.remote.agent import AgentSessions, run_agent, wire
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import TransportOptions
 from leptonctl.services.datasets import find_record
@@ -312,9 +312,12 @@ class LogChunk:
 
 async def read_log(sessions: AgentSessions, host: Host, agent_id: str, offset: int) -> LogChunk:
     """One piece of a job's log, over the host's agent session (``logs -f`` polls this)."""
-    doc = await sessions.request(host, {"op": "job-log", "id": agent_id, "offset": offset})
-    if "error" in doc:
-        raise UsageError(str(doc["error"]))
+    try:
+        doc = await sessions.request(host, wire.JobLog(id=agent_id, offset=offset))
+    except AgentError as exc:
+        if exc.operation is None:
+            raise
+        raise UsageError(exc.reason or exc.message) from None
     return LogChunk(
         str(doc.get("data", "")),
         int(doc.get("next_offset", offset)),

@@ -252,16 +252,18 @@ async def run_gc_jobs(ctx: RunContext, planned: PlannedStep) -> StepResult:
     records = {r.id: r for r in ctx.store.jobs.all()}
 
     async def collect(host: Host, conn: Connection) -> tuple[list[str], list[str]]:
-        listing = await sessions.request(host, {"op": "job-status", "ids": None})
-        if "error" in listing:
-            raise AgentError(host.name, f"job-status failed: {listing['error']}")
+        listing = await sessions.request(host, wire.JobStatus(ids=None))
         removed, refused = [], []
         for agent_id in removable_job_dirs(listing.get("jobs", []), records, cutoff):
-            answer = await sessions.request(host, {"op": "job-rm", "id": agent_id})
+            try:
+                answer = await sessions.request(host, wire.JobRm(id=agent_id))
+            except AgentError as exc:
+                if exc.operation is None:
+                    raise
+                refused.append(f"{agent_id}: {exc.reason}")
+                continue
             if answer.get("removed"):
                 removed.append(agent_id)
-            elif "error" in answer:
-                refused.append(f"{agent_id}: {answer['error']}")
         return removed, refused
 
     outcomes = await sessions.pool.fan_out(ctx.hosts(planned.hosts), collect)

@@ -18,7 +18,7 @@ from leptonctl.core.reports import HostResult as HostResult
 from leptonctl.core.reports import StepResult as StepResult
 from leptonctl.errors import AgentError, HostError, LeptonError
 from leptonctl.inventory import Host, Inventory, fold_host_names
-from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transport import Connection, TransportOptions
 from leptonctl.services.reconcile import stored_facts
 from leptonctl.store.sqlite import SqliteStore, StoredFacts
@@ -67,7 +67,7 @@ class RunContext:
             sessions = self.live()
 
             async def probe(host: Host, conn: Connection) -> tuple[HostFacts, dict[str, Any]]:
-                document = await sessions.request(host, {"op": "probe"})
+                document = await sessions.request(host, wire.Probe())
                 try:
                     return parse_facts(document), document
                 except WireError as exc:

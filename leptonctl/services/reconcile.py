@@ -24,7 +24,7 @@ from leptonctl.core.scheduler import (
 )
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory import Host, Inventory
-from leptonctl.remote.agent import AgentSessions, probe_host
+from leptonctl.remote.agent import AgentSessions, probe_host, wire
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, TransportOptions
 from leptonctl.services.inputs import input_locality
@@ -140,7 +140,7 @@ async def reconcile(
     async def observe(host: Host, conn: Connection) -> _HostReport:
         ended = await _settle_orphans(sessions, store, host, orphans.get(host.name, []))
         for agent_id in cancels_on.get(host.name, []):  # cancel is level-triggered
-            await sessions.request(host, {"op": "job-kill", "id": agent_id})
+            await _kill(sessions, host, agent_id)
         probe = None
         stored = known.get(host.name)
         if stored is None or now - stored[0] > FACTS_MAX_AGE or stored[1] is None:
@@ -150,9 +150,8 @@ async def reconcile(
             if probe is None:
                 (await conn.run("true", timeout=options.command_timeout)).check()
             return _HostReport({}, probe, ended)
-        doc = await sessions.request(host, {"op": "job-status", "ids": ids})
-        if "error" in doc:  # not an observation: judging from it would fail healthy jobs
-            raise AgentError(host.name, f"job-status failed: {doc['error']}")
+        # an error reply raises: not an observation, judging from it would fail healthy jobs
+        doc = await sessions.request(host, wire.JobStatus(ids=list(ids)))
         return _HostReport({j["id"]: j for j in doc.get("jobs", [])}, probe, ended)
 
     outcomes = await pool.fan_out(hosts, observe)
@@ -236,9 +235,7 @@ async def _settle_orphans(
     that had ended meanwhile (their end records tell what really happened)."""
     if not agent_ids:
         return {}
-    doc = await sessions.request(host, {"op": "job-status", "ids": list(agent_ids)})
-    if "error" in doc:
-        raise AgentError(host.name, f"job-status failed: {doc['error']}")
+    doc = await sessions.request(host, wire.JobStatus(ids=list(agent_ids)))
     ended = {
         str(j["id"]): j
         for j in doc.get("jobs", [])
@@ -246,9 +243,18 @@ async def _settle_orphans(
     }
     for agent_id in agent_ids:
         if agent_id not in ended:  # back from the dead: stop the old run
-            await sessions.request(host, {"op": "job-kill", "id": agent_id})
+            await _kill(sessions, host, agent_id)
     store.jobs.forget_orphans(host.name, [a for a in agent_ids if a not in ended])
     return ended
+
+
+async def _kill(sessions: AgentSessions, host: Host, agent_id: str) -> None:
+    """job-kill; the agent's refusal changes nothing here (the next observation tells)."""
+    try:
+        await sessions.request(host, wire.JobKill(id=agent_id))
+    except AgentError as exc:
+        if exc.operation is None:
+            raise
 
 
 def _record_late_ends(

@@ -23,7 +23,7 @@ from leptonctl.core.datasets import ChunkRef, ReplicaProblem, VerifyReport
 from leptonctl.core.placement import plan_rebalance
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
-from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, Transfers
 from leptonctl.services import chunkrefs
 from leptonctl.services.datalock import data_lock
@@ -65,11 +65,7 @@ async def verify(
     replicator = Replicator(sessions, [live[n] for n in expected if n in live])
     sizes = store.data.chunk_sizes(list(wanted))
     replies = await replicator.request_all(
-        {
-            n: {"op": "chunk-verify", "hashes": sorted(hs)}
-            for n, hs in expected.items()
-            if n in live
-        },
+        {n: wire.ChunkVerify(hashes=sorted(hs)) for n, hs in expected.items() if n in live},
         {n: hashing_timeout(sum(sizes.get(h, 0) for h in hs)) for n, hs in expected.items()},
     )
     problems: list[ReplicaProblem] = []
@@ -304,11 +300,7 @@ async def rebalance(
             arrived[src] += hashes
         store_id = store.store_id()
         replies = await replicator.request_all(
-            {
-                src: {"op": "chunk-drop", "store": store_id, "hashes": hs}
-                for src, hs in arrived.items()
-                if hs
-            }
+            {src: wire.ChunkDrop(store=store_id, hashes=hs) for src, hs in arrived.items() if hs}
         )
         for src, reply in replies.items():
             if isinstance(reply, dict):
@@ -329,7 +321,7 @@ async def _drop_corrupt(
     store_id = store.store_id()
     replies = await replicator.request_all(
         {
-            host: {"op": "chunk-drop", "store": store_id, "hashes": hs, "corrupt": True}
+            host: wire.ChunkDrop(store=store_id, hashes=hs, corrupt=True)
             for host, hs in corrupt.items()
         }
     )
@@ -385,12 +377,11 @@ async def _held_by_others(
     store_id = store.store_id()
     replies = await replicator.request_all(
         {
-            name: {
-                "op": "chunk-drop",
-                "store": store_id,
-                "hashes": sorted(h for h, names in holders.items() if name in names),
-                "check": True,
-            }
+            name: wire.ChunkDrop(
+                store=store_id,
+                hashes=sorted(h for h, names in holders.items() if name in names),
+                check=True,
+            )
             for name in surveys
         }
     )
@@ -447,13 +438,9 @@ async def collect_garbage(
                     held[name].append(record)
             await chunkrefs.pin(replicator, store, {h.name: held.get(h.name, []) for h in hosts})
         store_id = store.store_id()
-        request = {
-            "op": "chunk-gc",
-            "store": store_id,
-            "keep": keep,
-            "release_legacy": release_legacy,
-            "check": check,
-        }
+        request = wire.ChunkGc(
+            store=store_id, keep=keep, release_legacy=release_legacy, check=check
+        )
         live = [h.name for h in hosts if h.name not in replicator.dead]
         replies = await replicator.request_all({name: request for name in live})
         report = GarbageReport()

@@ -22,7 +22,7 @@ from leptonctl.core.datasets import ChunkRef
 from leptonctl.core.placement import Target, plan_replicas
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
-from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, TransferOutcome, Transfers
 
 if TYPE_CHECKING:
@@ -94,15 +94,13 @@ class Replicator:
 
     async def survey(self, hashes: Collection[str] | None) -> dict[str, Survey]:
         """chunk-have on every live host (all chunks when ``hashes`` is None)."""
-        request = {"op": "chunk-have", "hashes": None if hashes is None else sorted(hashes)}
+        request = wire.ChunkHave(hashes=None if hashes is None else sorted(hashes))
 
         async def one(host: Host) -> Survey | HostError:
             try:
                 reply = await self.sessions.request(host, request)
             except HostError as exc:
                 return exc
-            if "error" in reply:
-                return AgentError(host.name, f"chunk-have failed: {reply['error']}")
             return Survey(
                 host, dict(reply["present"]), int(reply["free_bytes"]), reply.get("used_bytes")
             )
@@ -119,21 +117,23 @@ class Replicator:
 
     async def request_all(
         self,
-        requests: Mapping[str, dict[str, Any]],
+        requests: Mapping[str, wire.Request],
         timeouts: Mapping[str, float] | None = None,
     ) -> dict[str, dict[str, Any] | HostError]:
-        """One agent op per host (host name -> request), in parallel."""
+        """One agent op per host (host name -> request), in parallel. A host that answers
+        with an error gets its ``AgentError``; one that cannot be asked is marked dead."""
 
-        async def one(name: str, request: dict[str, Any]) -> dict[str, Any] | HostError:
+        async def one(name: str, request: wire.Request) -> dict[str, Any] | HostError:
             try:
                 timeout = (timeouts or {}).get(name)
-                reply = await self.sessions.request(self.hosts[name], request, timeout)
+                return await self.sessions.request(self.hosts[name], request, timeout)
+            except AgentError as exc:
+                if exc.operation is None:
+                    self.dead[name] = exc
+                return exc
             except HostError as exc:
                 self.dead[name] = exc
                 return exc
-            if "error" in reply:
-                return AgentError(name, f"{request['op']} failed: {reply['error']}")
-            return reply
 
         names = list(requests)
         replies = await asyncio.gather(*(one(n, requests[n]) for n in names))
@@ -289,7 +289,7 @@ class Replicator:
         self, src: Host, items: list[dict[str, Any]], held: dict[str, set[str]], placed: Placed
     ) -> None:
         replies = await self.request_all(
-            {src.name: {"op": "chunk-import", "items": items}}, {src.name: 24 * 3600.0}
+            {src.name: wire.ChunkImport(items=items)}, {src.name: 24 * 3600.0}
         )
         reply = replies[src.name]
         if isinstance(reply, HostError):

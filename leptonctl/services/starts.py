@@ -20,9 +20,9 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.jobviews import agent_spec
-from leptonctl.errors import HostError
+from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory import Host
-from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transport import Connection
 from leptonctl.services.datasets import DataError
 from leptonctl.services.inputs import stage_inputs
@@ -108,9 +108,9 @@ async def start_jobs(
         if record is not None and record.host in hosts:
             by_host[record.host or ""].append(record)
 
-    async def start_all(host: Host, conn: Connection) -> dict[int, dict[str, Any]]:
+    async def start_all(host: Host, conn: Connection) -> dict[int, dict[str, Any] | HostError]:
         return {
-            record.id: await sessions.request(host, {"op": "job-start", "spec": agent_spec(record)})
+            record.id: await start_one(sessions, host, agent_spec(record))
             for record in by_host[host.name]
         }
 
@@ -123,6 +123,19 @@ async def start_jobs(
             record_start(store, record, answer, now, report)
 
 
+async def start_one(
+    sessions: AgentSessions, host: Host, spec: dict[str, Any]
+) -> dict[str, Any] | AgentError:
+    """One ``job-start``: its reply, or the agent's refusal (a job-level failure; a host
+    that cannot be asked raises)."""
+    try:
+        return await sessions.request(host, wire.JobStart(spec=spec))
+    except AgentError as exc:
+        if exc.operation is None:
+            raise
+        return exc
+
+
 def record_start(
     store: SqliteStore,
     record: JobRecord,
@@ -133,7 +146,12 @@ def record_start(
     """What became of one ``job-start``: RUNNING, FAILED, or still STARTING."""
     expect = ("STARTING", record.attempt)
     name = record.host or ""
-    if isinstance(answer, HostError):
+    if isinstance(answer, AgentError) and answer.operation is not None:
+        store.jobs.update_if(
+            record.id, expect, state="FAILED", ended=now,
+            reason=f"the agent refused to start it: {answer.reason}",
+        )  # fmt: skip
+    elif isinstance(answer, HostError):
         # It may have started before the connection failed: keep it STARTING (the
         # start is idempotent and is sent again); a host that stays away turns it
         # NODE_FAIL through lost_since, with the usual orphan kill.
@@ -192,8 +210,8 @@ async def stage_and_start(
         if current.cancel_requested:
             return  # never started: the next reconcile records it CANCELLED
         try:
-            answer: Mapping[str, Any] | HostError = await sessions.request(
-                host, {"op": "job-start", "spec": agent_spec(current, env)}
+            answer: Mapping[str, Any] | HostError = await start_one(
+                sessions, host, agent_spec(current, env)
             )
         except HostError as exc:
             answer = exc
