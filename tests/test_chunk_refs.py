@@ -20,7 +20,7 @@ from leptonctl.core.datasets import ChunkRef, Manifest, ManifestEntry
 from leptonctl.errors import UsageError
 from leptonctl.remote.transport import TransportOptions
 from leptonctl.services import chunkrefs, datasets
-from leptonctl.services.reconcile import open_sessions
+from leptonctl.services.context import open_sessions
 from leptonctl.store.sqlite import SqliteStore
 from tests.test_agent_data import (
     CHUNK,

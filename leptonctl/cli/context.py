@@ -1,21 +1,38 @@
-"""What every command needs from the global options: hosts, transport knobs, the store."""
+"""What every command shares: the global options, the service context built from them,
+the shared ``--limit`` and ``--json`` options, and ``emit``.
+
+A command body parses its options, calls one service inside ``in_context`` (the one
+``asyncio.run`` of the command, with one ``ServiceContext``), and hands the result to
+``emit``: a JSON document under ``--json``, else the view.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from leptonctl.inventory import Host, Inventory, load_inventory, select_hosts
 from leptonctl.paths import default_state_path
 from leptonctl.remote.transport import TransportOptions
+from leptonctl.services.context import ServiceContext
 from leptonctl.store.sqlite import SqliteStore
 
 T = TypeVar("T")
+
+LimitOption = Annotated[
+    str | None,
+    typer.Option("-l", "--limit", help="Hosts to act on: names, groups, globs, !exclude, &and."),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print a JSON document (and no progress bar).")
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,12 @@ class Settings:
     def store(self) -> SqliteStore:
         return SqliteStore(self.state_path or default_state_path())
 
+    def context(self, limit: str | None = None) -> ServiceContext:
+        """The command's service context: the hosts ``limit`` selects (a bad selector
+        fails here, before anything is opened); the store opens on first use."""
+        inventory, hosts = self.hosts(limit)
+        return ServiceContext(inventory, hosts=hosts, options=self.transport(), store=self.store)
+
 
 def settings(ctx: typer.Context) -> Settings:
     obj = ctx.find_root().obj
@@ -55,3 +78,51 @@ def settings(ctx: typer.Context) -> Settings:
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """The one ``asyncio.run`` of a command."""
     return asyncio.run(coro)
+
+
+def in_context(
+    ctx: typer.Context, work: Callable[[ServiceContext], Awaitable[T]], limit: str | None = None
+) -> T:
+    """Run ``work`` in the command's service context (closed when it is done), in the
+    command's one event loop."""
+    context = settings(ctx).context(limit)
+
+    async def main() -> T:
+        async with context:
+            return await work(context)
+
+    return run_async(main())
+
+
+def emit(
+    as_json: bool,
+    document: Callable[[], Any],
+    view: Callable[[], None],
+    *,
+    indent: int | None = 2,
+) -> None:
+    """The command's output: the JSON document under ``--json``, else the view."""
+    if as_json:
+        emit_document(document(), indent=indent)
+    else:
+        view()
+
+
+def emit_document(document: Any, *, indent: int | None = 2) -> None:
+    """One JSON document on stdout (``indent=None``: one line, as a stream of documents)."""
+    print(json.dumps(document, indent=indent, default=str), flush=True)
+
+
+def print_lines(out: Sequence[str], err: Sequence[str] = ()) -> None:
+    """A plain-text view: lines on stdout, then remarks on stderr."""
+    for line in out:
+        print(line)
+    for line in err:
+        print(line, file=sys.stderr)
+
+
+def print_rich(renderable: object) -> None:
+    """A rich view (rich is imported only where a table is printed)."""
+    from rich.console import Console
+
+    Console().print(renderable)

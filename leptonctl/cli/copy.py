@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from dataclasses import asdict
 from typing import Annotated
 
 import typer
 
-from leptonctl.cli.context import run_async, settings
+from leptonctl.cli.context import JsonOption, emit, in_context, print_lines
 from leptonctl.cli.progress import TransferBar
-from leptonctl.core.scan import printable
 from leptonctl.errors import UsageError
 from leptonctl.inventory.capacity import parse_size
+from leptonctl.render.documents import copy_document
+from leptonctl.render.summaries import copy_summary
 from leptonctl.services import copy as service
-from leptonctl.services.net import measured_graph
-from leptonctl.services.reconcile import open_sessions
 
 
 def cp(
@@ -33,48 +28,37 @@ def cp(
     compress: Annotated[
         bool, typer.Option("--compress", help="Compress on host-to-host hops (slow links).")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (no progress bar).")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Copy over the fastest measured path (see `net probe`), resuming where a previous run
     stopped; every chunk is verified where it lands."""
     if via and direct:
         raise UsageError("--via and --direct contradict each other")
     rate = float(parse_size(limit_rate)) if limit_rate else None
-    config = settings(ctx)
-    inventory = config.inventory()
     bar = TransferBar.for_terminal("cp", as_json)
-
-    async def main() -> service.CopyReport:
-        with config.store() as store:
-            async with open_sessions(config.transport(), store) as sessions:
-                return await service.copy(
-                    sessions,
-                    inventory,
-                    src,
-                    dst,
-                    graph=measured_graph(store, inventory.hosts, time.time()),
-                    via=via,
-                    direct=direct,
-                    streams=streams,
-                    rate_bps=rate,
-                    compress=compress,
-                    progress=bar.update if bar else None,
-                )
-
     try:
-        report = run_async(main())
+        report = in_context(
+            ctx,
+            lambda c: service.copy(
+                c.sessions,
+                c.inventory,
+                src,
+                dst,
+                graph=c.graph,
+                via=via,
+                direct=direct,
+                streams=streams,
+                rate_bps=rate,
+                compress=compress,
+                progress=bar.update if bar else None,
+            ),
+        )
     finally:
         if bar is not None:
             bar.end()
-    if as_json:
-        doc = {"route": report.route, "bytes": report.bytes, "seconds": round(report.seconds, 3)}
-        print(json.dumps(doc | {k: v for k, v in asdict(report).items() if k not in doc}))
-        return
-    rate_text = report.bytes / report.seconds / 1e6 if report.seconds else 0.0
-    print(
-        f"{' -> '.join(report.route)}: {report.bytes} bytes in {report.seconds:.1f} s "
-        f"({rate_text:.1f} MB/s)"
-        + (f", {report.reused_bytes} bytes were already there" if report.reused_bytes else "")
+    emit(
+        as_json,
+        lambda: copy_document(report),
+        lambda: print_lines(*copy_summary(report)),
+        indent=None,
     )
-    for note in report.notes:
-        print(f"  note: {printable(note)}", file=sys.stderr)

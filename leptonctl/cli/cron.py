@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,9 +9,10 @@ from typing import Annotated
 
 import typer
 
-from leptonctl.cli.context import settings
+from leptonctl.cli.context import JsonOption, emit, settings
 from leptonctl.core import crontab
 from leptonctl.paths import default_state_path
+from leptonctl.render.documents import cron_document
 from leptonctl.services import cron as service
 from leptonctl.services.maintain import default_lock_path
 
@@ -83,18 +83,15 @@ def show(
     name: Annotated[
         str | None, typer.Option("--name", help="Only this installation's entries.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The leptonctl entries in this user's crontab."""
     entries = service.show(name)
-    if as_json:
-        doc = [
-            {"name": e.name, "schedule": e.schedule, "when": e.when, "command": e.command}
-            for e in entries
-        ]
-        print(json.dumps({"entries": doc}, indent=2))
-        return
-    _print(entries, "no leptonctl entries in this crontab")
+    emit(
+        as_json,
+        lambda: cron_document(entries),
+        lambda: _print(entries, "no leptonctl entries in this crontab"),
+    )
 
 
 def _print(entries: Sequence[crontab.CronEntry], empty: str) -> None:

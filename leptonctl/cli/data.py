@@ -2,85 +2,45 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict
-from functools import cached_property
-from typing import Annotated, Any, TypeVar
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
 
-from leptonctl.cli.context import run_async, settings
+from leptonctl.cli.context import (
+    JsonOption,
+    LimitOption,
+    emit,
+    in_context,
+    print_lines,
+    print_rich,
+    settings,
+)
 from leptonctl.cli.progress import TransferBar
-from leptonctl.cli.status import LimitOption
 from leptonctl.core.datasets import parse_dataset_ref
-from leptonctl.core.scan import printable
+from leptonctl.core.reports import PutReport, RemoveReport
 from leptonctl.errors import ExitCode, UsageError
-from leptonctl.inventory import Host, Inventory
 from leptonctl.inventory.capacity import parse_size
-from leptonctl.remote.agent import AgentSessions
-from leptonctl.services import datasets, replicas
-from leptonctl.services.net import measured_graph
-from leptonctl.services.reconcile import open_sessions
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.render import documents, summaries
+from leptonctl.services import datasets, queries, replicas
+from leptonctl.services.context import ServiceContext
 
 app = typer.Typer(
     help="Datasets kept as checksummed chunks with K replicas on the cluster's own disks.",
     no_args_is_help=True,
 )
-T = TypeVar("T")
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (no progress bar).")]
 
 
-class _Cluster:
-    """What a data command works with: the store, the selected hosts, one agent session
-    per host (opened on first use), and the measured network (loaded on first use)."""
-
-    def __init__(
-        self,
-        sessions: AgentSessions,
-        store: SqliteStore,
-        inventory: Inventory,
-        hosts: tuple[Host, ...],
-    ) -> None:
-        self.sessions, self.store, self.inventory, self.hosts = sessions, store, inventory, hosts
-
-    @cached_property
-    def graph(self) -> Any:
-        return measured_graph(self.store, self.hosts, time.time())
-
-    def dataset(self, ref: str | None) -> str | None:
-        """The name in a NAME argument that must exist (None: every dataset)."""
-        if ref is None:
-            return None
-        name = parse_dataset_ref(ref)[0]
-        if not self.store.data.versions(name):
-            datasets.find_record(self.store, name, None)  # the helpful "no dataset" error
-        return name
-
-
-def _run(ctx: typer.Context, limit: str | None, work: Callable[[_Cluster], Awaitable[T]]) -> T:
-    """Run ``work`` on the hosts ``limit`` selects, in the command's one event loop."""
-    config = settings(ctx)
-    inventory, hosts = config.hosts(limit)
-    with config.store() as store:
-
-        async def main() -> T:
-            async with open_sessions(config.transport(), store) as sessions:
-                return await work(_Cluster(sessions, store, inventory, hosts))
-
-        return run_async(main())
-
-
-def _print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, default=str))
-
-
-def _notes(notes: Sequence[str]) -> None:
-    for note in notes:
-        print(f"  note: {note}", file=sys.stderr)
+def _chunk_size(text: str) -> int:
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise UsageError(f"--chunk-size: {exc}", hint="e.g. 4MiB, 64MiB, 1GiB") from None
+    if size < 4096:
+        raise UsageError(f"--chunk-size {text} is too small (at least 4 KiB)")
+    if size > 2**30:
+        raise UsageError(f"--chunk-size {text} is too large (at most 1 GiB)")
+    return size
 
 
 @app.command("put")
@@ -103,22 +63,15 @@ def put(
     parse_dataset_ref(name)  # a valid name, no @version
     if "@" in name:
         raise UsageError("put takes a dataset name without @version")
-    try:
-        size = parse_size(chunk_size)
-    except ValueError as exc:
-        raise UsageError(f"--chunk-size: {exc}", hint="e.g. 4MiB, 64MiB, 1GiB") from None
-    if size < 4096:
-        raise UsageError(f"--chunk-size {chunk_size} is too small (at least 4 KiB)")
-    if size > 2**30:
-        raise UsageError(f"--chunk-size {chunk_size} is too large (at most 1 GiB)")
+    size = _chunk_size(chunk_size)
     bar = TransferBar.for_terminal("data", as_json)
 
-    async def work(c: _Cluster) -> tuple[datasets.PutReport, datasets.RemoveReport | None]:
+    async def work(c: ServiceContext) -> tuple[PutReport, RemoveReport | None]:
         report = await datasets.put(
             c.sessions,
             c.store,
             c.inventory,
-            c.hosts,
+            c.selected,
             source,
             name,
             replicas=replicas_,
@@ -128,26 +81,15 @@ def put(
         )
         if keep_last is None:
             return report, None
-        pruned = await datasets.remove(c.sessions, c.store, c.hosts, name, None, keep_last)
+        pruned = await datasets.remove(c.sessions, c.store, c.selected, name, None, keep_last)
         return report, pruned
 
-    report, pruned = _run(ctx, limit, work)
-    if as_json:
-        _print_json(asdict(report) | {"pruned": asdict(pruned) if pruned else None})
-        return
-    print(
-        f"{report.name}@{report.version}: {_size(report.size)} in {report.chunks} chunk(s), "
-        f"{report.replicas} replica{'s' if report.replicas != 1 else ''}, "
-        f"{_size(report.sent_bytes)} sent in {report.seconds:.1f} s"
-        + (
-            f" ({report.reused_chunks} chunk(s) were already in place)"
-            if report.reused_chunks
-            else ""
-        )
+    report, pruned = in_context(ctx, work, limit)
+    emit(
+        as_json,
+        lambda: documents.put_document(report, pruned),
+        lambda: print_lines(*summaries.put_summary(report, pruned)),
     )
-    _notes(report.notes)
-    if pruned is not None and pruned.versions:
-        _print_removed(pruned)
 
 
 @app.command("get")
@@ -161,19 +103,16 @@ def get(
     """Rebuild a dataset locally, verifying every chunk (falls over to another replica)."""
     name, version = parse_dataset_ref(ref)
     bar = TransferBar.for_terminal("data", as_json)
-    report = _run(
+    report = in_context(
         ctx,
+        lambda c: datasets.get(c.sessions, c.store, c.selected, name, version, dest, progress=bar),
         limit,
-        lambda c: datasets.get(c.sessions, c.store, c.hosts, name, version, dest, progress=bar),
     )
-    if as_json:
-        _print_json(asdict(report))
-        return
-    print(
-        f"{report.name}@{report.version} -> {report.dest}: {_size(report.size)}, "
-        f"{_size(report.fetched_bytes)} fetched in {report.seconds:.1f} s"
+    emit(
+        as_json,
+        lambda: documents.report_document(report),
+        lambda: print_lines(*summaries.get_summary(report)),
     )
-    _notes([printable(note) for note in report.notes])
 
 
 @app.command("ls")
@@ -183,41 +122,24 @@ def ls(
     as_json: JsonOption = False,
 ) -> None:
     """Datasets, or one dataset's chunks and where their replicas are."""
-    config = settings(ctx)
-    with config.store() as store:
+    with settings(ctx).store() as store:
         if ref is None:
-            records = store.data.datasets()
-            holders = store.data.replicas()
-            _notes([r.manifest.defect for r in records if r.manifest.defect is not None])
-            if as_json:
-                from leptonctl.render.documents import datasets_document
-
-                _print_json(datasets_document(records, holders))
-                return
-            from leptonctl.render.data import datasets_table
-
-            _console().print(datasets_table(records, holders))
-            return
-        name, version = parse_dataset_ref(ref)
-        record = store.data.get(name, version) or _latest_any(store, name)
-        if record is None:
-            datasets.find_record(store, name, version)  # raises the helpful error
-            return
-        datasets.usable(record)
-        holders = store.data.replicas(record.manifest.hashes())
-    if as_json:
-        from leptonctl.render.documents import dataset_document
-
-        _print_json(dataset_document(record, holders))
+            listing = queries.dataset_listing(store)
+        else:
+            detail = queries.dataset_detail(store, ref)
+    if ref is None:
+        print_lines([], summaries.notes(listing.defects))
+        emit(
+            as_json,
+            lambda: documents.datasets_document(listing.records, listing.holders),
+            lambda: print_rich(_data_view().datasets_table(listing.records, listing.holders)),
+        )
         return
-    from leptonctl.render.data import dataset_table
-
-    _console().print(dataset_table(record, holders))
-
-
-def _latest_any(store: SqliteStore, name: str) -> Any:
-    versions = store.data.versions(name)
-    return versions[-1] if versions else None
+    emit(
+        as_json,
+        lambda: documents.dataset_document(detail.record, detail.holders),
+        lambda: print_rich(_data_view().dataset_table(detail.record, detail.holders)),
+    )
 
 
 @app.command("rm")
@@ -238,29 +160,15 @@ def rm(
     name, version = parse_dataset_ref(ref)
     if keep_last is not None and version is not None:
         raise UsageError("--keep-last takes a dataset name without @version")
-    report = _run(
+    report = in_context(
         ctx,
+        lambda c: datasets.remove(c.sessions, c.store, c.selected, name, version, keep_last, force),
         limit,
-        lambda c: datasets.remove(c.sessions, c.store, c.hosts, name, version, keep_last, force),
     )
-    if as_json:
-        _print_json(asdict(report))
-        return
-    _print_removed(report)
-
-
-def _print_removed(report: datasets.RemoveReport) -> None:
-    versions = ", ".join(str(v) for v in report.versions) or "none"
-    print(
-        f"removed {report.name} version(s) {versions}: {report.freed_chunks} chunk(s), "
-        f"{_size(report.freed_bytes)} freed"
-    )
-    _notes(
-        [
-            f"{h}: copies or refs left ({why}); `leptonctl data gc` removes them"
-            for h, why in report.left_on.items()
-        ]
-        + list(report.notes)
+    emit(
+        as_json,
+        lambda: documents.report_document(report),
+        lambda: print_lines(*summaries.removed_summary(report)),
     )
 
 
@@ -272,17 +180,18 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Re-hash every replica where it lies; exit 4 if any is missing or corrupt."""
-    report = _run(
-        ctx, limit, lambda c: replicas.verify(c.sessions, c.store, c.hosts, c.dataset(ref))
+    report = in_context(
+        ctx,
+        lambda c: replicas.verify(
+            c.sessions, c.store, c.selected, queries.dataset_named(c.store, ref)
+        ),
+        limit,
     )
-    if as_json:
-        from leptonctl.render.documents import verify_document
-
-        _print_json(verify_document(report))
-    else:
-        from leptonctl.render.data import verify_table
-
-        _console().print(verify_table(report))
+    emit(
+        as_json,
+        lambda: documents.verify_document(report),
+        lambda: print_rich(_data_view().verify_table(report)),
+    )
     _exit_for(report.problems, report.under_replicated)
 
 
@@ -302,24 +211,18 @@ def repair(
     as_json: JsonOption = False,
 ) -> None:
     """Delete corrupt copies and restore every chunk to K healthy replicas on live hosts."""
-    report = _run(
+    report = in_context(
         ctx,
+        lambda c: replicas.repair(
+            c.sessions, c.store, c.selected, queries.dataset_named(c.store, ref), c.graph
+        ),
         limit,
-        lambda c: replicas.repair(c.sessions, c.store, c.hosts, c.dataset(ref), c.graph),
     )
-    if as_json:
-        _print_json(asdict(report) | {"healthy": report.healthy})
-    else:
-        print(
-            f"repair: {report.chunks} chunk(s) checked, {report.copies_made} copies made, "
-            f"{report.corrupt_removed} corrupt copies removed, {_size(report.sent_bytes)} sent"
-        )
-        if report.lost:
-            print(
-                f"  LOST (no healthy copy anywhere): {len(report.lost)} chunk(s)", file=sys.stderr
-            )
-        _notes([f"{h[:12]}: {why}" for h, why in report.short.items()])
-        _notes([f"{host}: {why}" for host, why in report.problems.items()])
+    emit(
+        as_json,
+        lambda: documents.repair_document(report),
+        lambda: print_lines(*summaries.repair_summary(report)),
+    )
     if not report.healthy:
         raise typer.Exit(int(ExitCode.COMMAND_FAILED))
 
@@ -335,18 +238,16 @@ def rebalance(
     as_json: JsonOption = False,
 ) -> None:
     """Move replicas from full hosts to empty ones, never dropping below K."""
-    report = _run(
-        ctx, limit, lambda c: replicas.rebalance(c.sessions, c.store, c.hosts, tolerance, check)
+    report = in_context(
+        ctx,
+        lambda c: replicas.rebalance(c.sessions, c.store, c.selected, tolerance, check),
+        limit,
     )
-    if as_json:
-        _print_json(asdict(report))
-        return
-    print(
-        f"rebalance: {report.moves_done}/{report.moves_planned} move(s), "
-        f"{_size(report.bytes_moved)} moved; spread of disk use "
-        f"{report.spread_before:.1%} -> {report.spread_after:.1%}"
+    emit(
+        as_json,
+        lambda: documents.report_document(report),
+        lambda: print_lines(*summaries.rebalance_summary(report)),
     )
-    _notes([f"{host}: {why}" for host, why in report.problems.items()])
 
 
 @app.command("gc")
@@ -366,40 +267,22 @@ def gc(
 ) -> None:
     """Delete chunks on the hosts that no state store's dataset version uses any more.
     Exit 3 if a host could not be reached (it was skipped)."""
-    report = _run(
+    report = in_context(
         ctx,
+        lambda c: replicas.collect_garbage(c.sessions, c.store, c.selected, check, release_legacy),
         limit,
-        lambda c: replicas.collect_garbage(c.sessions, c.store, c.hosts, check, release_legacy),
     )
-    if as_json:
-        _print_json(asdict(report))
-    else:
-        verb = "would delete" if check else "deleted"
-        total = sum(report.removed.values())
-        print(f"gc: {verb} {total} unreferenced chunk(s), {_size(report.freed_bytes)}")
-        _notes([f"{h}: {n} stale ref(s) dropped" for h, n in report.stale_refs.items()])
-        _notes([f"{h}: legacy pin released" for h in report.released_legacy])
-        _notes(
-            [
-                f"{h}: {n} chunk(s) stored before refs existed are kept; once every state store "
-                "using these hosts has run `data gc`, run `data gc --release-legacy`"
-                for h, n in report.legacy.items()
-            ]
-        )
-        _notes(
-            [f"{h}: skipped, nothing deleted there ({why})" for h, why in report.problems.items()]
-        )
+    emit(
+        as_json,
+        lambda: documents.report_document(report),
+        lambda: print_lines(*summaries.gc_summary(report, check)),
+    )
     if report.problems:
         raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
 
 
-def _size(value: int) -> str:
-    from leptonctl.render.units import human_bytes
+def _data_view() -> Any:
+    """The rich renderers (rich is imported only where a table is printed)."""
+    from leptonctl.render import data
 
-    return human_bytes(value)
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console()
+    return data

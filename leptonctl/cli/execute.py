@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+from collections.abc import Mapping
 from typing import Annotated, TextIO
 
 import typer
 
-from leptonctl.cli.context import run_async, settings
-from leptonctl.cli.status import LimitOption
+from leptonctl.cli.context import JsonOption, LimitOption, emit, run_async, settings
 from leptonctl.errors import ExitCode, HostError
 from leptonctl.remote.transport import RunResult
 from leptonctl.render.documents import exec_document
@@ -21,7 +20,7 @@ def exec_command(
     ctx: typer.Context,
     command: Annotated[list[str], typer.Argument(help="The command, after `--`.")],
     limit: LimitOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Run a command on the selected hosts in parallel: `leptonctl exec -l gpu -- nvidia-smi -L`.
 
@@ -35,20 +34,23 @@ def exec_command(
     with config.store() as store:
         results = run_async(run_everywhere(hosts, line, config.transport(), store))
     order = [h.name for h in hosts]
-    if as_json:
-        print(json.dumps(exec_document(line, results, order), indent=2))
-    else:
-        from leptonctl.render.execute import exec_report, output_groups
-
-        groups, errors = output_groups(results, order)
-        sys.stdout.flush()
-        out = sys.stdout.buffer  # the hosts' bytes as they wrote them: no decoding, no wrapping
-        out.writelines(exec_report(groups, errors, color=_colour(sys.stdout)))
-        out.flush()
+    emit(
+        as_json, lambda: exec_document(line, results, order), lambda: _write_outputs(results, order)
+    )
     if any(isinstance(r, HostError) for r in results.values()):
         raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
     if any(isinstance(r, RunResult) and not r.ok for r in results.values()):
         raise typer.Exit(int(ExitCode.COMMAND_FAILED))
+
+
+def _write_outputs(results: Mapping[str, RunResult | HostError], order: list[str]) -> None:
+    from leptonctl.render.execute import exec_report, output_groups
+
+    groups, errors = output_groups(results, order)
+    sys.stdout.flush()
+    out = sys.stdout.buffer  # the hosts' bytes as they wrote them: no decoding, no wrapping
+    out.writelines(exec_report(groups, errors, color=_colour(sys.stdout)))
+    out.flush()
 
 
 def _colour(stream: TextIO) -> bool:

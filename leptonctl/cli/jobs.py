@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from leptonctl.cli.context import Settings, run_async, settings
-from leptonctl.cli.status import LimitOption
+from leptonctl.cli.context import JsonOption, LimitOption, emit, in_context, print_rich
 from leptonctl.core.jobspec import (
     MAX_INT,
     Submission,
-    check_after,
     check_inputs,
     check_workdir,
     expand_array,
@@ -28,18 +23,19 @@ from leptonctl.core.jobspec import (
     parse_env,
     parse_estimates,
 )
+from leptonctl.core.records import ACTIVE
 from leptonctl.core.reports import DryRun
 from leptonctl.core.safeyaml import read_source
 from leptonctl.errors import ExitCode, UsageError
-from leptonctl.inventory import Inventory
-from leptonctl.render.documents import dry_run_document, job_document, jobs_document
-from leptonctl.services import jobs as service
-from leptonctl.services.reconcile import NODE_FAIL_AFTER, ReconcileReport, reconcile
-from leptonctl.store.jobs import ACTIVE
-from leptonctl.store.sqlite import SqliteStore
-
-# How a finished job maps to `submit --wait`'s exit status (documented in the README).
-WAIT_EXIT = {"COMPLETED": 0, "TIMEOUT": 124, "CANCELLED": 130, "NODE_FAIL": 3}
+from leptonctl.render.documents import (
+    dry_run_document,
+    job_document,
+    jobs_document,
+    submitted_document,
+)
+from leptonctl.services import queue
+from leptonctl.services.context import ServiceContext
+from leptonctl.services.reconcile import NODE_FAIL_AFTER, ReconcileReport
 
 
 def submit(
@@ -85,7 +81,7 @@ def submit(
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the job; exit with its code.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Queue a job (or a batch with --file) and start what fits.
 
@@ -93,8 +89,6 @@ def submit(
     A job no allowed host could ever run is rejected with the reason (exit 1) and kept in
     the history as FAILED.
     """
-    config = settings(ctx)
-    inventory = config.inventory()
     if file is not None:
         if command:
             raise UsageError("give either --file or a command, not both")
@@ -119,53 +113,45 @@ def submit(
             inputs=check_inputs(inputs or ()),
         )
         jobs = expand_array(job, parse_array(array)) if array else [job]
-    with config.store() as store:
-        check_after(jobs, lambda job_id: store.jobs.get(job_id) is not None)  # dry run too
-        if dry_run:
-            result = service.dry_run(store, inventory, jobs, time.time())
-            _print_dry_run(result, as_json)
-            return
-        ids = service.enqueue(store, inventory, jobs, time.time())
-        report = run_async(reconcile(inventory, config.transport(), store))
-        rejected = service.rejected(store, ids)
-        if as_json:
-            document: dict[str, object] = {"id": ids[0]}
-            if len(ids) > 1:
-                document["ids"] = ids
-            if rejected:
-                document["rejected"] = [{"id": i, "reason": why} for i, why in rejected.items()]
-            print(json.dumps(document))
-        else:
-            started = set(report.started)
-            for job_id in ids:
-                if job_id not in rejected:
-                    print(f"job {job_id} {'started' if job_id in started else 'queued'}")
-        for job_id, why in rejected.items():
+    if dry_run:
+        result = in_context(ctx, lambda c: _plan(c, jobs))
+        emit(as_json, lambda: dry_run_document(result), lambda: _print_dry_run(result))
+        return
+
+    async def work(c: ServiceContext) -> int:
+        submitted = await queue.submit(c, jobs)
+        emit(
+            as_json,
+            lambda: submitted_document(submitted.ids, submitted.rejected),
+            lambda: _print_submitted(submitted),
+            indent=None,
+        )
+        for job_id, why in submitted.rejected.items():
             print(f"error: job {job_id} rejected: {why}", file=sys.stderr)
-        if rejected:  # like sbatch for an impossible request: said, and a failed exit
-            raise typer.Exit(int(ExitCode.FAILED))
-        if wait:
-            raise typer.Exit(_wait(config, inventory, store, ids))
+        if submitted.rejected:  # like sbatch for an impossible request: said, and a failed exit
+            return int(ExitCode.FAILED)
+        return await queue.wait_exit_code(c, submitted.ids) if wait else 0
+
+    code = in_context(ctx, work)
+    if code:
+        raise typer.Exit(code)
+
+
+async def _plan(c: ServiceContext, jobs: list[Submission]) -> DryRun:
+    return queue.plan(c, jobs)
 
 
 def _batch(path: Path) -> list[Submission]:
     return parse_batch_text(read_source(path, "batch file"), str(path))
 
 
-def _wait(config: Settings, inventory: Inventory, store: SqliteStore, ids: list[int]) -> int:
-    records = run_async(service.wait_for(inventory, config.transport(), store, ids))
-    worst = 0
-    for record in records:
-        code = WAIT_EXIT.get(record.state, record.exit_code if record.exit_code else 1)
-        worst = worst or code
-    return worst
+def _print_submitted(submitted: queue.Submitted) -> None:
+    for job_id in submitted.ids:
+        if job_id not in submitted.rejected:
+            print(f"job {job_id} {'started' if job_id in submitted.started else 'queued'}")
 
 
-def _print_dry_run(result: DryRun, as_json: bool) -> None:
-    document = dry_run_document(result)
-    if as_json:
-        print(json.dumps(document, indent=2))
-        return
+def _print_dry_run(result: DryRun) -> None:
     from rich.console import Console
     from rich.text import Text
 
@@ -178,16 +164,6 @@ def _print_dry_run(result: DryRun, as_json: bool) -> None:
         console.print(
             Text(f"{host}: no declared capacity and never probed; not planned on", "yellow")
         )
-
-
-@contextmanager
-def _reconciled(config: Settings) -> Iterator[SqliteStore]:
-    """The state store, after one reconcile pass: what every reading command starts with.
-    It never stages a job's inputs, nor waits for a transfer another process runs."""
-    with config.store() as store:
-        report = run_async(reconcile(config.inventory(), config.transport(), store, stage=False))
-        _warn_unreachable(report)
-        yield store
 
 
 def _warn_unreachable(report: ReconcileReport) -> None:
@@ -205,46 +181,33 @@ def jobs(
     state: Annotated[str | None, typer.Option(help="Only this state, e.g. RUNNING.")] = None,
     host: Annotated[str | None, typer.Option(help="Only jobs on this host.")] = None,
     name: Annotated[str | None, typer.Option(help="Only jobs whose name contains this.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The queue (pending and running jobs); --all adds history."""
-    with _reconciled(settings(ctx)) as store:
-        records = store.jobs.all() if all_jobs or state else store.jobs.in_states(ACTIVE)
-    records = [
-        r
-        for r in records
-        if (state is None or r.state == state.upper())
-        and (host is None or r.host == host)
-        and (name is None or name in r.name)
-    ]
-    if as_json:
-        print(json.dumps(jobs_document(records), indent=2))
-        return
-    from rich.console import Console
-
-    from leptonctl.render.jobs import jobs_table
-
-    Console().print(jobs_table(records, time.time()))
+    report, records = in_context(
+        ctx, lambda c: queue.job_list(c, all_jobs=all_jobs, state=state, host=host, name=name)
+    )
+    _warn_unreachable(report)
+    emit(
+        as_json,
+        lambda: jobs_document(records),
+        lambda: print_rich(_jobs_view().jobs_table(records, time.time())),
+    )
 
 
 def show(
     ctx: typer.Context,
     job_id: Annotated[int, typer.Argument(help="Job id.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Everything about one job: state, host, devices, why it is pending."""
-    with _reconciled(settings(ctx)) as store:
-        record = store.jobs.get(job_id)
-    if record is None:
-        raise UsageError(f"no job {job_id}")
-    if as_json:
-        print(json.dumps(job_document(record), indent=2))
-        return
-    from rich.console import Console
-
-    from leptonctl.render.jobs import job_panel
-
-    Console().print(job_panel(record, time.time()))
+    report, record = in_context(ctx, lambda c: queue.job_detail(c, job_id))
+    _warn_unreachable(report)
+    emit(
+        as_json,
+        lambda: job_document(record),
+        lambda: print_rich(_jobs_view().job_panel(record, time.time())),
+    )
 
 
 def logs(
@@ -255,15 +218,12 @@ def logs(
     ] = False,
 ) -> None:
     """Print a job's output (stdout and stderr); -f follows it until the job ends."""
-    config = settings(ctx)
-    inventory = config.inventory()
 
     def write(data: str) -> None:
         sys.stdout.write(data)
         sys.stdout.flush()
 
-    with config.store() as store:
-        run_async(service.job_log(inventory, config.transport(), store, job_id, follow, write))
+    in_context(ctx, lambda c: queue.log(c, job_id, follow, write))
 
 
 def cancel(
@@ -271,11 +231,7 @@ def cancel(
     job_ids: Annotated[list[int], typer.Argument(help="Job ids.")],
 ) -> None:
     """Cancel jobs: pending ones leave the queue; running ones are killed as a whole tree."""
-    config = settings(ctx)
-    inventory = config.inventory()
-    with config.store() as store:
-        results = run_async(service.cancel(inventory, config.transport(), store, job_ids))
-        run_async(reconcile(inventory, config.transport(), store, stage=False))
+    results = in_context(ctx, lambda c: queue.cancel(c, job_ids))
     for job_id, state in results.items():
         print(f"job {job_id}: {'cancel requested' if state in ACTIVE else state}")
 
@@ -290,22 +246,22 @@ def schedule(
     ] = NODE_FAIL_AFTER,
 ) -> None:
     """Reconcile once (what cron calls): collect ended jobs, requeue lost ones, start what fits."""
-    config = settings(ctx)
-    inventory = config.inventory()
-    with config.store() as store:
 
-        def show(report: ReconcileReport) -> None:
-            lost = sorted(report.unreachable) or "-"
-            print(
-                f"{time.strftime('%H:%M:%S')} started {report.started or '-'} "
-                f"finished {report.finished or '-'} requeued {report.requeued or '-'} "
-                f"unreachable {lost}",
-                flush=True,
-            )
-
-        report = run_async(
-            service.reconcile_loop(
-                inventory, config.transport(), store, watch, interval, show, node_fail_after
-            )
+    def show(report: ReconcileReport) -> None:
+        lost = sorted(report.unreachable) or "-"
+        print(
+            f"{time.strftime('%H:%M:%S')} started {report.started or '-'} "
+            f"finished {report.finished or '-'} requeued {report.requeued or '-'} "
+            f"unreachable {lost}",
+            flush=True,
         )
+
+    report = in_context(ctx, lambda c: queue.schedule(c, watch, interval, show, node_fail_after))
     raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE) if report.unreachable else 0)
+
+
+def _jobs_view() -> Any:
+    """The rich renderers (rich is imported only where a table is printed)."""
+    from leptonctl.render import jobs
+
+    return jobs

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from leptonctl.cli.context import run_async, settings
-from leptonctl.cli.status import LimitOption
+from leptonctl.cli.context import LimitOption, emit, run_async, settings
 from leptonctl.core.reports import StepResult
 from leptonctl.paths import default_state_path
+from leptonctl.render.documents import playbooks_document
 from leptonctl.render.maintain import (
     playbooks_table,
     run_event,
@@ -73,10 +72,12 @@ def maintain(
     lock_path = lock or service.default_lock_path(config.state_path or default_state_path())
 
     def show(result: StepResult) -> None:
-        if json_lines:
-            print(json.dumps(step_event(result), default=str), flush=True)
-        else:
-            _console().print(step_lines(result))
+        emit(
+            json_lines,
+            lambda: step_event(result),
+            lambda: _console().print(step_lines(result)),
+            indent=None,
+        )
 
     with config.store() as store:
         report = run_async(
@@ -92,21 +93,23 @@ def maintain(
                 on_step=show,
             )
         )
-    if json_lines:
-        print(json.dumps(run_event(report), default=str), flush=True)
-    else:
-        _console().print(run_summary(report))
+    emit(
+        json_lines,
+        lambda: run_event(report),
+        lambda: _console().print(run_summary(report)),
+        indent=None,
+    )
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 
 
 def _list(json_lines: bool) -> None:
     rows = service.playbook_list()
-    if json_lines:
-        doc = {"playbooks": [{"name": n, "file": f, "about": a} for n, f, a in rows]}
-        print(json.dumps(doc, indent=2))
-        return
-    _console().print(playbooks_table(rows))
+    emit(
+        json_lines,
+        lambda: playbooks_document(rows),
+        lambda: _console().print(playbooks_table(rows)),
+    )
 
 
 def _console() -> Console:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated
 
 import typer
 
-from leptonctl.cli.context import run_async, settings
-from leptonctl.cli.status import LimitOption
-from leptonctl.core.netgraph import DEFAULT_MAX_AGE_S
+from leptonctl.cli.context import JsonOption, LimitOption, emit, in_context, settings
+from leptonctl.core.netgraph import DEFAULT_MAX_AGE_S, Route
+from leptonctl.core.reports import ProbeReport
 from leptonctl.errors import ExitCode, UsageError
-from leptonctl.render.documents import net_document, route_document
+from leptonctl.render.documents import net_document, probe_document, route_document
 from leptonctl.services import net as service
-from leptonctl.services.netprobe import ProbeReport, probe_links
-from leptonctl.services.reconcile import open_sessions
+from leptonctl.services.context import ServiceContext
+from leptonctl.services.netprobe import probe_links
 
 app = typer.Typer(
     help="The network between hosts: measured links, and the routes copies take.",
@@ -27,7 +26,7 @@ app = typer.Typer(
 def show(
     ctx: typer.Context,
     limit: LimitOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
     route: Annotated[
         tuple[str, str] | None,
         typer.Option("--route", metavar="SRC DST", help="Explain the best route from SRC to DST."),
@@ -55,18 +54,24 @@ def show(
         graph = service.load_graph(store, hosts, now, max_age)
     if route is not None:
         chosen = service.require_route(graph, *route)
-        if as_json:
-            print(json.dumps(route_document(chosen), indent=2))
-            return
-        from rich.console import Console
-
-        from leptonctl.render.net import route_table
-
-        Console().print(route_table(chosen, graph))
+        emit(as_json, lambda: route_document(chosen), lambda: _print_route(chosen, graph))
         return
-    if as_json:
-        print(json.dumps(net_document(graph, names, now), indent=2))
-        return
+    emit(
+        as_json,
+        lambda: net_document(graph, names, now),
+        lambda: _print_links(graph, names, now),
+    )
+
+
+def _print_route(chosen: Route, graph: object) -> None:
+    from rich.console import Console
+
+    from leptonctl.render.net import route_table
+
+    Console().print(route_table(chosen, graph))
+
+
+def _print_links(graph: object, names: list[str], now: float) -> None:
     from rich.console import Console
 
     console = Console()
@@ -88,57 +93,39 @@ def probe(
         int | None,
         typer.Option("--sample", min=1, help="Measure only N peers per host (large fleets)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Measure bandwidth and round-trip time of every ordered pair of hosts, over the channel
     copies use (pairs sharing no host run at once); results go to the state store."""
-    config = settings(ctx)
-    _, hosts = config.hosts(limit)
-    with config.store() as store:
 
-        async def main() -> ProbeReport:
-            async with open_sessions(config.transport(), store) as sessions:
-                return await probe_links(
-                    sessions, store, hosts, seconds=seconds, budget=budget, sample=sample
-                )
-
-        report = run_async(main())
-        graph = service.load_graph(store, hosts, time.time())
-    if as_json:
-        doc = {
-            "measured": [
-                {
-                    "src": m.src,
-                    "dst": m.dst,
-                    "bandwidth_bps": m.bandwidth_bps,
-                    "rtt_s": m.rtt_s,
-                    "error": m.error,
-                }
-                for m in report.measured
-            ],
-            "unreachable_hosts": report.unreachable_hosts,
-            "skipped_pairs": report.skipped_pairs,
-            "seconds": round(report.seconds, 3),
-        }
-        print(json.dumps(doc, indent=2))
-    else:
-        from rich.console import Console
-        from rich.text import Text
-
-        console = Console()
-        console.print(_links_view(graph, [h.name for h in hosts], time.time(), console.width))
-        console.print(
-            f"measured {len(report.measured)} pair(s) in {report.seconds:.1f} s"
-            + (
-                f"; {report.skipped_pairs} left for later (--budget)"
-                if report.skipped_pairs
-                else ""
-            )
+    async def work(c: ServiceContext) -> tuple[ProbeReport, object, list[str]]:
+        report = await probe_links(
+            c.sessions, c.store, c.selected, seconds=seconds, budget=budget, sample=sample
         )
-        for name, why in sorted(report.unreachable_hosts.items()):
-            console.print(Text(f"{name}: not reachable from here ({why})", style="yellow"))
+        return (
+            report,
+            service.load_graph(c.store, c.selected, time.time()),
+            [h.name for h in c.selected],
+        )
+
+    report, graph, names = in_context(ctx, work, limit)
+    emit(as_json, lambda: probe_document(report), lambda: _print_probe(report, graph, names))
     if report.unreachable_hosts:
         raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
+
+
+def _print_probe(report: ProbeReport, graph: object, names: list[str]) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console()
+    console.print(_links_view(graph, names, time.time(), console.width))
+    console.print(
+        f"measured {len(report.measured)} pair(s) in {report.seconds:.1f} s"
+        + (f"; {report.skipped_pairs} left for later (--budget)" if report.skipped_pairs else "")
+    )
+    for name, why in sorted(report.unreachable_hosts.items()):
+        console.print(Text(f"{name}: not reachable from here ({why})", style="yellow"))
 
 
 def _links_view(graph: object, names: list[str], now: float, width: int) -> object:

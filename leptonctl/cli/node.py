@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated
 
 import typer
 
-from leptonctl.cli.context import run_async, settings
+from leptonctl.cli.context import JsonOption, emit, print_rich, run_async, settings
+from leptonctl.core.reports import NodeRow
 from leptonctl.render.documents import nodes_document
 from leptonctl.services import nodes as service
 from leptonctl.services.reconcile import NODE_FAIL_AFTER
@@ -68,17 +68,16 @@ def resume(
 @app.command("list")
 def list_nodes(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Every inventory host: active or drained (and why), and its jobs."""
     config = settings(ctx)
     with config.store() as store:
         rows = service.node_rows(store, config.inventory())
-    if as_json:
-        print(json.dumps(nodes_document(rows), indent=2))
-        return
-    from rich.console import Console
+    emit(as_json, lambda: nodes_document(rows), lambda: print_rich(_nodes_table(rows)))
 
+
+def _nodes_table(rows: list[NodeRow]) -> object:
     from leptonctl.render.nodes import nodes_table
 
-    Console().print(nodes_table(rows, time.time()))
+    return nodes_table(rows, time.time())

@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 
-from leptonctl.cli.context import Settings, run_async, settings
+from leptonctl.cli.context import (
+    JsonOption,
+    Settings,
+    emit,
+    emit_document,
+    print_rich,
+    run_async,
+    settings,
+)
+from leptonctl.cli.context import (
+    LimitOption as LimitOption,
+)
+from leptonctl.core.reports import HostStatus
 from leptonctl.errors import ExitCode
 from leptonctl.inventory import Host
 from leptonctl.render.documents import status_document
 from leptonctl.services.status import probe_hosts
 from leptonctl.services.watch import watch_status
 
-LimitOption = Annotated[
-    str | None,
-    typer.Option("-l", "--limit", help="Hosts to act on: names, groups, globs, !exclude, &and."),
-]
-
 
 def status(
     ctx: typer.Context,
     limit: LimitOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+    as_json: JsonOption = False,
     watch: Annotated[bool, typer.Option("-w", "--watch", help="Live dashboard.")] = False,
     interval: Annotated[
         float, typer.Option("--interval", min=0.2, help="Seconds between refreshes (--watch).")
@@ -43,16 +49,15 @@ def status(
     with config.store() as store:
         rows = run_async(probe_hosts(hosts, config.transport(), store))
     now = time.time()
-    if as_json:
-        print(json.dumps(status_document(rows, now), indent=2))
-    else:
-        from rich.console import Console  # rich only where a table is printed
-
-        from leptonctl.render.status import status_view
-
-        Console().print(status_view(rows, now))
+    emit(as_json, lambda: status_document(rows, now), lambda: print_rich(_status_view(rows, now)))
     if any(r.state != "up" for r in rows):
         raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
+
+
+def _status_view(rows: Sequence[HostStatus], now: float) -> object:
+    from leptonctl.render.status import status_view  # rich only where a table is printed
+
+    return status_view(rows, now)
 
 
 def _watch(config: Settings, hosts: Sequence[Host], interval: float, as_json: bool) -> None:
@@ -66,7 +71,7 @@ def _watch(config: Settings, hosts: Sequence[Host], interval: float, as_json: bo
             stream = watch_status(hosts, config.transport(), store, interval)
             if as_json:  # one document per refresh, for scripts that follow along
                 async for rows in stream:
-                    print(json.dumps(status_document(rows, time.time())), flush=True)
+                    emit_document(status_document(rows, time.time()), indent=None)
                 return
             with Live(console=Console(), auto_refresh=False) as live:
                 async for rows in stream:

@@ -13,6 +13,7 @@ from typing import Any
 
 from leptonctl.core.capacity import NodeCapacity, effective_capacity
 from leptonctl.core.facts import HostFacts
+from leptonctl.core.netgraph import LinkMeasurement
 from leptonctl.core.playbook import PlannedStep
 from leptonctl.core.scheduler import Plan
 from leptonctl.errors import HostError
@@ -41,6 +42,109 @@ class HostStatus:
     @property
     def capacity(self) -> NodeCapacity:
         return effective_capacity(self.facts, self.host.capacity)
+
+
+# -- datasets ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PutReport:
+    name: str
+    version: int
+    size: int
+    chunks: int
+    replicas: int
+    requested_replicas: int
+    sent_bytes: int
+    reused_chunks: int  # already on enough hosts before this put
+    seconds: float
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GetReport:
+    name: str
+    version: int
+    dest: str
+    size: int
+    fetched_bytes: int
+    reused_chunks: int  # already at the destination (a resumed get)
+    seconds: float
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RemoveReport:
+    name: str
+    versions: tuple[int, ...]
+    freed_chunks: int
+    freed_bytes: int
+    left_on: Mapping[str, str]  # host -> why its copies are still there (gc removes them)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class RepairReport:
+    dataset: str | None
+    chunks: int
+    copies_made: int = 0
+    corrupt_removed: int = 0
+    sent_bytes: int = 0
+    lost: list[str] = field(default_factory=list)  # no healthy copy anywhere
+    short: dict[str, str] = field(default_factory=dict)  # hash -> why still below K
+    problems: dict[str, str] = field(default_factory=dict)  # host -> what failed there
+
+    @property
+    def healthy(self) -> bool:
+        return not (self.lost or self.short)
+
+
+@dataclass
+class RebalanceReport:
+    moves_planned: int = 0
+    moves_done: int = 0
+    bytes_moved: int = 0
+    problems: dict[str, str] = field(default_factory=dict)
+    spread_before: float = 0.0
+    spread_after: float = 0.0
+
+
+@dataclass
+class GarbageReport:
+    removed: dict[str, int] = field(default_factory=dict)  # host -> chunks deleted
+    freed_bytes: int = 0
+    problems: dict[str, str] = field(default_factory=dict)  # host -> why it was skipped
+    stale_refs: dict[str, int] = field(default_factory=dict)  # host -> our refs dropped there
+    legacy: dict[str, int] = field(default_factory=dict)  # host -> chunks the legacy ref keeps
+    released_legacy: list[str] = field(default_factory=list)  # hosts whose legacy ref went
+
+
+# -- network and copies ----------------------------------------------------------------
+
+
+@dataclass
+class ProbeReport:
+    """What ``net probe`` measured."""
+
+    measured: list[LinkMeasurement] = field(default_factory=list)
+    skipped_pairs: int = 0  # left for a later probe (budget spent)
+    unreachable_hosts: dict[str, str] = field(default_factory=dict)  # from the operator
+    seconds: float = 0.0
+
+
+@dataclass
+class CopyReport:
+    """What ``cp`` did."""
+
+    route: list[str]
+    bytes: int  # bytes sent this time
+    seconds: float
+    total_bytes: int  # size of everything copied
+    reused_bytes: int  # already at the destination (a resumed copy)
+    stream_seconds: float = 0.0  # the transfers themselves (setup and scan excluded)
+    expected_bps: float | None = None
+    direct_bps: float | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 # -- jobs and nodes --------------------------------------------------------------------

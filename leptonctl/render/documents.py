@@ -12,11 +12,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from leptonctl.core.capacity import NodeCapacity
+from leptonctl.core.crontab import CronEntry
 from leptonctl.core.datasets import VerifyReport
 from leptonctl.core.facts import HostFacts
 from leptonctl.core.netgraph import Route
 from leptonctl.core.records import DatasetRecord, JobRecord
-from leptonctl.core.reports import DryRun, HostStatus, NodeRow
+from leptonctl.core.reports import (
+    CopyReport,
+    DryRun,
+    GarbageReport,
+    GetReport,
+    HostStatus,
+    NodeRow,
+    ProbeReport,
+    PutReport,
+    RebalanceReport,
+    RemoveReport,
+    RepairReport,
+)
 from leptonctl.errors import HostError
 from leptonctl.remote.transport import RunResult
 
@@ -134,6 +147,31 @@ def job_document(record: JobRecord) -> dict[str, Any]:
 
 def jobs_document(records: Sequence[JobRecord]) -> dict[str, Any]:
     return {"jobs": [job_document(r) for r in records]}
+
+
+def cron_document(entries: Sequence[CronEntry]) -> dict[str, Any]:
+    """``cron show --json``: our crontab entries."""
+    return {
+        "entries": [
+            {"name": e.name, "schedule": e.schedule, "when": e.when, "command": e.command}
+            for e in entries
+        ]
+    }
+
+
+def playbooks_document(rows: Sequence[tuple[str, str, str]]) -> dict[str, Any]:
+    """``maintain --list``: the shipped playbooks (name, file, what it does)."""
+    return {"playbooks": [{"name": n, "file": f, "about": a} for n, f, a in rows]}
+
+
+def submitted_document(ids: Sequence[int], rejected: Mapping[int, str]) -> dict[str, Any]:
+    """``submit --json``: the first id, every id of a batch, and the jobs rejected."""
+    document: dict[str, Any] = {"id": ids[0]}
+    if len(ids) > 1:
+        document["ids"] = list(ids)
+    if rejected:
+        document["rejected"] = [{"id": i, "reason": why} for i, why in rejected.items()]
+    return document
 
 
 def dry_run_document(result: DryRun) -> dict[str, Any]:
@@ -306,3 +344,44 @@ def route_document(route: Route) -> dict[str, Any]:
         "relayed": route.relayed,
         "rtt_s": route.rtt_s,
     }
+
+
+def put_document(report: PutReport, pruned: RemoveReport | None) -> dict[str, Any]:
+    """``data put --json``: the put, and what ``--keep-last`` removed (or null)."""
+    return dataclasses.asdict(report) | {"pruned": dataclasses.asdict(pruned) if pruned else None}
+
+
+def report_document(
+    report: GetReport | RemoveReport | RebalanceReport | GarbageReport,
+) -> dict[str, Any]:
+    """``data get|rm|rebalance|gc --json``: the report's fields as they are."""
+    return dataclasses.asdict(report)
+
+
+def repair_document(report: RepairReport) -> dict[str, Any]:
+    return dataclasses.asdict(report) | {"healthy": report.healthy}
+
+
+def probe_document(report: ProbeReport) -> dict[str, Any]:
+    """``net probe --json``: every pair measured, and what could not be."""
+    return {
+        "measured": [
+            {
+                "src": m.src,
+                "dst": m.dst,
+                "bandwidth_bps": m.bandwidth_bps,
+                "rtt_s": m.rtt_s,
+                "error": m.error,
+            }
+            for m in report.measured
+        ],
+        "unreachable_hosts": report.unreachable_hosts,
+        "skipped_pairs": report.skipped_pairs,
+        "seconds": round(report.seconds, 3),
+    }
+
+
+def copy_document(report: CopyReport) -> dict[str, Any]:
+    """``cp --json``: route, bytes and seconds first, then the rest of the report."""
+    head = {"route": report.route, "bytes": report.bytes, "seconds": round(report.seconds, 3)}
+    return head | {k: v for k, v in dataclasses.asdict(report).items() if k not in head}

@@ -23,8 +23,8 @@ from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.services.replication import Replicator, Survey
 from leptonctl.store.data import DatasetRecord
+from leptonctl.store.interface import Store
 from leptonctl.store.jobs import ACTIVE
-from leptonctl.store.sqlite import SqliteStore
 
 
 def version_ref(record: DatasetRecord) -> str:
@@ -35,7 +35,7 @@ def version_ref(record: DatasetRecord) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def pin_request(store: SqliteStore, records: Iterable[DatasetRecord]) -> wire.ChunkPin:
+def pin_request(store: Store, records: Iterable[DatasetRecord]) -> wire.ChunkPin:
     refs = [
         {
             "ref": version_ref(r),
@@ -49,7 +49,7 @@ def pin_request(store: SqliteStore, records: Iterable[DatasetRecord]) -> wire.Ch
 
 async def pin(
     replicator: Replicator,
-    store: SqliteStore,
+    store: Store,
     records: Mapping[str, Sequence[DatasetRecord]],
 ) -> dict[str, dict[str, int]]:
     """Pin versions on hosts (host name -> versions); host -> the pinned chunks present
@@ -68,7 +68,7 @@ async def pin(
 
 async def pin_for_put(
     replicator: Replicator,
-    store: SqliteStore,
+    store: Store,
     record: DatasetRecord,
     surveys: Mapping[str, Survey],
 ) -> dict[str, Survey]:
@@ -84,7 +84,7 @@ async def pin_for_put(
 
 
 async def pin_on(
-    sessions: AgentSessions, store: SqliteStore, host: Host, records: Sequence[DatasetRecord]
+    sessions: AgentSessions, store: Store, host: Host, records: Sequence[DatasetRecord]
 ) -> str | None:
     """Pin versions on one host (job input staging): None, or why the host refused."""
     try:
@@ -98,7 +98,7 @@ async def pin_on(
 
 async def unpin(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     hosts: Sequence[Host],
     records: Sequence[DatasetRecord],
     candidates: list[str],
@@ -142,7 +142,7 @@ async def unpin(
     return freed, sum(sizes.get(h, 0) for h in freed), left, notes
 
 
-def jobs_needing(store: SqliteStore, name: str) -> dict[int, list[tuple[int, str]]]:
+def jobs_needing(store: Store, name: str) -> dict[int, list[tuple[int, str]]]:
     """version of ``name`` -> (job id, state) of the active jobs whose --input pins it.
     A running job counts: it is staged again if it is requeued."""
     needed: dict[int, list[tuple[int, str]]] = defaultdict(list)

@@ -15,10 +15,11 @@ import asyncio
 import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from leptonctl.core.netgraph import Route, best_route
+from leptonctl.core.reports import CopyReport
 from leptonctl.core.scan import Scan, UnsafeScan, printable, read_scan
 from leptonctl.errors import AgentError, HostError, LeptonError, UsageError
 from leptonctl.inventory.model import Host, Inventory
@@ -38,19 +39,6 @@ CP_CHUNK_SIZE = 16 << 20
 
 class CopyError(LeptonError):
     """A copy did not complete (what arrived is kept: rerun to resume)."""
-
-
-@dataclass
-class CopyReport:
-    route: list[str]
-    bytes: int  # bytes sent this time
-    seconds: float
-    total_bytes: int  # size of everything copied
-    reused_bytes: int  # already at the destination (a resumed copy)
-    stream_seconds: float = 0.0  # the transfers themselves (setup and scan excluded)
-    expected_bps: float | None = None
-    direct_bps: float | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

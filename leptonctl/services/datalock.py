@@ -15,11 +15,11 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
 
 
 @asynccontextmanager
-async def data_lock(store: SqliteStore, exclusive: bool) -> AsyncIterator[None]:
+async def data_lock(store: Store, exclusive: bool) -> AsyncIterator[None]:
     path = store.path.with_name(store.path.name + ".data.lock")
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from leptonctl.core.datasets import DAMAGED_HINT, MAX_SIZE, ChunkRef, Manifest
+from leptonctl.core.reports import GetReport, PutReport, RemoveReport
 from leptonctl.core.scan import UnsafeScan, printable, read_scan
 from leptonctl.errors import AgentError, HostError, LeptonError, StateError, UsageError
 from leptonctl.inventory.model import Host, Inventory
@@ -28,7 +29,7 @@ from leptonctl.services import chunkrefs
 from leptonctl.services.datalock import data_lock
 from leptonctl.services.replication import Origin, Replicator
 from leptonctl.store.data import DatasetRecord
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
 
 DEFAULT_CHUNK_SIZE = 64 << 20
 DEFAULT_REPLICAS = 3
@@ -47,42 +48,6 @@ class ProgressSink(Protocol):
     def advance(self, done: int) -> None: ...
 
     def end(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class PutReport:
-    name: str
-    version: int
-    size: int
-    chunks: int
-    replicas: int
-    requested_replicas: int
-    sent_bytes: int
-    reused_chunks: int  # already on enough hosts before this put
-    seconds: float
-    notes: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class GetReport:
-    name: str
-    version: int
-    dest: str
-    size: int
-    fetched_bytes: int
-    reused_chunks: int  # already at the destination (a resumed get)
-    seconds: float
-    notes: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class RemoveReport:
-    name: str
-    versions: tuple[int, ...]
-    freed_chunks: int
-    freed_bytes: int
-    left_on: Mapping[str, str]  # host -> why its copies are still there (gc removes them)
-    notes: tuple[str, ...] = ()
 
 
 def split_location(text: str, inventory: Inventory) -> tuple[Host | None, str]:
@@ -125,7 +90,7 @@ def chunk_ranges(manifest: Manifest, root: str) -> dict[str, tuple[str, int]]:
 
 async def put(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     inventory: Inventory,
     hosts: Sequence[Host],
     source: str,
@@ -230,7 +195,7 @@ async def put(
         )
 
 
-def _record_holders(store: SqliteStore, holders: Mapping[str, set[str]], now: float) -> None:
+def _record_holders(store: Store, holders: Mapping[str, set[str]], now: float) -> None:
     store.data.set_replicas(
         [(digest, host, "ok") for digest, hosts in holders.items() for host in hosts], now
     )
@@ -249,7 +214,7 @@ def _advance(progress: ProgressSink | None) -> Callable[[int], None] | None:
     return advance
 
 
-def find_record(store: SqliteStore, name: str, version: int | None) -> DatasetRecord:
+def find_record(store: Store, name: str, version: int | None) -> DatasetRecord:
     record = store.data.get(name, version)
     if record is None or record.state != "ready":
         known = sorted({r.name for r in store.data.datasets()})
@@ -296,7 +261,7 @@ def files_spec(manifest: Manifest, dest: str, root_mode: int | None = 0o755) -> 
 
 async def get(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     hosts: Sequence[Host],
     name: str,
     version: int | None,
@@ -510,7 +475,7 @@ async def make_tree(transfers: Transfers, host: Host, spec: Mapping[str, Any]) -
     return await transfers.run(host, [], [Hop(host, store="files", files=spec)], pump=True)
 
 
-def _ok_holders(store: SqliteStore, hashes: Sequence[str]) -> dict[str, list[str]]:
+def _ok_holders(store: Store, hashes: Sequence[str]) -> dict[str, list[str]]:
     return {
         digest: sorted(h for h, state in hosts.items() if state == "ok")
         for digest, hosts in store.data.replicas(hashes).items()
@@ -547,7 +512,7 @@ def _offset(progress: ProgressSink | None, base: int) -> Callable[[int], None] |
 
 async def remove(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     hosts: Sequence[Host],
     name: str,
     version: int | None,

@@ -11,7 +11,7 @@ from leptonctl.inventory.model import Host
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, RunResult, TransportOptions
 from leptonctl.services.status import new_host_key_recorder
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
 
 
 def shell_command(argv: Sequence[str]) -> str:
@@ -27,7 +27,7 @@ async def run_everywhere(
     hosts: Sequence[Host],
     command: str,
     options: TransportOptions,
-    store: SqliteStore,
+    store: Store,
     clock: Callable[[], float] = time.time,
 ) -> dict[str, RunResult | HostError]:
     """Run ``command`` on every host, stdin at end-of-file.  A command that outlives

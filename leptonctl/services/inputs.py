@@ -20,11 +20,11 @@ from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, Transfers
 from leptonctl.services import chunkrefs
 from leptonctl.services.datasets import DATA_OP_TIMEOUT, DataError
+from leptonctl.store.interface import Store
 from leptonctl.store.jobs import JobRecord
-from leptonctl.store.sqlite import SqliteStore
 
 
-def input_locality(store: SqliteStore, records: Sequence[JobRecord]) -> dict[int, dict[str, float]]:
+def input_locality(store: Store, records: Sequence[JobRecord]) -> dict[int, dict[str, float]]:
     """job id -> host -> share of its input bytes with an ok replica on that host."""
     locality: dict[int, dict[str, float]] = {}
     for record in records:
@@ -54,7 +54,7 @@ def input_env_name(name: str) -> str:
 
 async def stage_inputs(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     hosts: Mapping[str, Host],
     host: Host,
     record: JobRecord,
@@ -90,7 +90,7 @@ async def stage_inputs(
 
 async def _fetch_missing(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     hosts: Mapping[str, Host],
     host: Host,
     sizes: Mapping[str, int],

@@ -24,24 +24,24 @@ from leptonctl.inventory import Host, Inventory, select_hosts
 from leptonctl.remote.agent import AgentSessions, run_agent, wire
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import TransportOptions
+from leptonctl.services.context import open_sessions
 from leptonctl.services.datasets import find_record
 from leptonctl.services.reconcile import (
     NODE_FAIL_AFTER,
     ReconcileReport,
-    open_sessions,
     reconcile,
     stored_facts,
 )
 from leptonctl.services.starts import Staging
 from leptonctl.services.status import new_host_key_recorder
+from leptonctl.store.interface import Store
 from leptonctl.store.jobs import FINAL, JobRecord
-from leptonctl.store.sqlite import SqliteStore
 
 # -- submit ----------------------------------------------------------------------
 
 
 def enqueue(
-    store: SqliteStore, inventory: Inventory, jobs: Sequence[Submission], now: float
+    store: Store, inventory: Inventory, jobs: Sequence[Submission], now: float
 ) -> list[int]:
     """Add jobs to the queue; ``after`` names other entries of the batch or existing ids."""
     for job in jobs:
@@ -66,7 +66,7 @@ def enqueue(
 
 
 def _planned_hosts(
-    store: SqliteStore, inventory: Inventory, jobs: Sequence[Submission], now: float
+    store: Store, inventory: Inventory, jobs: Sequence[Submission], now: float
 ) -> dict[int, str]:
     """With runtime estimates, the makespan planner decides which host each job of the batch
     should run on; dispatch then keeps the job for that host while the host is up."""
@@ -76,9 +76,7 @@ def _planned_hosts(
     return {int(p.job_id): p.host for p in result.placements}
 
 
-def _resolve_after(
-    store: SqliteStore, job: Submission, names: Mapping[str, list[int]]
-) -> list[int]:
+def _resolve_after(store: Store, job: Submission, names: Mapping[str, list[int]]) -> list[int]:
     resolved: list[int] = []
     for ref in job.after:
         if ref in names:
@@ -93,7 +91,7 @@ def _resolve_after(
     return resolved
 
 
-def _resolve_inputs(store: SqliteStore, inputs: Sequence[str]) -> list[dict[str, Any]]:
+def _resolve_inputs(store: Store, inputs: Sequence[str]) -> list[dict[str, Any]]:
     """Pin each input to a ready version now: the job sees the data as it was submitted."""
     resolved = []
     for text in inputs:
@@ -118,7 +116,7 @@ def _spec(job: Submission, after: list[int]) -> dict[str, Any]:
     }
 
 
-def rejected(store: SqliteStore, ids: Sequence[int]) -> dict[int, str]:
+def rejected(store: Store, ids: Sequence[int]) -> dict[int, str]:
     """Jobs of a submit that the first scheduling pass found can never run (more devices,
     CPUs or memory than any allowed host has, a failed dependency): id -> why.
 
@@ -135,9 +133,7 @@ def rejected(store: SqliteStore, ids: Sequence[int]) -> dict[int, str]:
 # -- dry run -------------------------------------------------------------------------
 
 
-def dry_run(
-    store: SqliteStore, inventory: Inventory, jobs: Sequence[Submission], now: float
-) -> DryRun:
+def dry_run(store: Store, inventory: Inventory, jobs: Sequence[Submission], now: float) -> DryRun:
     """Plan without touching a host or the queue: declared capacity + last stored probes."""
     hosts = list(inventory.hosts)
     facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
@@ -171,7 +167,7 @@ def dry_run(
 async def cancel(
     inventory: Inventory,
     options: TransportOptions,
-    store: SqliteStore,
+    store: Store,
     ids: Sequence[int],
     clock: Callable[[], float] = time.time,
 ) -> dict[int, str]:
@@ -213,7 +209,7 @@ async def cancel(
 async def wait_for(
     inventory: Inventory,
     options: TransportOptions,
-    store: SqliteStore,
+    store: Store,
     ids: Sequence[int],
     poll: float = 1.0,
 ) -> list[JobRecord]:
@@ -239,7 +235,7 @@ async def wait_for(
 async def reconcile_loop(
     inventory: Inventory,
     options: TransportOptions,
-    store: SqliteStore,
+    store: Store,
     forever: bool,
     interval: float,
     on_report: Callable[[ReconcileReport], None],
@@ -267,7 +263,7 @@ async def reconcile_loop(
 async def job_log(
     inventory: Inventory,
     options: TransportOptions,
-    store: SqliteStore,
+    store: Store,
     job_id: int,
     follow: bool,
     write: Callable[[str], None],

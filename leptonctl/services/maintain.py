@@ -47,9 +47,8 @@ from leptonctl.services.maintain_actions import (
     run_shell,
 )
 from leptonctl.services.maintain_context import RunContext, StepResult
-from leptonctl.services.reconcile import open_sessions
+from leptonctl.store.interface import Store
 from leptonctl.store.jobs import ACTIVE, FINAL
-from leptonctl.store.sqlite import SqliteStore
 
 TICK_PLAYBOOKS = ("health", "dispatch")  # what `maintain` runs when given no playbook
 
@@ -170,7 +169,7 @@ def _holder(fd: int) -> str:
 async def maintain(
     inventory: Inventory,
     options: TransportOptions,
-    store: SqliteStore,
+    store: Store,
     playbooks: Sequence[Playbook],
     *,
     lock_path: Path,
@@ -183,7 +182,7 @@ async def maintain(
     """Plan every playbook (a bad selector fails here, before anything runs), then run."""
     planned = plan_run(playbooks, inventory, limit)
     names = tuple(p.name for p in playbooks)
-    ctx = RunContext(inventory, options, store, check, clock, None, store.load_facts())
+    ctx = RunContext(inventory, options, store, check, clock, store.load_facts())
     if check:
         return await _run(ctx, planned, names, None, on_step)
     with run_lock(lock_path, clock()) as holder:
@@ -196,8 +195,7 @@ async def maintain(
             report.skipped_because = why
             return report
         store.maintenance.abandon_unfinished(clock())
-        async with open_sessions(options, store, clock) as sessions:
-            ctx.sessions = sessions
+        async with ctx:  # its connections and agent sessions close with the run
             return await _run(ctx, planned, names, metrics_dir, on_step)
 
 

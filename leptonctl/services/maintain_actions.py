@@ -41,8 +41,8 @@ from leptonctl.services.maintain_context import (
     hosts_word,
 )
 from leptonctl.services.reconcile import reconcile, stored_facts
+from leptonctl.store.interface import Store
 from leptonctl.store.jobs import FINAL
-from leptonctl.store.sqlite import SqliteStore
 
 DAY = 86400.0
 
@@ -209,7 +209,7 @@ async def run_dispatch(ctx: RunContext, planned: PlannedStep) -> StepResult:
     return result
 
 
-def preview_dispatch(store: SqliteStore, inventory: Inventory, now: float) -> dict[str, str]:
+def preview_dispatch(store: Store, inventory: Inventory, now: float) -> dict[str, str]:
     """Job id -> host for the pending jobs one pass would start now (nothing is changed)."""
     pending = [r for r in store.jobs.in_states(("PENDING",)) if not r.cancel_requested]
     if not pending:

@@ -1,18 +1,19 @@
 """What the steps of one maintenance run share: the context, and what each step reports.
 
-``RunContext`` holds the inventory, the store and one pool of connections and agent
-sessions for the whole run (``None`` under ``--check``: no host is contacted), and
-probes each host at most once per run.  ``StepResult`` is a step's outcome, per host.
+``RunContext`` is the run's ``ServiceContext`` (inventory, store, one pool of connections
+and agent sessions for the whole run, never opened under ``--check``: no host is
+contacted), and probes each host at most once per run.  ``StepResult`` (a step's
+outcome, per host) lives in ``leptonctl.core.reports``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
 from leptonctl.core.playbook import PlannedStep
+from leptonctl.core.records import StoredFacts
 from leptonctl.core.reports import HOST_STATES as HOST_STATES
 from leptonctl.core.reports import HostResult as HostResult
 from leptonctl.core.reports import StepResult as StepResult
@@ -20,29 +21,36 @@ from leptonctl.errors import AgentError, HostError, LeptonError
 from leptonctl.inventory import Host, Inventory, fold_host_names
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transport import Connection, TransportOptions
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.reconcile import stored_facts
-from leptonctl.store.sqlite import SqliteStore, StoredFacts
+from leptonctl.store.interface import Store
 
 
-@dataclass
-class RunContext:
-    """What every action of one run shares."""
+class RunContext(ServiceContext):
+    """What every action of one run shares: the service context of the run (its sessions
+    are never opened under ``--check``: no host is contacted), the facts stored as the run
+    began, and what this run probed and reached."""
 
-    inventory: Inventory
-    options: TransportOptions
-    store: SqliteStore
-    check: bool
-    clock: Callable[[], float]
-    sessions: AgentSessions | None  # None in check mode: no host is contacted
-    previous: Mapping[str, StoredFacts] = field(default_factory=dict)  # as the run began
-    probes: dict[str, HostFacts | HostError] = field(default_factory=dict)  # this run's
-    reached: dict[str, bool] = field(default_factory=dict)  # host -> answered in this run
+    def __init__(
+        self,
+        inventory: Inventory,
+        options: TransportOptions,
+        store: Store,
+        check: bool,
+        clock: Callable[[], float],
+        previous: Mapping[str, StoredFacts] | None = None,
+    ) -> None:
+        super().__init__(inventory, store=store, options=options, clock=clock)
+        self.check = check
+        self.previous: Mapping[str, StoredFacts] = previous or {}  # as the run began
+        self.probes: dict[str, HostFacts | HostError] = {}  # this run's
+        self.reached: dict[str, bool] = {}  # host -> answered in this run
 
     def hosts(self, names: Iterable[str]) -> list[Host]:
         return [self.inventory.host(n) for n in names]
 
     def live(self) -> AgentSessions:
-        if self.sessions is None:
+        if self.check:
             raise LeptonError("internal error: a check run tried to contact a host")
         return self.sessions
 
@@ -69,7 +77,7 @@ class RunContext:
             async def probe(host: Host, conn: Connection) -> tuple[HostFacts, dict[str, Any]]:
                 document = await sessions.request(host, wire.Probe())
                 try:
-                    return parse_facts(document), document
+                    return parse_facts(document), dict(document)
                 except WireError as exc:
                     raise AgentError(host.name, str(exc)) from exc
 

@@ -15,7 +15,7 @@ from leptonctl.core.metrics import ReplicaHealth
 from leptonctl.core.playbook import PlannedStep
 from leptonctl.services import replicas
 from leptonctl.services.maintain_context import HostResult, RunContext, StepResult, check_result
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
 
 DEFAULT_SCRUB_SLICE = 1 / 168  # hourly runs read every replica about once a week
 
@@ -145,7 +145,7 @@ async def run_gc_chunks(ctx: RunContext, planned: PlannedStep) -> StepResult:
     return result.settle()
 
 
-def replica_health(store: SqliteStore) -> ReplicaHealth:
+def replica_health(store: Store) -> ReplicaHealth:
     """For the metrics: replicas by state, and chunks short of replicas."""
     under, lost = store.maintenance.chunk_shortfall()
     return ReplicaHealth(store.maintenance.replica_counts(), under, lost)

@@ -15,7 +15,7 @@ from leptonctl.core.netgraph import (
 )
 from leptonctl.errors import NetGraphError
 from leptonctl.inventory.model import Host
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
 
 if TYPE_CHECKING:
     import networkx as nx  # type: ignore[import-untyped]
@@ -26,7 +26,7 @@ PROBE_HINT = (
 
 
 def load_graph(
-    store: SqliteStore,
+    store: Store,
     hosts: Sequence[Host],
     now: float,
     max_age_s: float = DEFAULT_MAX_AGE_S,
@@ -46,7 +46,7 @@ def load_graph(
     return graph
 
 
-def measured_graph(store: SqliteStore, hosts: Sequence[Host], now: float) -> nx.DiGraph | None:
+def measured_graph(store: Store, hosts: Sequence[Host], now: float) -> nx.DiGraph | None:
     """The graph once `net probe` has stored something, else None: replication chains and
     `cp` then fall back to inventory order and direct links."""
     if not store.links.load():

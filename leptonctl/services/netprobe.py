@@ -13,30 +13,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from leptonctl.core.netgraph import LinkMeasurement
 from leptonctl.core.probeplan import probe_rounds
+from leptonctl.core.reports import ProbeReport
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transfer import Transfers
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
 
 MAX_BYTES = 1 << 30
 
 
-@dataclass
-class ProbeReport:
-    measured: list[LinkMeasurement] = field(default_factory=list)
-    skipped_pairs: int = 0  # left for a later probe (budget spent)
-    unreachable_hosts: dict[str, str] = field(default_factory=dict)  # from the operator
-    seconds: float = 0.0
-
-
 async def probe_links(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     hosts: Sequence[Host],
     *,
     seconds: float = 1.0,

@@ -10,25 +10,24 @@ from dataclasses import dataclass
 from leptonctl.core.reports import NodeRow
 from leptonctl.inventory import Inventory, select_hosts
 from leptonctl.remote.transport import TransportOptions
-from leptonctl.services.reconcile import open_sessions, reconcile
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.services.context import open_sessions
+from leptonctl.services.reconcile import reconcile
+from leptonctl.store.interface import Store
 
 
-def drain(
-    store: SqliteStore, inventory: Inventory, selector: str, reason: str, now: float
-) -> list[str]:
+def drain(store: Store, inventory: Inventory, selector: str, reason: str, now: float) -> list[str]:
     hosts = [h.name for h in select_hosts(inventory, selector)]
     store.drain(hosts, reason, now)
     return hosts
 
 
-def resume(store: SqliteStore, inventory: Inventory, selector: str) -> list[str]:
+def resume(store: Store, inventory: Inventory, selector: str) -> list[str]:
     hosts = [h.name for h in select_hosts(inventory, selector)]
     store.resume(hosts)
     return hosts
 
 
-def node_rows(store: SqliteStore, inventory: Inventory) -> list[NodeRow]:
+def node_rows(store: Store, inventory: Inventory) -> list[NodeRow]:
     drained = store.drained()
     running = Counter(r.host for r in store.jobs.in_states(("STARTING", "RUNNING")))
     return [
@@ -57,7 +56,7 @@ class Waiting:
 async def wait_until_idle(
     inventory: Inventory,
     options: TransportOptions,
-    store: SqliteStore,
+    store: Store,
     hosts: list[str],
     poll: float = 2.0,
     on_waiting: Callable[[list[Waiting]], None] | None = None,

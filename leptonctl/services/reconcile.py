@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +24,12 @@ from leptonctl.core.scheduler import (
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory import Host, Inventory
 from leptonctl.remote.agent import AgentSessions, probe_host, wire
-from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, TransportOptions
+from leptonctl.services.context import open_sessions
 from leptonctl.services.inputs import input_locality
 from leptonctl.services.starts import Staging, claim_starts, stage_and_start, start_jobs
-from leptonctl.services.status import new_host_key_recorder
+from leptonctl.store.interface import Store
 from leptonctl.store.jobs import FINAL, JobRecord
-from leptonctl.store.sqlite import SqliteStore
 
 FACTS_MAX_AGE = 600.0  # seconds before a host's stored capacity is probed again
 NODE_FAIL_AFTER = 120.0  # seconds a host may be unreachable before its jobs are NODE_FAIL
@@ -40,9 +38,7 @@ NODE_FAIL_AFTER = 120.0  # seconds a host may be unreachable before its jobs are
 # -- the scheduler's view of the cluster -------------------------------------------
 
 
-def stored_facts(
-    store: SqliteStore, hosts: Sequence[Host]
-) -> dict[str, tuple[float, HostFacts | None]]:
+def stored_facts(store: Store, hosts: Sequence[Host]) -> dict[str, tuple[float, HostFacts | None]]:
     out: dict[str, tuple[float, HostFacts | None]] = {}
     for name, stored in store.load_facts([h.name for h in hosts]).items():
         try:
@@ -72,23 +68,10 @@ class _HostReport:
     orphans_ended: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-@asynccontextmanager
-async def open_sessions(
-    options: TransportOptions, store: SqliteStore, clock: Callable[[], float] = time.time
-) -> AsyncIterator[AgentSessions]:
-    """Connections and agent sessions for one command, closed when it is done."""
-    async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
-        sessions = AgentSessions(pool)
-        try:
-            yield sessions
-        finally:
-            await sessions.close()
-
-
 async def reconcile(
     inventory: Inventory,
     options: TransportOptions,
-    store: SqliteStore,
+    store: Store,
     clock: Callable[[], float] = time.time,
     node_fail_after: float = NODE_FAIL_AFTER,
     sessions: AgentSessions | None = None,
@@ -184,7 +167,7 @@ async def reconcile(
 
 
 def _collect(
-    store: SqliteStore,
+    store: Store,
     record: JobRecord,
     outcome: _HostReport | HostError | None,
     now: float,
@@ -229,7 +212,7 @@ def _collect(
 
 
 async def _settle_orphans(
-    sessions: AgentSessions, store: SqliteStore, host: Host, agent_ids: Sequence[str]
+    sessions: AgentSessions, store: Store, host: Host, agent_ids: Sequence[str]
 ) -> dict[str, Mapping[str, Any]]:
     """The host of runs given up on is back: kill those still alive there; return those
     that had ended meanwhile (their end records tell what really happened)."""
@@ -258,7 +241,7 @@ async def _kill(sessions: AgentSessions, host: Host, agent_id: str) -> None:
 
 
 def _record_late_ends(
-    store: SqliteStore,
+    store: Store,
     host: str,
     ended: Mapping[str, Mapping[str, Any]],
     report: ReconcileReport,
@@ -321,7 +304,7 @@ def _parse_agent_id(agent_id: str) -> tuple[int | None, int, str]:
 
 
 def _node_fail(
-    store: SqliteStore, record: JobRecord, why: str, now: float, report: ReconcileReport
+    store: Store, record: JobRecord, why: str, now: float, report: ReconcileReport
 ) -> None:
     if record.host:  # it may still run there: kill it if that host comes back
         store.jobs.add_orphan(record.host, record.agent_id, now)
@@ -336,7 +319,7 @@ def _node_fail(
     report.finished.append(record.id)
 
 
-def _requeue(store: SqliteStore, record: JobRecord, why: str, report: ReconcileReport) -> None:
+def _requeue(store: Store, record: JobRecord, why: str, report: ReconcileReport) -> None:
     if record.cancel_requested:
         return
     store.jobs.update(
@@ -355,7 +338,7 @@ def _requeue(store: SqliteStore, record: JobRecord, why: str, report: ReconcileR
 
 
 def _decide(
-    store: SqliteStore, inventory: Inventory, nodes: list[Node], now: float, stage: bool = True
+    store: Store, inventory: Inventory, nodes: list[Node], now: float, stage: bool = True
 ) -> list[int]:
     """One scheduling pass inside the caller's transaction; returns ids now STARTING.
     Without ``stage``, a job with inputs is not moved to STARTING (a read-only command

@@ -17,10 +17,10 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from leptonctl.core.datasets import ChunkRef, ReplicaProblem, VerifyReport
 from leptonctl.core.placement import plan_rebalance
+from leptonctl.core.reports import GarbageReport, RebalanceReport, RepairReport
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
@@ -29,12 +29,12 @@ from leptonctl.services import chunkrefs
 from leptonctl.services.datalock import data_lock
 from leptonctl.services.replication import Replicator, Survey
 from leptonctl.store.data import DatasetRecord
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
 
 SCRUB_CURSOR = "scrub.cursor"
 
 
-def wanted_replicas(store: SqliteStore, name: str | None = None) -> dict[str, int]:
+def wanted_replicas(store: Store, name: str | None = None) -> dict[str, int]:
     """hash -> K (the largest K of any version that uses it), for one dataset or all."""
     wanted: dict[str, int] = {}
     for record in store.data.all_records():
@@ -46,7 +46,7 @@ def wanted_replicas(store: SqliteStore, name: str | None = None) -> dict[str, in
 
 async def verify(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     hosts: Sequence[Host],
     name: str | None = None,
     pairs: Collection[tuple[str, str]] | None = None,
@@ -113,7 +113,7 @@ def hashing_timeout(size: int) -> float:
 
 async def scrub(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     hosts: Sequence[Host],
     budget: int,
     name: str | None = None,
@@ -135,7 +135,7 @@ async def scrub(
 
 
 def scrub_pairs(
-    store: SqliteStore, hosts: Collection[str], name: str | None = None
+    store: Store, hosts: Collection[str], name: str | None = None
 ) -> list[tuple[str, str]]:
     """Every (hash, host) replica the scrub rotation walks through, in its order."""
     wanted = wanted_replicas(store, name)
@@ -147,25 +147,9 @@ def scrub_pairs(
     )
 
 
-@dataclass
-class RepairReport:
-    dataset: str | None
-    chunks: int
-    copies_made: int = 0
-    corrupt_removed: int = 0
-    sent_bytes: int = 0
-    lost: list[str] = field(default_factory=list)  # no healthy copy anywhere
-    short: dict[str, str] = field(default_factory=dict)  # hash -> why still below K
-    problems: dict[str, str] = field(default_factory=dict)  # host -> what failed there
-
-    @property
-    def healthy(self) -> bool:
-        return not (self.lost or self.short)
-
-
 async def repair(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     hosts: Sequence[Host],
     name: str | None = None,
     graph: object = None,
@@ -236,19 +220,9 @@ async def repair(
         return report
 
 
-@dataclass
-class RebalanceReport:
-    moves_planned: int = 0
-    moves_done: int = 0
-    bytes_moved: int = 0
-    problems: dict[str, str] = field(default_factory=dict)
-    spread_before: float = 0.0
-    spread_after: float = 0.0
-
-
 async def rebalance(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     hosts: Sequence[Host],
     tolerance: float = 0.05,
     check: bool = False,
@@ -313,7 +287,7 @@ async def rebalance(
 
 
 async def _drop_corrupt(
-    replicator: Replicator, store: SqliteStore, corrupt: Mapping[str, list[str]], now: float
+    replicator: Replicator, store: Store, corrupt: Mapping[str, list[str]], now: float
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Delete the copies the store knows as corrupt; the host re-hashes each first and keeps
     one that is fine after all (recorded ok again).  Returns the (hash, host) copies
@@ -368,7 +342,7 @@ async def _copy_pairs(
 
 async def _held_by_others(
     replicator: Replicator,
-    store: SqliteStore,
+    store: Store,
     surveys: Mapping[str, Survey],
     holders: Mapping[str, set[str]],
 ) -> set[str]:
@@ -403,19 +377,9 @@ def _spread(targets: Sequence[object]) -> float:
     return max(fractions) - min(fractions) if fractions else 0.0
 
 
-@dataclass
-class GarbageReport:
-    removed: dict[str, int] = field(default_factory=dict)  # host -> chunks deleted
-    freed_bytes: int = 0
-    problems: dict[str, str] = field(default_factory=dict)  # host -> why it was skipped
-    stale_refs: dict[str, int] = field(default_factory=dict)  # host -> our refs dropped there
-    legacy: dict[str, int] = field(default_factory=dict)  # host -> chunks the legacy ref keeps
-    released_legacy: list[str] = field(default_factory=list)  # hosts whose legacy ref went
-
-
 async def collect_garbage(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     hosts: Sequence[Host],
     check: bool = False,
     release_legacy: bool = False,

@@ -26,8 +26,8 @@ from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transport import Connection
 from leptonctl.services.datasets import DataError
 from leptonctl.services.inputs import stage_inputs
+from leptonctl.store.interface import Store
 from leptonctl.store.jobs import JobRecord
-from leptonctl.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from leptonctl.services.reconcile import ReconcileReport
@@ -65,7 +65,7 @@ class Staging:
 
 
 def claim_starts(
-    store: SqliteStore, ids: list[int], staging: Staging | None, now: float
+    store: Store, ids: list[int], staging: Staging | None, now: float
 ) -> tuple[list[int], list[int]]:
     """Split the STARTING jobs into those started at once and those whose inputs this
     process now stages (claimed); the rest are left to whoever holds or takes their claim.
@@ -96,7 +96,7 @@ def claim_starts(
 
 async def start_jobs(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     ids: list[int],
     hosts: Mapping[str, Host],
     clock: Callable[[], float],
@@ -137,7 +137,7 @@ async def start_one(
 
 
 def record_start(
-    store: SqliteStore,
+    store: Store,
     record: JobRecord,
     answer: Mapping[str, Any] | HostError,
     now: float,
@@ -174,7 +174,7 @@ def record_start(
 
 async def stage_and_start(
     sessions: AgentSessions,
-    store: SqliteStore,
+    store: Store,
     job_id: int,
     hosts: Mapping[str, Host],
     owner: str,
@@ -221,9 +221,7 @@ async def stage_and_start(
         store.jobs.release_start(job_id, owner)
 
 
-async def _renew_claim(
-    store: SqliteStore, job_id: int, owner: str, clock: Callable[[], float]
-) -> None:
+async def _renew_claim(store: Store, job_id: int, owner: str, clock: Callable[[], float]) -> None:
     while True:
         await asyncio.sleep(START_LEASE / 3)
         with store.jobs.exclusive():

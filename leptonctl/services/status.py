@@ -12,11 +12,11 @@ from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import Probe, probe_host
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, TransportOptions
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
 
 
 def new_host_key_recorder(
-    store: SqliteStore, clock: Callable[[], float] = time.time
+    store: Store, clock: Callable[[], float] = time.time
 ) -> Callable[[str, str, str], None]:
     """Record each accepted host key in the event log (accepting is an explicit act)."""
 
@@ -29,7 +29,7 @@ def new_host_key_recorder(
 async def probe_hosts(
     hosts: Sequence[Host],
     options: TransportOptions,
-    store: SqliteStore,
+    store: Store,
     clock: Callable[[], float] = time.time,
 ) -> list[HostStatus]:
     """Probe every host once, in parallel; store fresh facts; keep failures as rows."""
@@ -49,7 +49,7 @@ async def probe_hosts(
 def statuses_from(
     hosts: Sequence[Host],
     outcomes: dict[str, Probe | HostError],
-    store: SqliteStore,
+    store: Store,
     now: float,
 ) -> list[HostStatus]:
     """Rows for ``hosts``: fresh where probed, last known facts where not."""

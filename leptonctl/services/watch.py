@@ -20,7 +20,7 @@ from leptonctl.remote.agent import AgentSession
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import TransportOptions
 from leptonctl.services.status import new_host_key_recorder
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
 
 STORE_EVERY = 60.0  # seconds between writes of one host's facts to the state store
 MAX_BACKOFF = 10.0
@@ -33,7 +33,7 @@ class LiveCluster:
         self,
         hosts: Sequence[Host],
         options: TransportOptions,
-        store: SqliteStore,
+        store: Store,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.hosts = list(hosts)
@@ -111,7 +111,7 @@ class LiveCluster:
 async def watch_status(
     hosts: Sequence[Host],
     options: TransportOptions,
-    store: SqliteStore,
+    store: Store,
     interval: float,
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[list[HostStatus]]:
