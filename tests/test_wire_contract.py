@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.lepton_agent import wire
+from agent.lepton_agent import protocol, wire
 from leptonctl.remote.agent import wire as operator_wire
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +21,7 @@ AGENT = ROOT / "agent"
 AGENT_PYTHON = os.environ.get("LEPTON_TEST_AGENT_PYTHON", sys.executable)
 STORE = "5" * 32
 REF = "6" * 64
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHd1bW15a2V5Zm9ybGVwdG9uY3RsdGVzdHM="
 
 
 def sha(data: bytes) -> str:
@@ -57,7 +58,7 @@ def requests_for(tmp: Path) -> list[wire.Request]:
         wire.PathInfo(paths=[str(tree), str(tmp / "nothing")]),
         wire.Materialize(dest=str(tmp / "ds"), manifest={"kind": "dir", "entries": [entry]}),
         wire.FileStatus(files=[target]),
-        wire.Grant(transfer="xfer-contract-1", spec={"store": "chunks"}),
+        wire.Grant(transfer="xfer-contract-1", spec={"store": "chunks"}, pubkey=PUBKEY),
         wire.Revoke(transfer="xfer-contract-1"),
         wire.ChunkUnpin(store=STORE, refs=[REF]),
         wire.ChunkGc(store=STORE, keep=[]),
@@ -92,8 +93,16 @@ def test_every_registered_operation_round_trips_through_a_real_agent(tmp_path: P
     for request, reply in zip(requests, replies, strict=True):
         assert "error" not in reply, (request, reply)
         assert reply["schema"] == wire.SCHEMA
-        missing = [key for key in type(request).REPLY if key not in reply]
+        missing = [key for key in wire.reply_keys(type(request)) if key not in reply]
         assert missing == [], (request.OP, reply)
+
+
+def test_every_operation_names_a_typed_reply_whose_keys_the_agent_documents() -> None:
+    for cls in wire.OPS.values():
+        reply = wire.reply_type(cls)
+        assert reply.__name__ == cls.__name__ + "Reply"
+        assert "schema" in wire.reply_keys(cls)
+    assert wire.reply_keys(wire.ChunkHave) == ("schema", "present", "free_bytes", "used_bytes")
 
 
 def test_a_request_round_trips_through_its_wire_form_with_defaults_for_what_is_missing() -> None:
@@ -154,7 +163,7 @@ def test_an_unregistered_op_is_refused_by_name(tmp_path: Path) -> None:
 def test_docs_protocol_md_is_generated_from_the_registry() -> None:
     """Regenerate with: python -m agent.lepton_agent.wire --markdown > docs/protocol.md"""
     written = (ROOT / "docs" / "protocol.md").read_text()
-    assert written == wire.markdown(), "docs/protocol.md is stale: regenerate it"
+    assert written == protocol.markdown(), "docs/protocol.md is stale: regenerate it"
     for name in wire.OPS:
         assert f"### `{name}`" in written
 
@@ -164,7 +173,7 @@ def test_the_protocol_generator_prints_the_markdown(capsys: pytest.CaptureFixtur
 
     out = io.StringIO()
     assert wire.main(["--markdown"], stdout=out) == 0
-    assert out.getvalue() == wire.markdown()
+    assert out.getvalue() == protocol.markdown()
     assert wire.main([]) == 2
 
 

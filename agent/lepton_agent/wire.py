@@ -23,7 +23,90 @@ import dataclasses
 import json
 import re
 import sys
-from typing import IO, Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
+from typing import (
+    IO,
+    Any,
+    ClassVar,
+    Dict,
+    Generic,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    get_args,
+)
+
+from .replies import (
+    ChunkDropReply as ChunkDropReply,
+)
+from .replies import (
+    ChunkGcReply as ChunkGcReply,
+)
+from .replies import (
+    ChunkHaveReply as ChunkHaveReply,
+)
+from .replies import (
+    ChunkImportReply as ChunkImportReply,
+)
+from .replies import (
+    ChunkPinReply as ChunkPinReply,
+)
+from .replies import (
+    ChunkRmReply as ChunkRmReply,
+)
+from .replies import (
+    ChunkUnpinReply as ChunkUnpinReply,
+)
+from .replies import (
+    ChunkVerifyReply as ChunkVerifyReply,
+)
+from .replies import (
+    FileStatusReply as FileStatusReply,
+)
+from .replies import (
+    GrantReply as GrantReply,
+)
+from .replies import (
+    JobEntry as JobEntry,
+)
+from .replies import (
+    JobKillReply as JobKillReply,
+)
+from .replies import (
+    JobLogReply as JobLogReply,
+)
+from .replies import (
+    JobRmReply as JobRmReply,
+)
+from .replies import (
+    JobStartReply as JobStartReply,
+)
+from .replies import (
+    JobStatusReply as JobStatusReply,
+)
+from .replies import (
+    MaterializeReply as MaterializeReply,
+)
+from .replies import (
+    PathInfoReply as PathInfoReply,
+)
+from .replies import (
+    PingReply as PingReply,
+)
+from .replies import (  # the reply types, one per operation
+    ProbeReply as ProbeReply,
+)
+from .replies import (
+    RevokeReply as RevokeReply,
+)
+from .replies import (
+    ScanReply as ScanReply,
+)
+from .replies import (
+    VersionReply as VersionReply,
+)
 
 AGENT_VERSION = "0.1.0"
 SCHEMA = 1
@@ -156,7 +239,8 @@ def frame_size(frame: Mapping[str, Any]) -> int:
 
 # ---------------------------------------------------------------- requests
 
-R = TypeVar("R", bound="Request")
+R = TypeVar("R", bound="Request[Any]")
+ReplyT = TypeVar("ReplyT")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,13 +257,13 @@ class Arg:
 
 
 @dataclasses.dataclass(frozen=True)
-class Request:
-    """One operation's request. Subclasses set OP, SUMMARY, REPLY (the reply's keys)
-    and, for an operation that is also a command, CLI (its arguments)."""
+class Request(Generic[ReplyT]):
+    """One operation's request; ``Request[XReply]``: its reply is an ``XReply`` (a
+    TypedDict of the keys a success carries). Subclasses set OP, SUMMARY and, for an
+    operation that is also a command, CLI (its arguments)."""
 
     OP: ClassVar[str] = ""
     SUMMARY: ClassVar[str] = ""
-    REPLY: ClassVar[Tuple[str, ...]] = ()
     CLI: ClassVar[Optional[Tuple[Arg, ...]]] = None  # None: a serve/request op only
     STDIN_FIELD: ClassVar[Optional[str]] = None  # the field the command reads from stdin
 
@@ -206,73 +290,74 @@ class Request:
         return cls(**values)
 
 
-JOB_ENTRY = ("id", "state", "pid", "pgid", "started", "ended", "exit_code", "signal",
-             "peak_rss_bytes", "reason", "log_bytes")  # fmt: skip
+def reply_type(cls: Type[Request[Any]]) -> Any:
+    """The TypedDict of an operation's reply (``Request[XReply]``)."""
+    for base in getattr(cls, "__orig_bases__", ()):
+        args = get_args(base)
+        if args:
+            return args[0]
+    raise TypeError("%s has no reply type" % cls.__name__)
+
+
+def reply_keys(cls: Type[Request[Any]]) -> Tuple[str, ...]:
+    """The keys a successful reply of the operation carries."""
+    return tuple(reply_type(cls).__annotations__)
 
 
 @dataclasses.dataclass(frozen=True)
-class Probe(Request):
+class Probe(Request[ProbeReply]):
     OP = "probe"
     SUMMARY = "describe the host: os, cpu, memory, disks, gpus, fpgas (schema 1 document)"
-    REPLY = ("schema", "agent_version", "time", "probe_ms", "hostname", "os", "python",
-             "cpu", "memory", "disks", "gpus", "gpu_driver", "fpgas", "fpga_managers",
-             "unavailable")  # fmt: skip
     CLI = (Arg("--root", "prefix for /proc, /sys and /etc reads", default="/"),)
 
 
 @dataclasses.dataclass(frozen=True)
-class Ping(Request):
+class Ping(Request[PingReply]):
     OP = "ping"
     SUMMARY = "is the agent alive"
-    REPLY = ("schema", "pong", "agent_version")
 
 
 @dataclasses.dataclass(frozen=True)
-class Version(Request):
+class Version(Request[VersionReply]):
     OP = "version"
     SUMMARY = "the agent's version"
-    REPLY = ("schema", "agent_version")
     CLI = ()
 
 
 @dataclasses.dataclass(frozen=True)
-class JobStart(Request):
+class JobStart(Request[JobStartReply]):
     OP = "job-start"
     SUMMARY = (
         "start a detached job from its spec {id, command (argv list or shell string), env, "
         "workdir, walltime, grace}; a job dir that already has a supervisor or an end record "
         "is not started again (created: false)"
     )
-    REPLY = ("schema", "created", *JOB_ENTRY)
     CLI = ()
     STDIN_FIELD = "spec"
     spec: Dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
-class JobStatus(Request):
+class JobStatus(Request[JobStatusReply]):
     OP = "job-status"
     SUMMARY = "status entries of the given jobs (null: every job)"
-    REPLY = ("schema", "jobs")
     CLI = (Arg("ids", nargs="*", metavar="ID"),)
     ids: Optional[List[str]] = None
 
 
 @dataclasses.dataclass(frozen=True)
-class JobKill(Request):
+class JobKill(Request[JobKillReply]):
     OP = "job-kill"
     SUMMARY = "cancel a job: TERM its process group, KILL after the grace (default: the spec's)"
-    REPLY = ("schema", "cancel_requested", *JOB_ENTRY)
     CLI = (Arg("id", metavar="ID"), Arg("--grace", "default: the spec's", type="float"))
     id: str
     grace: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)
-class JobLog(Request):
+class JobLog(Request[JobLogReply]):
     OP = "job-log"
     SUMMARY = "read a job's log from a byte offset (utf-8, errors replaced)"
-    REPLY = ("schema", "id", "offset", "data", "next_offset", "eof", "state")
     CLI = (
         Arg("id", metavar="ID"),
         Arg("--offset", type="int", default=0),
@@ -284,70 +369,62 @@ class JobLog(Request):
 
 
 @dataclasses.dataclass(frozen=True)
-class JobRm(Request):
+class JobRm(Request[JobRmReply]):
     OP = "job-rm"
     SUMMARY = "remove an ended job's directory (an error while it runs)"
-    REPLY = ("schema", "id", "removed", "state")
     CLI = (Arg("id", metavar="ID"),)
     id: str
 
 
 @dataclasses.dataclass(frozen=True)
-class ChunkHave(Request):
+class ChunkHave(Request[ChunkHaveReply]):
     OP = "chunk-have"
     SUMMARY = "which of the chunks (null: all) are stored here, and their sizes"
-    REPLY = ("schema", "present", "free_bytes", "used_bytes")
     hashes: Optional[List[str]] = None
 
 
 @dataclasses.dataclass(frozen=True)
-class ChunkVerify(Request):
+class ChunkVerify(Request[ChunkVerifyReply]):
     OP = "chunk-verify"
     SUMMARY = "re-hash the chunks (null: all) and report the missing and corrupt ones"
-    REPLY = ("schema", "ok", "missing", "corrupt", "bytes", "seconds")
     hashes: Optional[List[str]] = None
 
 
 @dataclasses.dataclass(frozen=True)
-class ChunkRm(Request):
+class ChunkRm(Request[ChunkRmReply]):
     OP = "chunk-rm"
     SUMMARY = "delete chunks, whatever refs name them"
-    REPLY = ("schema", "removed", "freed_bytes")
     hashes: List[str]
 
 
 @dataclasses.dataclass(frozen=True)
-class ChunkImport(Request):
+class ChunkImport(Request[ChunkImportReply]):
     OP = "chunk-import"
     SUMMARY = "copy file ranges of this host [{h, n, path, o}] into its chunk store, verified"
-    REPLY = ("schema", "stored", "failed")
     items: List[Dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
-class ChunkPin(Request):
+class ChunkPin(Request[ChunkPinReply]):
     OP = "chunk-pin"
     SUMMARY = "write the store's refs [{ref, name, hashes}]: their chunks are kept"
-    REPLY = ("schema", "pinned", "present")
     store: str
     refs: List[Dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
-class ChunkUnpin(Request):
+class ChunkUnpin(Request[ChunkUnpinReply]):
     OP = "chunk-unpin"
     SUMMARY = "drop the store's refs; delete the candidate chunks no ref names any more"
-    REPLY = ("schema", "unpinned", "removed", "kept", "freed_bytes")
     store: str
     refs: List[str]
     hashes: Optional[List[str]] = None
 
 
 @dataclasses.dataclass(frozen=True)
-class ChunkGc(Request):
+class ChunkGc(Request[ChunkGcReply]):
     OP = "chunk-gc"
     SUMMARY = "drop the store's refs not in keep, delete the chunks no ref names"
-    REPLY = ("schema", "stale_refs", "removed", "freed_bytes", "legacy", "released_legacy")
     store: str
     keep: List[str]
     release_legacy: bool = False
@@ -355,10 +432,9 @@ class ChunkGc(Request):
 
 
 @dataclasses.dataclass(frozen=True)
-class ChunkDrop(Request):
+class ChunkDrop(Request[ChunkDropReply]):
     OP = "chunk-drop"
     SUMMARY = "delete chunks no other store's ref names (corrupt: delete them anyway)"
-    REPLY = ("schema", "removed", "kept", "others", "freed_bytes")
     store: str
     hashes: List[str]
     corrupt: bool = False
@@ -366,13 +442,12 @@ class ChunkDrop(Request):
 
 
 @dataclasses.dataclass(frozen=True)
-class Grant(Request):
+class Grant(Request[GrantReply]):
     OP = "grant"
     SUMMARY = (
         "store the spec a `recv --transfer ID` follows; with a pubkey also a one-shot "
         "restrict,command=...,expiry-time=... line in authorized_keys"
     )
-    REPLY = ("schema", "granted", "key")
     transfer: str
     spec: Dict[str, Any]
     pubkey: Optional[str] = None
@@ -380,51 +455,46 @@ class Grant(Request):
 
 
 @dataclasses.dataclass(frozen=True)
-class Revoke(Request):
+class Revoke(Request[RevokeReply]):
     OP = "revoke"
     SUMMARY = "remove the transfer's key line and spec, and every expired transfer key line"
-    REPLY = ("schema", "revoked", "key_lines_removed", "stale_files_removed")
     transfer: str
 
 
 @dataclasses.dataclass(frozen=True)
-class Scan(Request):
+class Scan(Request[ScanReply]):
     OP = "scan"
     SUMMARY = "walk a path: entries {path, type, mode, size, mtime_ns, chunks, target}"
-    REPLY = ("schema", "kind", "entries")
     path: str
     chunk_size: int
     hash: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
-class FileStatus(Request):
+class FileStatus(Request[FileStatusReply]):
     OP = "file-status"
     SUMMARY = "which chunks of a files-mode destination are already in place"
-    REPLY = ("schema", "files")
     files: List[Dict[str, Any]]
     dest: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
-class PathInfo(Request):
+class PathInfo(Request[PathInfoReply]):
     OP = "path-info"
     SUMMARY = "kind, mode and free bytes of absolute paths"
-    REPLY = ("schema", "paths")
     paths: List[str]
 
 
 @dataclasses.dataclass(frozen=True)
-class Materialize(Request):
+class Materialize(Request[MaterializeReply]):
     OP = "materialize"
     SUMMARY = "build a dataset at dest from local chunks"
-    REPLY = ("schema", "done", "missing", "copied", "path")
     dest: str
     manifest: Dict[str, Any]
     label: Optional[str] = None
 
 
-OPS: Dict[str, Type[Request]] = {
+OPS: Dict[str, Type[Request[Any]]] = {
     cls.OP: cls
     for cls in (
         Probe, Ping, Version, JobStart, JobStatus, JobKill, JobLog, JobRm, ChunkHave,
@@ -465,92 +535,13 @@ def command_names() -> List[str]:
     return ops + [command.name for command in COMMANDS]
 
 
-# ---------------------------------------------------------------- docs/protocol.md
-
-
-def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "")
-    if text.startswith("Optional[") and text.endswith("]"):
-        return _type_name(text[len("Optional[") : -1]) + " or null"
-    return text.replace("List[", "list[").replace("Dict[", "dict[").replace("Any", "any")
-
-
-def markdown() -> str:
-    """docs/protocol.md: generated from the registry (tests fail when the file is stale)."""
-    out = [
-        "# The agent's protocol",
-        "",
-        "Generated by `python -m agent.lepton_agent.wire --markdown` from the registry in",
-        "`agent/lepton_agent/wire.py`; do not edit by hand.",
-        "",
-        'Schema %d, agent version %s. A request is one JSON object `{"op": NAME, ...}`; its'
-        % (SCHEMA, AGENT_VERSION),
-        'reply is one JSON object with `"schema": 1`, or `{"schema": 1, "error": TEXT}`.',
-        'A missing field takes its default; unknown fields are ignored; an `"id"` in a',
-        "request is copied into a reply that has none. `serve` answers one line per request,",
-        "`request` answers one request from stdin. Every command takes `--data-dir DIR`",
-        "(%s)." % DATA_DIR_HELP,
-        "",
-        "## Operations",
-        "",
-    ]
-    for name, cls in OPS.items():
-        out += ["### `%s`" % name, "", cls.SUMMARY[0].upper() + cls.SUMMARY[1:] + ".", ""]
-        fields = dataclasses.fields(cls)
-        if fields:
-            out += ["| field | type | default |", "|---|---|---|"]
-            for field in fields:
-                if field.default is not dataclasses.MISSING:
-                    default = "`%s`" % json.dumps(field.default)
-                else:
-                    default = "required"
-                out.append("| `%s` | %s | %s |" % (field.name, _type_name(field.type), default))
-            out.append("")
-        out += ["Reply: %s." % ", ".join("`%s`" % key for key in cls.REPLY), ""]
-        if cls.CLI is not None:
-            out += ["Command line: `%s`." % usage(name, cls.CLI, cls.STDIN_FIELD), ""]
-    out += ["## Other commands", ""]
-    for command in COMMANDS:
-        out += ["- `%s`: %s." % (usage(command.name, command.args, None), command.summary)]
-    out += [
-        "",
-        "## Frames",
-        "",
-        'A transfer is a stream of frames: a JSON header line `{"h": sha256, "n": size,',
-        '"t": [[file index, offset], ...]}` then `n` bytes (at most %d). A frame without'
-        % MAX_FRAME_BYTES,
-        '`"h"` is followed by a `{"h": ...}` trailer line (hashed while sent); a header',
-        'line is at most %d bytes; `{"end": true}` ends the stream.' % MAX_FRAME_LINE,
-        "",
-        "## Identifiers",
-        "",
-        "- chunk hash, ref: `^%s$`" % HASH_PATTERN,
-        "- job id: `^%s$` (not `.` or `..`)" % JOB_ID_PATTERN,
-        "- transfer id: `^%s$`" % TRANSFER_ID_PATTERN,
-        "- store id: `^%s$`" % STORE_ID_PATTERN,
-    ]
-    return "\n".join(out) + "\n"
-
-
-def usage(name: str, args: Tuple[Arg, ...], stdin_field: Optional[str]) -> str:
-    words = [name]
-    for arg in args:
-        meta = arg.metavar or arg.name.lstrip("-").upper()
-        if arg.name.startswith("--"):
-            word = "%s %s" % (arg.name, meta)
-            words.append(word if arg.required else "[%s]" % word)
-        else:
-            words.append("[%s ...]" % meta if arg.nargs == "*" else meta)
-    if stdin_field:
-        words.append("< %s" % stdin_field.upper())
-    return " ".join(words)
-
-
 def main(argv: Optional[List[str]] = None, stdout: IO[str] = sys.stdout) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args != ["--markdown"]:
         sys.stderr.write("usage: python -m agent.lepton_agent.wire --markdown\n")
         return 2
+    from .protocol import markdown  # the generator is only needed here
+
     stdout.write(markdown())
     return 0
 

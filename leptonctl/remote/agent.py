@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
 from leptonctl.core.scan import printable
@@ -49,6 +49,7 @@ else:
     except ModuleNotFoundError:  # a checkout
         wire = importlib.import_module("agent.lepton_agent.wire")
 
+ReplyT = TypeVar("ReplyT")
 PACKAGE = "lepton_agent"
 _MISSING = 97  # exit status of the launcher when the agent is not in the cache yet
 _CACHE_DIR = '"${XDG_CACHE_HOME:-$HOME/.cache}/leptonctl"'
@@ -261,7 +262,7 @@ class AgentSession:
         await ensure_agent(conn, host, timeout)
         return cls(host, await conn.start(agent_command(host, ["serve"])))
 
-    async def request(self, request: wire.Request, timeout: float) -> dict[str, Any]:
+    async def request(self, request: wire.Request[Any], timeout: float) -> dict[str, Any]:
         """Send one request (``wire.JobStart(spec=...)``), read its one-line reply, error
         replies included. Concurrent callers take turns, so each gets its own reply."""
         async with self._turn:
@@ -298,8 +299,8 @@ class AgentSessions:
             return session
 
     async def request(
-        self, host: Host, request: wire.Request, timeout: float | None = None
-    ) -> dict[str, Any]:
+        self, host: Host, request: wire.Request[ReplyT], timeout: float | None = None
+    ) -> ReplyT:
         """One request on the host's session, its reply. An error reply raises
         ``AgentError`` (with the operation and the agent's reason; the session stays), a
         failed session is dropped (reopened next time) and its ``HostError`` raised.
@@ -313,7 +314,7 @@ class AgentSessions:
         error = reply.get("error")
         if error is not None:
             raise AgentError.refused(host.name, request.OP, printable(str(error)))
-        return reply
+        return cast(ReplyT, reply)  # its type says what it should hold: check before trusting
 
     async def drop(self, name: str) -> None:
         session = self._sessions.pop(name, None)

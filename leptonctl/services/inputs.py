@@ -77,12 +77,13 @@ async def stage_inputs(
         request = wire.Materialize(dest=mount, manifest=dataset.manifest.to_dict(), label=label)
         try:
             reply = await sessions.request(host, request, DATA_OP_TIMEOUT)
+            missing = len(reply.get("missing") or [])
+            why = None if reply.get("done") else f"{missing} chunk(s) missing"
         except AgentError as exc:
             if exc.operation is None:
                 raise
-            reply = {"error": exc.reason}
-        if "error" in reply or not reply.get("done"):
-            why = reply.get("error") or f"{len(reply.get('missing') or [])} chunk(s) missing"
+            why = exc.reason
+        if why is not None:
             raise DataError(f"cannot materialise input {item['name']} on {host.name}: {why}")
         env[input_env_name(item["name"])] = str(reply["path"])
     return env

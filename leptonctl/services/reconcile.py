@@ -219,7 +219,7 @@ async def _settle_orphans(
     if not agent_ids:
         return {}
     doc = await sessions.request(host, wire.JobStatus(ids=list(agent_ids)))
-    ended = {
+    ended: dict[str, Mapping[str, Any]] = {
         str(j["id"]): j
         for j in doc.get("jobs", [])
         if isinstance(j, Mapping) and j.get("state") in ("COMPLETED", "FAILED", "TIMEOUT")

@@ -117,13 +117,13 @@ class Replicator:
 
     async def request_all(
         self,
-        requests: Mapping[str, wire.Request],
+        requests: Mapping[str, wire.Request[Any]],
         timeouts: Mapping[str, float] | None = None,
     ) -> dict[str, dict[str, Any] | HostError]:
         """One agent op per host (host name -> request), in parallel. A host that answers
         with an error gets its ``AgentError``; one that cannot be asked is marked dead."""
 
-        async def one(name: str, request: wire.Request) -> dict[str, Any] | HostError:
+        async def one(name: str, request: wire.Request[Any]) -> dict[str, Any] | HostError:
             try:
                 timeout = (timeouts or {}).get(name)
                 return await self.sessions.request(self.hosts[name], request, timeout)

@@ -108,7 +108,7 @@ async def start_jobs(
         if record is not None and record.host in hosts:
             by_host[record.host or ""].append(record)
 
-    async def start_all(host: Host, conn: Connection) -> dict[int, dict[str, Any] | HostError]:
+    async def start_all(host: Host, conn: Connection) -> dict[int, wire.JobStartReply | HostError]:
         return {
             record.id: await start_one(sessions, host, agent_spec(record))
             for record in by_host[host.name]
@@ -125,7 +125,7 @@ async def start_jobs(
 
 async def start_one(
     sessions: AgentSessions, host: Host, spec: dict[str, Any]
-) -> dict[str, Any] | AgentError:
+) -> wire.JobStartReply | AgentError:
     """One ``job-start``: its reply, or the agent's refusal (a job-level failure; a host
     that cannot be asked raises)."""
     try:

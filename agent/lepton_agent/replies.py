@@ -1,0 +1,208 @@
+"""The reply of each operation, as TypedDicts (imported into wire.py, its home for callers).
+
+What a successful reply carries; an error reply is {"schema": 1, "error": TEXT}. Values come
+from a host: leptonctl checks what it uses before it trusts it. The dicts are flat, without
+TypedDict inheritance: its key order differs between Python versions, and docs/protocol.md
+lists the keys in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, TypedDict
+
+
+class ProbeReply(TypedDict, total=False):
+    schema: int
+    agent_version: str
+    time: float
+    probe_ms: float
+    hostname: str
+    os: Dict[str, Any]
+    python: Dict[str, Any]
+    cpu: Dict[str, Any]
+    memory: Dict[str, Any]
+    disks: List[Dict[str, Any]]
+    gpus: List[Dict[str, Any]]
+    gpu_driver: Dict[str, Any]
+    fpgas: List[Dict[str, Any]]
+    fpga_managers: List[Dict[str, Any]]
+    unavailable: Dict[str, str]
+
+
+class PingReply(TypedDict, total=False):
+    schema: int
+    pong: bool
+    agent_version: str
+
+
+class VersionReply(TypedDict, total=False):
+    schema: int
+    agent_version: str
+
+
+class JobEntry(TypedDict, total=False):
+    """A job's status entry. state: STARTING, RUNNING, COMPLETED, FAILED, TIMEOUT,
+    CANCELLED, LOST (no end record, no supervisor) or UNKNOWN (no such job)."""
+
+    id: str
+    state: str
+    pid: Optional[int]
+    pgid: Optional[int]
+    started: Optional[float]
+    ended: Optional[float]
+    exit_code: Optional[int]
+    signal: Optional[str]
+    peak_rss_bytes: Optional[int]
+    reason: Optional[str]
+    log_bytes: int
+
+
+class JobStartReply(TypedDict, total=False):
+    schema: int
+    created: bool
+    id: str
+    state: str
+    pid: Optional[int]
+    pgid: Optional[int]
+    started: Optional[float]
+    ended: Optional[float]
+    exit_code: Optional[int]
+    signal: Optional[str]
+    peak_rss_bytes: Optional[int]
+    reason: Optional[str]
+    log_bytes: int
+
+
+class JobStatusReply(TypedDict, total=False):
+    schema: int
+    jobs: List[JobEntry]
+
+
+class JobKillReply(TypedDict, total=False):
+    schema: int
+    cancel_requested: bool
+    id: str
+    state: str
+    pid: Optional[int]
+    pgid: Optional[int]
+    started: Optional[float]
+    ended: Optional[float]
+    exit_code: Optional[int]
+    signal: Optional[str]
+    peak_rss_bytes: Optional[int]
+    reason: Optional[str]
+    log_bytes: int
+
+
+class JobLogReply(TypedDict, total=False):
+    schema: int
+    id: str
+    offset: int
+    data: str
+    next_offset: int
+    eof: bool
+    state: str
+
+
+class JobRmReply(TypedDict, total=False):
+    schema: int
+    id: str
+    removed: bool
+    state: str
+
+
+class ChunkHaveReply(TypedDict, total=False):
+    schema: int
+    present: Dict[str, int]
+    free_bytes: int
+    used_bytes: int
+
+
+class ChunkVerifyReply(TypedDict, total=False):
+    schema: int
+    ok: List[str]
+    missing: List[str]
+    corrupt: List[str]
+    bytes: int
+    seconds: float
+
+
+class ChunkRmReply(TypedDict, total=False):
+    schema: int
+    removed: List[str]
+    freed_bytes: int
+
+
+class ChunkImportReply(TypedDict, total=False):
+    schema: int
+    stored: List[str]
+    failed: Dict[str, str]
+
+
+class ChunkPinReply(TypedDict, total=False):
+    schema: int
+    pinned: List[str]
+    present: Dict[str, int]
+
+
+class ChunkUnpinReply(TypedDict, total=False):
+    schema: int
+    unpinned: List[str]
+    removed: List[str]
+    kept: Dict[str, Any]
+    freed_bytes: int
+
+
+class ChunkGcReply(TypedDict, total=False):
+    schema: int
+    stale_refs: List[str]
+    removed: List[str]
+    freed_bytes: int
+    legacy: int
+    released_legacy: bool
+
+
+class ChunkDropReply(TypedDict, total=False):
+    schema: int
+    removed: List[str]
+    kept: Dict[str, Any]
+    others: List[str]
+    freed_bytes: int
+
+
+class GrantReply(TypedDict, total=False):
+    schema: int
+    granted: str
+    key: bool
+    expires: str
+
+
+class RevokeReply(TypedDict, total=False):
+    schema: int
+    revoked: str
+    key_lines_removed: int
+    stale_files_removed: int
+
+
+class ScanReply(TypedDict, total=False):
+    schema: int
+    kind: str
+    entries: List[Dict[str, Any]]
+
+
+class FileStatusReply(TypedDict, total=False):
+    schema: int
+    files: List[Dict[str, Any]]
+
+
+class PathInfoReply(TypedDict, total=False):
+    schema: int
+    paths: List[Dict[str, Any]]
+
+
+class MaterializeReply(TypedDict, total=False):
+    schema: int
+    done: bool
+    missing: List[str]
+    copied: int
+    path: str
