@@ -3,6 +3,12 @@
 ``HostPool.fan_out`` runs one coroutine per host and returns a mapping from
 host name to either the coroutine's value or the ``HostError`` that stopped
 it.  Partial failure is a value; only programming errors propagate.
+
+How a host is reached is the pool's *connector*, as httpx's client takes a
+transport: by default ``connect_host`` (a local shell for ``connection: local``,
+OpenSSH-compatible asyncssh otherwise).  Tests pass another one
+(``leptonctl.testing.fake_agent.FakeCluster.connector``) so that the services run
+for real against in-process fake hosts.
 """
 
 from __future__ import annotations
@@ -18,15 +24,35 @@ from leptonctl.remote.transport import Connection, LocalConnection, TransportOpt
 
 T = TypeVar("T")
 
+Connector = Callable[[Host], Awaitable[Connection]]
+"""Opens the connection to one host; raises only ``HostError`` children."""
+
+
+def ssh_connector(
+    options: TransportOptions, on_new_host_key: NewHostKeyCallback | None = None
+) -> Connector:
+    """The default connector: a local shell for local hosts, SSH for the others."""
+
+    async def connect(host: Host) -> Connection:
+        if host.is_local:
+            return LocalConnection(host.name)
+        return await connect_ssh(host, options, on_new_host_key)
+
+    return connect
+
 
 class HostPool:
     """Lazily opened connections to inventory hosts.  Use ``async with``."""
 
     def __init__(
-        self, options: TransportOptions, on_new_host_key: NewHostKeyCallback | None = None
+        self,
+        options: TransportOptions,
+        on_new_host_key: NewHostKeyCallback | None = None,
+        *,
+        connector: Connector | None = None,
     ) -> None:
         self.options = options
-        self._on_new_host_key = on_new_host_key
+        self._connector = connector or ssh_connector(options, on_new_host_key)
         self._connections: dict[str, Connection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(max(1, options.forks))
@@ -48,10 +74,7 @@ class HostPool:
         async with lock:
             conn = self._connections.get(host.name)
             if conn is None:
-                if host.is_local:
-                    conn = LocalConnection(host.name)
-                else:
-                    conn = await connect_ssh(host, self.options, self._on_new_host_key)
+                conn = await self._connector(host)
                 self._connections[host.name] = conn
             return conn
 
