@@ -82,3 +82,33 @@ def test_a_maintenance_run_context_is_a_service_context_that_never_contacts_host
         assert ctx.store is store and ctx.clock() == 5.0 and ctx.previous == previous
         with pytest.raises(LeptonError, match="check run tried to contact a host"):
             ctx.live()
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        "jobs.cancel",
+        "jobs.wait_for",
+        "jobs.reconcile_loop",
+        "jobs.job_log",
+        "status.probe_hosts",
+        "execute.run_everywhere",
+        "watch.watch_status",
+        "nodes.drain",
+        "nodes.resume",
+        "nodes.node_rows",
+        "nodes.wait_until_idle",
+        "maintain.maintain",
+        "queue.submit",
+        "queue.plan",
+        "queue.observe",
+    ],
+)
+def test_a_command_service_takes_the_service_context_first(function: str) -> None:
+    import importlib
+    import inspect
+
+    module, name = function.split(".")
+    target = getattr(importlib.import_module(f"leptonctl.services.{module}"), name)
+    first = next(iter(inspect.signature(target).parameters.values()))
+    assert first.annotation in ("ServiceContext", ServiceContext), function

@@ -94,6 +94,17 @@ def in_context(
     return run_async(main())
 
 
+def with_context(
+    ctx: typer.Context, work: Callable[[ServiceContext], T], limit: str | None = None
+) -> T:
+    """``in_context`` for a service that needs no host (only the store, say)."""
+
+    async def call(context: ServiceContext) -> T:
+        return work(context)
+
+    return in_context(ctx, call, limit)
+
+
 def emit(
     as_json: bool,
     document: Callable[[], Any],

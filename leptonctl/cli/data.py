@@ -14,7 +14,7 @@ from leptonctl.cli.context import (
     in_context,
     print_lines,
     print_rich,
-    settings,
+    with_context,
 )
 from leptonctl.cli.progress import TransferBar
 from leptonctl.core.datasets import parse_dataset_ref
@@ -122,12 +122,8 @@ def ls(
     as_json: JsonOption = False,
 ) -> None:
     """Datasets, or one dataset's chunks and where their replicas are."""
-    with settings(ctx).store() as store:
-        if ref is None:
-            listing = queries.dataset_listing(store)
-        else:
-            detail = queries.dataset_detail(store, ref)
     if ref is None:
+        listing = with_context(ctx, lambda c: queries.dataset_listing(c.store))
         print_lines([], summaries.notes(listing.defects))
         emit(
             as_json,
@@ -135,6 +131,7 @@ def ls(
             lambda: print_rich(_data_view().datasets_table(listing.records, listing.holders)),
         )
         return
+    detail = with_context(ctx, lambda c: queries.dataset_detail(c.store, ref))
     emit(
         as_json,
         lambda: documents.dataset_document(detail.record, detail.holders),

@@ -9,10 +9,11 @@ from typing import Annotated, TextIO
 
 import typer
 
-from leptonctl.cli.context import JsonOption, LimitOption, emit, run_async, settings
+from leptonctl.cli.context import JsonOption, LimitOption, emit, in_context
 from leptonctl.errors import ExitCode, HostError
 from leptonctl.remote.transport import RunResult
 from leptonctl.render.documents import exec_document
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.execute import run_everywhere, shell_command
 
 
@@ -28,12 +29,8 @@ def exec_command(
     Exit status: 0 when it exited 0 everywhere, 3 when some host could not be
     reached, 4 when every host ran it but some exited non-zero.
     """
-    config = settings(ctx)
-    _, hosts = config.hosts(limit)
     line = shell_command(command)
-    with config.store() as store:
-        results = run_async(run_everywhere(hosts, line, config.transport(), store))
-    order = [h.name for h in hosts]
+    results, order = in_context(ctx, lambda c: _run(c, line), limit)
     emit(
         as_json, lambda: exec_document(line, results, order), lambda: _write_outputs(results, order)
     )
@@ -41,6 +38,10 @@ def exec_command(
         raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
     if any(isinstance(r, RunResult) and not r.ok for r in results.values()):
         raise typer.Exit(int(ExitCode.COMMAND_FAILED))
+
+
+async def _run(c: ServiceContext, line: str) -> tuple[dict[str, RunResult | HostError], list[str]]:
+    return await run_everywhere(c, line), [h.name for h in c.selected]
 
 
 def _write_outputs(results: Mapping[str, RunResult | HostError], order: list[str]) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from leptonctl.cli.context import LimitOption, emit, run_async, settings
+from leptonctl.cli.context import LimitOption, emit, in_context, settings
 from leptonctl.core.reports import StepResult
 from leptonctl.paths import default_state_path
 from leptonctl.render.documents import playbooks_document
@@ -68,7 +68,6 @@ def maintain(
         _list(json_lines)
         return
     books = service.load_playbooks(playbooks or [])
-    inventory = config.inventory()
     lock_path = lock or service.default_lock_path(config.state_path or default_state_path())
 
     def show(result: StepResult) -> None:
@@ -79,20 +78,18 @@ def maintain(
             indent=None,
         )
 
-    with config.store() as store:
-        report = run_async(
-            service.maintain(
-                inventory,
-                config.transport(),
-                store,
-                books,
-                lock_path=lock_path,
-                check=check,
-                limit=limit,
-                metrics_dir=metrics_dir,
-                on_step=show,
-            )
-        )
+    report = in_context(
+        ctx,
+        lambda c: service.maintain(
+            c,
+            books,
+            lock_path=lock_path,
+            check=check,
+            limit=limit,
+            metrics_dir=metrics_dir,
+            on_step=show,
+        ),
+    )
     emit(
         json_lines,
         lambda: run_event(report),

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from leptonctl.cli.context import JsonOption, LimitOption, emit, in_context, settings
+from leptonctl.cli.context import (
+    JsonOption,
+    LimitOption,
+    emit,
+    in_context,
+    settings,
+    with_context,
+)
 from leptonctl.core.netgraph import DEFAULT_MAX_AGE_S, Route
 from leptonctl.core.reports import ProbeReport
 from leptonctl.errors import ExitCode, UsageError
@@ -50,8 +57,7 @@ def show(
             if name not in names:
                 raise UsageError(f"{name} is not among the hosts selected by --limit {limit}")
     now = time.time()
-    with config.store() as store:
-        graph = service.load_graph(store, hosts, now, max_age)
+    graph = with_context(ctx, lambda c: service.load_graph(c.store, hosts, now, max_age))
     if route is not None:
         chosen = service.require_route(graph, *route)
         emit(as_json, lambda: route_document(chosen), lambda: _print_route(chosen, graph))

@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from leptonctl.cli.context import JsonOption, emit, print_rich, run_async, settings
+from leptonctl.cli.context import JsonOption, emit, in_context, print_rich, with_context
 from leptonctl.core.reports import NodeRow
 from leptonctl.render.documents import nodes_document
 from leptonctl.services import nodes as service
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.reconcile import NODE_FAIL_AFTER
 
 app = typer.Typer(
@@ -26,18 +27,15 @@ def drain(
     wait: Annotated[bool, typer.Option("--wait", help="Wait until their jobs have ended.")] = False,
 ) -> None:
     """Schedule nothing new on these hosts; running jobs finish undisturbed."""
-    config = settings(ctx)
-    inventory = config.inventory()
-    with config.store() as store:
-        names = service.drain(store, inventory, hosts, reason, time.time())
+
+    async def work(c: ServiceContext) -> None:
+        names = service.drain(c, hosts, reason)
         print(f"drained: {', '.join(names)}")
         if wait:
-            run_async(
-                service.wait_until_idle(
-                    inventory, config.transport(), store, names, on_waiting=_say_waiting
-                )
-            )
+            await service.wait_until_idle(c, names, on_waiting=_say_waiting)
             print("no jobs left on them")
+
+    in_context(ctx, work)
 
 
 def _say_waiting(waiting: list[service.Waiting]) -> None:
@@ -59,9 +57,7 @@ def resume(
     hosts: Annotated[str, typer.Argument(help="Hosts: names, groups, globs, like --limit.")],
 ) -> None:
     """Let the scheduler use these hosts again."""
-    config = settings(ctx)
-    with config.store() as store:
-        names = service.resume(store, config.inventory(), hosts)
+    names = with_context(ctx, lambda c: service.resume(c, hosts))
     print(f"resumed: {', '.join(names)}")
 
 
@@ -71,9 +67,7 @@ def list_nodes(
     as_json: JsonOption = False,
 ) -> None:
     """Every inventory host: active or drained (and why), and its jobs."""
-    config = settings(ctx)
-    with config.store() as store:
-        rows = service.node_rows(store, config.inventory())
+    rows = with_context(ctx, service.node_rows)
     emit(as_json, lambda: nodes_document(rows), lambda: print_rich(_nodes_table(rows)))
 
 

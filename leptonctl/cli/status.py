@@ -10,20 +10,18 @@ import typer
 
 from leptonctl.cli.context import (
     JsonOption,
-    Settings,
     emit,
     emit_document,
+    in_context,
     print_rich,
-    run_async,
-    settings,
 )
 from leptonctl.cli.context import (
     LimitOption as LimitOption,
 )
 from leptonctl.core.reports import HostStatus
 from leptonctl.errors import ExitCode
-from leptonctl.inventory import Host
 from leptonctl.render.documents import status_document
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.status import probe_hosts
 from leptonctl.services.watch import watch_status
 
@@ -41,13 +39,10 @@ def status(
 
     Exit status: 0 when every selected host is up, 3 when some are not.
     """
-    config = settings(ctx)
-    _, hosts = config.hosts(limit)
     if watch:
-        _watch(config, hosts, interval, as_json)
+        _watch(ctx, limit, interval, as_json)
         return
-    with config.store() as store:
-        rows = run_async(probe_hosts(hosts, config.transport(), store))
+    rows = in_context(ctx, probe_hosts, limit)
     now = time.time()
     emit(as_json, lambda: status_document(rows, now), lambda: print_rich(_status_view(rows, now)))
     if any(r.state != "up" for r in rows):
@@ -60,24 +55,23 @@ def _status_view(rows: Sequence[HostStatus], now: float) -> object:
     return status_view(rows, now)
 
 
-def _watch(config: Settings, hosts: Sequence[Host], interval: float, as_json: bool) -> None:
+def _watch(ctx: typer.Context, limit: str | None, interval: float, as_json: bool) -> None:
     from rich.console import Console
     from rich.live import Live
 
     from leptonctl.render.status import dashboard
 
-    async def loop() -> None:
-        with config.store() as store:
-            stream = watch_status(hosts, config.transport(), store, interval)
-            if as_json:  # one document per refresh, for scripts that follow along
-                async for rows in stream:
-                    emit_document(status_document(rows, time.time()), indent=None)
-                return
-            with Live(console=Console(), auto_refresh=False) as live:
-                async for rows in stream:
-                    live.update(dashboard(rows, time.time(), "leptonctl status"), refresh=True)
+    async def loop(c: ServiceContext) -> None:
+        stream = watch_status(c, interval)
+        if as_json:  # one document per refresh, for scripts that follow along
+            async for rows in stream:
+                emit_document(status_document(rows, time.time()), indent=None)
+            return
+        with Live(console=Console(), auto_refresh=False) as live:
+            async for rows in stream:
+                live.update(dashboard(rows, time.time(), "leptonctl status"), refresh=True)
 
     try:
-        run_async(loop())
+        in_context(ctx, loop, limit)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

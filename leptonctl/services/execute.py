@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import shlex
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from leptonctl.errors import HostError, UsageError
 from leptonctl.inventory.model import Host
-from leptonctl.remote.pool import HostPool
-from leptonctl.remote.transport import Connection, RunResult, TransportOptions
-from leptonctl.services.status import new_host_key_recorder
-from leptonctl.store.interface import Store
+from leptonctl.remote.transport import Connection, RunResult
+from leptonctl.services.context import ServiceContext
 
 
 def shell_command(argv: Sequence[str]) -> str:
@@ -23,18 +20,11 @@ def shell_command(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
-async def run_everywhere(
-    hosts: Sequence[Host],
-    command: str,
-    options: TransportOptions,
-    store: Store,
-    clock: Callable[[], float] = time.time,
-) -> dict[str, RunResult | HostError]:
+async def run_everywhere(ctx: ServiceContext, command: str) -> dict[str, RunResult | HostError]:
     """Run ``command`` on every host, stdin at end-of-file.  A command that outlives
     ``--timeout``, or an interrupted exec, has its whole process group killed there."""
 
     async def run(host: Host, conn: Connection) -> RunResult:
-        return await conn.run(command, timeout=options.command_timeout, group=True)
+        return await conn.run(command, timeout=ctx.options.command_timeout, group=True)
 
-    async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
-        return await pool.fan_out(hosts, run)
+    return await ctx.sessions.pool.fan_out(ctx.selected, run)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -23,8 +22,7 @@ from leptonctl.errors import AgentError, UsageError
 from leptonctl.inventory import Host, Inventory, select_hosts
 from leptonctl.remote.agent import AgentSessions, run_agent, wire
 from leptonctl.remote.pool import HostPool
-from leptonctl.remote.transport import TransportOptions
-from leptonctl.services.context import open_sessions
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.datasets import find_record
 from leptonctl.services.reconcile import (
     NODE_FAIL_AFTER,
@@ -164,14 +162,9 @@ def dry_run(store: Store, inventory: Inventory, jobs: Sequence[Submission], now:
 # -- cancel and logs -------------------------------------------------------------------
 
 
-async def cancel(
-    inventory: Inventory,
-    options: TransportOptions,
-    store: Store,
-    ids: Sequence[int],
-    clock: Callable[[], float] = time.time,
-) -> dict[int, str]:
+async def cancel(ctx: ServiceContext, ids: Sequence[int]) -> dict[int, str]:
     """Cancel jobs: pending ones at once, running ones by killing their process tree."""
+    inventory, options, store, clock = ctx.inventory, ctx.options, ctx.store, ctx.clock
     results: dict[int, str] = {}
     by_name = {h.name: h for h in inventory.hosts}
     records = []
@@ -206,96 +199,82 @@ async def cancel(
     return results
 
 
-async def wait_for(
-    inventory: Inventory,
-    options: TransportOptions,
-    store: Store,
-    ids: Sequence[int],
-    poll: float = 1.0,
-) -> list[JobRecord]:
+async def wait_for(ctx: ServiceContext, ids: Sequence[int], poll: float = 1.0) -> list[JobRecord]:
     """Reconcile until every job in ``ids`` has ended (one connection per host throughout;
     inputs are staged in the background of the passes)."""
-    async with open_sessions(options, store) as sessions:
-        staging = Staging()
-        try:
-            report = ReconcileReport()
-            while True:
-                records = [store.jobs.get(i) for i in ids]
-                if all(r is not None and r.state in FINAL for r in records):
-                    return [r for r in records if r is not None]
-                busy = report.started or report.finished  # keep going while things move
-                await asyncio.sleep(poll / 5 if busy else poll)
-                report = await reconcile(
-                    inventory, options, store, sessions=sessions, staging=staging
-                )
-        finally:
-            await staging.close()
+    inventory, options, store, sessions = ctx.inventory, ctx.options, ctx.store, ctx.sessions
+    staging = Staging()
+    try:
+        report = ReconcileReport()
+        while True:
+            records = [store.jobs.get(i) for i in ids]
+            if all(r is not None and r.state in FINAL for r in records):
+                return [r for r in records if r is not None]
+            busy = report.started or report.finished  # keep going while things move
+            await asyncio.sleep(poll / 5 if busy else poll)
+            report = await reconcile(
+                inventory, options, store, ctx.clock, sessions=sessions, staging=staging
+            )
+    finally:
+        await staging.close()
 
 
 async def reconcile_loop(
-    inventory: Inventory,
-    options: TransportOptions,
-    store: Store,
+    ctx: ServiceContext,
     forever: bool,
     interval: float,
     on_report: Callable[[ReconcileReport], None],
     node_fail_after: float = NODE_FAIL_AFTER,
 ) -> ReconcileReport:
     """``leptonctl schedule [--watch]``: one pass, or a pass every ``interval`` seconds."""
-    async with open_sessions(options, store) as sessions:
-        staging = Staging()  # inputs are copied in the background of the passes
-        try:
-            while True:
-                report = await reconcile(
-                    inventory, options, store, node_fail_after=node_fail_after,
-                    sessions=sessions, staging=staging,
-                )  # fmt: skip
-                if not forever:
-                    await staging.wait()
-                on_report(report)
-                if not forever:
-                    return report
-                await asyncio.sleep(interval)
-        finally:
-            await staging.close()
+    staging = Staging()  # inputs are copied in the background of the passes
+    try:
+        while True:
+            report = await reconcile(
+                ctx.inventory, ctx.options, ctx.store, ctx.clock,
+                node_fail_after=node_fail_after, sessions=ctx.sessions, staging=staging,
+            )  # fmt: skip
+            if not forever:
+                await staging.wait()
+            on_report(report)
+            if not forever:
+                return report
+            await asyncio.sleep(interval)
+    finally:
+        await staging.close()
 
 
 async def job_log(
-    inventory: Inventory,
-    options: TransportOptions,
-    store: Store,
-    job_id: int,
-    follow: bool,
-    write: Callable[[str], None],
+    ctx: ServiceContext, job_id: int, follow: bool, write: Callable[[str], None]
 ) -> None:
     """Copy a job's log to ``write``; with ``follow``, wait for it to start and keep going
     until it ends."""
-    async with open_sessions(options, store) as sessions:
-        while True:
-            await reconcile(inventory, options, store, sessions=sessions, stage=False)
-            record = store.jobs.get(job_id)
-            if record is None:
-                raise UsageError(f"no job {job_id}")
-            if record.host is not None or record.state in FINAL:
-                break
-            if not follow:
-                raise UsageError(
-                    f"job {job_id} has no output yet ({record.state})",
-                    hint=f"`leptonctl logs -f {job_id}` waits for it to start",
-                )
-            await asyncio.sleep(1.0)
-        host = {h.name: h for h in inventory.hosts}.get(record.host or "")
-        if host is None:
-            raise UsageError(f"job {job_id} never ran on a host of this inventory ({record.state})")
-        offset = 0
-        while True:
-            chunk = await read_log(sessions, host, record.agent_id, offset)
-            write(chunk.data)
-            offset = chunk.next_offset
-            if chunk.eof or (not follow and not chunk.data):
-                return
-            if not chunk.data:
-                await asyncio.sleep(0.5)
+    inventory, options, store, sessions = ctx.inventory, ctx.options, ctx.store, ctx.sessions
+    while True:
+        await reconcile(inventory, options, store, ctx.clock, sessions=sessions, stage=False)
+        record = store.jobs.get(job_id)
+        if record is None:
+            raise UsageError(f"no job {job_id}")
+        if record.host is not None or record.state in FINAL:
+            break
+        if not follow:
+            raise UsageError(
+                f"job {job_id} has no output yet ({record.state})",
+                hint=f"`leptonctl logs -f {job_id}` waits for it to start",
+            )
+        await asyncio.sleep(1.0)
+    host = {h.name: h for h in inventory.hosts}.get(record.host or "")
+    if host is None:
+        raise UsageError(f"job {job_id} never ran on a host of this inventory ({record.state})")
+    offset = 0
+    while True:
+        chunk = await read_log(sessions, host, record.agent_id, offset)
+        write(chunk.data)
+        offset = chunk.next_offset
+        if chunk.eof or (not follow and not chunk.data):
+            return
+        if not chunk.data:
+            await asyncio.sleep(0.5)
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,8 @@ from leptonctl.core.playbook import PlannedStep, Playbook, about, parse_playbook
 from leptonctl.core.reports import RunReport
 from leptonctl.core.safeyaml import read_source
 from leptonctl.errors import ExitCode, LeptonError, StateError, UsageError
-from leptonctl.inventory import Inventory
-from leptonctl.remote.transport import TransportOptions
 from leptonctl.services import maintain_data
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.maintain_actions import (
     run_dispatch,
     run_drain,
@@ -47,7 +46,6 @@ from leptonctl.services.maintain_actions import (
     run_shell,
 )
 from leptonctl.services.maintain_context import RunContext, StepResult
-from leptonctl.store.interface import Store
 from leptonctl.store.jobs import ACTIVE, FINAL
 
 TICK_PLAYBOOKS = ("health", "dispatch")  # what `maintain` runs when given no playbook
@@ -167,9 +165,7 @@ def _holder(fd: int) -> str:
 
 
 async def maintain(
-    inventory: Inventory,
-    options: TransportOptions,
-    store: Store,
+    service: ServiceContext,
     playbooks: Sequence[Playbook],
     *,
     lock_path: Path,
@@ -177,9 +173,14 @@ async def maintain(
     limit: str | None = None,
     metrics_dir: Path | None = None,
     on_step: Callable[[StepResult], None] = lambda _: None,
-    clock: Callable[[], float] = time.time,
 ) -> RunReport:
     """Plan every playbook (a bad selector fails here, before anything runs), then run."""
+    inventory, options, store, clock = (
+        service.inventory,
+        service.options,
+        service.store,
+        service.clock,
+    )
     planned = plan_run(playbooks, inventory, limit)
     names = tuple(p.name for p in playbooks)
     ctx = RunContext(inventory, options, store, check, clock, store.load_facts())

@@ -8,28 +8,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from leptonctl.core.reports import NodeRow
-from leptonctl.inventory import Inventory, select_hosts
-from leptonctl.remote.transport import TransportOptions
-from leptonctl.services.context import open_sessions
+from leptonctl.inventory import select_hosts
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.reconcile import reconcile
-from leptonctl.store.interface import Store
 
 
-def drain(store: Store, inventory: Inventory, selector: str, reason: str, now: float) -> list[str]:
-    hosts = [h.name for h in select_hosts(inventory, selector)]
-    store.drain(hosts, reason, now)
+def drain(ctx: ServiceContext, selector: str, reason: str) -> list[str]:
+    hosts = [h.name for h in select_hosts(ctx.inventory, selector)]
+    ctx.store.drain(hosts, reason, ctx.clock())
     return hosts
 
 
-def resume(store: Store, inventory: Inventory, selector: str) -> list[str]:
-    hosts = [h.name for h in select_hosts(inventory, selector)]
-    store.resume(hosts)
+def resume(ctx: ServiceContext, selector: str) -> list[str]:
+    hosts = [h.name for h in select_hosts(ctx.inventory, selector)]
+    ctx.store.resume(hosts)
     return hosts
 
 
-def node_rows(store: Store, inventory: Inventory) -> list[NodeRow]:
-    drained = store.drained()
-    running = Counter(r.host for r in store.jobs.in_states(("STARTING", "RUNNING")))
+def node_rows(ctx: ServiceContext) -> list[NodeRow]:
+    drained = ctx.store.drained()
+    running = Counter(r.host for r in ctx.store.jobs.in_states(("STARTING", "RUNNING")))
     return [
         NodeRow(
             host.name,
@@ -38,7 +36,7 @@ def node_rows(store: Store, inventory: Inventory) -> list[NodeRow]:
             drained[host.name][1] if host.name in drained else None,
             running[host.name],
         )
-        for host in inventory.hosts
+        for host in ctx.inventory.hosts
     ]
 
 
@@ -54,9 +52,7 @@ class Waiting:
 
 
 async def wait_until_idle(
-    inventory: Inventory,
-    options: TransportOptions,
-    store: Store,
+    ctx: ServiceContext,
     hosts: list[str],
     poll: float = 2.0,
     on_waiting: Callable[[list[Waiting]], None] | None = None,
@@ -65,23 +61,23 @@ async def wait_until_idle(
     ``on_waiting`` hears which jobs it waits for whenever that list (or their hosts'
     reachability) changes."""
     said: list[Waiting] | None = None
-    async with open_sessions(options, store) as sessions:
-        while True:
-            report = await reconcile(inventory, options, store, sessions=sessions)
-            waiting = [
-                Waiting(
-                    r.id,
-                    r.name,
-                    r.host or "",
-                    r.state,
-                    report.unreachable[r.host].message if r.host in report.unreachable else None,
-                )
-                for r in store.jobs.in_states(("STARTING", "RUNNING"))
-                if r.host in hosts
-            ]
-            if not waiting:
-                return
-            if on_waiting is not None and waiting != said:
-                on_waiting(waiting)
-            said = waiting
-            await asyncio.sleep(poll)
+    inventory, options, store, sessions = ctx.inventory, ctx.options, ctx.store, ctx.sessions
+    while True:  # one connection per host for the whole wait: the context's
+        report = await reconcile(inventory, options, store, ctx.clock, sessions=sessions)
+        waiting = [
+            Waiting(
+                r.id,
+                r.name,
+                r.host or "",
+                r.state,
+                report.unreachable[r.host].message if r.host in report.unreachable else None,
+            )
+            for r in store.jobs.in_states(("STARTING", "RUNNING"))
+            if r.host in hosts
+        ]
+        if not waiting:
+            return
+        if on_waiting is not None and waiting != said:
+            on_waiting(waiting)
+        said = waiting
+        await asyncio.sleep(poll)

@@ -42,14 +42,16 @@ async def submit(ctx: ServiceContext, jobs: Sequence[Submission]) -> Submitted:
     """Queue ``jobs`` (all or none), then reconcile once: what fits starts now."""
     _check_after(ctx, jobs)
     ids = job_service.enqueue(ctx.store, ctx.inventory, jobs, ctx.clock())
-    report = await reconcile(ctx.inventory, ctx.options, ctx.store, ctx.clock)
+    report = await reconcile(
+        ctx.inventory, ctx.options, ctx.store, ctx.clock, sessions=ctx.sessions
+    )
     return Submitted(ids, frozenset(report.started), job_service.rejected(ctx.store, ids))
 
 
 async def wait_exit_code(ctx: ServiceContext, ids: Sequence[int]) -> int:
     """Wait until every job in ``ids`` has ended; the exit status ``submit --wait`` gives:
     the first job's that did not complete (0 when all did)."""
-    records = await job_service.wait_for(ctx.inventory, ctx.options, ctx.store, ids)
+    records = await job_service.wait_for(ctx, ids)
     worst = 0
     for record in records:
         code = WAIT_EXIT.get(record.state, record.exit_code if record.exit_code else 1)
@@ -60,7 +62,9 @@ async def wait_exit_code(ctx: ServiceContext, ids: Sequence[int]) -> int:
 async def observe(ctx: ServiceContext) -> ReconcileReport:
     """The reconcile pass a reading command starts with: it never stages a job's inputs,
     nor waits for a transfer another process runs."""
-    return await reconcile(ctx.inventory, ctx.options, ctx.store, ctx.clock, stage=False)
+    return await reconcile(
+        ctx.inventory, ctx.options, ctx.store, ctx.clock, sessions=ctx.sessions, stage=False
+    )
 
 
 async def job_list(
@@ -85,14 +89,14 @@ async def job_detail(ctx: ServiceContext, job_id: int) -> tuple[ReconcileReport,
 
 async def cancel(ctx: ServiceContext, ids: Sequence[int]) -> dict[int, str]:
     """Cancel jobs, then reconcile once (a cancelled pending job leaves the queue now)."""
-    results = await job_service.cancel(ctx.inventory, ctx.options, ctx.store, ids, ctx.clock)
+    results = await job_service.cancel(ctx, ids)
     await observe(ctx)
     return results
 
 
 async def log(ctx: ServiceContext, job_id: int, follow: bool, write: Callable[[str], None]) -> None:
     """A job's output to ``write``; with ``follow``, until the job ends."""
-    await job_service.job_log(ctx.inventory, ctx.options, ctx.store, job_id, follow, write)
+    await job_service.job_log(ctx, job_id, follow, write)
 
 
 async def schedule(
@@ -103,9 +107,7 @@ async def schedule(
     node_fail_after: float = NODE_FAIL_AFTER,
 ) -> ReconcileReport:
     """``schedule [--watch]``: reconcile once, or every ``interval`` seconds."""
-    return await job_service.reconcile_loop(
-        ctx.inventory, ctx.options, ctx.store, forever, interval, on_report, node_fail_after
-    )
+    return await job_service.reconcile_loop(ctx, forever, interval, on_report, node_fail_after)
 
 
 def _check_after(ctx: ServiceContext, jobs: Sequence[Submission]) -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
 from leptonctl.core.reports import HostStatus
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import Probe, probe_host
-from leptonctl.remote.pool import HostPool
-from leptonctl.remote.transport import Connection, TransportOptions
+from leptonctl.remote.transport import Connection
 from leptonctl.store.interface import Store
+
+if TYPE_CHECKING:  # the context imports this module
+    from leptonctl.services.context import ServiceContext
 
 
 def new_host_key_recorder(
@@ -26,19 +29,15 @@ def new_host_key_recorder(
     return record
 
 
-async def probe_hosts(
-    hosts: Sequence[Host],
-    options: TransportOptions,
-    store: Store,
-    clock: Callable[[], float] = time.time,
-) -> list[HostStatus]:
-    """Probe every host once, in parallel; store fresh facts; keep failures as rows."""
+async def probe_hosts(ctx: ServiceContext) -> list[HostStatus]:
+    """Probe every selected host once, in parallel; store fresh facts; keep failures as
+    rows."""
+    hosts, options, store, clock = ctx.selected, ctx.options, ctx.store, ctx.clock
 
     async def probe(host: Host, conn: Connection) -> Probe:
         return await probe_host(conn, host, options.command_timeout)
 
-    async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
-        outcomes = await pool.fan_out(hosts, probe)
+    outcomes = await ctx.sessions.pool.fan_out(hosts, probe)
     now = clock()
     store.save_facts(
         now, {name: o.document for name, o in outcomes.items() if isinstance(o, Probe)}

@@ -19,6 +19,7 @@ from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSession
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import TransportOptions
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.status import new_host_key_recorder
 from leptonctl.store.interface import Store
 
@@ -108,16 +109,10 @@ class LiveCluster:
         await self._pool.forget(name)
 
 
-async def watch_status(
-    hosts: Sequence[Host],
-    options: TransportOptions,
-    store: Store,
-    interval: float,
-    clock: Callable[[], float] = time.time,
-) -> AsyncIterator[list[HostStatus]]:
-    """Yield a full set of rows every ``interval`` seconds, forever."""
+async def watch_status(ctx: ServiceContext, interval: float) -> AsyncIterator[list[HostStatus]]:
+    """Yield a full set of rows of the selected hosts every ``interval`` seconds, forever."""
     loop = asyncio.get_running_loop()
-    async with LiveCluster(hosts, options, store, clock) as live:
+    async with LiveCluster(ctx.selected, ctx.options, ctx.store, ctx.clock) as live:
         while True:
             started = loop.time()
             yield await live.refresh(wait=interval)
