@@ -155,3 +155,50 @@ def test_explode_unpacks_a_payload_that_runs(tmp_path: Path) -> None:
     )
     assert json.loads(out.stdout) == {"schema": 1, "agent_version": agent.wire.AGENT_VERSION}
     assert agent.main(["explode"]) == 2
+
+
+def test_an_installed_wheel_pushes_its_bundled_agent_to_a_local_host(tmp_path: Path) -> None:
+    """The wheel's layout (pyproject's force-include: agent/ -> leptonctl/_agent/) without the
+    checkout: the bundled wire module and payload are used, and a local host gets the agent."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    site = tmp_path / "site"
+    shutil.copytree(
+        root / "leptonctl", site / "leptonctl", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for source, target in config["tool"]["hatch"]["build"]["targets"]["wheel"][
+        "force-include"
+    ].items():
+        if (root / source).is_dir():
+            shutil.copytree(
+                root / source, site / target, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            (site / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / source, site / target)
+    script = (
+        "import asyncio, json\n"
+        "from leptonctl.remote import agent\n"
+        "from leptonctl.remote.transport import LocalConnection\n"
+        "from tests.helpers import make_host\n"
+        "probe = asyncio.run(agent.probe_host(LocalConnection('me'),"
+        " make_host('me', connection='local'), 30))\n"
+        "print(json.dumps([agent.wire.__name__, agent.__file__, agent.agent_digest(),"
+        " probe.pushed]))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{site}:{root}", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    name, module, digest, pushed = json.loads(out.stdout)
+    assert name == "leptonctl._agent.lepton_agent.wire" and module.startswith(str(site))
+    assert digest == agent.agent_digest() and pushed  # the same payload as the checkout's
+    assert (tmp_path / "cache" / "leptonctl" / f"agent-{digest}" / "lepton_agent").is_dir()
