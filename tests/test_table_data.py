@@ -175,6 +175,13 @@ PUT_ROWS = [
         "answered ENOSPC is chosen again, and the put ends short after ROUNDS",
     ),
     PutRow("source-on-a-host", FOUR, 2, replicas=2, source_on="h2"),
+    PutRow(  # h3 refuses SSH from the other hosts: it gets its copies through the operator
+        "firewalled-host-fed-through-the-operator",
+        FOUR,
+        4,
+        {"h3": {"blocks": {"h1", "h2", "h4"}}},
+        4,
+    ),
     PutRow(
         "no-host-reachable", "h1\nh2\n", 2, {"h1": {"up": False}, "h2": {"up": False}}, fails=True
     ),

@@ -22,7 +22,8 @@ an agent, in the agent's own wire format:
 Failure modes a test can inject (on ``FakeHost``): a host that is down (``go_down``:
 connections refused, open sessions broken; ``come_up``, after a reboot or not), a host
 that dies after storing N chunks of a transfer (``die_after_chunks``: the stream is cut
-there, downstream hosts see it end early), a corrupt or missing chunk (``corrupt``,
+there, downstream hosts see it end early), a firewall between two hosts (``blocks``:
+the names of the hosts whose SSH connections it refuses), a corrupt or missing chunk (``corrupt``,
 ``remove``), a full disk (``free_bytes``, enforced on every store; ``claims_free_bytes``
 to report more than there is, as a quota does), an operation answered with an error
 (``refuse``) or never answered (``stall``: the caller's timeout, at once).
@@ -152,7 +153,7 @@ class FakeCluster:
         if nxt.get("kind") == "stdout":
             doc = {"schema": 1, "seconds": 0.0, "hops": [mine]}
             return frames.getvalue(), wire.json_line(doc).encode()
-        downstream, mine["error"] = self._forward(nxt, transfer, frames.getvalue())
+        downstream, mine["error"] = self._forward(fake, nxt, transfer, frames.getvalue())
         doc = {"schema": 1, "seconds": 0.0, "hops": [mine, *downstream]}
         return wire.json_line(doc).encode(), b""
 
@@ -206,7 +207,7 @@ class FakeCluster:
             broken = f"malformed stream: {exc}"
         downstream: list[dict[str, Any]] = []
         if isinstance(nxt, dict):
-            downstream, error = self._forward(nxt, transfer, bytes(passed))
+            downstream, error = self._forward(fake, nxt, transfer, bytes(passed))
             if error and downstream and not downstream[0].get("error"):
                 downstream[0]["error"] = error
         if died:
@@ -215,14 +216,14 @@ class FakeCluster:
         return [mine, *downstream]
 
     def _forward(
-        self, link: dict[str, Any], transfer: str, data: bytes
+        self, source: FakeHost, link: dict[str, Any], transfer: str, data: bytes
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """What ``ssh ... lepton-recv`` to the link's host does: (its results, the error of
-        the connection to it)."""
+        """What ``ssh ... lepton-recv`` from ``source`` to the link's host does: (its
+        results, the error of the connection to it)."""
         name = str(link.get("name"))
         target = next((h for h in self.hosts.values() if h.name == link.get("address")), None)
         lost = "lost the connection to the next hop: [Errno 32] Broken pipe"
-        if target is None or not target.up:
+        if target is None or not target.up or source.name in target.blocks:
             why = f"ssh exited with status 255: ssh: connect to host {link.get('address')}"
             return [_hop(name, why + " port 22: Connection refused")], lost
         if link.get("host_key") != target.host_key:

@@ -92,6 +92,7 @@ class FakeHost:
         self.die_after_chunks: int | None = None  # go down after storing this many more
         self.refuse: dict[str, str] = {}  # op -> the error it is answered with
         self.stall: set[str] = set()  # ops never answered (the caller times out)
+        self.blocks: set[str] = set()  # hosts whose SSH connections to here are refused
         self.cpus = cpus
         self.memory_bytes = memory_bytes
         self.host_key = "ssh-ed25519 " + secrets.token_urlsafe(32).replace("-", "A")
