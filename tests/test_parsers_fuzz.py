@@ -337,22 +337,22 @@ def test_a_scrub_slice_may_be_written_as_a_fraction(written: str, value: float) 
             parse_playbook(f"steps:\n  - scrub:\n      slice: {bad}\n", "scrub.yaml")
 
 
-def _readme_blocks(first_line: str) -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def _doc_blocks(first_line: str) -> list[str]:
+    text = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
     return [b for b in blocks if b.lstrip().startswith(first_line)]
 
 
-def test_the_readmes_playbook_and_batch_examples_parse() -> None:
-    (book,) = _readme_blocks("name: tidy")
+def test_the_documented_playbook_and_batch_examples_parse() -> None:
+    (book,) = _doc_blocks("name: tidy")
     assert [s.action for s in parse_playbook(book, "tidy.yaml").steps] == [
         "probe", "health", "shell",
     ]  # fmt: skip
-    (batch,) = _readme_blocks("jobs:")
+    (batch,) = _doc_blocks("jobs:")
     jobs = parse_batch_text(batch, "jobs.yaml")
     assert [j.name for j in jobs][:3] == ["prep", "train", "eval[0]"] and len(jobs) == 12
     scrub = parse_playbook("steps:\n  - scrub:\n      slice: 1/168\n", "scrub.yaml")
-    assert scrub.steps[0].args["slice"] == pytest.approx(1 / 168)  # the README's default
+    assert scrub.steps[0].args["slice"] == pytest.approx(1 / 168)  # the documented default
 
 
 # -- hypothesis: a clean error or a result, never a crash --------------------------------
