@@ -1,4 +1,4 @@
-"""Tests of the data plane of agent/lepton_agent.py (chunks, scan, transfers, materialize).
+"""Tests of the agent's data plane (agent/lepton_agent/): chunks, scan, transfers, materialize.
 
 The agent runs as a subprocess, as on a host. ``request`` answers one JSON request read from
 stdin: the op under test goes through it; set-up and follow-up requests of a test go through

@@ -1,4 +1,4 @@
-"""Tests of the detached jobs of agent/lepton_agent.py, run as a subprocess as on a host.
+"""Tests of the detached jobs of the agent (agent/lepton_agent/), run as a subprocess as on a host.
 
 Every job runs for real (sh, sleep, python) under a tmp data dir. Process trees are checked
 by scanning /proc for the job's process group / session. ``LEPTON_TEST_AGENT_PYTHON`` picks

@@ -1,4 +1,4 @@
-"""Tests of agent/lepton_agent.py, run as a subprocess the way leptonctl runs it on a host.
+"""Tests of the agent (agent/lepton_agent/), run as a subprocess as leptonctl runs it on a host.
 
 Hardware is simulated with a fake filesystem tree handed to ``--root`` (sysfs, /proc, /etc)
 and with fake tools (``nvidia-smi``, ``xbutil``) put first on PATH. PATH never contains the

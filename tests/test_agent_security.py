@@ -1,4 +1,4 @@
-"""Security of the agent's data plane (agent/lepton_agent.py), host side.
+"""Security of the agent's data plane (agent/lepton_agent/), host side.
 
 Planted symbolic links never carry a write out of a destination (files mode, materialize);
 transfer keys never change a byte of authorized_keys that leptonctl did not write, even with

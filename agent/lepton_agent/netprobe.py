@@ -8,7 +8,7 @@ import time
 from .fsutil import IO_BLOCK
 from .keys import revoke
 from .transfers import NextHop
-from .wire import SCHEMA, check_transfer_id, json_line
+from .wire import END_FRAME, SCHEMA, check_transfer_id, encode_frame, json_line
 
 
 def net_probe(data_dir, spec):
@@ -23,7 +23,7 @@ def net_probe(data_dir, spec):
     block = bytes(4 * IO_BLOCK)
 
     def ack():
-        hop.write(b'{"n":0,"ack":true}\n')  # stdin of ssh is unbuffered: sent now
+        hop.write(encode_frame({"n": 0, "ack": True}))  # ssh's stdin is unbuffered: sent now
         line = hop.proc.stdout.readline(64) if hop.out is not None else b""
         if line.strip() != b"ack":
             raise OSError("no ack from the peer")
@@ -50,7 +50,7 @@ def net_probe(data_dir, spec):
         result["error"] = hop.error or "probe failed: %s" % exc
     finally:
         if hop.out is not None:
-            hop.write(b'{"end":true}\n')
+            hop.write(END_FRAME)
         downstream = hop.finish()
         revoke(data_dir, transfer_id)
     if result["error"] and downstream and downstream[-1].get("error"):

@@ -15,10 +15,12 @@ from .files import FilesSink, out_of_space
 from .fsutil import IO_BLOCK, fsync_dir
 from .keys import blank_key_lines, read_transfer_spec, revoke, transfer_path
 from .wire import (
+    END_FRAME,
     SCHEMA,
     BadRequest,
     check_hash,
     check_transfer_id,
+    encode_frame,
     frame_object,
     frame_size,
     json_line,
@@ -223,7 +225,7 @@ def receive(data_dir, transfer_id):
                     files.commit(targets, digest, size)
                     mine["stored"].append(digest)
         if hop is not None and broken is None:
-            hop.write(b'{"end":true}\n')
+            hop.write(END_FRAME)
     except (ValueError, KeyError, TypeError, BadRequest) as exc:
         broken = "malformed stream: %s" % exc
     except OSError as exc:
@@ -303,7 +305,7 @@ def send(data_dir, spec):
                 frame = {"n": size} if streaming else {"h": digest, "n": size}
                 if item.get("t"):
                     frame["t"] = item["t"]
-                hop.write(json_line(frame).encode())
+                hop.write(encode_frame(frame))
                 left = size
                 while left and hop.out is not None:
                     block = fh.read(min(left, IO_BLOCK))
@@ -328,14 +330,14 @@ def send(data_dir, spec):
                 trailer = {"h": hasher.hexdigest()}
                 if name in mine["failed"]:
                     trailer["h"] = "0" * 64  # a short read: make sure it does not verify
-                hop.write(json_line(trailer).encode())
+                hop.write(encode_frame(trailer))
             if keep is not None:
                 problem = None if left else keep.commit()
                 keep.abort()
                 if not left and problem is None:
                     mine["stored"].append(digest)
         if hop.out is not None:
-            hop.write(b'{"end":true}\n')
+            hop.write(END_FRAME)
     finally:
         downstream = hop.finish()
         if not to_stdout:
