@@ -18,9 +18,9 @@ import pytest
 
 from leptonctl.core.datasets import ChunkRef, Manifest, ManifestEntry
 from leptonctl.errors import UsageError
-from leptonctl.remote.transport import TransportOptions
+from leptonctl.inventory import Inventory
 from leptonctl.services import chunkrefs, datasets
-from leptonctl.services.context import open_sessions
+from leptonctl.services.context import ServiceContext
 from leptonctl.store.sqlite import SqliteStore
 from tests.test_agent_data import (
     CHUNK,
@@ -285,8 +285,8 @@ def test_a_version_put_again_after_removal_gets_a_new_ref(tmp_path):
 
 
 async def remove_on_no_hosts(store: SqliteStore, *args: Any, **kw: Any) -> Any:
-    async with open_sessions(TransportOptions(), store) as sessions:
-        return await datasets.remove(sessions, store, [], *args, **kw)
+    async with ServiceContext(Inventory("none", (), {}), store=store) as ctx:
+        return await datasets.remove(ctx, *args, **kw)
 
 
 def test_rm_refuses_a_version_an_active_job_needs_and_names_the_job(tmp_path):

@@ -102,6 +102,16 @@ def test_a_maintenance_run_context_is_a_service_context_that_never_contacts_host
         "queue.submit",
         "queue.plan",
         "queue.observe",
+        "datasets.put",
+        "datasets.get",
+        "datasets.remove",
+        "replicas.verify",
+        "replicas.scrub",
+        "replicas.repair",
+        "replicas.rebalance",
+        "replicas.collect_garbage",
+        "netprobe.probe_links",
+        "copy.copy",
     ],
 )
 def test_a_command_service_takes_the_service_context_first(function: str) -> None:
@@ -112,3 +122,20 @@ def test_a_command_service_takes_the_service_context_first(function: str) -> Non
     target = getattr(importlib.import_module(f"leptonctl.services.{module}"), name)
     first = next(iter(inspect.signature(target).parameters.values()))
     assert first.annotation in ("ServiceContext", ServiceContext), function
+
+
+def test_a_view_among_some_hosts_shares_the_store_and_sessions_and_closes_nothing(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with ServiceContext(
+            load_inventory(None), store=lambda: SqliteStore(tmp_path / "s.db")
+        ) as ctx:
+            view = ctx.among(())
+            assert view.selected == () and view.store is ctx.store
+            assert view.sessions is ctx.sessions
+            await view.close()
+            ctx.store.set_value("k", "v")  # the parent's store is still open
+            assert ctx.sessions is view.sessions
+
+    asyncio.run(main())

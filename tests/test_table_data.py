@@ -22,8 +22,8 @@ import pytest
 from leptonctl.core.reports import PutReport
 from leptonctl.errors import LeptonError
 from leptonctl.inventory import Inventory, parse_inventory
-from leptonctl.remote.agent import AgentSessions
 from leptonctl.services import datasets, replicas
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.datasets import DataError
 from leptonctl.store.sqlite import SqliteStore
 from leptonctl.testing.fake_agent import GIB, FakeCluster
@@ -53,14 +53,14 @@ class Bed:
     def domains(self, names: set[str]) -> set[str]:
         return {str(self.inventory.host(n).vars.get("rack", n)) for n in names}
 
-    async def run(self, work: Callable[[AgentSessions], Any]) -> Any:
-        """One command: a pool and sessions of its own, closed after."""
-        async with self.cluster.pool() as pool:
-            sessions = AgentSessions(pool)
-            try:
-                return await work(sessions)
-            finally:
-                await sessions.close()
+    async def run(self, work: Callable[[ServiceContext], Any]) -> Any:
+        """One command: a service context with a pool and sessions of its own, closed
+        after."""
+        async with (
+            self.cluster.pool() as pool,
+            ServiceContext(self.inventory, store=self.store, pool=pool) as ctx,
+        ):
+            return await work(ctx)
 
     def put(self, k: int, name: str = "ds", on: str | None = None) -> PutReport:
         """``data put`` of the source file (``on``: as ``host:/path`` of that host)."""
@@ -68,11 +68,8 @@ class Bed:
         source = f"{on}:{self.source}" if on else str(self.source)
         report: PutReport = asyncio.run(
             self.run(
-                lambda s: datasets.put(
-                    s,
-                    self.store,
-                    self.inventory,
-                    hosts,
+                lambda c: datasets.put(
+                    c.among(hosts),
                     source,
                     name,
                     replicas=k,
@@ -287,7 +284,7 @@ def test_verify(bed_factory: Any, row: VerifyRow) -> None:
     if row.stalls:
         bed.cluster[row.stalls].stall.add("chunk-verify")
     hosts = bed.inventory.hosts
-    report = asyncio.run(bed.run(lambda s: replicas.verify(s, bed.store, hosts, None)))
+    report = asyncio.run(bed.run(lambda c: replicas.verify(c.among(hosts), None)))
     kinds = [p.problem for p in report.problems]
     away = row.down or row.stalls
     if away:  # its replicas are reported unreachable, not corrupt, not missing
@@ -340,8 +337,8 @@ def test_repair(bed_factory: Any, row: RepairRow) -> None:
         down = first
         bed.cluster[first].go_down()
     hosts = bed.inventory.hosts
-    asyncio.run(bed.run(lambda s: replicas.verify(s, bed.store, hosts, None)))
-    report = asyncio.run(bed.run(lambda s: replicas.repair(s, bed.store, hosts, None)))
+    asyncio.run(bed.run(lambda c: replicas.verify(c.among(hosts), None)))
+    report = asyncio.run(bed.run(lambda c: replicas.repair(c.among(hosts), None)))
     assert report.healthy is row.healthy
     assert report.copies_made >= row.copies_min
     assert report.corrupt_removed == row.corrupt_removed
@@ -353,7 +350,7 @@ def test_repair(bed_factory: Any, row: RepairRow) -> None:
         else:
             assert len(good) >= 2, (digest, names)
             assert good == live  # no corrupt copy left behind
-    after = asyncio.run(bed.run(lambda s: replicas.verify(s, bed.store, hosts, None)))
+    after = asyncio.run(bed.run(lambda c: replicas.verify(c.among(hosts), None)))
     assert bool(after.under_replicated) is not row.healthy
 
 
@@ -377,7 +374,7 @@ def test_rebalance_moves_onto_new_hosts_and_never_below_k(bed_factory: Any, chec
     before = bed.holders()
     hosts = bed.inventory.hosts
     report = asyncio.run(
-        bed.run(lambda s: replicas.rebalance(s, bed.store, hosts, tolerance=0.1, check=check))
+        bed.run(lambda c: replicas.rebalance(c.among(hosts), tolerance=0.1, check=check))
     )
     after = bed.holders()
     assert report.moves_planned > 0

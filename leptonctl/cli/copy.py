@@ -40,8 +40,7 @@ def cp(
         report = in_context(
             ctx,
             lambda c: service.copy(
-                c.sessions,
-                c.inventory,
+                c,
                 src,
                 dst,
                 graph=c.graph,

@@ -68,10 +68,7 @@ def put(
 
     async def work(c: ServiceContext) -> tuple[PutReport, RemoveReport | None]:
         report = await datasets.put(
-            c.sessions,
-            c.store,
-            c.inventory,
-            c.selected,
+            c,
             source,
             name,
             replicas=replicas_,
@@ -81,7 +78,7 @@ def put(
         )
         if keep_last is None:
             return report, None
-        pruned = await datasets.remove(c.sessions, c.store, c.selected, name, None, keep_last)
+        pruned = await datasets.remove(c, name, None, keep_last)
         return report, pruned
 
     report, pruned = in_context(ctx, work, limit)
@@ -105,7 +102,7 @@ def get(
     bar = TransferBar.for_terminal("data", as_json)
     report = in_context(
         ctx,
-        lambda c: datasets.get(c.sessions, c.store, c.selected, name, version, dest, progress=bar),
+        lambda c: datasets.get(c, name, version, dest, progress=bar),
         limit,
     )
     emit(
@@ -159,7 +156,7 @@ def rm(
         raise UsageError("--keep-last takes a dataset name without @version")
     report = in_context(
         ctx,
-        lambda c: datasets.remove(c.sessions, c.store, c.selected, name, version, keep_last, force),
+        lambda c: datasets.remove(c, name, version, keep_last, force),
         limit,
     )
     emit(
@@ -179,9 +176,7 @@ def verify(
     """Re-hash every replica where it lies; exit 4 if any is missing or corrupt."""
     report = in_context(
         ctx,
-        lambda c: replicas.verify(
-            c.sessions, c.store, c.selected, queries.dataset_named(c.store, ref)
-        ),
+        lambda c: replicas.verify(c, queries.dataset_named(c.store, ref)),
         limit,
     )
     emit(
@@ -210,9 +205,7 @@ def repair(
     """Delete corrupt copies and restore every chunk to K healthy replicas on live hosts."""
     report = in_context(
         ctx,
-        lambda c: replicas.repair(
-            c.sessions, c.store, c.selected, queries.dataset_named(c.store, ref), c.graph
-        ),
+        lambda c: replicas.repair(c, queries.dataset_named(c.store, ref), c.graph),
         limit,
     )
     emit(
@@ -237,7 +230,7 @@ def rebalance(
     """Move replicas from full hosts to empty ones, never dropping below K."""
     report = in_context(
         ctx,
-        lambda c: replicas.rebalance(c.sessions, c.store, c.selected, tolerance, check),
+        lambda c: replicas.rebalance(c, tolerance, check),
         limit,
     )
     emit(
@@ -266,7 +259,7 @@ def gc(
     Exit 3 if a host could not be reached (it was skipped)."""
     report = in_context(
         ctx,
-        lambda c: replicas.collect_garbage(c.sessions, c.store, c.selected, check, release_legacy),
+        lambda c: replicas.collect_garbage(c, check, release_legacy),
         limit,
     )
     emit(

@@ -105,9 +105,7 @@ def probe(
     copies use (pairs sharing no host run at once); results go to the state store."""
 
     async def work(c: ServiceContext) -> tuple[ProbeReport, object, list[str]]:
-        report = await probe_links(
-            c.sessions, c.store, c.selected, seconds=seconds, budget=budget, sample=sample
-        )
+        report = await probe_links(c, seconds=seconds, budget=budget, sample=sample)
         return (
             report,
             service.load_graph(c.store, c.selected, time.time()),

@@ -7,7 +7,7 @@ closes: the state store, one connection and one agent session per host, and the 
 network graph.  Use it as an async context manager::
 
     async with ServiceContext(inventory, options=options, store=opener) as ctx:
-        report = await replicas.verify(ctx.sessions, ctx.store, ctx.selected, None)
+        report = await replicas.verify(ctx, None)
 
 A store passed in as an object stays open (its owner closes it); a store passed as a
 callable is opened by the context on first use and closed with it.
@@ -61,6 +61,7 @@ class ServiceContext:
         hosts: Sequence[Host] | None = None,
         options: TransportOptions | None = None,
         clock: Clock = time.time,
+        pool: HostPool | None = None,
     ) -> None:
         self.inventory = inventory
         self.selected: tuple[Host, ...] = tuple(inventory.hosts if hosts is None else hosts)
@@ -71,8 +72,10 @@ class ServiceContext:
             self._store: Store | None = None
         else:
             self._open_store, self._store = None, store
+        self._given_pool = pool  # its owner closes it (a test seam: fake hosts)
         self._pool: HostPool | None = None
         self._sessions: AgentSessions | None = None
+        self._parent: ServiceContext | None = None
         self._graph: tuple[Any] | None = None
         self._closed = False
 
@@ -95,10 +98,15 @@ class ServiceContext:
     def sessions(self) -> AgentSessions:
         """One connection and one agent session per host, each opened on first use and
         kept until the context closes."""
+        if self._parent is not None:
+            return self._parent.sessions
         if self._sessions is None:
             self._check_open()
-            self._pool = HostPool(self.options, new_host_key_recorder(self.store, self.clock))
-            self._sessions = AgentSessions(self._pool)
+            if self._given_pool is not None:
+                self._sessions = AgentSessions(self._given_pool)
+            else:
+                self._pool = HostPool(self.options, new_host_key_recorder(self.store, self.clock))
+                self._sessions = AgentSessions(self._pool)
         return self._sessions
 
     @property
@@ -111,6 +119,15 @@ class ServiceContext:
 
     def host(self, name: str) -> Host:
         return self.inventory.host(name)
+
+    def among(self, hosts: Sequence[Host]) -> ServiceContext:
+        """This context acting on ``hosts``: the same store, sessions, clock and options
+        (closing the view closes nothing; its parent owns them)."""
+        view = ServiceContext(
+            self.inventory, store=self.store, hosts=hosts, options=self.options, clock=self.clock
+        )
+        view._parent = self
+        return view
 
     async def close(self) -> None:
         """Close the agent sessions and connections, then the store if this context

@@ -22,9 +22,10 @@ from leptonctl.core.netgraph import Route, best_route
 from leptonctl.core.reports import CopyReport
 from leptonctl.core.scan import Scan, UnsafeScan, printable, read_scan
 from leptonctl.errors import AgentError, HostError, LeptonError, UsageError
-from leptonctl.inventory.model import Host, Inventory
+from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, TransferOutcome, Transfers, operator_host
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.datasets import (
     DATA_OP_TIMEOUT,
     file_states,
@@ -106,8 +107,7 @@ async def _reachable(sessions: AgentSessions, host: Host) -> bool:
 
 
 async def copy(
-    sessions: AgentSessions,
-    inventory: Inventory,
+    ctx: ServiceContext,
     src: str,
     dst: str,
     *,
@@ -119,6 +119,7 @@ async def copy(
     compress: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> CopyReport:
+    sessions, inventory = ctx.sessions, ctx.inventory
     started = time.monotonic()
     src_host, src_path = split_location(src, inventory)
     dst_host, dst_path = split_location(dst, inventory)

@@ -26,6 +26,7 @@ from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, HopOutcome, TransferOutcome, Transfers, operator_host
 from leptonctl.services import chunkrefs
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.datalock import data_lock
 from leptonctl.services.replication import Origin, Replicator
 from leptonctl.store.data import DatasetRecord
@@ -89,10 +90,7 @@ def chunk_ranges(manifest: Manifest, root: str) -> dict[str, tuple[str, int]]:
 
 
 async def put(
-    sessions: AgentSessions,
-    store: Store,
-    inventory: Inventory,
-    hosts: Sequence[Host],
+    ctx: ServiceContext,
     source: str,
     name: str,
     *,
@@ -100,8 +98,9 @@ async def put(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     graph: Any = None,
     progress: ProgressSink | None = None,
-    clock: Callable[[], float] = time.time,
 ) -> PutReport:
+    sessions, store, inventory, hosts = ctx.sessions, ctx.store, ctx.inventory, ctx.selected
+    clock = ctx.clock
     async with data_lock(store, exclusive=False):
         started = time.monotonic()
         src_host, path = split_location(source, inventory)
@@ -260,19 +259,18 @@ def files_spec(manifest: Manifest, dest: str, root_mode: int | None = 0o755) -> 
 
 
 async def get(
-    sessions: AgentSessions,
-    store: Store,
-    hosts: Sequence[Host],
+    ctx: ServiceContext,
     name: str,
     version: int | None,
     dest: str,
     *,
     progress: ProgressSink | None = None,
-    clock: Callable[[], float] = time.time,
 ) -> GetReport:
     """Rebuild a dataset at a local ``dest``, verifying every chunk; a chunk that is bad or
     missing on one replica is fetched from the next.  It succeeds only when every file is
     complete at ``dest`` (no resume state is left then), or raises."""
+    sessions, store, hosts = ctx.sessions, ctx.store, ctx.selected
+    clock = ctx.clock
     started = time.monotonic()
     record = find_record(store, name, version)
     dest = os.path.abspath(os.path.expanduser(dest))
@@ -511,9 +509,7 @@ def _offset(progress: ProgressSink | None, base: int) -> Callable[[int], None] |
 
 
 async def remove(
-    sessions: AgentSessions,
-    store: Store,
-    hosts: Sequence[Host],
+    ctx: ServiceContext,
     name: str,
     version: int | None,
     keep_last: int | None = None,
@@ -522,6 +518,7 @@ async def remove(
     """Forget a dataset version (or all of them, or all but the newest ``keep_last`` ready
     ones) and delete the chunks no state store uses any more.  A version an active job
     needs as input is refused (``force``: removed anyway); ``keep_last`` spares it."""
+    sessions, store, hosts = ctx.sessions, ctx.store, ctx.selected
     async with data_lock(store, exclusive=True):
         versions = store.data.versions(name)
         if not versions:

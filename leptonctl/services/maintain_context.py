@@ -54,6 +54,12 @@ class RunContext(ServiceContext):
             raise LeptonError("internal error: a check run tried to contact a host")
         return self.sessions
 
+    def live_among(self, names: Iterable[str]) -> ServiceContext:
+        """The run's context acting on the hosts ``names`` (a step acts on its own hosts);
+        like ``live``, never under ``--check``."""
+        self.live()
+        return self.among(self.hosts(names))
+
     def sub_inventory(self, names: Sequence[str]) -> Inventory:
         """The inventory restricted to ``names`` (a step acts on its hosts only)."""
         keep = set(names)

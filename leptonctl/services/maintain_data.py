@@ -40,9 +40,7 @@ async def run_scrub(ctx: RunContext, planned: PlannedStep) -> StepResult:
             f"(every replica once per {runs} run(s))"
         )
         return result
-    report = await replicas.scrub(
-        ctx.live(), ctx.store, ctx.hosts(planned.hosts), budget, args.get("dataset"), ctx.clock
-    )
+    report = await replicas.scrub(ctx.live_among(planned.hosts), budget, args.get("dataset"))
     result = _verified(planned, report)
     result.details["rotation_runs"] = runs
     return result
@@ -83,9 +81,7 @@ async def run_repair(ctx: RunContext, planned: PlannedStep) -> StepResult:
         result = check_result(ctx, planned, under_replicated=under, without_replica=lost)
         result.summary = f"would re-replicate {under} chunk(s) short of K ({lost} with no copy)"
         return result
-    report = await replicas.repair(
-        ctx.live(), ctx.store, ctx.hosts(planned.hosts), name, clock=ctx.clock
-    )
+    report = await replicas.repair(ctx.live_among(planned.hosts), name)
     result = StepResult(planned, "changed" if report.copies_made else "ok")
     result.summary = (
         f"{report.chunks} chunk(s): {report.copies_made} copies made, "
@@ -107,12 +103,7 @@ async def run_rebalance(ctx: RunContext, planned: PlannedStep) -> StepResult:
         result.summary = "would move replicas from the fullest hosts to the emptiest"
         return result
     report = await replicas.rebalance(
-        ctx.live(),
-        ctx.store,
-        ctx.hosts(planned.hosts),
-        planned.step.args["tolerance"],
-        check=False,
-        clock=ctx.clock,
+        ctx.live_among(planned.hosts), planned.step.args["tolerance"], check=False
     )
     result = StepResult(planned, "changed" if report.moves_done else "ok")
     result.summary = (
@@ -131,7 +122,7 @@ async def run_gc_chunks(ctx: RunContext, planned: PlannedStep) -> StepResult:
         result = check_result(ctx, planned)
         result.summary = "would delete the chunks no state store's dataset version references"
         return result
-    report = await replicas.collect_garbage(ctx.live(), ctx.store, ctx.hosts(planned.hosts))
+    report = await replicas.collect_garbage(ctx.live_among(planned.hosts))
     total = sum(report.removed.values())
     result = StepResult(planned, "changed" if total else "ok")
     result.summary = f"deleted {total} unreferenced chunk(s), {report.freed_bytes} bytes"

@@ -12,33 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from leptonctl.core.netgraph import LinkMeasurement
 from leptonctl.core.probeplan import probe_rounds
 from leptonctl.core.reports import ProbeReport
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
-from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transfer import Transfers
-from leptonctl.store.interface import Store
+from leptonctl.services.context import ServiceContext
 
 MAX_BYTES = 1 << 30
 
 
 async def probe_links(
-    sessions: AgentSessions,
-    store: Store,
-    hosts: Sequence[Host],
+    ctx: ServiceContext,
     *,
     seconds: float = 1.0,
     budget: float | None = None,
     sample: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    clock: Callable[[], float] = time.time,
 ) -> ProbeReport:
     """Measure the selected hosts' links and store them; hosts the operator cannot
     reach are reported, never fatal."""
+    sessions, store, hosts = ctx.sessions, ctx.store, ctx.selected
+    clock = ctx.clock
     started = time.monotonic()
     report = ProbeReport()
     remote = [h for h in hosts if not h.is_local]

@@ -26,6 +26,7 @@ from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, Transfers
 from leptonctl.services import chunkrefs
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.datalock import data_lock
 from leptonctl.services.replication import Replicator, Survey
 from leptonctl.store.data import DatasetRecord
@@ -45,14 +46,13 @@ def wanted_replicas(store: Store, name: str | None = None) -> dict[str, int]:
 
 
 async def verify(
-    sessions: AgentSessions,
-    store: Store,
-    hosts: Sequence[Host],
+    ctx: ServiceContext,
     name: str | None = None,
     pairs: Collection[tuple[str, str]] | None = None,
-    clock: Callable[[], float] = time.time,
 ) -> VerifyReport:
     """Re-hash the replicas the store knows of (``pairs``: only these (hash, host))."""
+    sessions, store, hosts = ctx.sessions, ctx.store, ctx.selected
+    clock = ctx.clock
     started = time.monotonic()
     wanted = wanted_replicas(store, name)
     known = store.data.replicas(list(wanted))
@@ -112,24 +112,22 @@ def hashing_timeout(size: int) -> float:
 
 
 async def scrub(
-    sessions: AgentSessions,
-    store: Store,
-    hosts: Sequence[Host],
+    ctx: ServiceContext,
     budget: int,
     name: str | None = None,
-    clock: Callable[[], float] = time.time,
 ) -> VerifyReport:
     """Verify the next ``budget`` replicas after the saved cursor (wrapping around), so
     that every replica is checked once every ceil(replicas / budget) runs."""
+    store, hosts = ctx.store, ctx.selected
     live = {h.name for h in hosts}
     pairs = scrub_pairs(store, live, name)
     if not pairs or budget < 1:
-        return await verify(sessions, store, hosts, pairs=(), clock=clock)
+        return await verify(ctx, pairs=())
     cursor = store.value(SCRUB_CURSOR)
     after = tuple(json.loads(cursor)) if cursor else None
     start = next((i for i, p in enumerate(pairs) if after is None or p > after), 0)
     chosen = [pairs[(start + i) % len(pairs)] for i in range(min(budget, len(pairs)))]
-    report = await verify(sessions, store, hosts, pairs=set(chosen), clock=clock)
+    report = await verify(ctx, pairs=set(chosen))
     store.set_value(SCRUB_CURSOR, json.dumps(list(chosen[-1])))
     return report
 
@@ -148,16 +146,15 @@ def scrub_pairs(
 
 
 async def repair(
-    sessions: AgentSessions,
-    store: Store,
-    hosts: Sequence[Host],
+    ctx: ServiceContext,
     name: str | None = None,
     graph: object = None,
     progress: Callable[[int], None] | None = None,
-    clock: Callable[[], float] = time.time,
 ) -> RepairReport:
     """Delete known-corrupt copies, then copy from healthy replicas until every chunk
     has K of them on live hosts."""
+    sessions, store, hosts = ctx.sessions, ctx.store, ctx.selected
+    clock = ctx.clock
     async with data_lock(store, exclusive=False):
         wanted = wanted_replicas(store, name)
         sizes = store.data.chunk_sizes(list(wanted))
@@ -221,15 +218,14 @@ async def repair(
 
 
 async def rebalance(
-    sessions: AgentSessions,
-    store: Store,
-    hosts: Sequence[Host],
+    ctx: ServiceContext,
     tolerance: float = 0.05,
     check: bool = False,
-    clock: Callable[[], float] = time.time,
 ) -> RebalanceReport:
     """Move replicas from full hosts to empty ones: copy first, delete the source copy
     only once the destination holds it, so no chunk ever drops below K."""
+    sessions, store, hosts = ctx.sessions, ctx.store, ctx.selected
+    clock = ctx.clock
     async with data_lock(store, exclusive=True):
         wanted = wanted_replicas(store)
         sizes = store.data.chunk_sizes(list(wanted))
@@ -378,9 +374,7 @@ def _spread(targets: Sequence[object]) -> float:
 
 
 async def collect_garbage(
-    sessions: AgentSessions,
-    store: Store,
-    hosts: Sequence[Host],
+    ctx: ServiceContext,
     check: bool = False,
     release_legacy: bool = False,
 ) -> GarbageReport:
@@ -389,6 +383,7 @@ async def collect_garbage(
     delete the chunks that no ref of any state store names.  Chunks another store uses are
     never touched.  ``release_legacy`` also drops the ref that has kept every chunk stored
     before refs existed: run it once every store using these hosts has run a gc."""
+    sessions, store, hosts = ctx.sessions, ctx.store, ctx.selected
     async with data_lock(store, exclusive=True):
         replicator = Replicator(sessions, hosts)
         records = store.data.all_records()
