@@ -19,6 +19,7 @@ import pytest
 from leptonctl.cli.app import run
 from leptonctl.inventory import load_inventory
 from leptonctl.remote.transport import TransportOptions
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.reconcile import reconcile
 from leptonctl.store.sqlite import SqliteStore
 from tests.lab import Lab
@@ -165,8 +166,13 @@ def test_unreachable_host_fails_its_job_over_to_another_host(
         state = Path(os.environ["XDG_DATA_HOME"]) / "leptonctl" / "state.db"
         options = TransportOptions(connect_timeout=3, command_timeout=10)
         with SqliteStore(state) as store:
-            asyncio_run(reconcile(hosts, options, store, node_fail_after=0.0))  # marks it lost
-            asyncio_run(reconcile(hosts, options, store, node_fail_after=0.0))  # requeues, restarts
+
+            async def one_pass() -> None:
+                async with ServiceContext(hosts, store=store, options=options) as ctx:
+                    await reconcile(ctx, node_fail_after=0.0)
+
+            asyncio_run(one_pass())  # marks it lost
+            asyncio_run(one_pass())  # requeues, restarts
             record = store.jobs.get(job_id)
     finally:
         lab.start_sshd(first["host"])

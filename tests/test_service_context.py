@@ -112,6 +112,7 @@ def test_a_maintenance_run_context_is_a_service_context_that_never_contacts_host
         "replicas.collect_garbage",
         "netprobe.probe_links",
         "copy.copy",
+        "reconcile.reconcile",
     ],
 )
 def test_a_command_service_takes_the_service_context_first(function: str) -> None:

@@ -17,8 +17,8 @@ import pytest
 
 from leptonctl.core.jobspec import Submission
 from leptonctl.inventory import parse_inventory
-from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.transport import TransportOptions
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.jobs import enqueue
 from leptonctl.services.reconcile import NODE_FAIL_AFTER, ReconcileReport, reconcile
 from leptonctl.store.jobs import JobRecord
@@ -110,14 +110,17 @@ class Bed:
 
     def reconcile(self) -> ReconcileReport:
         async def one() -> ReconcileReport:
-            async with self.cluster.pool(self.options) as pool:
-                sessions = AgentSessions(pool)
-                try:
-                    return await reconcile(
-                        self.inventory, self.options, self.store, self.clock, sessions=sessions
-                    )
-                finally:
-                    await sessions.close()
+            async with (
+                self.cluster.pool(self.options) as pool,
+                ServiceContext(
+                    self.inventory,
+                    store=self.store,
+                    options=self.options,
+                    clock=self.clock,
+                    pool=pool,
+                ) as ctx,
+            ):
+                return await reconcile(ctx)
 
         return asyncio.run(one())
 

@@ -16,8 +16,7 @@ callable is opened by the context on first use and closed with it.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from leptonctl.errors import LeptonError
@@ -33,20 +32,6 @@ if TYPE_CHECKING:
     import networkx as nx  # type: ignore[import-untyped]
 
 Clock = Callable[[], float]
-
-
-@asynccontextmanager
-async def open_sessions(
-    options: TransportOptions, store: Store, clock: Clock = time.time
-) -> AsyncIterator[AgentSessions]:
-    """Connections and agent sessions for one piece of work, closed when it is done (a
-    context's own sessions, ``ServiceContext.sessions``, live as long as the context)."""
-    async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
-        sessions = AgentSessions(pool)
-        try:
-            yield sessions
-        finally:
-            await sessions.close()
 
 
 class ServiceContext:
@@ -119,6 +104,19 @@ class ServiceContext:
 
     def host(self, name: str) -> Host:
         return self.inventory.host(name)
+
+    def restricted(self, names: Iterable[str]) -> ServiceContext:
+        """This context on the inventory restricted to the hosts ``names`` (a maintenance
+        step acts on its hosts only), sharing store, sessions, clock and options."""
+        keep = set(names)
+        inventory = Inventory(
+            source=self.inventory.source,
+            hosts=tuple(h for h in self.inventory.hosts if h.name in keep),
+            groups={g: tuple(h for h in m if h in keep) for g, m in self.inventory.groups.items()},
+        )
+        view = ServiceContext(inventory, store=self.store, options=self.options, clock=self.clock)
+        view._parent = self
+        return view
 
     def among(self, hosts: Sequence[Host]) -> ServiceContext:
         """This context acting on ``hosts``: the same store, sessions, clock and options

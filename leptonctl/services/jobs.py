@@ -202,7 +202,7 @@ async def cancel(ctx: ServiceContext, ids: Sequence[int]) -> dict[int, str]:
 async def wait_for(ctx: ServiceContext, ids: Sequence[int], poll: float = 1.0) -> list[JobRecord]:
     """Reconcile until every job in ``ids`` has ended (one connection per host throughout;
     inputs are staged in the background of the passes)."""
-    inventory, options, store, sessions = ctx.inventory, ctx.options, ctx.store, ctx.sessions
+    store = ctx.store
     staging = Staging()
     try:
         report = ReconcileReport()
@@ -212,9 +212,7 @@ async def wait_for(ctx: ServiceContext, ids: Sequence[int], poll: float = 1.0) -
                 return [r for r in records if r is not None]
             busy = report.started or report.finished  # keep going while things move
             await asyncio.sleep(poll / 5 if busy else poll)
-            report = await reconcile(
-                inventory, options, store, ctx.clock, sessions=sessions, staging=staging
-            )
+            report = await reconcile(ctx, staging=staging)
     finally:
         await staging.close()
 
@@ -230,10 +228,7 @@ async def reconcile_loop(
     staging = Staging()  # inputs are copied in the background of the passes
     try:
         while True:
-            report = await reconcile(
-                ctx.inventory, ctx.options, ctx.store, ctx.clock,
-                node_fail_after=node_fail_after, sessions=ctx.sessions, staging=staging,
-            )  # fmt: skip
+            report = await reconcile(ctx, node_fail_after=node_fail_after, staging=staging)
             if not forever:
                 await staging.wait()
             on_report(report)
@@ -249,9 +244,9 @@ async def job_log(
 ) -> None:
     """Copy a job's log to ``write``; with ``follow``, wait for it to start and keep going
     until it ends."""
-    inventory, options, store, sessions = ctx.inventory, ctx.options, ctx.store, ctx.sessions
+    inventory, store, sessions = ctx.inventory, ctx.store, ctx.sessions
     while True:
-        await reconcile(inventory, options, store, ctx.clock, sessions=sessions, stage=False)
+        await reconcile(ctx, stage=False)
         record = store.jobs.get(job_id)
         if record is None:
             raise UsageError(f"no job {job_id}")

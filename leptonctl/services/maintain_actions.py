@@ -183,12 +183,7 @@ async def run_dispatch(ctx: RunContext, planned: PlannedStep) -> StepResult:
         result.summary = f"would start {started} (assuming every host is up)"
         return result
     report = await reconcile(
-        ctx.sub_inventory(planned.hosts),
-        ctx.options,
-        ctx.store,
-        ctx.clock,
-        float(planned.step.args["node_fail_after"]),
-        sessions=ctx.live(),
+        ctx.live_within(planned.hosts), node_fail_after=float(planned.step.args["node_fail_after"])
     )
     result = StepResult(planned)
     for name in planned.hosts:
@@ -318,7 +313,8 @@ async def _wait_idle(ctx: RunContext, hosts: Sequence[str], timeout: float) -> l
     """Reconcile until no job runs on ``hosts`` or ``timeout`` passes; the busy hosts left."""
     deadline = ctx.clock() + timeout
     while True:
-        report = await reconcile(ctx.inventory, ctx.options, ctx.store, sessions=ctx.live())
+        ctx.live()
+        report = await reconcile(ctx)
         ctx.note_reached({n: e for n, e in report.unreachable.items() if n in hosts})
         running = {r.host for r in ctx.store.jobs.in_states(("STARTING", "RUNNING"))}
         busy = [h for h in hosts if h in running]

@@ -62,12 +62,13 @@ class RunContext(ServiceContext):
 
     def sub_inventory(self, names: Sequence[str]) -> Inventory:
         """The inventory restricted to ``names`` (a step acts on its hosts only)."""
-        keep = set(names)
-        return Inventory(
-            source=self.inventory.source,
-            hosts=tuple(h for h in self.inventory.hosts if h.name in keep),
-            groups={g: tuple(h for h in m if h in keep) for g, m in self.inventory.groups.items()},
-        )
+        return self.restricted(names).inventory
+
+    def live_within(self, names: Iterable[str]) -> ServiceContext:
+        """The run's context on the inventory restricted to ``names``; like ``live``,
+        never under ``--check``."""
+        self.live()
+        return self.restricted(names)
 
     def note_reached(self, outcomes: Mapping[str, object]) -> None:
         for name, outcome in outcomes.items():

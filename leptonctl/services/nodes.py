@@ -61,9 +61,9 @@ async def wait_until_idle(
     ``on_waiting`` hears which jobs it waits for whenever that list (or their hosts'
     reachability) changes."""
     said: list[Waiting] | None = None
-    inventory, options, store, sessions = ctx.inventory, ctx.options, ctx.store, ctx.sessions
-    while True:  # one connection per host for the whole wait: the context's
-        report = await reconcile(inventory, options, store, ctx.clock, sessions=sessions)
+    store = ctx.store
+    while True:  # one connection per host for the whole wait: the context's sessions
+        report = await reconcile(ctx)
         waiting = [
             Waiting(
                 r.id,

@@ -42,9 +42,7 @@ async def submit(ctx: ServiceContext, jobs: Sequence[Submission]) -> Submitted:
     """Queue ``jobs`` (all or none), then reconcile once: what fits starts now."""
     _check_after(ctx, jobs)
     ids = job_service.enqueue(ctx.store, ctx.inventory, jobs, ctx.clock())
-    report = await reconcile(
-        ctx.inventory, ctx.options, ctx.store, ctx.clock, sessions=ctx.sessions
-    )
+    report = await reconcile(ctx)
     return Submitted(ids, frozenset(report.started), job_service.rejected(ctx.store, ids))
 
 
@@ -62,9 +60,7 @@ async def wait_exit_code(ctx: ServiceContext, ids: Sequence[int]) -> int:
 async def observe(ctx: ServiceContext) -> ReconcileReport:
     """The reconcile pass a reading command starts with: it never stages a job's inputs,
     nor waits for a transfer another process runs."""
-    return await reconcile(
-        ctx.inventory, ctx.options, ctx.store, ctx.clock, sessions=ctx.sessions, stage=False
-    )
+    return await reconcile(ctx, stage=False)
 
 
 async def job_list(

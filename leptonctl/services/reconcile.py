@@ -9,9 +9,8 @@ job command calls it first; so do ``leptonctl schedule`` and cron.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +23,8 @@ from leptonctl.core.scheduler import (
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory import Host, Inventory
 from leptonctl.remote.agent import AgentSessions, probe_host, wire
-from leptonctl.remote.transport import Connection, TransportOptions
-from leptonctl.services.context import open_sessions
+from leptonctl.remote.transport import Connection
+from leptonctl.services.context import ServiceContext
 from leptonctl.services.inputs import input_locality
 from leptonctl.services.starts import Staging, claim_starts, stage_and_start, start_jobs
 from leptonctl.store.interface import Store
@@ -69,39 +68,33 @@ class _HostReport:
 
 
 async def reconcile(
-    inventory: Inventory,
-    options: TransportOptions,
-    store: Store,
-    clock: Callable[[], float] = time.time,
+    ctx: ServiceContext,
+    *,
     node_fail_after: float = NODE_FAIL_AFTER,
-    sessions: AgentSessions | None = None,
     stage: bool = True,
     staging: Staging | None = None,
 ) -> ReconcileReport:
-    """Collect what ended, requeue what was lost, start what now fits.
+    """Collect what ended, requeue what was lost, start what now fits, on the hosts of the
+    context's inventory, over the context's sessions (kept across repeated passes:
+    ``--wait``, ``schedule --watch``).
 
-    Pass ``sessions`` to keep connections and agent sessions across repeated passes
-    (``--wait``, ``schedule --watch``).  Jobs with ``--input`` datasets are staged (copied
-    to their host) before they start: with ``stage=False`` (the read-only commands) this
-    pass neither stages nor waits for staging; with a long-lived ``staging``, the copies
-    run in the background of the caller's passes; otherwise this pass waits for the copies
-    it began.
+    Jobs with ``--input`` datasets are staged (copied to their host) before they start:
+    with ``stage=False`` (the read-only commands) this pass neither stages nor waits for
+    staging; with a long-lived ``staging``, the copies run in the background of the
+    caller's passes; otherwise this pass waits for the copies it began.
     """
-    if sessions is None:
-        async with open_sessions(options, store, clock) as own:
-            return await reconcile(
-                inventory, options, store, clock, node_fail_after, own, stage, staging
-            )
     if staging is None and stage:
         mine = Staging()
         try:
             report = await reconcile(
-                inventory, options, store, clock, node_fail_after, sessions, stage, mine
+                ctx, node_fail_after=node_fail_after, stage=stage, staging=mine
             )
             await mine.wait()
             return report
         finally:
             await mine.close()
+    inventory, options, store, clock = ctx.inventory, ctx.options, ctx.store, ctx.clock
+    sessions = ctx.sessions
     pool = sessions.pool
     report = ReconcileReport()
     hosts = list(inventory.hosts)
