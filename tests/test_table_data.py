@@ -120,7 +120,7 @@ class PutRow:
     never_on: frozenset[str] = frozenset()  # hosts that must end up holding nothing
     note: str = ""  # a substring of the report's notes
     fails: bool = False
-    known_bug: str = ""  # the row fails today for this reason (strict xfail)
+    extra_ok: bool = False  # a chunk may keep one more copy (stored before its host ran full)
     source_on: str | None = None  # put host:/path from this host, not from the operator
 
 
@@ -168,8 +168,7 @@ PUT_ROWS = [
         {"h4": {"free_bytes": CHUNK, "claims_free_bytes": 10 * GIB}},
         3,
         note="No space left on device",
-        known_bug="Replicator.place plans every round on the first survey: a host that "
-        "answered ENOSPC is chosen again, and the put ends short after ROUNDS",
+        extra_ok=True,
     ),
     PutRow("source-on-a-host", FOUR, 2, replicas=2, source_on="h2"),
     PutRow(  # h3 refuses SSH from the other hosts: it gets its copies through the operator
@@ -186,12 +185,7 @@ PUT_ROWS = [
 
 
 def _rows(rows: list[Any]) -> list[Any]:
-    return [
-        pytest.param(r, id=r.id, marks=[pytest.mark.xfail(reason=r.known_bug, strict=True)])
-        if getattr(r, "known_bug", "")
-        else pytest.param(r, id=r.id)
-        for r in rows
-    ]
+    return [pytest.param(r, id=r.id) for r in rows]
 
 
 @pytest.mark.parametrize("row", _rows(PUT_ROWS))
@@ -206,7 +200,9 @@ def test_put(bed_factory: Any, row: PutRow) -> None:
     report = bed.put(row.k, on=row.source_on)
     up = {n for n, h in bed.cluster.hosts.items() if h.up}
     holders = {h: names & up for h, names in bed.holders().items()}  # a dead host's copies
-    assert {len(names) for names in holders.values()} == {row.replicas}, holders
+    counts = {len(names) for names in holders.values()}
+    allowed = {row.replicas, row.replicas + 1} if row.extra_ok else {row.replicas}
+    assert row.replicas in counts and counts <= allowed, holders
     assert report.chunks == len(holders) and report.replicas == row.replicas
     for names in holders.values():
         assert not names & row.never_on

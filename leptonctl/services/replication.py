@@ -71,6 +71,11 @@ def failure_domain(host: Host) -> str | None:
     return None
 
 
+def _out_of_space(why: str) -> bool:
+    """A chunk refused because the host's filesystem or quota is full (ENOSPC, EDQUOT)."""
+    return "No space left on device" in why or "Disk quota exceeded" in why
+
+
 class Replicator:
     def __init__(
         self,
@@ -85,6 +90,9 @@ class Replicator:
         self.graph = graph
         self.progress = progress
         self.dead: dict[str, HostError] = {}
+        # hosts whose disk filled during this operation (a quota, or others writing): their
+        # survey overstated the room, so later rounds place nothing more there
+        self.full: set[str] = set()
 
     @property
     def live(self) -> list[Host]:
@@ -171,7 +179,7 @@ class Replicator:
         placed = Placed(held)
         pumped: set[tuple[str, str]] = set()  # (src, dst) pairs that could not connect
         for _ in range(ROUNDS):
-            live = {n: s for n, s in surveys.items() if n not in self.dead}
+            live = {n: s for n, s in surveys.items() if n not in self.dead and n not in self.full}
             if only is not None:
                 live = {n: s for n, s in live.items() if n in only}
             plan = plan_replicas(chunks, self.targets(live, usage), k, held)
@@ -310,6 +318,9 @@ class Replicator:
             for digest in hop.stored:
                 if digest in held and hop.name in self.hosts:
                     held[digest].add(hop.name)
+            reasons = [hop.error or "", *hop.failed.values()]
+            if hop.no_space or any(_out_of_space(why) for why in reasons):
+                self.full.add(hop.name)
             if hop.failed:
                 first = next(iter(hop.failed.items()))
                 placed.problems[hop.name] = f"{len(hop.failed)} chunk(s) not stored: {first[1]}"
