@@ -32,7 +32,6 @@ from leptonctl.cli.app import run
 from leptonctl.core.jobspec import (
     MAX_ARRAY_TASKS,
     check_inputs,
-    input_env_name,
     parse_array,
     parse_batch,
     parse_batch_text,
@@ -319,13 +318,6 @@ def test_two_inputs_that_would_set_one_variable_are_refused(
                     "ok.name-1_2", "--input", "ok-name-1_2", "--", "true")  # fmt: skip
     assert code == ExitCode.USAGE and "LEPTON_INPUT_OK_NAME_1_2" in err
     assert check_inputs(["a", "b:/data/b"]) == ("a", "b:/data/b")
-
-
-def test_input_variable_names_are_the_ones_jobs_get() -> None:
-    from leptonctl.services.inputs import input_env_name as staged_name
-
-    for name in ("imgs", "ok.name-1_2", "A-b.C", "x9"):
-        assert input_env_name(name) == staged_name(name)
 
 
 @pytest.mark.parametrize(("written", "value"), [("1/168", 1 / 168), ("'5%'", 0.05), ("0.5", 0.5)])

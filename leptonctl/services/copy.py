@@ -149,7 +149,7 @@ async def copy(
     new_top = scan.kind == "dir" and found != "dir"
     top = await path_info(sessions, src_host, [src_path], CopyError) if new_top else None
     spec = copy_spec(scan, dest, top[0].mode if top else None)
-    status = await file_states(sessions, dst_host, spec["files"], CopyError)
+    status = await file_states(sessions, dst_host, spec["files"], CopyError, dest)
     items, total, reused = _items(spec, status, src_path, dest if scan.kind == "dir" else None)
     to_send = sum(int(i["n"]) for i in items)
     if to_send > free:

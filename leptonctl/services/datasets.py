@@ -282,7 +282,7 @@ async def get(
         raise DataError(f"{dest!r} exists and is not a directory")
     spec = files_spec(record.manifest, dest, None if os.path.isdir(dest) else _new_dir_mode())
     me = operator_host()
-    states = await file_states(sessions, me, spec["files"], DataError)
+    states = await file_states(sessions, me, spec["files"], DataError, dest)
     needed: dict[str, list[list[int]]] = defaultdict(list)
     sizes = record.manifest.chunk_sizes()
     reused = 0
@@ -406,11 +406,13 @@ async def file_states(
     host: Host,
     files: Sequence[Mapping[str, Any]],
     error: type[LeptonError],
+    dest: str,
 ) -> list[dict[str, Any]]:
     """Which chunks of each files-mode entry ``host`` already has: ``[{"path", "done":
-    [offset...], "complete"}]``, one per entry, checked against the request."""
+    [offset...], "complete"}]``, one per entry, checked against the request.  Nothing under
+    ``dest`` that is reached through a symbolic link counts as there."""
     try:
-        request = wire.FileStatus(files=[dict(f) for f in files])
+        request = wire.FileStatus(files=[dict(f) for f in files], dest=dest)
         reply = await sessions.request(host, request, DATA_OP_TIMEOUT)
     except AgentError as exc:
         if exc.operation is None:

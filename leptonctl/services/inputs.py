@@ -9,11 +9,11 @@ chunks (hard links where a file is one chunk, copies otherwise).
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from leptonctl.core.jobspec import input_env_name
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
@@ -46,10 +46,6 @@ def input_locality(store: Store, records: Sequence[JobRecord]) -> dict[int, dict
                     held[host] += sizes[digest]
         locality[record.id] = {host: n / total for host, n in held.items()}
     return locality
-
-
-def input_env_name(name: str) -> str:
-    return "LEPTON_INPUT_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
 async def stage_inputs(
