@@ -102,6 +102,7 @@ def test_a_maintenance_run_context_is_a_service_context_that_never_contacts_host
         "queue.submit",
         "queue.plan",
         "queue.observe",
+        "queue.cancel",
         "datasets.put",
         "datasets.get",
         "datasets.remove",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -105,11 +105,7 @@ def get(
         lambda c: datasets.get(c, name, version, dest, progress=bar),
         limit,
     )
-    emit(
-        as_json,
-        lambda: documents.report_document(report),
-        lambda: print_lines(*summaries.get_summary(report)),
-    )
+    _emit_report(as_json, report, summaries.get_summary)
 
 
 @app.command("ls")
@@ -159,11 +155,7 @@ def rm(
         lambda c: datasets.remove(c, name, version, keep_last, force),
         limit,
     )
-    emit(
-        as_json,
-        lambda: documents.report_document(report),
-        lambda: print_lines(*summaries.removed_summary(report)),
-    )
+    _emit_report(as_json, report, summaries.removed_summary)
 
 
 @app.command("verify")
@@ -233,11 +225,7 @@ def rebalance(
         lambda c: replicas.rebalance(c, tolerance, check),
         limit,
     )
-    emit(
-        as_json,
-        lambda: documents.report_document(report),
-        lambda: print_lines(*summaries.rebalance_summary(report)),
-    )
+    _emit_report(as_json, report, summaries.rebalance_summary)
 
 
 @app.command("gc")
@@ -262,13 +250,18 @@ def gc(
         lambda c: replicas.collect_garbage(c, check, release_legacy),
         limit,
     )
+    _emit_report(as_json, report, lambda r: summaries.gc_summary(r, check))
+    if report.problems:
+        raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
+
+
+def _emit_report(as_json: bool, report: Any, summary: Callable[[Any], summaries.Lines]) -> None:
+    """A data command's report: its fields as JSON, else its text summary."""
     emit(
         as_json,
         lambda: documents.report_document(report),
-        lambda: print_lines(*summaries.gc_summary(report, check)),
+        lambda: print_lines(*summary(report)),
     )
-    if report.problems:
-        raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE))
 
 
 def _data_view() -> Any:

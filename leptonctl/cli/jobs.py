@@ -33,6 +33,7 @@ from leptonctl.render.documents import (
     jobs_document,
     submitted_document,
 )
+from leptonctl.services import jobs as job_service
 from leptonctl.services import queue
 from leptonctl.services.context import ServiceContext
 from leptonctl.services.reconcile import NODE_FAIL_AFTER, ReconcileReport
@@ -223,7 +224,7 @@ def logs(
         sys.stdout.write(data)
         sys.stdout.flush()
 
-    in_context(ctx, lambda c: queue.log(c, job_id, follow, write))
+    in_context(ctx, lambda c: job_service.job_log(c, job_id, follow, write))
 
 
 def cancel(
@@ -256,7 +257,9 @@ def schedule(
             flush=True,
         )
 
-    report = in_context(ctx, lambda c: queue.schedule(c, watch, interval, show, node_fail_after))
+    report = in_context(
+        ctx, lambda c: job_service.reconcile_loop(c, watch, interval, show, node_fail_after)
+    )
     raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE) if report.unreachable else 0)
 
 

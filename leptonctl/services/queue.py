@@ -7,7 +7,7 @@ inputs); ``jobs``/``show`` read the queue after it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from leptonctl.core.jobspec import Submission, check_after
@@ -16,7 +16,7 @@ from leptonctl.core.reports import DryRun
 from leptonctl.services import jobs as job_service
 from leptonctl.services import queries
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.reconcile import NODE_FAIL_AFTER, ReconcileReport, reconcile
+from leptonctl.services.reconcile import ReconcileReport, reconcile
 
 # How a finished job maps to `submit --wait`'s exit status (documented in the README).
 WAIT_EXIT = {"COMPLETED": 0, "TIMEOUT": 124, "CANCELLED": 130, "NODE_FAIL": 3}
@@ -88,22 +88,6 @@ async def cancel(ctx: ServiceContext, ids: Sequence[int]) -> dict[int, str]:
     results = await job_service.cancel(ctx, ids)
     await observe(ctx)
     return results
-
-
-async def log(ctx: ServiceContext, job_id: int, follow: bool, write: Callable[[str], None]) -> None:
-    """A job's output to ``write``; with ``follow``, until the job ends."""
-    await job_service.job_log(ctx, job_id, follow, write)
-
-
-async def schedule(
-    ctx: ServiceContext,
-    forever: bool,
-    interval: float,
-    on_report: Callable[[ReconcileReport], None],
-    node_fail_after: float = NODE_FAIL_AFTER,
-) -> ReconcileReport:
-    """``schedule [--watch]``: reconcile once, or every ``interval`` seconds."""
-    return await job_service.reconcile_loop(ctx, forever, interval, on_report, node_fail_after)
 
 
 def _check_after(ctx: ServiceContext, jobs: Sequence[Submission]) -> None:
