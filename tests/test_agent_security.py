@@ -686,3 +686,21 @@ def test_the_installer_refuses_a_cache_directory_others_can_write(operator_home)
     with pytest.raises(AgentError, match="refusing to install the agent"):
         probe()
     assert list(directory.iterdir()) == []
+
+
+def test_a_next_hop_that_answers_without_end_is_cut_at_the_reply_limit(tmp_path, monkeypatch):
+    """The downstream hops' reply is read up to a bound: a hostile or broken next hop that
+    prints without end costs a bounded read and an error, not the sender's memory."""
+    from agent.lepton_agent import transfers
+
+    monkeypatch.setattr(transfers, "HOPS_REPLY_LIMIT", 4096)
+    hop = transfers.NextHop.__new__(transfers.NextHop)
+    hop.name, hop.error, hop.out = "h2", None, None
+    hop.stderr_path = str(tmp_path / "stderr")
+    hop.err = open(hop.stderr_path, "w+b")  # noqa: SIM115 (NextHop.finish closes it)
+    hop.err.write(b"x" * (200 * 1024) + b"\nlast words\n")
+    endless = "yes '{\"hops\": []}' | head -c 1000000"  # well past the limit, but finite
+    hop.proc = subprocess.Popen(["sh", "-c", endless], stdout=subprocess.PIPE)
+    (result,) = hop.finish()
+    assert result["name"] == "h2" and "over 4096 bytes" in result["error"]
+    assert result["error"].endswith("last words")

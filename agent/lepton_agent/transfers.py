@@ -16,6 +16,7 @@ from .fsutil import IO_BLOCK, fsync_dir
 from .keys import blank_key_lines, read_transfer_spec, revoke, transfer_path
 from .wire import (
     END_FRAME,
+    MIB,
     SCHEMA,
     BadRequest,
     check_hash,
@@ -43,6 +44,10 @@ def check_ssh_word(value, what, spaces=False):
     if bad:
         raise BadRequest("the next hop's %s is not usable with ssh: %r" % (what, value))
     return value
+
+
+HOPS_REPLY_LIMIT = 64 * MIB  # the downstream hops' result line (hashes of what they stored)
+STDERR_TAIL_BYTES = 64 * 1024  # what is kept of ssh's stderr for an error message
 
 
 class NextHop:
@@ -117,9 +122,14 @@ class NextHop:
                 self.out.close()
         except OSError:
             pass
-        output = self.proc.stdout.read()
+        output = self.proc.stdout.read(HOPS_REPLY_LIMIT + 1)
+        if len(output) > HOPS_REPLY_LIMIT:
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+            self.error = self.error or "the next hop's reply is over %d bytes" % HOPS_REPLY_LIMIT
+            output = b""
         code = self.proc.wait()
-        self.err.seek(0)
+        self.err.seek(max(0, os.fstat(self.err.fileno()).st_size - STDERR_TAIL_BYTES))
         tail = self.err.read().decode("utf-8", "replace").strip().splitlines()[-3:]
         self.err.close()
         with contextlib.suppress(OSError):
