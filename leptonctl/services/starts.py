@@ -158,11 +158,6 @@ def record_start(
         store.jobs.update_if(
             record.id, expect, reason=f"start on {name} unconfirmed: {answer.message}"
         )
-    elif "error" in answer:
-        store.jobs.update_if(
-            record.id, expect, state="FAILED", ended=now,
-            reason=f"the agent refused to start it: {answer['error']}",
-        )  # fmt: skip
     elif store.jobs.update_if(
         record.id, expect, state="RUNNING", started=answer.get("started") or now, reason=None
     ):
