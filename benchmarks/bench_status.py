@@ -65,7 +65,7 @@ def warm_refresh_seconds(lab: Lab, inventory: Path, refreshes: int) -> list[floa
     """Open the dashboard's sessions once, then time individual refreshes."""
     from leptonctl.inventory import load_inventory
     from leptonctl.remote.transport import TransportOptions
-    from leptonctl.services.watch import LiveCluster
+    from leptonctl.services.hosts.watch import LiveCluster
     from leptonctl.store.sqlite import SqliteStore
 
     hosts = load_inventory(inventory).hosts

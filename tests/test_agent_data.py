@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from leptonctl.services.copy import copy_spec
-from leptonctl.services.datasets import files_spec, manifest_from_scan
+from leptonctl.services.data.datasets import files_spec, manifest_from_scan
+from leptonctl.services.net.copy import copy_spec
 
 AGENT = Path(__file__).resolve().parents[1] / "agent"  # the payload: `python agent COMMAND`
 AGENT_PYTHON = os.environ.get("LEPTON_TEST_AGENT_PYTHON", sys.executable)

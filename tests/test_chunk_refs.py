@@ -19,8 +19,8 @@ import pytest
 from leptonctl.core.datasets import ChunkRef, Manifest, ManifestEntry
 from leptonctl.errors import UsageError
 from leptonctl.inventory import Inventory
-from leptonctl.services import chunkrefs, datasets
 from leptonctl.services.context import ServiceContext
+from leptonctl.services.data import chunkrefs, datasets
 from leptonctl.store.sqlite import SqliteStore
 from tests.test_agent_data import (
     CHUNK,

@@ -26,8 +26,8 @@ from leptonctl.core.datasets import Manifest
 from leptonctl.core.scan import UnsafeScan, read_scan
 from leptonctl.errors import ExitCode, StateError
 from leptonctl.remote.transfer import _outcomes
-from leptonctl.services.copy import copy_spec
-from leptonctl.services.datasets import manifest_from_scan
+from leptonctl.services.data.datasets import manifest_from_scan
+from leptonctl.services.net.copy import copy_spec
 
 H = "a" * 64
 RIGGED = """\

@@ -20,7 +20,7 @@ import pytest
 from leptonctl.cli.app import run
 from leptonctl.core import crontab
 from leptonctl.errors import UsageError
-from leptonctl.services import cron
+from leptonctl.services.maintain import cron
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_LINES = [

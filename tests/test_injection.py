@@ -20,7 +20,7 @@ import pytest
 from leptonctl.core import crontab
 from leptonctl.errors import ExitCode, InventoryError, UsageError
 from leptonctl.inventory import parse_inventory
-from leptonctl.services import cron
+from leptonctl.services.maintain import cron
 from tests.test_cron import cli, crontab_text, inventory_file, set_crontab, user_crontab
 
 __all__ = ["user_crontab"]  # the fixture, imported for the tests below

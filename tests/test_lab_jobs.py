@@ -20,7 +20,7 @@ from leptonctl.cli.app import run
 from leptonctl.inventory import load_inventory
 from leptonctl.remote.transport import TransportOptions
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.reconcile import reconcile
+from leptonctl.services.jobs.reconcile import reconcile
 from leptonctl.store.sqlite import SqliteStore
 from tests.lab import Lab
 

@@ -9,7 +9,7 @@ import pytest
 
 from leptonctl.inventory import load_inventory
 from leptonctl.remote.transport import TransportOptions
-from leptonctl.services.watch import LiveCluster
+from leptonctl.services.hosts.watch import LiveCluster
 from leptonctl.store.sqlite import SqliteStore
 from tests.conftest import write_inventory
 from tests.lab import Lab

@@ -20,8 +20,8 @@ from leptonctl.core.records import JobRecord
 from leptonctl.core.reports import HostResult, StepResult
 from leptonctl.errors import ExitCode
 from leptonctl.render.maintain import run_summary, step_lines
-from leptonctl.services.maintain import RunReport, default_lock_path, run_lock
-from leptonctl.services.maintain_actions import creates_test
+from leptonctl.services.maintain.actions import creates_test
+from leptonctl.services.maintain.run import RunReport, default_lock_path, run_lock
 from leptonctl.store.sqlite import SqliteStore
 
 

@@ -21,7 +21,7 @@ from leptonctl.core.metrics import (
     format_value,
     render_metrics,
 )
-from leptonctl.services.maintain import write_metrics
+from leptonctl.services.maintain.run import write_metrics
 from tests.helpers import gpu_facts
 
 parser = pytest.importorskip("prometheus_client.parser")

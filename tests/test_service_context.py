@@ -12,7 +12,7 @@ from leptonctl.errors import LeptonError, StateError
 from leptonctl.inventory import load_inventory
 from leptonctl.remote.transport import TransportOptions
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.maintain_context import RunContext
+from leptonctl.services.maintain.context import RunContext
 from leptonctl.store.sqlite import SqliteStore
 
 
@@ -87,40 +87,40 @@ def test_a_maintenance_run_context_is_a_service_context_that_never_contacts_host
 @pytest.mark.parametrize(
     "function",
     [
-        "jobs.cancel",
-        "jobs.wait_for",
-        "jobs.reconcile_loop",
-        "jobs.job_log",
-        "status.probe_hosts",
-        "execute.run_everywhere",
-        "watch.watch_status",
-        "nodes.drain",
-        "nodes.resume",
-        "nodes.node_rows",
-        "nodes.wait_until_idle",
-        "maintain.maintain",
-        "queue.submit",
-        "queue.plan",
-        "queue.observe",
-        "queue.cancel",
-        "datasets.put",
-        "datasets.get",
-        "datasets.remove",
-        "replicas.verify",
-        "replicas.scrub",
-        "replicas.repair",
-        "replicas.rebalance",
-        "replicas.collect_garbage",
-        "netprobe.probe_links",
-        "copy.copy",
-        "reconcile.reconcile",
+        "jobs.operations.cancel",
+        "jobs.operations.wait_for",
+        "jobs.operations.reconcile_loop",
+        "jobs.operations.job_log",
+        "hosts.status.probe_hosts",
+        "hosts.execute.run_everywhere",
+        "hosts.watch.watch_status",
+        "hosts.nodes.drain",
+        "hosts.nodes.resume",
+        "hosts.nodes.node_rows",
+        "hosts.nodes.wait_until_idle",
+        "maintain.run.maintain",
+        "jobs.queue.submit",
+        "jobs.queue.plan",
+        "jobs.queue.observe",
+        "jobs.queue.cancel",
+        "data.datasets.put",
+        "data.datasets.get",
+        "data.datasets.remove",
+        "data.replicas.verify",
+        "data.replicas.scrub",
+        "data.replicas.repair",
+        "data.replicas.rebalance",
+        "data.replicas.collect_garbage",
+        "net.probe.probe_links",
+        "net.copy.copy",
+        "jobs.reconcile.reconcile",
     ],
 )
 def test_a_command_service_takes_the_service_context_first(function: str) -> None:
     import importlib
     import inspect
 
-    module, name = function.split(".")
+    module, _, name = function.rpartition(".")
     target = getattr(importlib.import_module(f"leptonctl.services.{module}"), name)
     first = next(iter(inspect.signature(target).parameters.values()))
     assert first.annotation in ("ServiceContext", ServiceContext), function

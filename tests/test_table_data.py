@@ -22,9 +22,9 @@ import pytest
 from leptonctl.core.reports import PutReport
 from leptonctl.errors import LeptonError
 from leptonctl.inventory import Inventory, parse_inventory
-from leptonctl.services import datasets, replicas
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.datasets import DataError
+from leptonctl.services.data import datasets, replicas
+from leptonctl.services.data.datasets import DataError
 from leptonctl.store.sqlite import SqliteStore
 from leptonctl.testing.fake_agent import GIB, FakeCluster
 

@@ -19,8 +19,8 @@ from leptonctl.core.jobspec import Submission
 from leptonctl.inventory import parse_inventory
 from leptonctl.remote.transport import TransportOptions
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.jobs import enqueue
-from leptonctl.services.reconcile import NODE_FAIL_AFTER, ReconcileReport, reconcile
+from leptonctl.services.jobs.operations import enqueue
+from leptonctl.services.jobs.reconcile import NODE_FAIL_AFTER, ReconcileReport, reconcile
 from leptonctl.store.jobs import JobRecord
 from leptonctl.store.sqlite import SqliteStore
 from leptonctl.testing.fake_agent import FakeCluster

@@ -12,7 +12,7 @@ from leptonctl.errors import UsageError
 from leptonctl.inventory.capacity import parse_size
 from leptonctl.render.documents import copy_document
 from leptonctl.render.summaries import copy_summary
-from leptonctl.services import copy as service
+from leptonctl.services.net import copy as service
 
 
 def cp(

@@ -13,8 +13,8 @@ from leptonctl.cli.context import JsonOption, emit, settings
 from leptonctl.core import crontab
 from leptonctl.paths import default_state_path
 from leptonctl.render.documents import cron_document
-from leptonctl.services import cron as service
-from leptonctl.services.maintain import default_lock_path
+from leptonctl.services.maintain import cron as service
+from leptonctl.services.maintain.run import default_lock_path
 
 app = typer.Typer(
     help="Crontab entries that run `leptonctl maintain` (tick, nightly, scrub).",

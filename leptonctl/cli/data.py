@@ -22,8 +22,9 @@ from leptonctl.core.reports import PutReport, RemoveReport
 from leptonctl.errors import ExitCode, UsageError
 from leptonctl.inventory.capacity import parse_size
 from leptonctl.render import documents, summaries
-from leptonctl.services import datasets, queries, replicas
+from leptonctl.services import queries
 from leptonctl.services.context import ServiceContext
+from leptonctl.services.data import datasets, replicas
 
 app = typer.Typer(
     help="Datasets kept as checksummed chunks with K replicas on the cluster's own disks.",

@@ -14,7 +14,7 @@ from leptonctl.errors import ExitCode, HostError
 from leptonctl.remote.transport import RunResult
 from leptonctl.render.documents import exec_document
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.execute import run_everywhere, shell_command
+from leptonctl.services.hosts.execute import run_everywhere, shell_command
 
 
 def exec_command(

@@ -33,10 +33,10 @@ from leptonctl.render.documents import (
     jobs_document,
     submitted_document,
 )
-from leptonctl.services import jobs as job_service
-from leptonctl.services import queue
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.reconcile import NODE_FAIL_AFTER, ReconcileReport
+from leptonctl.services.jobs import operations as job_service
+from leptonctl.services.jobs import queue
+from leptonctl.services.jobs.reconcile import NODE_FAIL_AFTER, ReconcileReport
 
 
 def submit(

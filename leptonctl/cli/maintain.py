@@ -19,7 +19,7 @@ from leptonctl.render.maintain import (
     step_event,
     step_lines,
 )
-from leptonctl.services import maintain as service
+from leptonctl.services.maintain import run as service
 
 if TYPE_CHECKING:
     from rich.console import Console

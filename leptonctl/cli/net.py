@@ -19,9 +19,9 @@ from leptonctl.core.netgraph import DEFAULT_MAX_AGE_S, Route
 from leptonctl.core.reports import ProbeReport
 from leptonctl.errors import ExitCode, UsageError
 from leptonctl.render.documents import net_document, probe_document, route_document
-from leptonctl.services import net as service
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.netprobe import probe_links
+from leptonctl.services.net import graph as service
+from leptonctl.services.net.probe import probe_links
 
 app = typer.Typer(
     help="The network between hosts: measured links, and the routes copies take.",

@@ -10,9 +10,9 @@ import typer
 from leptonctl.cli.context import JsonOption, emit, in_context, print_rich, with_context
 from leptonctl.core.reports import NodeRow
 from leptonctl.render.documents import nodes_document
-from leptonctl.services import nodes as service
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.reconcile import NODE_FAIL_AFTER
+from leptonctl.services.hosts import nodes as service
+from leptonctl.services.jobs.reconcile import NODE_FAIL_AFTER
 
 app = typer.Typer(
     help="Drain, resume and list hosts (where new jobs may go).", no_args_is_help=True

@@ -22,8 +22,8 @@ from leptonctl.core.reports import HostStatus
 from leptonctl.errors import ExitCode
 from leptonctl.render.documents import status_document
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.status import probe_hosts
-from leptonctl.services.watch import watch_status
+from leptonctl.services.hosts.status import probe_hosts
+from leptonctl.services.hosts.watch import watch_status
 
 
 def status(

@@ -3,7 +3,7 @@
 Each entry we write ends with a marker comment, ``# leptonctl:NAME:SCHEDULE``, which
 the shell that cron starts ignores; replacing touches exactly the lines carrying our
 markers and keeps every other line of the user's crontab as it was, in its place.
-Reading and writing the real crontab is ``leptonctl.services.cron``'s business.
+Reading and writing the real crontab is ``leptonctl.services.maintain.cron``'s business.
 """
 
 from __future__ import annotations

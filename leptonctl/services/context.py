@@ -24,8 +24,8 @@ from leptonctl.inventory import Host, Inventory
 from leptonctl.remote.agent import AgentSessions
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import TransportOptions
-from leptonctl.services.net import measured_graph
-from leptonctl.services.status import new_host_key_recorder
+from leptonctl.services.hosts.status import new_host_key_recorder
+from leptonctl.services.net.graph import measured_graph
 from leptonctl.store.interface import Store
 
 if TYPE_CHECKING:

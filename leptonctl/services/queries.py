@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from leptonctl.core.datasets import parse_dataset_ref
 from leptonctl.core.records import ACTIVE, DatasetRecord, JobRecord
 from leptonctl.errors import UsageError
-from leptonctl.services.datasets import find_record, usable
+from leptonctl.services.data.datasets import find_record, usable
 from leptonctl.store.interface import Store
 
 Holders = Mapping[str, Mapping[str, str]]  # hash -> host -> replica state

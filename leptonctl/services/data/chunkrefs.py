@@ -21,7 +21,7 @@ from typing import Any
 from leptonctl.errors import AgentError, HostError, UsageError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
-from leptonctl.services.replication import Replicator, Survey
+from leptonctl.services.data.replication import Replicator, Survey
 from leptonctl.store.data import DatasetRecord
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import ACTIVE

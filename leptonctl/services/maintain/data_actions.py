@@ -13,8 +13,8 @@ import math
 from leptonctl.core.datasets import VerifyReport
 from leptonctl.core.metrics import ReplicaHealth
 from leptonctl.core.playbook import PlannedStep
-from leptonctl.services import replicas
-from leptonctl.services.maintain_context import HostResult, RunContext, StepResult, check_result
+from leptonctl.services.data import replicas
+from leptonctl.services.maintain.context import HostResult, RunContext, StepResult, check_result
 from leptonctl.store.interface import Store
 
 DEFAULT_SCRUB_SLICE = 1 / 168  # hourly runs read every replica about once a week

@@ -20,7 +20,7 @@ from leptonctl.remote.agent import AgentSession
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import TransportOptions
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.status import new_host_key_recorder
+from leptonctl.services.hosts.status import new_host_key_recorder
 from leptonctl.store.interface import Store
 
 STORE_EVERY = 60.0  # seconds between writes of one host's facts to the state store

@@ -26,7 +26,7 @@ from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, TransferOutcome, Transfers, operator_host
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.datasets import (
+from leptonctl.services.data.datasets import (
     DATA_OP_TIMEOUT,
     file_states,
     make_tree,

@@ -1,5 +1,5 @@
 """Job operations: enqueue, dry-run, wait, cancel, logs.  Each reconciles first
-(``leptonctl.services.reconcile``) so it acts on what the hosts say now."""
+(``leptonctl.services.jobs.reconcile``) so it acts on what the hosts say now."""
 
 from __future__ import annotations
 
@@ -23,15 +23,15 @@ from leptonctl.inventory import Host, Inventory, select_hosts
 from leptonctl.remote.agent import AgentSessions, run_agent, wire
 from leptonctl.remote.pool import HostPool
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.datasets import find_record
-from leptonctl.services.reconcile import (
+from leptonctl.services.data.datasets import find_record
+from leptonctl.services.hosts.status import new_host_key_recorder
+from leptonctl.services.jobs.reconcile import (
     NODE_FAIL_AFTER,
     ReconcileReport,
     reconcile,
     stored_facts,
 )
-from leptonctl.services.starts import Staging
-from leptonctl.services.status import new_host_key_recorder
+from leptonctl.services.jobs.starts import Staging
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import FINAL, JobRecord
 

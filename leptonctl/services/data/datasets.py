@@ -25,10 +25,10 @@ from leptonctl.errors import AgentError, HostError, LeptonError, StateError, Usa
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, HopOutcome, TransferOutcome, Transfers, operator_host
-from leptonctl.services import chunkrefs
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.datalock import data_lock
-from leptonctl.services.replication import Origin, Replicator
+from leptonctl.services.data import chunkrefs
+from leptonctl.services.data.datalock import data_lock
+from leptonctl.services.data.replication import Origin, Replicator
 from leptonctl.store.data import DatasetRecord
 from leptonctl.store.interface import Store
 

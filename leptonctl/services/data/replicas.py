@@ -25,10 +25,10 @@ from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, Transfers
-from leptonctl.services import chunkrefs
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.datalock import data_lock
-from leptonctl.services.replication import Replicator, Survey
+from leptonctl.services.data import chunkrefs
+from leptonctl.services.data.datalock import data_lock
+from leptonctl.services.data.replication import Replicator, Survey
 from leptonctl.store.data import DatasetRecord
 from leptonctl.store.interface import Store
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from leptonctl.core.jobspec import Submission, check_after
 from leptonctl.core.records import JobRecord
 from leptonctl.core.reports import DryRun
-from leptonctl.services import jobs as job_service
 from leptonctl.services import queries
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.reconcile import ReconcileReport, reconcile
+from leptonctl.services.jobs import operations as job_service
+from leptonctl.services.jobs.reconcile import ReconcileReport, reconcile
 
 # How a finished job maps to `submit --wait`'s exit status (documented in the README).
 WAIT_EXIT = {"COMPLETED": 0, "TIMEOUT": 124, "CANCELLED": 130, "NODE_FAIL": 3}

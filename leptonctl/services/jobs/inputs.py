@@ -18,8 +18,8 @@ from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, Transfers
-from leptonctl.services import chunkrefs
-from leptonctl.services.datasets import DATA_OP_TIMEOUT, DataError
+from leptonctl.services.data import chunkrefs
+from leptonctl.services.data.datasets import DATA_OP_TIMEOUT, DataError
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import JobRecord
 

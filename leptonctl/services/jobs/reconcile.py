@@ -25,8 +25,8 @@ from leptonctl.inventory import Host, Inventory
 from leptonctl.remote.agent import AgentSessions, probe_host, wire
 from leptonctl.remote.transport import Connection
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.inputs import input_locality
-from leptonctl.services.starts import Staging, claim_starts, stage_and_start, start_jobs
+from leptonctl.services.jobs.inputs import input_locality
+from leptonctl.services.jobs.starts import Staging, claim_starts, stage_and_start, start_jobs
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import FINAL, JobRecord
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from leptonctl.core.reports import NodeRow
 from leptonctl.inventory import select_hosts
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.reconcile import reconcile
+from leptonctl.services.jobs.reconcile import reconcile
 
 
 def drain(ctx: ServiceContext, selector: str, reason: str) -> list[str]:

@@ -31,7 +31,8 @@ from leptonctl.errors import AgentError, HostError, TimedOut
 from leptonctl.inventory import Host, Inventory
 from leptonctl.remote.agent import wire
 from leptonctl.remote.transport import Connection, RunResult
-from leptonctl.services.maintain_context import (
+from leptonctl.services.jobs.reconcile import reconcile, stored_facts
+from leptonctl.services.maintain.context import (
     HOST_STATES,
     HostResult,
     RunContext,
@@ -40,7 +41,6 @@ from leptonctl.services.maintain_context import (
     count_hosts,
     hosts_word,
 )
-from leptonctl.services.reconcile import reconcile, stored_facts
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import FINAL
 

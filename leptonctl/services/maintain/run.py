@@ -34,9 +34,9 @@ from leptonctl.core.playbook import PlannedStep, Playbook, about, parse_playbook
 from leptonctl.core.reports import RunReport
 from leptonctl.core.safeyaml import read_source
 from leptonctl.errors import ExitCode, LeptonError, StateError, UsageError
-from leptonctl.services import maintain_data
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.maintain_actions import (
+from leptonctl.services.maintain import data_actions as maintain_data
+from leptonctl.services.maintain.actions import (
     run_dispatch,
     run_drain,
     run_gc_jobs,
@@ -45,7 +45,7 @@ from leptonctl.services.maintain_actions import (
     run_resume,
     run_shell,
 )
-from leptonctl.services.maintain_context import RunContext, StepResult
+from leptonctl.services.maintain.context import RunContext, StepResult
 from leptonctl.store.jobs import ACTIVE, FINAL
 
 TICK_PLAYBOOKS = ("health", "dispatch")  # what `maintain` runs when given no playbook
@@ -85,11 +85,9 @@ ACTIONS: Mapping[str, Action] = {
 
 def shipped_playbooks() -> dict[str, Path]:
     """Name -> file of the playbooks shipped with leptonctl (wheel, or checkout)."""
-    packaged = resources.files("leptonctl") / "_playbooks"
-    if packaged.is_dir():
-        base = Path(str(packaged))
-    else:
-        base = Path(__file__).resolve().parents[2] / "playbooks"
+    package = resources.files("leptonctl")
+    packaged = package / "_playbooks"
+    base = Path(str(packaged)) if packaged.is_dir() else Path(str(package)).parent / "playbooks"
     return {p.stem: p for p in sorted(base.glob("*.yaml"))}
 
 

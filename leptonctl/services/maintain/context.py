@@ -22,7 +22,7 @@ from leptonctl.inventory import Host, Inventory, fold_host_names
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transport import Connection, TransportOptions
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.reconcile import stored_facts
+from leptonctl.services.jobs.reconcile import stored_facts
 from leptonctl.store.interface import Store
 
 

@@ -24,13 +24,13 @@ from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory import Host
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transport import Connection
-from leptonctl.services.datasets import DataError
-from leptonctl.services.inputs import stage_inputs
+from leptonctl.services.data.datasets import DataError
+from leptonctl.services.jobs.inputs import stage_inputs
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import JobRecord
 
 if TYPE_CHECKING:
-    from leptonctl.services.reconcile import ReconcileReport
+    from leptonctl.services.jobs.reconcile import ReconcileReport
 
 START_LEASE = 30.0  # seconds a claim on staging and starting a job lasts unless renewed
 

@@ -1,0 +1,1 @@
+"""Hosts: probing and status, the live view, exec, drain and resume."""

@@ -1,0 +1,1 @@
+"""Jobs: submit and the queue, reconcile, starts and input staging."""

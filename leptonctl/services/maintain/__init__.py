@@ -1,0 +1,1 @@
+"""Maintenance from cron: playbook runs, their actions, and crontab entries."""

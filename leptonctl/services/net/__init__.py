@@ -1,0 +1,1 @@
+"""The network: the measured graph, net probe, and routed copies (cp)."""
