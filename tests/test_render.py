@@ -6,11 +6,10 @@ import json
 
 from rich.console import Console
 
-from leptonctl.core.outputs import HostOutput, fold_outputs
+from leptonctl.core.outputs import HostOutput, RunResult, fold_outputs
 from leptonctl.core.reports import HostStatus
 from leptonctl.errors import CommandFailed, Unreachable
 from leptonctl.inventory.model import DeclaredCapacity
-from leptonctl.remote.transport import RunResult
 from leptonctl.render.documents import exec_document, status_document
 from leptonctl.render.execute import exec_report, output_groups
 from leptonctl.render.status import bar, dashboard, hosts_table, status_view

@@ -57,20 +57,11 @@ class JobEntry(TypedDict, total=False):
     log_bytes: int
 
 
-class JobStartReply(TypedDict, total=False):
+class JobStartReply(JobEntry, total=False):
+    """The job's status entry after the start."""
+
     schema: int
     created: bool
-    id: str
-    state: str
-    pid: Optional[int]
-    pgid: Optional[int]
-    started: Optional[float]
-    ended: Optional[float]
-    exit_code: Optional[int]
-    signal: Optional[str]
-    peak_rss_bytes: Optional[int]
-    reason: Optional[str]
-    log_bytes: int
 
 
 class JobStatusReply(TypedDict, total=False):
@@ -78,20 +69,11 @@ class JobStatusReply(TypedDict, total=False):
     jobs: List[JobEntry]
 
 
-class JobKillReply(TypedDict, total=False):
+class JobKillReply(JobEntry, total=False):
+    """The job's status entry after the request."""
+
     schema: int
     cancel_requested: bool
-    id: str
-    state: str
-    pid: Optional[int]
-    pgid: Optional[int]
-    started: Optional[float]
-    ended: Optional[float]
-    exit_code: Optional[int]
-    signal: Optional[str]
-    peak_rss_bytes: Optional[int]
-    reason: Optional[str]
-    log_bytes: int
 
 
 class JobLogReply(TypedDict, total=False):

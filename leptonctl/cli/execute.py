@@ -10,8 +10,8 @@ from typing import Annotated, TextIO
 import typer
 
 from leptonctl.cli.context import JsonOption, LimitOption, emit, in_context
+from leptonctl.core.outputs import RunResult
 from leptonctl.errors import ExitCode, HostError
-from leptonctl.remote.transport import RunResult
 from leptonctl.render.documents import exec_document
 from leptonctl.services.context import ServiceContext
 from leptonctl.services.hosts.execute import run_everywhere, shell_command

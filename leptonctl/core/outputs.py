@@ -3,7 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from leptonctl.errors import CommandFailed
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished remote command, like ``subprocess.CompletedProcess``.
+
+    ``stdout``/``stderr`` are decoded (invalid UTF-8 replaced); ``raw_stdout``/``raw_stderr``
+    hold the bytes exactly as the command wrote them, for callers that pass output on."""
+
+    host: str
+    command: str
+    exit_status: int | None
+    stdout: str
+    stderr: str
+    raw_stdout: bytes | None = field(default=None, repr=False, compare=False)
+    raw_stderr: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    @property
+    def stdout_bytes(self) -> bytes:
+        return self.stdout.encode() if self.raw_stdout is None else self.raw_stdout
+
+    @property
+    def stderr_bytes(self) -> bytes:
+        return self.stderr.encode() if self.raw_stderr is None else self.raw_stderr
+
+    def check(self) -> RunResult:
+        if not self.ok:
+            raise CommandFailed(self.host, self.command, self.exit_status, self.stdout, self.stderr)
+        return self
 
 
 @dataclass(frozen=True)

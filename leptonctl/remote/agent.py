@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
+from leptonctl.core.outputs import RunResult
 from leptonctl.core.scan import printable
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.pool import HostPool
-from leptonctl.remote.transport import Connection, RunResult, Stream
+from leptonctl.remote.transport import Connection, Stream
 
 if TYPE_CHECKING:
     from agent.lepton_agent import wire as wire

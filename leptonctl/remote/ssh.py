@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncssh
 
+from leptonctl.core.outputs import RunResult
 from leptonctl.errors import (
     AuthFailed,
     HostError,
@@ -33,7 +34,6 @@ from leptonctl.paths import user_known_hosts
 from leptonctl.remote.transport import (
     PeerInfo,
     Pipe,
-    RunResult,
     Stream,
     TransportOptions,
     decode_output,

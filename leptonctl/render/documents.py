@@ -16,6 +16,7 @@ from leptonctl.core.crontab import CronEntry
 from leptonctl.core.datasets import VerifyReport
 from leptonctl.core.facts import HostFacts
 from leptonctl.core.netgraph import Route
+from leptonctl.core.outputs import RunResult
 from leptonctl.core.records import DatasetRecord, JobRecord
 from leptonctl.core.reports import (
     CopyReport,
@@ -31,7 +32,6 @@ from leptonctl.core.reports import (
     RepairReport,
 )
 from leptonctl.errors import HostError
-from leptonctl.remote.transport import RunResult
 
 
 def status_document(rows: Sequence[HostStatus], now: float) -> dict[str, Any]:

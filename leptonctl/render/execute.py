@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from leptonctl.core.outputs import HostOutput, OutputGroup, fold_outputs
+from leptonctl.core.outputs import HostOutput, OutputGroup, RunResult, fold_outputs
 from leptonctl.errors import HostError
 from leptonctl.inventory.ranges import fold_host_names
-from leptonctl.remote.transport import RunResult
 
 _RESET = b"\x1b[0m"
 _STYLES = {

@@ -49,6 +49,7 @@ from typing import Any
 
 import asyncssh
 
+from leptonctl.core.outputs import RunResult
 from leptonctl.errors import TimedOut, Unreachable
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import agent_command, payload_name
@@ -57,7 +58,6 @@ from leptonctl.remote.transport import (
     Connection,
     PeerInfo,
     Pipe,
-    RunResult,
     Stream,
     TransportOptions,
     finished,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from leptonctl.core.outputs import RunResult
 from leptonctl.errors import HostError, UsageError
 from leptonctl.inventory.model import Host
-from leptonctl.remote.transport import Connection, RunResult
+from leptonctl.remote.transport import Connection
 from leptonctl.services.context import ServiceContext
 
 

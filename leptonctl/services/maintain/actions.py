@@ -25,12 +25,13 @@ from leptonctl.core.health import (
     hardware_signature,
 )
 from leptonctl.core.jobviews import job_view, nodes_from, removable_job_dirs, running_view
+from leptonctl.core.outputs import RunResult
 from leptonctl.core.playbook import PlannedStep
 from leptonctl.core.scheduler import dispatch
 from leptonctl.errors import AgentError, HostError, TimedOut
 from leptonctl.inventory import Host, Inventory
 from leptonctl.remote.agent import wire
-from leptonctl.remote.transport import Connection, RunResult
+from leptonctl.remote.transport import Connection
 from leptonctl.services.jobs.reconcile import reconcile, stored_facts
 from leptonctl.services.maintain.context import (
     HOST_STATES,
