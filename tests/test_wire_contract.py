@@ -245,3 +245,11 @@ def test_an_error_reply_raises_one_agent_error_with_host_operation_and_reason(
     assert error.message == f"job-kill failed: {error.reason}"
     assert error.to_json()["operation"] == "job-kill"
     assert pong["pong"] is True and kept  # an error reply is an answer: the session stays
+
+
+def test_a_send_item_has_one_wire_shape_for_chunks_file_ranges_and_targets() -> None:
+    """Services build send items as typed values; the sender reads exactly these keys."""
+    assert wire.SendItem(5, hash="ab" * 32).to_wire() == {"n": 5, "h": "ab" * 32}
+    ranged = wire.SendItem(7, None, "/src/f", 1024, ((3, 1024),)).to_wire()
+    assert ranged == {"n": 7, "path": "/src/f", "o": 1024, "t": [[3, 1024]]}
+    assert json.loads(json.dumps(ranged)) == ranged  # plain JSON on the wire

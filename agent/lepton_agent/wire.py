@@ -205,6 +205,30 @@ MAX_FRAME_BYTES = 1 << 32  # far above any chunk size
 END_FRAME = b'{"end":true}\n'
 
 
+@dataclasses.dataclass(frozen=True)
+class SendItem:
+    """One frame a sender sends (an item of a ``send`` spec or of ``chunk-import``): a stored
+    chunk (``hash``), or ``size`` bytes of the sender's file ``path`` at ``offset`` (hashed
+    while read when ``hash`` is None); ``targets`` are the (file index, offset) places a
+    files-mode receiver writes it to."""
+
+    size: int
+    hash: Optional[str] = None
+    path: Optional[str] = None
+    offset: int = 0
+    targets: Tuple[Tuple[int, int], ...] = ()
+
+    def to_wire(self) -> Dict[str, Any]:
+        doc = {"n": self.size}  # type: Dict[str, Any]
+        if self.hash is not None:
+            doc["h"] = self.hash
+        if self.path is not None:
+            doc["path"], doc["o"] = self.path, self.offset
+        if self.targets:
+            doc["t"] = [[index, offset] for index, offset in self.targets]
+        return doc
+
+
 def encode_frame(frame: Mapping[str, Any]) -> bytes:
     """A header or trailer line."""
     return json_line(dict(frame)).encode()

@@ -113,7 +113,7 @@ class Transfers:
     async def run(
         self,
         source: Host,
-        items: Sequence[Mapping[str, Any]],
+        items: Sequence[wire.SendItem],
         chain: Sequence[Hop],
         *,
         store_at_source: bool = False,
@@ -147,7 +147,7 @@ class Transfers:
             spec = {
                 "transfer": transfer_id,
                 "name": source.name,
-                "items": list(items),
+                "items": [item.to_wire() for item in items],
                 "store": store_at_source,
                 "rate_bps": rate_bps,
                 "next": {"kind": "stdout"} if pump else links[0],

@@ -319,7 +319,10 @@ async def get(
             if not by_host:
                 break
             for host_name, hashes in by_host.items():
-                items = [{"h": h, "n": sizes[h], "t": needed[h]} for h in hashes]
+                items = [
+                    wire.SendItem(sizes[h], hash=h, targets=tuple((i, o) for i, o in needed[h]))
+                    for h in hashes
+                ]
                 for digest in hashes:
                     tried[digest].add(host_name)
                 try:

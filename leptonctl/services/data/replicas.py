@@ -321,7 +321,7 @@ async def _copy_pairs(
     stored: dict[tuple[str, str], list[str]] = {}
 
     async def one(src: str, dst: str, hashes: list[str]) -> None:
-        items = [{"h": h, "n": sizes[h]} for h in hashes]
+        items = [wire.SendItem(sizes[h], hash=h) for h in hashes]
         try:
             outcome = await transfers.run(by_name[src], items, [Hop(by_name[dst])])
         except HostError as exc:

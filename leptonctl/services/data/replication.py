@@ -209,19 +209,20 @@ class Replicator:
         origin: Origin | None,
         chunks: Sequence[ChunkRef],
         placed: Placed,
-    ) -> dict[tuple[str, bool, tuple[str, ...]], list[dict[str, Any]]]:
+    ) -> dict[tuple[str, bool, tuple[str, ...]], list[wire.SendItem]]:
         """(source, store at source, receivers in chain order) -> items."""
         sizes = {c.hash: c.size for c in chunks}
         load: dict[str, int] = defaultdict(int)  # bytes each source already sends
-        groups: dict[tuple[str, bool, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
+        groups: dict[tuple[str, bool, tuple[str, ...]], list[wire.SendItem]] = defaultdict(list)
         for digest, dests in placements.items():
             sources = sorted(held.get(digest, ()) - self.dead.keys(), key=lambda n: load[n])
-            item: dict[str, Any] = {"h": digest, "n": sizes[digest]}
+            item = wire.SendItem(sizes[digest], hash=digest)
             if sources:
                 source = sources[0]
             elif origin is not None and digest in origin.ranges:
                 source = origin.host.name
-                item["path"], item["o"] = origin.ranges[digest]
+                path, offset = origin.ranges[digest]
+                item = wire.SendItem(sizes[digest], digest, path, offset)
             else:
                 placed.shortfalls[digest] = "no healthy copy left to copy from"
                 continue
@@ -251,7 +252,7 @@ class Replicator:
 
     async def _run_groups(
         self,
-        groups: Mapping[tuple[str, bool, tuple[str, ...]], list[dict[str, Any]]],
+        groups: Mapping[tuple[str, bool, tuple[str, ...]], list[wire.SendItem]],
         held: dict[str, set[str]],
         pumped: set[tuple[str, str]],
         placed: Placed,
@@ -259,7 +260,9 @@ class Replicator:
     ) -> None:
         slots = asyncio.Semaphore(CHAINS_IN_FLIGHT)
 
-        async def one(source: str, keep: bool, chain: tuple[str, ...], items: list[Any]) -> None:
+        async def one(
+            source: str, keep: bool, chain: tuple[str, ...], items: list[wire.SendItem]
+        ) -> None:
             src = self._host(source, origin_host)
             async with slots:
                 if not chain:  # the only new copy is on the origin host itself
@@ -294,10 +297,11 @@ class Replicator:
         await asyncio.gather(*(one(s, k, c, items) for (s, k, c), items in groups.items()))
 
     async def _import(
-        self, src: Host, items: list[dict[str, Any]], held: dict[str, set[str]], placed: Placed
+        self, src: Host, items: list[wire.SendItem], held: dict[str, set[str]], placed: Placed
     ) -> None:
         replies = await self.request_all(
-            {src.name: wire.ChunkImport(items=items)}, {src.name: 24 * 3600.0}
+            {src.name: wire.ChunkImport(items=[i.to_wire() for i in items])},
+            {src.name: 24 * 3600.0},
         )
         reply = replies[src.name]
         if isinstance(reply, HostError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from leptonctl.core.jobspec import input_env_name
 from leptonctl.errors import AgentError, HostError
@@ -122,7 +121,7 @@ async def _fetch_missing(
         for source, hashes in by_source.items():
             for digest in hashes:
                 tried[digest].add(source)
-            items: list[dict[str, Any]] = [{"h": h, "n": sizes[h]} for h in hashes]
+            items = [wire.SendItem(sizes[h], hash=h) for h in hashes]
             try:
                 outcome = await transfers.run(hosts[source], items, [Hop(host)])
             except HostError:

@@ -151,7 +151,7 @@ async def copy(
     spec = copy_spec(scan, dest, top[0].mode if top else None)
     status = await file_states(sessions, dst_host, spec["files"], CopyError, dest)
     items, total, reused = _items(spec, status, src_path, dest if scan.kind == "dir" else None)
-    to_send = sum(int(i["n"]) for i in items)
+    to_send = sum(i.size for i in items)
     if to_send > free:
         raise CopyError(
             f"not enough space on {dst_host.name} for {dest!r}: {to_send} bytes to write, "
@@ -286,10 +286,10 @@ def copy_spec(
 
 def _items(
     spec: dict[str, Any], states: Sequence[dict[str, Any]], src_path: str, root: str | None
-) -> tuple[list[dict[str, Any]], int, int]:
+) -> tuple[list[wire.SendItem], int, int]:
     """Frames still to send: one per (file, chunk) that the destination lacks (``root``: where
     a tree goes; None for a file)."""
-    items: list[dict[str, Any]] = []
+    items: list[wire.SendItem] = []
     total = reused = 0
     for index, (entry, state) in enumerate(zip(spec["files"], states, strict=True)):
         done = set(state["done"])
@@ -299,10 +299,8 @@ def _items(
             if offset in done:
                 reused += size
                 continue
-            item = {"n": size, "path": source, "o": offset, "t": [[index, offset]]}
-            if digest is not None:
-                item["h"] = digest
-            items.append(item)
+            target = ((index, offset),)
+            items.append(wire.SendItem(size, digest, source, offset, target))
     return items, total, reused
 
 
@@ -310,7 +308,7 @@ async def _run(
     transfers: Transfers,
     plan: Plan,
     spec: dict[str, Any],
-    items: list[dict[str, Any]],
+    items: list[wire.SendItem],
     streams: int,
     rate_bps: float | None,
     compress: bool,
