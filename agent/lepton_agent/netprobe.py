@@ -22,15 +22,21 @@ def net_probe(data_dir, spec):
     result = {"schema": SCHEMA, "rtt_s": None, "bandwidth_bps": None, "bytes": 0, "error": None}
     block = bytes(4 * IO_BLOCK)
 
-    def ack():
+    def ack(first=False):
         hop.write(encode_frame({"n": 0, "ack": True}))  # ssh's stdin is unbuffered: sent now
         line = hop.proc.stdout.readline(64) if hop.out is not None else b""
-        if line.strip() != b"ack":
+        # the first answer may follow what the peer's login shell printed (a chatty .bashrc)
+        skipped = 0
+        while first and line and not line.rstrip().endswith(b"ack") and skipped < 64 * 1024:
+            skipped += len(line)
+            line = hop.proc.stdout.readline(4096)
+        answered = line.rstrip().endswith(b"ack") if first else line.strip() == b"ack"
+        if not answered:
             raise OSError("no ack from the peer")
 
     try:
         started = time.monotonic()
-        ack()  # the connection is up (handshake, key, forced command) after this
+        ack(first=True)  # the connection is up (handshake, key, forced command) after this
         rtts = []
         for _ in range(3):
             at = time.monotonic()

@@ -46,8 +46,23 @@ def check_ssh_word(value, what, spaces=False):
     return value
 
 
+# recv's result starts on a line of its own: a login shell's rc file may have printed a
+# partial line first (sshd runs the forced command through the user's shell). RESULT_LINE
 HOPS_REPLY_LIMIT = 64 * MIB  # the downstream hops' result line (hashes of what they stored)
 STDERR_TAIL_BYTES = 64 * 1024  # what is kept of ssh's stderr for an error message
+
+
+def read_bounded(stream, limit):
+    """Everything up to the end of stream, or the first limit bytes (an unbuffered pipe's
+    read returns what one read(2) gives, so read until the end)."""
+    parts, size = [], 0
+    while size < limit:
+        part = stream.read(min(IO_BLOCK, limit - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 class NextHop:
@@ -122,7 +137,7 @@ class NextHop:
                 self.out.close()
         except OSError:
             pass
-        output = self.proc.stdout.read(HOPS_REPLY_LIMIT + 1)
+        output = read_bounded(self.proc.stdout, HOPS_REPLY_LIMIT + 1)
         if len(output) > HOPS_REPLY_LIMIT:
             with contextlib.suppress(OSError):
                 self.proc.kill()
@@ -157,7 +172,7 @@ def receive(data_dir, transfer_id):
     except OSError as exc:
         error = "cannot remove the transfer key from authorized_keys: %s" % exc
         mine = {"name": spec.get("name"), "stored": [], "failed": {}, "error": error, "bytes": 0}
-        sys.stdout.write(json_line({"schema": SCHEMA, "hops": [mine]}))
+        sys.stdout.write("\n" + json_line({"schema": SCHEMA, "hops": [mine]}))  # see RESULT_LINE
         return 1
     mode = spec.get("store", "chunks")
     hop = NextHop(data_dir, transfer_id, spec["next"]) if spec.get("next") else None
@@ -261,7 +276,7 @@ def receive(data_dir, transfer_id):
     mine["error"] = broken or mine["error"]
     if hop is not None and hop.error and downstream and not downstream[0].get("error"):
         downstream[0]["error"] = hop.error
-    sys.stdout.write(json_line({"schema": SCHEMA, "hops": [mine, *downstream]}))
+    sys.stdout.write("\n" + json_line({"schema": SCHEMA, "hops": [mine, *downstream]}))
     sys.stdout.flush()
     return 0
 

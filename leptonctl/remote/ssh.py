@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import secrets
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,31 @@ from leptonctl.remote.transport import (
 )
 
 _PIPE = asyncssh.PIPE
+
+
+PREAMBLE_TIMEOUT_S = 30.0  # for the login shell's rc files to run before our command
+
+
+def with_boundary(marker: bytes, command: str) -> str:
+    """``command`` preceded by a line that marks where its own output starts: whatever a
+    login shell's rc files print first (a chatty ``.bashrc``, a motd script) comes before
+    it.  ``echo`` of a plain word means the same in sh, bash, zsh and tcsh."""
+    return f"echo {marker.decode()}; {command}"
+
+
+async def skip_preamble(
+    reader: asyncssh.SSHReader[bytes], marker: bytes, timeout: float
+) -> bytes | None:
+    """Read up to and including the boundary line: None when it came.  Otherwise what was
+    read instead (the command never ran: the shell's own error, then end of output)."""
+    try:
+        await asyncio.wait_for(reader.readuntil(marker + b"\n"), timeout)
+    except asyncio.IncompleteReadError as exc:
+        return bytes(exc.partial)
+    except asyncio.TimeoutError:
+        return b""
+    return None
+
 
 NewHostKeyCallback = Callable[[str, str, str], None]  # (inventory host, known_hosts name, key line)
 
@@ -85,11 +111,14 @@ class SshConnection:
         self.host = host
         self._conn = conn
         self._python = python  # runs the wrapper of ``run(..., group=True)``
+        self._marker = b"leptonctl-output-" + secrets.token_hex(8).encode()
 
     async def run(
         self, command: str, *, input: bytes | None = None, timeout: float, group: bool = False
     ) -> RunResult:
-        line = group_command(self._python, command) if group else command
+        line = with_boundary(
+            self._marker, group_command(self._python, command) if group else command
+        )
         try:
             process = await self._conn.create_process(
                 line,
@@ -118,12 +147,16 @@ class SshConnection:
             status = None
         return finished(self.host, command, status, out, err)
 
-    @staticmethod
     async def _collect(
-        process: asyncssh.SSHClientProcess[bytes], pgid: list[int] | None
+        self, process: asyncssh.SSHClientProcess[bytes], pgid: list[int] | None
     ) -> tuple[bytes, bytes]:
-        """stdout and stderr to the end; with ``pgid``, first the group id line the wrapper
-        writes (absent when the wrapper could not start: then the shell's error is all)."""
+        """stdout and stderr to the end, without what the login shell printed before the
+        command; with ``pgid``, first the group id line the wrapper writes (absent when the
+        wrapper could not start: then the shell's error is all)."""
+        unstarted = await skip_preamble(process.stdout, self._marker, PREAMBLE_TIMEOUT_S)
+        if unstarted is not None:
+            _, err = await process.communicate()
+            return unstarted, bytes(err or b"")
         if pgid is not None:
             first = await process.stdout.readline()
             if first.strip().isdigit():
@@ -145,18 +178,25 @@ class SshConnection:
         process.close()
 
     async def start(self, command: str) -> Stream:
-        try:
-            process = await self._conn.create_process(command, encoding=None)
-        except (asyncssh.Error, OSError) as exc:
-            raise _lost(self.host, exc) from exc
-        return _SshStream(self.host, process)
+        return _SshStream(self.host, await self._started(command))
 
     async def open_pipe(self, command: str) -> Pipe:
+        return _SshPipe(self.host, await self._started(command))
+
+    async def _started(self, command: str) -> asyncssh.SSHClientProcess[bytes]:
+        """A long-lived process whose stdout starts with the command's own output."""
         try:
-            process = await self._conn.create_process(command, encoding=None)
+            process = await self._conn.create_process(
+                with_boundary(self._marker, command), encoding=None
+            )
+            unstarted = await skip_preamble(process.stdout, self._marker, PREAMBLE_TIMEOUT_S)
         except (asyncssh.Error, OSError) as exc:
             raise _lost(self.host, exc) from exc
-        return _SshPipe(self.host, process)
+        if unstarted is not None:
+            process.close()
+            said = decode_output(unstarted).strip()[-300:]
+            raise Unreachable(self.host, "the login shell did not run the command: " + said)
+        return process
 
     def peer(self) -> PeerInfo:
         address, port = self._conn.get_extra_info("peername")[:2]
