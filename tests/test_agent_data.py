@@ -233,7 +233,7 @@ def pipe_transfer(
     send_err = sender.stderr.read()
     sender.stderr.close()
     assert sender.wait(timeout=TIMEOUT_S) == 0, send_err
-    assert receiver.returncode == 0 and out.count(b"\n") == 1, (out, err)
+    assert receiver.returncode == 0 and out.lstrip(b"\n").count(b"\n") == 1, (out, err)
     return json.loads(send_err.splitlines()[-1]), json.loads(out)
 
 
@@ -263,7 +263,10 @@ def recv_stream(dst: AgentHost, transfer: str, stream: bytes) -> subprocess.Comp
 
 def recv_ok(dst: AgentHost, transfer: str, stream: bytes) -> dict[str, Any]:
     proc = recv_stream(dst, transfer, stream)
-    assert proc.returncode == 0 and proc.stdout.count(b"\n") == 1, (proc.stdout, proc.stderr)
+    assert proc.returncode == 0 and proc.stdout.lstrip(b"\n").count(b"\n") == 1, (
+        proc.stdout,
+        proc.stderr,
+    )
     reply: dict[str, Any] = json.loads(proc.stdout)
     return reply
 
