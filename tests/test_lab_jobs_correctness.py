@@ -15,27 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from leptonctl.cli.app import run
 from tests.lab import Lab
+from tests.test_lab_jobs import cli, inventory
 
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def inventory(path: Path, lab: Lab, names: list[str], cpus: int = 1) -> Path:
-    lines = ["[workers]"]
-    for name in names:
-        lines.append(f"{name} ansible_host={lab.host(name).ip} capacity='{{\"cpus\": {cpus}}}'")
-    lines += ["[all:vars]", "ansible_user=root"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    capsys.readouterr()
-    code = run(list(args))
-    return code, capsys.readouterr().out
 
 
 def job_json(capsys: pytest.CaptureFixture[str], inv: Path, job_id: int) -> dict:

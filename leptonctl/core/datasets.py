@@ -34,6 +34,20 @@ class ChunkRef:
     size: int
 
 
+def manifest_shape(doc: object) -> tuple[str, list[Any]]:
+    """The kind and the raw entries of a manifest-shaped document (a stored manifest or a
+    host's scan); ``ValueError`` says what is wrong."""
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"expected an object, got {type(doc).__name__}")
+    kind = doc.get("kind")
+    if kind not in MANIFEST_KINDS:
+        raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
+    raw = doc.get("entries")
+    if not isinstance(raw, list):
+        raise ValueError("'entries' must be a list")
+    return str(kind), raw
+
+
 @dataclass(frozen=True)
 class ManifestEntry:
     """One file, directory or symlink of a dataset.
@@ -83,14 +97,10 @@ class Manifest:
     @classmethod
     def from_dict(cls, doc: object) -> Manifest:
         """Read (and check) a manifest; ``ValueError`` says what is wrong and where."""
-        if not isinstance(doc, Mapping):
-            raise ValueError(f"manifest: expected an object, got {type(doc).__name__}")
-        kind = doc.get("kind")
-        if kind not in MANIFEST_KINDS:
-            raise ValueError(f"manifest: kind must be 'file' or 'dir', got {kind!r}")
-        raw_entries = doc.get("entries")
-        if not isinstance(raw_entries, list):
-            raise ValueError("manifest: 'entries' must be a list")
+        try:
+            kind, raw_entries = manifest_shape(doc)
+        except ValueError as exc:
+            raise ValueError(f"manifest: {exc}") from None
         entries = tuple(_entry_from_dict(i, raw) for i, raw in enumerate(raw_entries))
         check_layout(kind, [(e.path, e.type) for e in entries])
         return cls(kind=kind, entries=entries)

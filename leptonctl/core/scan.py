@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 from leptonctl.core.datasets import (
     ENTRY_TYPES,
-    MANIFEST_KINDS,
     MAX_SIZE,
     ChunkRef,
     Manifest,
     ManifestEntry,
     check_layout,
     check_path,
+    manifest_shape,
 )
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -79,19 +79,12 @@ def read_scan(doc: object, *, chunk_size: int, hashed: bool) -> Scan:
     ``hashed``: every chunk carries its sha256 (a put) or none does (a copy hashes while it
     sends).  No chunk is larger than ``chunk_size``."""
     try:
-        if not isinstance(doc, Mapping):
-            raise ValueError(f"expected an object, got {type(doc).__name__}")
-        kind = doc.get("kind")
-        if kind not in MANIFEST_KINDS:
-            raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
-        raw = doc.get("entries")
-        if not isinstance(raw, list):
-            raise ValueError("'entries' must be a list")
+        kind, raw = manifest_shape(doc)
         entries = tuple(_entry(i, e, chunk_size, hashed) for i, e in enumerate(raw))
-        check_layout(str(kind), [(e.path, e.type) for e in entries])
+        check_layout(kind, [(e.path, e.type) for e in entries])
     except ValueError as exc:
         raise UnsafeScan(str(exc).removeprefix("manifest: ")) from None
-    return Scan(str(kind), entries)
+    return Scan(kind, entries)
 
 
 def _entry(index: int, raw: object, chunk_size: int, hashed: bool) -> ScanEntry:
