@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import Lab
+from tests.lab import ClusterProfile, Lab
 
 LAB_HOSTS = 4
 
@@ -33,14 +33,56 @@ def lab() -> Iterator[Lab]:
         pytest.skip(f"the sshd lab is unavailable: {reason}")
     # Two test runs at once (two worktrees, two developers on one machine) need two labs:
     # LEPTONCTL_TEST_LAB=PREFIX:FIRST_IP gives this run its own namespaces and addresses.
-    prefix, _, first_ip = os.environ.get("LEPTONCTL_TEST_LAB", "lepi:40").partition(":")
-    with Lab(LAB_HOSTS, prefix=prefix, first_ip=int(first_ip or 40)) as running:
+    prefix, first_ip = _lab_address()
+    with Lab(LAB_HOSTS, prefix=prefix, first_ip=first_ip) as running:
         yield running
+
+
+def _lab_address() -> tuple[str, int]:
+    prefix, _, first_ip = os.environ.get("LEPTONCTL_TEST_LAB", "lepi:40").partition(":")
+    return prefix, int(first_ip or 40)
+
+
+# The cluster profile every parametrised lab test also runs on: a non-root user with a chatty
+# bash, /home shared by all hosts, h3 taking keys only from a central file, h4 without python3
+# on the PATH (inventories name /usr/bin/python3.11 for it: Lab.inventory_vars).
+CLUSTER = ClusterProfile(central_keys=frozenset({"h3"}), no_python=frozenset({"h4"}))
+
+
+@pytest.fixture(scope="session")
+def cluster_lab() -> Iterator[Lab]:
+    """A second lab that looks like a real cluster (tests/lab.py ClusterProfile)."""
+    reason = Lab.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"the sshd lab is unavailable: {reason}")
+    prefix, first_ip = _lab_address()  # its own namespaces and addresses, next to `lab`'s
+    with Lab(LAB_HOSTS, prefix=f"{prefix[:7]}c", first_ip=first_ip + LAB_HOSTS + 1,
+             profile=CLUSTER) as running:  # fmt: skip
+        yield running
+
+
+@pytest.fixture(scope="session", params=["root", "cluster"])
+def any_lab(request: pytest.FixtureRequest) -> Lab:
+    """Each lab profile in turn: a module that overrides ``lab`` with this fixture runs its
+    tests on the root lab and again on the cluster profile."""
+    fixture = "lab" if request.param == "root" else "cluster_lab"
+    found: Lab = request.getfixturevalue(fixture)
+    return found
+
+
+@pytest.fixture
+def cluster_operator(cluster_lab: Lab, operator_home: Path) -> Path:
+    return _operator_for(cluster_lab, operator_home)
 
 
 @pytest.fixture
 def lab_operator(lab: Lab, operator_home: Path) -> Path:
     """The test's operator home, holding the lab's key and known_hosts, all sshd hosts up."""
+    return _operator_for(lab, operator_home)
+
+
+def _operator_for(lab: Lab, operator_home: Path) -> Path:
+    lab.unblock_all()
     for host in lab.hosts:
         if host.sshd_pid is None:
             lab.start_sshd(host.name)
@@ -56,11 +98,14 @@ def lab_operator(lab: Lab, operator_home: Path) -> Path:
 def write_inventory(
     path: Path, lab: Lab, names: list[str] | None = None, local: bool = False
 ) -> Path:
-    """A YAML inventory of lab hosts (and optionally this machine)."""
-    lines = ["all:", "  vars:", "    ansible_user: root", "  hosts:"]
+    """A working YAML inventory of lab hosts (and optionally this machine): on a cluster
+    profile it logs in as the lab's user, with node-local data dirs and the python that the
+    no-python hosts have."""
+    lines = ["all:", "  vars:", f"    ansible_user: {lab.user}", "  hosts:"]
     for host in lab.hosts:
         if names is None or host.name in names:
             lines += [f"    {host.name}:", f"      ansible_host: {host.ip}"]
+            lines += [f"      {k}: {v}" for k, v in lab.inventory_vars(host.name).items()]
     if local:
         lines += ["    local:", "      ansible_connection: local"]
     path.write_text("\n".join(lines) + "\n")

@@ -13,6 +13,14 @@ Layout (prefix ``lep``, N hosts, everything owned by root)::
       operator/.ssh/{id_ed25519,id_ed25519.pub,known_hosts,config}   HOME of the test process
       hN/{home,tmp,sshd_config,ssh_host_ed25519_key{,.pub},sshd.pid,sshd.log}
 
+With ``profile=ClusterProfile(...)`` the lab looks like a real cluster instead: a non-root
+login user (uid 2901, bash or tcsh, rc files that print) whose ``/home`` is ONE directory
+shared by every host (the way an NFS home is), a node-local ``/scratch`` per host, hosts
+whose sshd takes keys only from a root-owned central file, hosts without ``python3`` on the
+PATH, and pairs of hosts that cannot connect to each other (:meth:`Lab.block`).  The user
+exists only inside the hosts (their ``/etc/passwd`` and ``/etc/group`` are bind-mounted
+copies with one more line); root still logs in with its private ``/root`` for inspection.
+
 Each host has an *anchor* process (``sleep infinity``) that owns its UTS and mount namespaces;
 sshd and :meth:`Lab.run_in` enter the anchor's namespaces with ``nsenter``, so a host keeps its
 /root and /tmp while its sshd is stopped.  Bandwidth shaping is an htb qdisc on the source
@@ -34,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 SUBNET = "10.213.0"
@@ -62,6 +70,37 @@ PrintMotd no
 UseDNS no
 LogLevel VERBOSE
 """
+
+
+USER_UID = 2901
+SCRATCH = "/scratch"  # mount point of each host's node-local scratch directory
+
+# What a site's rc files print: a banner on stdout without a final newline, and a `module`
+# system's chatter on stderr.  sshd runs every command (forced ones too) through this shell.
+CHATTY_BASHRC = (
+    'echo "Welcome to the lab cluster ($(hostname))"; printf "motd: be nice"\n'
+    'echo "module: loaded gcc/12 cuda/12.4" >&2\n'
+)
+CHATTY_CSHRC = (
+    'echo "Welcome to the lab cluster (tcsh on `hostname`)"\n'
+    'printf "motd: be nice"\n'
+    "/bin/sh -c 'echo \"module: loaded gcc/12 cuda/12.4\" >&2'\n"
+)
+
+
+@dataclass(frozen=True)
+class ClusterProfile:
+    """Hosts as most GPU clusters have them (see the module docstring)."""
+
+    user: str = "lepu"
+    shell: str = "/bin/bash"  # "/usr/bin/tcsh" for a tcsh login shell
+    chatty: bool = True  # rc files print to stdout (no final newline) and stderr
+    central_keys: frozenset[str] = field(default_factory=frozenset)  # sshd: central file only
+    no_python: frozenset[str] = field(default_factory=frozenset)  # no python* on the PATH
+
+    @property
+    def home(self) -> str:
+        return f"/home/{self.user}"
 
 
 def _run(argv: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -100,13 +139,19 @@ class LabHost:
 
 class Lab:
     def __init__(
-        self, n: int, *, prefix: str = "lep", base: Path | None = None, first_ip: int = 10
+        self,
+        n: int,
+        *,
+        prefix: str = "lep",
+        base: Path | None = None,
+        first_ip: int = 10,
+        profile: ClusterProfile | None = None,
     ) -> None:
         if not (prefix.isalnum() and len(prefix) <= 8):
             raise ValueError("prefix must be alphanumeric, at most 8 characters")
         if not 1 <= n <= 240 - first_ip:
             raise ValueError("bad host count")
-        self.n, self.prefix = n, prefix
+        self.n, self.prefix, self.profile = n, prefix, profile
         self.bridge = f"{prefix}br0"
         self.base = Path(base) if base is not None else Path(tempfile.mkdtemp(dir="/var/tmp"))
         self.operator_home = self.base / "operator"
@@ -122,7 +167,39 @@ class Lab:
         ]
         self._procs: dict[int, subprocess.Popen] = {}
         self._shapes: dict[str, dict[str, float]] = {}
+        self._blocked: set[frozenset[str]] = set()
         self.operator_pub = ""
+        if profile is not None:
+            unknown = (profile.central_keys | profile.no_python) - {h.name for h in self.hosts}
+            if unknown:
+                raise ValueError(f"profile names hosts this lab lacks: {sorted(unknown)}")
+
+    # ------------------------------------------------------------------ who logs in where
+    @property
+    def user(self) -> str:
+        """The login user of inventories for this lab."""
+        return self.profile.user if self.profile else "root"
+
+    @property
+    def home(self) -> str:
+        """The login user's home directory, as the hosts see it."""
+        return self.profile.home if self.profile else "/root"
+
+    @property
+    def data_dir(self) -> str:
+        """The agent's data directory that test inventories use: node-local on a cluster."""
+        if self.profile:
+            return f"{SCRATCH}/lepton-data"
+        return "/root/.local/share/leptonctl"
+
+    def inventory_vars(self, name: str) -> dict[str, str]:
+        """Per-host inventory variables a working inventory of this lab needs."""
+        if self.profile is None:
+            return {}
+        found = {"lepton_data_dir": self.data_dir}
+        if name in self.profile.no_python:
+            found["ansible_python_interpreter"] = "/usr/bin/python3.11"
+        return found
 
     # ------------------------------------------------------------------ availability
     @staticmethod
@@ -222,15 +299,80 @@ class Lab:
             (self.operator_home / sub).mkdir(parents=True, mode=0o700, exist_ok=True)
         self.operator_pub = _keygen(ssh_dir / "id_ed25519", "lab-operator")
         (ssh_dir / "config").write_text("")
+        if self.profile is not None:
+            self._make_cluster_files(self.profile)
         for h in self.hosts:
-            (h.root / "home" / ".ssh").mkdir(parents=True)
+            (h.root / "home" / ".ssh").mkdir(parents=True)  # parents: the root profile's hN
             (h.root / "home").chmod(0o700)
             (h.root / "home" / ".ssh").chmod(0o700)
             (h.root / "tmp").mkdir()
             (h.root / "tmp").chmod(0o1777)
-            (h.root / "sshd_config").write_text(SSHD_CONFIG.format(ip=h.ip, root=h.root))
+            config = SSHD_CONFIG.format(ip=h.ip, root=h.root)
+            if self.profile is not None:
+                config += self._cluster_sshd_config(self.profile, h)
+            if self.profile is not None and h.name in self.profile.central_keys:
+                config = config.replace("AuthorizedKeysFile .ssh/authorized_keys\n", "")
+            (h.root / "sshd_config").write_text(config)
             h.host_key_pub = _keygen(h.root / "ssh_host_ed25519_key", f"root@{h.name}")
             self.authorize(h.name, self.operator_pub)
+            if self.profile is not None:
+                self.authorize(h.name, self.operator_pub, user=self.profile.user)
+
+    def _make_cluster_files(self, profile: ClusterProfile) -> None:
+        """The shared /home, the hosts' passwd/group with the user, node-local /scratch,
+        central key files, and a PATH without python for the no-python hosts."""
+        uid = gid = USER_UID
+        # sshd reads a user's keys as that user, and the no-python PATH is under BASE/hN:
+        # the user may pass through (never list) the lab's directories.
+        self.base.chmod(0o711)
+        etc = self.base / "etc"
+        etc.mkdir()
+        passwd = Path("/etc/passwd").read_text()
+        line = f"{profile.user}:x:{uid}:{gid}:lab user:{profile.home}:{profile.shell}\n"
+        (etc / "passwd").write_text(passwd + ("" if passwd.endswith("\n") else "\n") + line)
+        group = Path("/etc/group").read_text()
+        (etc / "group").write_text(group + f"{profile.user}:x:{gid}:\n")
+        for name in ("passwd", "group"):
+            (etc / name).chmod(0o644)
+        shared = self.base / "shared-home"
+        home = shared / profile.user
+        (home / ".ssh").mkdir(parents=True)
+        if profile.chatty:
+            (home / ".bashrc").write_text(CHATTY_BASHRC)
+            (home / ".profile").write_text(CHATTY_BASHRC)
+            (home / ".cshrc").write_text(CHATTY_CSHRC)
+            (home / ".login").write_text("echo 'tcsh .login speaking'\n")
+        for path in (home, *home.rglob("*")):
+            os.chown(path, uid, gid)
+        home.chmod(0o700)
+        (home / ".ssh").chmod(0o700)
+        Path(SCRATCH).mkdir(exist_ok=True)  # the mount point; each host binds its own over it
+        for h in self.hosts:
+            h.root.mkdir()
+            h.root.chmod(0o711)
+            (h.root / "scratch").mkdir()
+            (h.root / "scratch").chmod(0o1777)
+            if h.name in profile.central_keys:
+                (h.root / "central").mkdir()
+            if h.name in profile.no_python:
+                self._make_bin_without_python(h.root / "bin")
+
+    @staticmethod
+    def _make_bin_without_python(target: Path) -> None:
+        target.mkdir()
+        for entry in sorted(Path("/usr/bin").iterdir()):
+            if not entry.name.startswith("python"):
+                (target / entry.name).symlink_to(entry)
+
+    def _cluster_sshd_config(self, profile: ClusterProfile, h: LabHost) -> str:
+        extra = ""
+        if h.name in profile.central_keys:
+            # Keys come only from a root-owned file per user (as from LDAP or a config
+            # management system); ~/.ssh/authorized_keys is not read.
+            extra += f"AuthorizedKeysFile {h.root}/central/%u\n"
+        if h.name in profile.no_python:
+            extra += f"SetEnv PATH={h.root}/bin\n"
+        return extra
 
     def _make_netns(self, h: LabHost) -> None:
         peer = f"{self.prefix}p{h.name[1:]}"
@@ -247,10 +389,15 @@ class Lab:
         _run(["ip", "route", "replace", f"{h.ip}/32", "dev", self.bridge, "src", f"{SUBNET}.1"])
 
     def _start_anchor(self, h: LabHost) -> None:
-        script = (
-            f"hostname {h.name} && mount --bind {h.root}/home /root && "
-            f"mount --bind {h.root}/tmp /tmp && echo ready && exec sleep infinity"
-        )
+        mounts = f"mount --bind {h.root}/home /root && mount --bind {h.root}/tmp /tmp && "
+        if self.profile is not None:
+            etc = self.base / "etc"
+            mounts += (
+                f"mount --bind {self.base}/shared-home /home && "
+                f"mount --bind {h.root}/scratch {SCRATCH} && "
+                f"mount --bind {etc}/passwd /etc/passwd && mount --bind {etc}/group /etc/group && "
+            )
+        script = f"hostname {h.name} && {mounts}echo ready && exec sleep infinity"
         argv = ["ip", "netns", "exec", h.netns, "unshare", "--uts", "--mount"]
         argv += ["--propagation", "private", "sh", "-c", script]
         proc = subprocess.Popen(
@@ -343,14 +490,28 @@ class Lab:
         self.known_hosts.write_text("".join(lines))
 
     # ------------------------------------------------------------------ authorized_keys
-    def _authorized_keys(self, name: str) -> Path:
-        return self.host(name).root / "home" / ".ssh" / "authorized_keys"
+    def _authorized_keys(self, name: str, user: str = "root") -> Path:
+        """Where sshd on host ``name`` reads ``user``'s keys (a central file on the profile's
+        central-key hosts; the shared home's file for the profile's user elsewhere)."""
+        h = self.host(name)
+        if self.profile is not None and name in self.profile.central_keys:
+            return h.root / "central" / user
+        if user == "root":
+            return h.root / "home" / ".ssh" / "authorized_keys"
+        if self.profile is None or user != self.profile.user:
+            raise ValueError(f"no such lab user: {user}")
+        return self.base / "shared-home" / user / ".ssh" / "authorized_keys"
 
-    def authorize(self, name: str, pubkey: str) -> None:
-        path = self._authorized_keys(name)
+    def authorize(self, name: str, pubkey: str, user: str = "root") -> None:
+        path = self._authorized_keys(name, user)
         old = path.read_text() if path.exists() else ""
+        if pubkey.strip() + "\n" in old:  # a shared home's file serves every host already
+            return
         path.write_text(old + pubkey.strip() + "\n")
-        path.chmod(0o600)
+        central = self.profile is not None and name in self.profile.central_keys
+        path.chmod(0o644 if central else 0o600)
+        if user != "root" and not central:
+            os.chown(path, USER_UID, USER_UID)
 
     def deauthorize_operator(self, name: str) -> None:
         path = self._authorized_keys(name)
@@ -382,13 +543,13 @@ class Lab:
         )
         return env
 
-    def ssh_argv(self, name: str, *command: str) -> list[str]:
-        """A strict ``ssh root@host command`` using only the operator's lab files."""
+    def ssh_argv(self, name: str, *command: str, user: str = "root") -> list[str]:
+        """A strict ``ssh USER@host command`` using only the operator's lab files."""
         return [
             "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "IdentitiesOnly=yes",
             "-o", "ConnectTimeout=5", "-i", str(self.operator_key),
-            f"root@{self.host(name).ip}", *command,
+            f"{user}@{self.host(name).ip}", *command,
         ]  # fmt: skip
 
     # ------------------------------------------------------------------ inside hosts
@@ -409,11 +570,38 @@ class Lab:
         return subprocess.Popen([*self._enter(self.host(name)), *argv], **kw)
 
     def path_on(self, name: str, path: str) -> Path:
+        """The real path of ``path`` as host ``name`` sees it (/root, /tmp, and on a cluster
+        profile /home, shared by all hosts, and the host's own /scratch)."""
         p = PurePosixPath(path)
-        for inside, outside in (("/root", "home"), ("/tmp", "tmp")):
+        h = self.host(name)
+        maps = [("/root", h.root / "home"), ("/tmp", h.root / "tmp")]
+        if self.profile is not None:
+            maps += [("/home", self.base / "shared-home"), (SCRATCH, h.root / "scratch")]
+        for inside, outside in maps:
             if p == PurePosixPath(inside) or PurePosixPath(inside) in p.parents:
-                return self.host(name).root / outside / p.relative_to(inside)
-        raise ValueError(f"only /root/... and /tmp/... map to real paths, not {path}")
+                return outside / p.relative_to(inside)
+        raise ValueError(f"{path} does not map to a real path in this lab")
+
+    # ------------------------------------------------------------------ firewalls
+    def block(self, a: str, b: str) -> None:
+        """Hosts a and b can no longer connect to each other (either way): each gets an
+        ``unreachable`` route to the other, so a connect fails at once (EHOSTUNREACH)."""
+        if a == b:
+            raise ValueError("a host cannot be blocked from itself")
+        for src, dst in ((a, b), (b, a)):
+            _run(["ip", "-n", self.host(src).netns, "route", "replace", "unreachable",
+                  f"{self.host(dst).ip}/32"])  # fmt: skip
+        self._blocked.add(frozenset((a, b)))
+
+    def unblock(self, a: str, b: str) -> None:
+        for src, dst in ((a, b), (b, a)):
+            _run(["ip", "-n", self.host(src).netns, "route", "del", "unreachable",
+                  f"{self.host(dst).ip}/32"], check=False)  # fmt: skip
+        self._blocked.discard(frozenset((a, b)))
+
+    def unblock_all(self) -> None:
+        for pair in list(self._blocked):
+            self.unblock(*sorted(pair))
 
     # ------------------------------------------------------------------ shaping
     def shape(self, src: str, dst: str, rate_mbit: float) -> None:
