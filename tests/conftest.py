@@ -27,7 +27,8 @@ def operator_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
+def root_lab() -> Iterator[Lab]:
+    """Hosts where root logs in, each with a private home: the lab of most tests."""
     reason = Lab.unavailable_reason()
     if reason is not None:
         pytest.skip(f"the sshd lab is unavailable: {reason}")
@@ -36,6 +37,13 @@ def lab() -> Iterator[Lab]:
     prefix, first_ip = _lab_address()
     with Lab(LAB_HOSTS, prefix=prefix, first_ip=first_ip) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def lab(root_lab: Lab) -> Lab:
+    """The root lab; a module that should run on every profile overrides this name with
+    ``any_lab`` (``@pytest.fixture def lab(any_lab): return any_lab``)."""
+    return root_lab
 
 
 def _lab_address() -> tuple[str, int]:
@@ -65,7 +73,7 @@ def cluster_lab() -> Iterator[Lab]:
 def any_lab(request: pytest.FixtureRequest) -> Lab:
     """Each lab profile in turn: a module that overrides ``lab`` with this fixture runs its
     tests on the root lab and again on the cluster profile."""
-    fixture = "lab" if request.param == "root" else "cluster_lab"
+    fixture = "root_lab" if request.param == "root" else "cluster_lab"
     found: Lab = request.getfixturevalue(fixture)
     return found
 
@@ -96,7 +104,11 @@ def _operator_for(lab: Lab, operator_home: Path) -> Path:
 
 
 def write_inventory(
-    path: Path, lab: Lab, names: list[str] | None = None, local: bool = False
+    path: Path,
+    lab: Lab,
+    names: list[str] | None = None,
+    local: bool = False,
+    host_vars: dict[str, dict[str, str]] | None = None,
 ) -> Path:
     """A working YAML inventory of lab hosts (and optionally this machine): on a cluster
     profile it logs in as the lab's user, with node-local data dirs and the python that the
@@ -105,7 +117,8 @@ def write_inventory(
     for host in lab.hosts:
         if names is None or host.name in names:
             lines += [f"    {host.name}:", f"      ansible_host: {host.ip}"]
-            lines += [f"      {k}: {v}" for k, v in lab.inventory_vars(host.name).items()]
+            found = {**lab.inventory_vars(host.name), **(host_vars or {}).get(host.name, {})}
+            lines += [f"      {k}: {v}" for k, v in found.items()]
     if local:
         lines += ["    local:", "      ansible_connection: local"]
     path.write_text("\n".join(lines) + "\n")

@@ -582,6 +582,18 @@ class Lab:
                 return outside / p.relative_to(inside)
         raise ValueError(f"{path} does not map to a real path in this lab")
 
+    def give(self, path: Path) -> Path:
+        """Hand a real path made by the test (root) to the lab's login user, recursively."""
+        if self.profile is not None:
+            for each in (path, *(path.rglob("*") if path.is_dir() else ())):
+                os.lchown(each, USER_UID, USER_UID)
+        return path
+
+    @property
+    def writable_dir(self) -> str:
+        """A directory, as hosts see it, where the login user may create things."""
+        return self.home if self.profile is None else SCRATCH
+
     # ------------------------------------------------------------------ firewalls
     def block(self, a: str, b: str) -> None:
         """Hosts a and b can no longer connect to each other (either way): each gets an

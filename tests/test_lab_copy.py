@@ -1,7 +1,8 @@
 """`cp` and `data get` with real sshd hosts where they used to go wrong: a copy within one
 host, a file into an existing directory, trees of empty things, and a destination that is
 too small (refused before sending) or fills up on the way (what was written is removed
-again), on a host and on this machine."""
+again), on a host and on this machine.  Every test runs on the root lab and again on the
+cluster profile (a non-root user on a shared home, a central-keys host, no python3 on h4)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ from tests.conftest import write_inventory
 from tests.lab import Lab
 
 pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def lab(any_lab: Lab) -> Lab:
+    return any_lab
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -63,6 +69,7 @@ def test_host_to_host_into_a_directory_and_trees_of_empty_things(
     payload = os.urandom(1 << 20)
     lab.path_on(h1, "/tmp/into.bin").write_bytes(payload)
     lab.path_on(h2, "/tmp/into-dir").mkdir(exist_ok=True)
+    lab.give(lab.path_on(h2, "/tmp/into-dir"))
     for _ in range(2):
         code, _, err = cli(
             capsys, "-i", str(inv), "cp", f"{h1}:/tmp/into.bin", f"{h2}:/tmp/into-dir"
@@ -84,12 +91,12 @@ def test_host_to_host_into_a_directory_and_trees_of_empty_things(
 
 @pytest.fixture
 def small_disk(lab: Lab) -> Iterator[tuple[str, str]]:
-    """/root/small on the second host: a tmpfs of 1 MiB and 8 inodes (its own mount
-    namespace: seen through run_in only)."""
-    host, mount = lab.hosts[1].name, "/root/small"
+    """A tmpfs of 1 MiB and 8 inodes on the second host, writable by the login user (in the
+    host's own mount namespace: seen through run_in only)."""
+    host, mount = lab.hosts[1].name, f"{lab.writable_dir}/small"
     lab.run_in(host, ["mkdir", "-p", mount], check=True)
-    lab.run_in(host, ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=8", "tmpfs", mount],
-               check=True)  # fmt: skip
+    options = "size=1m,nr_inodes=8,mode=1777"
+    lab.run_in(host, ["mount", "-t", "tmpfs", "-o", options, "tmpfs", mount], check=True)
     try:
         yield host, mount
     finally:

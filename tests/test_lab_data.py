@@ -1,7 +1,9 @@
 """Datasets end to end on real sshd hosts: put/get round trips, K distinct replicas, the
 one-shot transfer keys, corruption found and healed, a dead host healed onto live ones, an
 interrupted put resumed, get falling over from a corrupt replica, rm reclaiming space, a full
-disk skipped, and a job with --input seeing the data."""
+disk skipped, and a job with --input seeing the data.  Every test runs on the root lab and
+again on the cluster profile (a non-root user on a shared home, node-local data dirs, a host
+that takes keys only from a central file, one without python3 on the PATH)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,15 @@ from tests.lab import Lab
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[1]
-CHUNKS = "/root/.local/share/leptonctl/chunks"
+
+
+@pytest.fixture
+def lab(any_lab: Lab) -> Lab:
+    return any_lab
+
+
+def chunks_dir(lab: Lab) -> str:
+    return f"{lab.data_dir}/chunks"
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -58,7 +68,7 @@ def listing(root: Path) -> dict[str, tuple[str, int, bytes | str]]:
 
 
 def chunk_file(lab: Lab, host: str, digest: str) -> Path:
-    return lab.path_on(host, f"{CHUNKS}/{digest[:2]}/{digest}")
+    return lab.path_on(host, f"{chunks_dir(lab)}/{digest[:2]}/{digest}")
 
 
 def dataset(capsys: pytest.CaptureFixture[str], inv: Path, ref: str) -> dict:
@@ -92,7 +102,7 @@ def test_put_get_round_trip_of_a_tree_keeps_bytes_and_modes(
             stored = chunk_file(lab, host, chunk["hash"]).read_bytes()
             assert hashlib.sha256(stored).hexdigest() == chunk["hash"]
     for host in lab.hosts:  # the one-shot transfer keys are gone again
-        keys = lab.path_on(host.name, "/root/.ssh/authorized_keys").read_text()
+        keys = lab.path_on(host.name, f"{lab.home}/.ssh/authorized_keys").read_text()
         assert "leptonctl-transfer" not in keys
     dest = tmp_path / "out"
     code, out = cli(capsys, "-i", str(inv), "data", "get", "tree", str(dest), "--json")
@@ -228,7 +238,7 @@ def test_an_interrupted_put_is_invisible_and_resumes_sending_only_what_is_missin
 
     def arriving_on_h2() -> set[str]:
         """Chunks stored on h2, and chunks it is receiving (still in chunks/.tmp)."""
-        return {p.name for p in lab.path_on(h2, CHUNKS).rglob("*") if p.is_file()}
+        return {p.name for p in lab.path_on(h2, chunks_dir(lab)).rglob("*") if p.is_file()}
 
     before = arriving_on_h2()
     try:
@@ -286,17 +296,13 @@ def test_a_host_with_a_full_disk_is_skipped_with_a_reason(
 ) -> None:
     names = [h.name for h in lab.hosts[:3]]
     full = names[0]
-    tiny = "/root/tiny-data-dir"  # inside the host's own mount namespace
-    lab.run_in(full, ["mkdir", "-p", tiny])
-    lab.run_in(full, ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", tiny])
+    tiny = f"{lab.home if lab.profile is None else '/scratch'}/tiny-data-dir"
+    lab.run_in(full, ["mkdir", "-p", tiny])  # inside the host's own mount namespace:
+    lab.run_in(full, ["mount", "-t", "tmpfs", "-o", "size=1m,mode=1777", "tmpfs", tiny])
     try:
-        lines = ["all:", "  vars:", "    ansible_user: root", "  hosts:"]
-        for name in names:
-            lines += [f"    {name}:", f"      ansible_host: {lab.host(name).ip}"]
-            if name == full:
-                lines.append(f"      data_dir: {tiny}")
-        inv = tmp_path / "inv.yaml"
-        inv.write_text("\n".join(lines) + "\n")
+        inv = write_inventory(
+            tmp_path / "inv.yaml", lab, names, host_vars={full: {"lepton_data_dir": tiny}}
+        )
         src = tmp_path / "big"
         src.write_bytes(os.urandom(600_000))
         code, out = cli(capsys, "-i", str(inv), "data", "put", str(src), "roomy", "-k", "2",

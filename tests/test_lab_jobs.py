@@ -1,5 +1,7 @@
 """Jobs end to end on real sshd hosts: placement, queueing, logs, exits, cancel, walltime,
-node failure, a killed operator, and two terminals submitting at once."""
+node failure, a killed operator, and two terminals submitting at once.  Every test runs on
+the root lab and again on the cluster profile (a non-root user on a shared home, a central-keys
+host, no python3 on h4's PATH)."""
 
 from __future__ import annotations
 
@@ -30,11 +32,19 @@ ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
+@pytest.fixture
+def lab(any_lab: Lab) -> Lab:
+    return any_lab
+
+
 def inventory(path: Path, lab: Lab, names: list[str], cpus: int = 1) -> Path:
     lines = ["[workers]"]
     for name in names:
-        lines.append(f"{name} ansible_host={lab.host(name).ip} capacity='{{\"cpus\": {cpus}}}'")
-    lines += ["[all:vars]", "ansible_user=root"]
+        extra = "".join(f" {k}={v}" for k, v in lab.inventory_vars(name).items())
+        lines.append(
+            f"{name} ansible_host={lab.host(name).ip} capacity='{{\"cpus\": {cpus}}}'{extra}"
+        )
+    lines += ["[all:vars]", f"ansible_user={lab.user}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -23,6 +23,11 @@ pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def lab(any_lab: Lab) -> Lab:
+    return any_lab
+
+
 def job_json(capsys: pytest.CaptureFixture[str], inv: Path, job_id: int) -> dict:
     code, out = cli(capsys, "-i", str(inv), "--connect-timeout", "3", "show", "--json", str(job_id))
     assert code == 0

@@ -1,6 +1,7 @@
 """``leptonctl maintain`` on real sshd hosts: a healthy lab, overlapping runs, a host whose
 sshd is stopped, health drains and resumes, --check touching nothing, job gc, hardware
-events, and the metrics file read back by prometheus_client's parser."""
+events, and the metrics file read back by prometheus_client's parser.  Every test runs on the
+root lab and again on the cluster profile."""
 
 from __future__ import annotations
 
@@ -22,7 +23,15 @@ from tests.lab import Lab
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[1]
-JOBS_DIR = "/root/.local/share/leptonctl/jobs"
+
+
+@pytest.fixture
+def lab(any_lab: Lab) -> Lab:
+    return any_lab
+
+
+def jobs_dir(lab: Lab) -> str:
+    return f"{lab.data_dir}/jobs"
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -183,7 +192,7 @@ def test_check_touches_nothing_on_the_hosts_or_in_the_queue(
         assert record is not None and record.state == "PENDING"  # no job started
         assert store.drained() == {}  # no drain recorded
         assert store.load_facts()["h3"].probed_at == facts_before  # no probe
-    assert not lab.path_on("h3", f"{JOBS_DIR}/{record.agent_id}").exists()  # nothing ran there
+    assert not lab.path_on("h3", f"{jobs_dir(lab)}/{record.agent_id}").exists()  # nothing ran there
 
     code, steps, _ = maintain(capsys, inv, everything)  # and for real
     assert code == 0 and steps[1]["details"]["started"] == [job_id]
@@ -202,7 +211,7 @@ def test_gc_removes_job_directories_only_once_they_are_old_enough(
     with SqliteStore(state_path()) as store:
         record = store.jobs.get(json.loads(out.splitlines()[0])["id"])
     assert record is not None and record.state == "COMPLETED"
-    job_dir = lab.path_on("h4", f"{JOBS_DIR}/{record.agent_id}")
+    job_dir = lab.path_on("h4", f"{jobs_dir(lab)}/{record.agent_id}")
     assert (job_dir / "log").read_text() == "done\n"
     keep = playbook(tmp_path, "keep", "steps:\n  - gc: {days: 1}\n")
     code, steps, _ = maintain(capsys, inv, keep)
