@@ -19,8 +19,19 @@ def default_state_path() -> Path:
     return data_home() / "state.db"
 
 
+def ssh_config_file() -> Path:
+    """The user's OpenSSH client configuration, ``~/.ssh/config``."""
+    return Path(os.path.expanduser("~")) / ".ssh" / "config"
+
+
 def user_known_hosts() -> Path:
     return Path(os.path.expanduser("~")) / ".ssh" / "known_hosts"
 
 
 GLOBAL_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
+
+DEFAULT_USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+"""OpenSSH's ``UserKnownHostsFile`` when ``~/.ssh/config`` names none (new keys: the first)."""
+
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+"""OpenSSH's ``GlobalKnownHostsFile`` when ``~/.ssh/config`` names none."""

@@ -15,7 +15,13 @@ from leptonctl.inventory.load import (
     load_inventory,
     parse_inventory,
 )
-from leptonctl.inventory.model import DeclaredCapacity, Host, Inventory
+from leptonctl.inventory.model import (
+    DeclaredCapacity,
+    Host,
+    Inventory,
+    LeftOutHost,
+    describe_left_out,
+)
 from leptonctl.inventory.ranges import expand_host_list, expand_host_pattern, fold_host_names
 
 __all__ = [
@@ -23,7 +29,9 @@ __all__ = [
     "DeclaredCapacity",
     "Host",
     "Inventory",
+    "LeftOutHost",
     "default_inventory",
+    "describe_left_out",
     "detect_format",
     "expand_host_list",
     "expand_host_pattern",

@@ -28,7 +28,11 @@ precedence place wins, and in the same place the ``ansible_*`` name wins):
     identity_file  ansible_ssh_private_key_file, ansible_private_key_file,
                    identity_file                            (kept as written)
     connection     ansible_connection, connection           (ssh | local;
-                   Ansible's ``smart`` means ssh)
+                   Ansible's ``smart``, ``paramiko`` and the ``ansible.builtin.*``
+                   spellings too.  A host reached by another connection plugin
+                   (``network_cli``, ``winrm``, ``docker``, any ``namespace.collection.
+                   plugin`` name, ...) is *left out*: in no group, listed in
+                   ``Inventory.left_out``; an unknown short name is an error)
     python         ansible_python_interpreter, python       (default python3;
                    Ansible's ``auto*`` values mean python3)
     data_dir       lepton_data_dir, data_dir
@@ -36,6 +40,11 @@ precedence place wins, and in the same place the ``ansible_*`` name wins):
                    inside ansible_ssh_common_args / ansible_ssh_extra_args (the
                    only ssh option read from there; the rest belongs in ~/.ssh/config)
     capacity       capacity
+
+Passwords (``ansible_password``, ``ansible_ssh_pass``, ``ansible_become_pass``, any
+``ansible_*pass``/``*password`` variable) are never kept: leptonctl logs in with keys
+only.  Their values are dropped from ``Host.vars``; their names are in
+``Host.password_vars`` so that a failed login can say so.
 """
 
 from __future__ import annotations
@@ -49,7 +58,13 @@ from typing import Any
 
 from leptonctl.errors import InventoryError
 from leptonctl.inventory.capacity import CapacityValueError, parse_capacity
-from leptonctl.inventory.model import DeclaredCapacity, Host, Inventory
+from leptonctl.inventory.model import (
+    DeclaredCapacity,
+    Host,
+    Inventory,
+    LeftOutHost,
+    describe_left_out,
+)
 from leptonctl.inventory.raw import EncryptedValue, RawInventory, VarSet
 
 __all__ = ["FIELD_NAMES", "build_inventory", "ssh_word_problem"]
@@ -83,8 +98,50 @@ def ssh_word_problem(value: str) -> str | None:
     return None
 
 
-CONNECTIONS = {"ssh": "ssh", "local": "local", "smart": "ssh"}
+CONNECTIONS = {
+    "ssh": "ssh",
+    "local": "local",
+    "smart": "ssh",
+    "paramiko": "ssh",
+    "paramiko_ssh": "ssh",
+    "ansible.builtin.ssh": "ssh",
+    "ansible.builtin.local": "local",
+    "ansible.builtin.paramiko_ssh": "ssh",
+}
+OTHER_CONNECTIONS = frozenset(
+    {
+        "network_cli",  # switches and routers (ansible.netcommon)
+        "netconf",
+        "httpapi",
+        "libssh",
+        "persistent",
+        "napalm",
+        "winrm",  # Windows
+        "psrp",
+        "docker",  # containers and jails
+        "docker_api",
+        "podman",
+        "buildah",
+        "lxc",
+        "lxd",
+        "incus",
+        "kubectl",
+        "oc",
+        "chroot",
+        "jail",
+        "iocage",
+        "zone",
+        "qubes",
+        "saltstack",
+        "funcd",
+        "aws_ssm",
+        "vmware_tools",
+    }
+)
+"""Connection plugins of Ansible that are not SSH: hosts using them are left out."""
+_PLUGIN_NAME = re.compile(r"[a-z0-9_]+\.[a-z0-9_]+\.[a-z0-9_]+")  # namespace.collection.plugin
 DEFAULT_PYTHON = "python3"
+_PASSWORD_VARS = re.compile(r"ansible_\w*(pass|password|passwd|passphrase)")
 
 
 def build_inventory(
@@ -121,12 +178,11 @@ def build_inventory(
 
     groups: dict[str, list[str]] = {name: [] for name in raw.groups}
     hosts: list[Host] = []
+    left_out: list[LeftOutHost] = []
     for name, raw_host in raw.hosts.items():
         mine = ["all"] + host_groups[name]
         if len(mine) == 1:
             mine.append("ungrouped")
-        for g in mine:
-            groups[g].append(name)
         layers: list[VarSet] = [raw.groups["all"].vars]
         layers += [raw.groups[g].vars for g in mine[1:]]
         layers += list(group_vars.get("all", ()))
@@ -135,6 +191,13 @@ def build_inventory(
         layers.append(raw_host.vars)
         layers += list(host_vars.get(name, ()))
         where = raw.source if raw_host.line is None else f"{raw.source}:{raw_host.line}"
+        resolver = _Resolver(name, layers)
+        other = resolver.other_connection()
+        if other is not None:
+            left_out.append(LeftOutHost(name, other, tuple(mine), where))
+            continue
+        for g in mine:
+            groups[g].append(name)
         problem = ssh_word_problem(name)
         if problem is not None:  # without an address, ssh is handed the name
             raise InventoryError(
@@ -143,12 +206,21 @@ def build_inventory(
                 line=raw_host.line,
                 hint="name hosts with letters, digits, '.', '_' and '-' (not first)",
             )
-        hosts.append(_Resolver(name, layers).host(tuple(mine), where))
+        hosts.append(resolver.host(tuple(mine), where))
 
+    if not hosts:
+        raise InventoryError(
+            "every host of the inventory is reached by a connection leptonctl does not use: "
+            + describe_left_out(left_out),
+            source=raw.source,
+            hint="leptonctl manages hosts over SSH (ansible_connection ssh, the default) "
+            "or this machine (local)",
+        )
     return Inventory(
         source=raw.source,
         hosts=tuple(hosts),
         groups=MappingProxyType({name: tuple(names) for name, names in groups.items()}),
+        left_out=tuple(left_out),
     )
 
 
@@ -331,9 +403,33 @@ class _Resolver:
             raise self.error(
                 found[0],
                 f"unsupported connection {value!r}",
-                hint="leptonctl connects with `ssh` (default) or `local`",
+                hint="leptonctl connects with `ssh` (default) or `local`; hosts of another "
+                "Ansible connection plugin (network_cli, winrm, docker, ...) are left out",
             )
         return mapped
+
+    def other_connection(self) -> str | None:
+        """The connection as written when it is an Ansible plugin other than SSH or local
+        (the host is then left out); None otherwise."""
+        found = self.pick("connection")
+        if found is None or not isinstance(found[1], str):
+            return None
+        value = found[1].strip()
+        lowered = value.lower()
+        if lowered in CONNECTIONS:
+            return None
+        if lowered in OTHER_CONNECTIONS or _PLUGIN_NAME.fullmatch(lowered):
+            return value
+        return None
+
+    def password_vars(self) -> tuple[str, ...]:
+        """The names of the password variables set for this host (their values are
+        dropped: leptonctl never logs in with a password)."""
+        return tuple(
+            key
+            for key in sorted(self.values)
+            if _PASSWORD_VARS.fullmatch(key) and self.values[key] not in (None, "")
+        )
 
     def python(self) -> str:
         value = self.text("python")
@@ -415,6 +511,8 @@ class _Resolver:
 
     def host(self, groups: tuple[str, ...], source: str) -> Host:
         self.data_address()
+        passwords = self.password_vars()
+        kept = {k: v for k, v in self.values.items() if not _PASSWORD_VARS.fullmatch(k)}
         return Host(
             name=self.name,
             address=self.ssh_word("address", self.text("address")),
@@ -426,7 +524,8 @@ class _Resolver:
             data_dir=self.text("data_dir"),
             proxy_jump=self.jumps(),
             groups=groups,
-            vars=MappingProxyType(copy.deepcopy(self.values)),
+            vars=MappingProxyType(copy.deepcopy(kept)),
             capacity=self.capacity(),
             source=source,
+            password_vars=passwords,
         )

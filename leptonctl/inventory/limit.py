@@ -23,7 +23,10 @@ The result keeps inventory order.
 
 Unlike Ansible, nothing is silently ignored: a pattern that matches no host
 and no group name, a plain or ``&`` pattern that names only empty groups, and
-a limit that selects no host at all each raise :class:`LimitError`.
+a limit that selects no host at all each raise :class:`LimitError`.  So does a
+plain or ``&`` pattern that names only hosts the inventory leaves out (reached by
+another connection than SSH: ``network_cli``, ``winrm``, ...), naming them and
+their connection; a ``!`` pattern may name them (it removes nothing).
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from leptonctl.errors import InventoryError, LimitError
-from leptonctl.inventory.model import Host, Inventory
+from leptonctl.inventory.model import Host, Inventory, describe_left_out
 from leptonctl.inventory.ranges import RangeTooLarge, expand_host_list, split_top_level
 
 __all__ = ["select_hosts", "split_limit"]
@@ -95,7 +99,19 @@ def select_hosts(inv: Inventory, limit: str | None) -> tuple[Host, ...]:
 def _resolve(inv: Inventory, atom: str, written: str, *, allow_empty: bool = False) -> set[str]:
     if not atom:
         raise LimitError(f"empty pattern {written!r} in --limit")
-    found = _match(inv, atom, written)
+    found = _match(_Names.of(inv), atom, written)
+    if not found and inv.left_out:
+        left = _match(_Names.left_out(inv), atom, written)
+        if left and not allow_empty:
+            hosts = [h for h in inv.left_out if h.name in left]
+            raise LimitError(
+                f"--limit pattern {written!r} names only hosts that leptonctl leaves out: "
+                f"{describe_left_out(hosts)}",
+                hint="leptonctl reaches hosts over SSH (or runs locally); Ansible reaches "
+                "these over another connection",
+            )
+        if left is not None:
+            found = found or set()
     if found is None:
         raise _unknown(inv, atom, written)
     if not found and not allow_empty:
@@ -106,10 +122,32 @@ def _resolve(inv: Inventory, atom: str, written: str, *, allow_empty: bool = Fal
     return found
 
 
-def _match(inv: Inventory, atom: str, written: str) -> set[str] | None:
+@dataclass(frozen=True)
+class _Names:
+    """What a pattern is matched against: host names in inventory order, and groups."""
+
+    hosts: tuple[str, ...]
+    groups: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, inv: Inventory) -> _Names:
+        return cls(inv.host_names, inv.groups)
+
+    @classmethod
+    def left_out(cls, inv: Inventory) -> _Names:
+        """The hosts the inventory leaves out, in the groups they were written in."""
+        groups: dict[str, list[str]] = {}
+        for host in inv.left_out:
+            for group in host.groups:
+                groups.setdefault(group, []).append(host.name)
+        names = tuple(h.name for h in inv.left_out)
+        return cls(names, {g: tuple(members) for g, members in groups.items()})
+
+
+def _match(inv: _Names, atom: str, written: str) -> set[str] | None:
     """Hosts of ``atom``; ``None`` if it matches no host or group name at all."""
     if atom in ("all", "*"):
-        return set(inv.groups.get("all", inv.host_names))
+        return set(inv.groups.get("all", inv.hosts))
     if atom.startswith("~"):
         try:
             regex = re.compile(atom[1:])
@@ -121,7 +159,7 @@ def _match(inv: Inventory, atom: str, written: str) -> set[str] | None:
     if sub:
         base = _match(inv, sub["base"], written)
         if base is not None:
-            ordered = [h for h in inv.host_names if h in base]
+            ordered = [h for h in inv.hosts if h in base]
             return set(_subscript(ordered, sub["index"], sub["start"], sub["end"], written))
     if _RANGE_LIKE.search(atom):
         found = _by_range(inv, atom, written)
@@ -132,28 +170,28 @@ def _match(inv: Inventory, atom: str, written: str) -> set[str] | None:
     return _by_names(inv, lambda name: name == atom)
 
 
-def _by_names(inv: Inventory, test: Callable[[str], bool]) -> set[str] | None:
+def _by_names(inv: _Names, test: Callable[[str], bool]) -> set[str] | None:
     matched = False
     hosts: set[str] = set()
     for group, members in inv.groups.items():
         if test(group):
             matched = True
             hosts.update(members)
-    for name in inv.host_names:
+    for name in inv.hosts:
         if test(name):
             matched = True
             hosts.add(name)
     return hosts if matched else None
 
 
-def _by_range(inv: Inventory, atom: str, written: str) -> set[str] | None:
+def _by_range(inv: _Names, atom: str, written: str) -> set[str] | None:
     try:
         names = expand_host_list(atom, source="--limit")
     except RangeTooLarge as exc:
         raise LimitError(f"--limit pattern {written!r}: {exc.detail}", hint=exc.hint) from None
     except InventoryError:
         return None
-    known = set(inv.host_names)
+    known = set(inv.hosts)
     missing = [n for n in names if n not in known]
     if len(missing) == len(names):
         return None

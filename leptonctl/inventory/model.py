@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from leptonctl.errors import LimitError
+from leptonctl.inventory.ranges import fold_host_names
 
-__all__ = ["DeclaredCapacity", "Host", "Inventory"]
+__all__ = ["DeclaredCapacity", "Host", "Inventory", "LeftOutHost", "describe_left_out"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,10 @@ class Host:
     used as an ``~/.ssh/config`` alias (HostName, User, Port, IdentityFile and
     ProxyJump come from there).  ``groups`` is every group the host belongs to,
     ``"all"`` first, then in variable precedence order (depth, priority, name).
-    ``vars`` is every merged variable, read-only.  ``source`` is ``path:line``
-    of the first definition.
+    ``vars`` is every merged variable, read-only, but for passwords
+    (``ansible_password``, ``ansible_become_pass``, ...): leptonctl logs in with keys
+    only, so their values are dropped when the inventory is read and only their names
+    are kept, in ``password_vars``.  ``source`` is ``path:line`` of the first definition.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Host:
     capacity: DeclaredCapacity | None
     source: str
     proxy_jump: str | None = None  # jump host(s), as ssh's -J takes them
+    password_vars: tuple[str, ...] = ()  # password variables the inventory sets (values dropped)
 
     def __hash__(self) -> int:  # ``vars`` is a mapping, so hash the identity
         return hash((self.name, self.source))
@@ -70,13 +74,42 @@ class Host:
 
 
 @dataclass(frozen=True)
+class LeftOutHost:
+    """A host of the inventory that leptonctl leaves out of every command: Ansible reaches
+    it by a connection other than SSH (a switch's ``network_cli``, Windows' ``winrm``, a
+    container's ``docker``).  ``connection`` is the value as written."""
+
+    name: str
+    connection: str
+    groups: tuple[str, ...]
+    source: str
+
+
+def describe_left_out(hosts: Sequence[LeftOutHost]) -> str:
+    """``sw[1:2] (network_cli), win1 (winrm)``: the hosts, folded, by connection."""
+    by_connection: dict[str, list[str]] = {}
+    for host in hosts:
+        by_connection.setdefault(host.connection, []).append(host.name)
+    return ", ".join(
+        f"{_literal(fold_host_names(names))} ({_literal(connection)})"
+        for connection, names in by_connection.items()
+    )
+
+
+def _literal(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+@dataclass(frozen=True)
 class Inventory:
     """Hosts in order of first appearance, and group name -> host names
-    (recursive; always includes ``"all"`` and ``"ungrouped"``)."""
+    (recursive; always includes ``"all"`` and ``"ungrouped"``).  ``left_out``: the hosts
+    reached by another connection than SSH, in no group and no selection."""
 
     source: str
     hosts: tuple[Host, ...]
     groups: Mapping[str, tuple[str, ...]]
+    left_out: tuple[LeftOutHost, ...] = ()
 
     def __hash__(self) -> int:
         return hash((self.source, self.hosts))
@@ -94,6 +127,12 @@ class Inventory:
         found = self._by_name.get(name)
         if found is not None:
             return found
+        left = [h for h in self.left_out if h.name == name]
+        if left:
+            raise LimitError(
+                f"host {describe_left_out(left)} is left out: leptonctl reaches hosts over "
+                "SSH (or runs locally), not over that connection"
+            )
         close = difflib.get_close_matches(name, self.host_names, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else None
         raise LimitError(f"no host {name!r} in the inventory {self.source}", hint=hint)
