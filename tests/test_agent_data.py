@@ -773,7 +773,9 @@ def test_grant_appends_a_restricted_forced_command_key_line_that_expires(host, k
     found = KEY_LINE.match(lines[2])
     assert found, lines[2]
     assert (found["key"], found["transfer"]) == (PUBKEY, "xfer-key-1")
-    assert shlex.split(found["command"]) == [
+    login_line = shlex.split(found["command"])  # runs under /bin/sh whatever the login shell
+    assert login_line[:3] == ["exec", "/bin/sh", "-c"] and len(login_line) == 4
+    assert shlex.split(login_line[3]) == [
         "exec",
         AGENT_PYTHON,
         str(AGENT),

@@ -17,7 +17,7 @@ import pytest
 
 from leptonctl.cli.app import run
 from leptonctl.errors import ExitCode
-from leptonctl.remote.transport import group_command, kill_group_command
+from leptonctl.remote.transport import group_command, kill_group_command, sh_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,11 +105,13 @@ def test_the_remote_line_means_the_same_in_any_login_shell(login_shell: str) -> 
     if shutil.which(login_shell) is None:
         pytest.skip(f"{login_shell} is not installed here")
     command = "x='it''s'; printf '%s!\\t\"q\"\\n' \"$x\"\necho $((1+2)) `echo back`"
-    line = group_command(sys.executable, command)
+    line = sh_line(group_command(sys.executable, command))
     done = subprocess.run([login_shell, "-c", line], capture_output=True, timeout=30)
     pgid, rest = done.stdout.split(b"\n", 1)
     assert done.returncode == 0 and int(pgid) > 1
     assert rest == b'its!\t"q"\n3 back\n'
     victim = subprocess.Popen(["sleep", "300"], start_new_session=True)  # its own group
-    killed = subprocess.run([login_shell, "-c", kill_group_command(victim.pid)], timeout=30)
+    killed = subprocess.run(
+        [login_shell, "-c", sh_line(kill_group_command(victim.pid))], timeout=30
+    )
     assert killed.returncode == 0 and victim.wait(timeout=10) == -signal.SIGKILL

@@ -49,15 +49,38 @@ def payload_dir():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The twin of leptonctl.remote.transport.sh_line (a test keeps the two identical): the line
+# that runs an sh script with /bin/sh whatever the user's login shell (sh, bash, zsh, tcsh,
+# fish), which sshd runs a forced command with. Between single quotes, those shells agree on
+# every printable ASCII character but ' \ and !; anything else goes octal-escaped through
+# printf, which /bin/sh decodes.
+SH_PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - frozenset("'\\!")
+SH_LITERAL = SH_PLAIN - frozenset('"$`%')
+
+
+def sh_line(script):
+    if set(script) <= SH_PLAIN:
+        return "exec /bin/sh -c '%s'" % script
+    data = script.encode("utf-8", "surrogateescape")
+    escaped = "".join(chr(b) if chr(b) in SH_LITERAL else "\\%03o" % b for b in data)
+    return 'exec /bin/sh -c \'eval "$(printf "%s")"\'' % escaped
+
+
+FORCED_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+
+
 def forced_command(data_dir, transfer_id):
+    """sshd runs it through the login shell, and authorized_keys holds it between double
+    quotes: its words need no quoting at all, so it is sh_line's plain form."""
     parts = [sys.executable, payload_dir(), "recv", "--transfer", transfer_id, "--data-dir",
              data_dir]  # fmt: skip
     for part in parts:
-        if any(c in part for c in '"\\\n'):
-            raise BadRequest("path not usable in a forced command: %r" % (part,))
-    import shlex
-
-    return "exec " + " ".join(shlex.quote(p) for p in parts)
+        if not FORCED_WORD.fullmatch(part):
+            raise BadRequest(
+                "path not usable in a forced command (only letters, digits and _@%%+=:,./- "
+                "are): %r" % (part,)
+            )
+    return sh_line("exec " + " ".join(parts))
 
 
 # authorized_keys is shared with the user and every tool they run (ssh-copy-id, Ansible,

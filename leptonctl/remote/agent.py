@@ -53,11 +53,26 @@ else:
 ReplyT = TypeVar("ReplyT")
 PACKAGE = "lepton_agent"
 _MISSING = 97  # exit status of the launcher when the agent is not in the cache yet
+_TOO_OLD = 96  # exit status of the launcher and the installer under a Python older than 3.8
+_NOT_FOUND, _NOT_EXECUTABLE = 127, 126  # what sh says when it cannot run the interpreter
+_FLOOR = (3, 8)
+
+# The first lines of the installer and the launcher: any Python (2.7 included) parses them,
+# so an interpreter that is too old says so in its own exit status.
+_VERSION_CHECK = f"""\
+import sys
+if sys.version_info < {_FLOOR!r}:
+    sys.stderr.write("leptonctl: the agent needs Python >= {".".join(map(str, _FLOOR))}, "
+                     "%s is %s\\n" % (sys.executable, sys.version.split()[0]))
+    sys.exit({_TOO_OLD})
+"""
 _CACHE_DIR = '"${XDG_CACHE_HOME:-$HOME/.cache}/leptonctl"'
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can have
 
 # Runs on the host with the payload on stdin: verify, unpack privately, byte-compile, rename.
-_INSTALLER = """\
+_INSTALLER = (
+    _VERSION_CHECK
+    + """\
 import hashlib, io, os, py_compile, re, shutil, sys, tempfile, zipfile
 from importlib.util import cache_from_source
 directory, name, digest = sys.argv[1:4]
@@ -103,13 +118,16 @@ for old in os.listdir(cache) if os.path.isdir(cache) else ():
     if re.fullmatch(r"lepton_agent_[0-9a-f]+[.].*pyc", old):
         os.unlink(os.path.join(cache, old))
 """
+)
 
 # Runs the cached agent as an imported package (so its bytecode cache is used). The cache
 # directory is checked on every start (a few stats): it must be the user's own with mode
 # 0700 (nobody else can plant a module there), the agent's directory the user's and not
 # writable by others. sys.path[0] is replaced: nothing is ever imported from the remote cwd
 # (os and sys are built in, imported before the interpreter reads any path).
-_LAUNCHER = """\
+_LAUNCHER = (
+    _VERSION_CHECK
+    + """\
 import os, sys
 c, d = sys.argv[1], os.path.join(sys.argv[1], sys.argv[2])
 s, f = os.stat(c), os.stat(d)
@@ -122,6 +140,7 @@ sys.path[0] = d
 from lepton_agent.cli import main
 sys.exit(main(sys.argv[3:]))
 """
+)
 
 
 def _agent_root() -> Path:
@@ -178,7 +197,8 @@ def explode(directory: Path) -> Path:
 
 
 def agent_command(host: Host, args: list[str]) -> str:
-    """Shell command that runs the cached agent, or exits ``_MISSING`` if it is absent."""
+    """The sh script that runs the cached agent, or exits ``_MISSING`` if it is absent (an
+    SSH connection sends it to the login shell as ``transport.sh_line``)."""
     argv = list(args)
     if host.data_dir:
         argv += ["--data-dir", host.data_dir]
@@ -199,8 +219,9 @@ class Probe:
     pushed: bool  # the agent had to be uploaded for this probe
 
 
-async def push_agent(conn: Connection, host: Host, timeout: float) -> None:
-    command = " ".join(
+def installer_command(host: Host) -> str:
+    """The sh script that installs the payload it reads on stdin into the cache."""
+    return " ".join(
         [
             shlex.quote(host.python),
             "-c",
@@ -210,15 +231,22 @@ async def push_agent(conn: Connection, host: Host, timeout: float) -> None:
             shlex.quote(agent_digest()),
         ]
     )
-    result = await conn.run(command, input=agent_source(), timeout=timeout)
+
+
+def presence_command() -> str:
+    """The sh script that exits ``_MISSING`` when the agent is not in the cache."""
+    return f"[ -d {_CACHE_DIR}/{payload_name()} ] || exit {_MISSING}"
+
+
+async def push_agent(conn: Connection, host: Host, timeout: float) -> None:
+    result = await conn.run(installer_command(host), input=agent_source(), timeout=timeout)
     if not result.ok:
         raise _agent_failure(host, result, "could not install the agent")
 
 
 async def ensure_agent(conn: Connection, host: Host, timeout: float) -> bool:
     """Make sure the agent is cached on the host; True if it had to be pushed."""
-    probe_cmd = f"[ -d {_CACHE_DIR}/{payload_name()} ] || exit {_MISSING}"
-    result = await conn.run(probe_cmd, timeout=timeout)
+    result = await conn.run(presence_command(), timeout=timeout)
     if result.exit_status == _MISSING:
         await push_agent(conn, host, timeout)
         return True
@@ -347,19 +375,33 @@ def _facts(host: Host, document: dict[str, Any]) -> HostFacts:
 
 
 def _agent_failure(host: Host, result: RunResult, what: str) -> HostError:
-    if result.exit_status == 127:
+    tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+    interpreter = _interpreter_problem(host, result.exit_status)
+    if interpreter is not None:
         return AgentError(
             host.name,
-            f"{what}: `{host.python}` was not found on the host",
-            hint="install python3 >= 3.8 there, or set `python:` "
-            "(ansible_python_interpreter) for this host",
+            f"{what}: {interpreter} ({' | '.join(tail) or 'no output'})",
+            hint="install python3 >= 3.8 there, or point ansible_python_interpreter at one "
+            f"for this host in the inventory (e.g. `{host.name} "
+            "ansible_python_interpreter=/usr/bin/python3.11` in an INI inventory)",
         )
-    tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
     return AgentError(
         host.name,
         f"{what} (exit status {result.exit_status}): {' | '.join(tail)}",
         hint="run `leptonctl exec` on that host to investigate",
     )
+
+
+def _interpreter_problem(host: Host, status: int | None) -> str | None:
+    """What is wrong with the host's Python, from the status of the installer or launcher."""
+    tried = f"the interpreter `{host.python}`"
+    if status == _NOT_FOUND:
+        return f"{tried} was not found on the host"
+    if status == _NOT_EXECUTABLE:
+        return f"{tried} cannot be executed on the host"
+    if status == _TOO_OLD:
+        return f"{tried} is older than Python {'.'.join(map(str, _FLOOR))}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

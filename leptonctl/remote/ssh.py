@@ -41,6 +41,7 @@ from leptonctl.remote.transport import (
     finished,
     group_command,
     kill_group_command,
+    sh_line,
     timed_out,
 )
 
@@ -51,10 +52,19 @@ PREAMBLE_TIMEOUT_S = 30.0  # for the login shell's rc files to run before our co
 
 
 def with_boundary(marker: bytes, command: str) -> str:
-    """``command`` preceded by a line that marks where its own output starts: whatever a
-    login shell's rc files print first (a chatty ``.bashrc``, a motd script) comes before
-    it.  ``echo`` of a plain word means the same in sh, bash, zsh and tcsh."""
-    return f"echo {marker.decode()}; {command}"
+    """The line that runs the sh ``command`` with ``/bin/sh`` whatever the login shell
+    (``sh_line``), after a line on stdout and one on stderr that mark where its own output
+    starts: whatever the login shell's rc files print first (a chatty ``.bashrc`` or
+    ``.cshrc``, a ``module`` system, a motd script) comes before them."""
+    word = marker.decode()
+    return sh_line(f"echo {word}; echo {word} >&2; {command}")
+
+
+def after_boundary(data: bytes, marker: bytes) -> bytes:
+    """``data`` (stderr) after the boundary line; all of it when the line never came (the
+    command did not start: then what the shell said is the error)."""
+    _, found, rest = data.partition(marker + b"\n")
+    return rest if found else data
 
 
 async def skip_preamble(
@@ -163,16 +173,16 @@ class SshConnection:
                 pgid.append(int(first))
             else:  # not our line: keep it as output
                 rest, err = await process.communicate()
-                return bytes(first) + bytes(rest or b""), bytes(err or b"")
+                return bytes(first) + bytes(rest or b""), after_boundary(err or b"", self._marker)
         out, err = await process.communicate()
-        return bytes(out or b""), bytes(err or b"")
+        return bytes(out or b""), after_boundary(err or b"", self._marker)
 
     async def _kill(self, process: asyncssh.SSHClientProcess[bytes], pgid: list[int]) -> None:
         """Kill the command's process group on the host (best effort), then the channel."""
         if pgid and process.exit_status is None:
             with contextlib.suppress(asyncssh.Error, OSError, asyncio.TimeoutError):
                 kill = await self._conn.create_process(
-                    kill_group_command(pgid[0]), stdin=asyncssh.DEVNULL, encoding=None
+                    sh_line(kill_group_command(pgid[0])), stdin=asyncssh.DEVNULL, encoding=None
                 )
                 await kill.wait(timeout=5.0)
         process.close()
@@ -181,7 +191,7 @@ class SshConnection:
         return _SshStream(self.host, await self._started(command))
 
     async def open_pipe(self, command: str) -> Pipe:
-        return _SshPipe(self.host, await self._started(command))
+        return _SshPipe(self.host, await self._started(command), self._marker)
 
     async def _started(self, command: str) -> asyncssh.SSHClientProcess[bytes]:
         """A long-lived process whose stdout starts with the command's own output."""
@@ -242,9 +252,10 @@ class _SshStream:
 
 
 class _SshPipe:
-    def __init__(self, host: str, process: asyncssh.SSHClientProcess[bytes]) -> None:
+    def __init__(self, host: str, process: asyncssh.SSHClientProcess[bytes], marker: bytes) -> None:
         self._host = host
         self._process = process
+        self._marker = marker  # stderr starts after it (what rc files printed is not ours)
         self._errors = asyncio.ensure_future(process.stderr.read())
 
     async def write(self, data: bytes) -> None:
@@ -280,7 +291,7 @@ class _SshPipe:
             ) from None
         except (asyncssh.Error, OSError) as exc:
             raise _lost(self._host, exc) from exc
-        errors = decode_output(await self._errors)
+        errors = decode_output(after_boundary(await self._errors, self._marker))
         status = result.exit_status
         return (status if status is not None and status >= 0 else None), errors[-2000:]
 

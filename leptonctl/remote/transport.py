@@ -1,8 +1,8 @@
 """What every connection offers, whatever carries it (SSH or a local shell).
 
-A ``Connection`` runs shell commands and opens long-lived streams (the agent's
-``serve`` loop).  Both kinds raise only ``HostError`` children; callers never
-see an asyncssh or OS exception.
+A ``Connection`` runs sh scripts (with ``/bin/sh``, whatever the login shell) and opens
+long-lived streams (the agent's ``serve`` loop).  Both kinds raise only ``HostError``
+children; callers never see an asyncssh or OS exception.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ class Connection(Protocol):
     async def run(
         self, command: str, *, input: bytes | None = None, timeout: float, group: bool = False
     ) -> RunResult:
-        """Run ``command`` through the host's shell; never raises for a non-zero exit.
+        """Run the sh script ``command`` with ``/bin/sh`` on the host (whatever the user's
+        login shell: an SSH connection sends ``sh_line``); never raises for a non-zero exit.
 
         Its stdin is ``input`` then end-of-file (at once, without ``input``).  With
         ``group``, ``command`` runs under ``/bin/sh`` in a session of its own on the host,
@@ -247,27 +248,53 @@ def finished(host: str, command: str, status: int | None, out: bytes, err: bytes
     )
 
 
-# Run a command line in a process group of its own on the host (a new session, unless sshd
-# made it a group leader already), after writing that group's id on the first line of
-# stdout.  The line is read by the host user's login shell, whatever it is (sh, bash,
-# tcsh...), so it is one simple command with single-quoted words free of ``!`` and
-# newlines; the command itself travels hex-encoded.
+# What a login shell reads.  sshd hands every command line to the user's login shell (sh,
+# bash, dash, zsh, tcsh/csh, fish...), which do not agree on quoting: tcsh expands ``!`` and
+# refuses newlines between single quotes and has no ``${x:-y}``, fish takes ``\\`` and ``\'``
+# as escapes between single quotes.  So the line is always ``exec /bin/sh -c '<text>'`` where
+# <text> holds only printable ASCII other than ``'``, ``\`` and ``!``: every one of those shells
+# passes <text> to /bin/sh unchanged.  A script with other characters goes as an octal-escaped
+# printf format (the escapes are a backslash and three digits, which all of them keep too) that
+# /bin/sh decodes and evals: ``exec /bin/sh -c 'eval "$(printf "...")"'``.
+_PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - frozenset("'\\!")
+_LITERAL = _PLAIN - frozenset('"$`%')  # kept as is inside the printf format in double quotes
+
+
+def sh_line(script: str) -> str:
+    """The command line that runs the sh ``script`` with ``/bin/sh`` whatever the login
+    shell; the agent's twin is ``keys.sh_line`` (the forced command of a transfer key)."""
+    if set(script) <= _PLAIN:
+        return f"exec /bin/sh -c '{script}'"
+    data = script.encode("utf-8", "surrogateescape")
+    escaped = "".join(chr(b) if chr(b) in _LITERAL else f"\\{b:03o}" for b in data)
+    return f'exec /bin/sh -c \'eval "$(printf "{escaped}")"\''
+
+
+# Run a command in a process group of its own on the host, after writing that group's id on
+# the first line of stdout.  The sh that sshd's login shell exec'd is a session leader (sshd
+# calls setsid), so it writes its own pid and execs the command: no Python needed.  Where it
+# is not a group leader (or /proc is missing), a Python wrapper starts a session first.
 _GROUP_WRAPPER = (
     "import os,sys;os.getpgrp()==os.getpid() or os.setsid();"
     "sys.stdout.write(str(os.getpgrp())+chr(10));sys.stdout.flush();"
     'os.execv("/bin/sh",["sh","-c",bytes.fromhex(sys.argv[1])])'
 )
+_GROUP_LEADER = (  # this sh leads its process group: field 5 of /proc/$$/stat is the group
+    '{ read -r s </proc/$$/stat && s=${s##*) } && set -- $s && [ "$3" = $$ ]; } 2>/dev/null'
+)
 
 
 def group_command(python: str, command: str) -> str:
-    """The remote line that runs ``command`` under ``/bin/sh`` in a session of its own."""
+    """The sh script that runs ``command`` under ``/bin/sh`` in a process group of its own,
+    the group's id on the first line of stdout."""
     encoded = command.encode("utf-8", "surrogateescape").hex()
-    return f"exec {shlex.quote(python)} -c {shlex.quote(_GROUP_WRAPPER)} {encoded}"
+    wrapper = f"exec {shlex.quote(python)} -c {shlex.quote(_GROUP_WRAPPER)} {shlex.quote(encoded)}"
+    return f"{_GROUP_LEADER} || {wrapper}\necho $$\nexec /bin/sh -c {shlex.quote(command)}"
 
 
 def kill_group_command(pgid: int) -> str:
-    """A line for any login shell that kills a process group on the host."""
-    return "/bin/sh -c " + shlex.quote(f"kill -s KILL -- -{int(pgid)}")
+    """The sh script that kills a process group on the host."""
+    return f"kill -s KILL -- -{int(pgid)}"
 
 
 def decode_output(data: bytes | str | None) -> str:
