@@ -68,6 +68,7 @@ def test_a_probe_document_lists_every_pair_and_what_was_unreachable() -> None:
     assert doc == {
         "measured": [{"src": "a", "dst": "b", "bandwidth_bps": 1e9, "rtt_s": 0.001, "error": None}],
         "unreachable_hosts": {"c": "refused"},
+        "relayed": [],
         "skipped_pairs": 2,
         "seconds": 1.235,
     }

@@ -12,7 +12,10 @@ attributes ``bandwidth_bps`` (bytes/s), ``rtt_s`` (seconds or ``None``), ``measu
 (unix time, ``None`` for a hint), ``age_s`` (seconds since it was measured at the
 graph's ``now``, ``None`` for a hint) and ``source`` (``"measured"`` or ``"hint"``).
 ``graph.graph["unreachable"]`` maps ``(src, dst)`` to the error of a fresh failed
-measurement, and ``graph.graph["hosts"]`` is the tuple of hosts it was built for.
+measurement, ``graph.graph["relayed"]`` the failed pairs that transfers relay through the
+operator (central keys, no connection: their error starts with ``RELAYED_PREFIX``; they
+are in ``unreachable`` too, so routes avoid them), and ``graph.graph["hosts"]`` is the
+tuple of hosts it was built for.
 
 Routes maximise the throughput a copy is expected to get: the bottleneck bandwidth
 of the path, discounted by ``hop_penalty`` for each extra hop (a relay costs CPU,
@@ -51,6 +54,9 @@ __all__ = [
 ]
 
 DEFAULT_MAX_AGE_S = 24 * 3600.0
+
+
+RELAYED_PREFIX = "relayed by the operator: "  # a measured pair that transfers relay
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ def build_graph(
     import networkx as nx  # ~0.2 s: only when a graph is built
 
     known = set(hosts)
-    graph = nx.DiGraph(hosts=tuple(hosts), unreachable={})
+    graph = nx.DiGraph(hosts=tuple(hosts), unreachable={}, relayed={})
     graph.add_nodes_from(hosts)
     unreachable: dict[tuple[str, str], str] = graph.graph["unreachable"]
 
@@ -146,6 +152,8 @@ def build_graph(
     for (src, dst), m in fresh.items():
         if m.error is not None:
             unreachable[(src, dst)] = m.error
+            if m.error.startswith(RELAYED_PREFIX):
+                graph.graph["relayed"][(src, dst)] = m.error[len(RELAYED_PREFIX) :]
         elif m.bandwidth_bps is not None:
             graph.add_edge(
                 src,

@@ -59,6 +59,7 @@ class PutReport:
     reused_chunks: int  # already on enough hosts before this put
     seconds: float
     notes: tuple[str, ...]
+    relayed: tuple[dict[str, str], ...] = ()  # hops relayed by the operator: from/to/via/reason
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class RepairReport:
     lost: list[str] = field(default_factory=list)  # no healthy copy anywhere
     short: dict[str, str] = field(default_factory=dict)  # hash -> why still below K
     problems: dict[str, str] = field(default_factory=dict)  # host -> what failed there
+    relayed: list[dict[str, str]] = field(default_factory=list)  # hops relayed by the operator
 
     @property
     def healthy(self) -> bool:
@@ -107,6 +109,7 @@ class RebalanceReport:
     problems: dict[str, str] = field(default_factory=dict)
     spread_before: float = 0.0
     spread_after: float = 0.0
+    relayed: list[dict[str, str]] = field(default_factory=list)  # hops relayed by the operator
 
 
 @dataclass
@@ -130,6 +133,7 @@ class ProbeReport:
     skipped_pairs: int = 0  # left for a later probe (budget spent)
     unreachable_hosts: dict[str, str] = field(default_factory=dict)  # from the operator
     seconds: float = 0.0
+    relayed: list[dict[str, str]] = field(default_factory=list)  # pairs transfers relay
 
 
 @dataclass
@@ -145,6 +149,7 @@ class CopyReport:
     expected_bps: float | None = None
     direct_bps: float | None = None
     notes: list[str] = field(default_factory=list)
+    relayed: list[dict[str, str]] = field(default_factory=list)  # hops relayed by the operator
 
 
 # -- jobs and nodes --------------------------------------------------------------------

@@ -17,9 +17,18 @@ receiver deletes its key line the moment it starts, so a key works once;
 operator's own credentials never leave the operator's machine.
 
 When the source or the first receiver is the operator's machine (a ``put`` of
-a local file, a ``get``), or when two hosts cannot reach each other, the
-operator *pumps*: the sender writes its frames to stdout and the operator
-copies them into the receiver over its own connections.
+a local file, a ``get``), the operator *pumps*: the sender writes its frames to
+stdout and the operator copies them into the receiver over its own connections.
+
+A hop between two hosts that cannot carry the transfer itself (the receiver's
+sshd ignores ``~/.ssh/authorized_keys``: central keys; or the two cannot
+connect) is *relayed by the operator*: the chain is cut there, and the rest of it
+is fed by the source through the operator's pump, while the first part runs as
+before -- both streaming, each receiver checking every chunk's hash.  Such hops
+are found at first use (the hop fails with "Permission denied (publickey)", or
+cannot connect) and remembered (``leptonctl.remote.hopmemory``), so later chains go
+straight through the operator.  A host key that does not match the operator's is
+never relayed around.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import secrets
 import sys
@@ -37,10 +47,19 @@ from typing import Any
 
 import asyncssh
 
+from leptonctl.core.hops import (
+    OPERATOR,
+    RelayedHop,
+    classify_hop_error,
+    host_key_error,
+    plan_relays,
+    segments,
+)
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
 from leptonctl.paths import data_home
 from leptonctl.remote.agent import AgentSessions, agent_command, wire
+from leptonctl.remote.hopmemory import HopMemory, ValueStore, hop_memory
 from leptonctl.remote.transport import Pipe
 
 KEY_TTL_S = 300.0  # how long a one-shot key may wait to be used
@@ -90,6 +109,7 @@ class HopOutcome:
 class TransferOutcome:
     hops: tuple[HopOutcome, ...]  # the source first, then the chain in order
     seconds: float
+    relayed: tuple[RelayedHop, ...] = ()  # hops that went through the operator instead
 
     def outcome(self, name: str) -> HopOutcome | None:
         return next((h for h in self.hops if h.name == name), None)
@@ -106,9 +126,17 @@ def new_transfer_id() -> str:
 class Transfers:
     """Runs transfers for one command, over its pool and agent sessions."""
 
-    def __init__(self, sessions: AgentSessions) -> None:
+    def __init__(
+        self,
+        sessions: AgentSessions,
+        store: ValueStore | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """``store``: where findings about hops are kept between commands (the command's
+        transfers share them in any case)."""
         self.sessions = sessions
         self.pool = sessions.pool
+        self.memory: HopMemory = hop_memory(sessions, store, clock)
 
     async def run(
         self,
@@ -125,16 +153,137 @@ class Transfers:
         """Send ``items`` from ``source`` down ``chain``.
 
         The first hop is pumped by the operator when asked, or when either end of it is
-        local; every later hop must join two SSH hosts.  Per-host trouble during the
-        stream is reported in the outcome (``error``, ``failed``), not raised; a host
-        that cannot be reached to set the transfer up raises its ``HostError``.
+        local; every later hop must join two SSH hosts.  A hop that cannot carry the
+        transfer (central keys, no connection) is relayed by the operator, and said so in
+        ``relayed``.  Per-host trouble during the stream is reported in the outcome
+        (``error``, ``failed``), not raised; a host that cannot be reached to set the
+        transfer up raises its ``HostError``.
         """
         if not chain:
             raise ValueError("a transfer needs at least one receiver")
-        pump = pump or source.is_local or chain[0].host.is_local
+        first_pumped = pump or source.is_local or chain[0].host.is_local
         for hop in chain[1:]:
             if hop.host.is_local:
                 raise ValueError(f"{hop.host.name} is local: it can only be a chain's first hop")
+        names = [source.name, *(hop.host.name for hop in chain)]
+        remote = {hop.host.name for hop in chain if not hop.host.is_local}
+        refused = {n: why for n in remote if (why := self.memory.refused(n))}
+        pairs = [(a, b) for a, b in itertools.pairwise(names) if b in remote]
+        cut = {(a, b): why for a, b in pairs if (why := self.memory.cut(a, b))}
+        relays = plan_relays(names, first_pumped, refused, cut)
+        relayed = list(relays.values())
+        started = time.monotonic()
+        furthest: dict[int, int] = {}
+
+        def ticker(run: int) -> ProgressCallback | None:
+            if progress is None:
+                return None
+
+            def tick(sent: int) -> None:  # the furthest stream says how far the source is
+                furthest[run] = sent
+                progress(max(furthest.values()))
+
+            return tick
+
+        hops: dict[int, HopOutcome] = {}
+        sent: list[HopOutcome] = []  # the source's side of every run
+        pending: list[tuple[int, int, bool, bool]] = []  # first, last, pumped, store at source
+        for first, last in segments(len(chain), list(relays)):
+            if first > 1 and all(hop.store == "none" for hop in chain[first - 1 : last]):
+                hops.update(
+                    {i: HopOutcome(names[i], (), {}, None, 0) for i in range(first, last + 1)}
+                )
+                continue  # relays with nothing behind them: skipped
+            pumped = first in relays or (first == 1 and first_pumped)
+            pending.append((first, last, pumped, store_at_source and first == 1))
+        run_numbers = itertools.count()
+        while pending:
+            runs = await asyncio.gather(
+                *(
+                    self._run_once(
+                        source,
+                        items,
+                        chain[first - 1 : last],
+                        store_at_source=store,
+                        pump=pumped,
+                        compress=compress,
+                        rate_bps=rate_bps,
+                        progress=ticker(next(run_numbers)),
+                    )
+                    for first, last, pumped, store in pending
+                ),
+                return_exceptions=True,
+            )
+            for result in runs:
+                if isinstance(result, BaseException):
+                    raise result
+            retry: list[tuple[int, int, bool, bool]] = []
+            for (first, last, pumped, store), result in zip(pending, runs, strict=True):
+                assert isinstance(result, TransferOutcome)
+                sent.append(result.hops[0] if result.hops else _lost_hop(source.name, "lost"))
+                received = list(result.hops[1:])
+                for i in range(first, last + 1):
+                    at = i - first
+                    hops[i] = received[at] if at < len(received) else _not_reached(names[i])
+                again = self._relay_failed(names, hops, first, last, pumped)
+                if again is not None:
+                    # the sender stopped at its lost hop: a copy it keeps is made again
+                    retry.append((again.index, last, True, store and again.index == 1))
+                    relayed.append(again.hop)
+                    if again.index == 1:
+                        sent[-1] = _without_hop_error(sent[-1])
+            pending = retry
+        self.memory.relayed.extend(relayed)
+        source_hop = _merge_sent(source.name, sent)
+        outcome = [source_hop, *(hops[i] for i in range(1, len(chain) + 1))]
+        return TransferOutcome(tuple(outcome), time.monotonic() - started, tuple(relayed))
+
+    def _relay_failed(
+        self,
+        names: Sequence[str],
+        hops: dict[int, HopOutcome],
+        first: int,
+        last: int,
+        pumped: bool,
+    ) -> _Relay | None:
+        """Learn from the hops ``first..last`` of one run: a direct hop that worked says
+        the receiver honours transfer keys; the first one that could not connect is
+        relayed (central keys, unreachable) or refused for good (a host key mismatch)."""
+        for i in range(first, last + 1):
+            hop, direct = hops[i], i > first or not pumped
+            a, b = names[i - 1], names[i]
+            if not hop.error or hop.bytes or hop.stored:
+                if direct and hop.bytes:
+                    self.memory.remember_honoured(b)
+                    self.memory.forget_cut(a, b)
+                continue
+            verdict = classify_hop_error(hop.error) if direct else None
+            if verdict is None:
+                return None
+            kind, detail = verdict
+            if kind == "host_key":
+                hops[i] = dataclasses.replace(hop, error=host_key_error(a, b, hop.error))
+                return None
+            if kind == "key_refused":
+                reason = self.memory.remember_refused(b)
+            else:
+                reason = self.memory.remember_cut(a, b, detail)
+            return _Relay(i, RelayedHop(a, b, OPERATOR, reason))
+        return None
+
+    async def _run_once(
+        self,
+        source: Host,
+        items: Sequence[wire.SendItem],
+        chain: Sequence[Hop],
+        *,
+        store_at_source: bool,
+        pump: bool,
+        compress: bool,
+        rate_bps: float | None,
+        progress: ProgressCallback | None,
+    ) -> TransferOutcome:
+        """One chain of agents joined directly (the first hop pumped when ``pump``)."""
         transfer_id = new_transfer_id()
         first_keyed = 1 if pump else 0
         keys = [_new_key() if i >= first_keyed else None for i in range(len(chain))]
@@ -378,3 +527,37 @@ def _strings(value: object) -> tuple[str, ...]:
 
 def _lost_hop(name: str, why: str) -> HopOutcome:
     return HopOutcome(name, (), {}, why.strip()[-500:] or "lost", 0)
+
+
+def _not_reached(name: str) -> HopOutcome:
+    return HopOutcome(name, (), {}, "not reached: a hop before it failed", 0)
+
+
+@dataclass(frozen=True)
+class _Relay:
+    index: int  # the chain from here on goes through the operator
+    hop: RelayedHop
+
+
+def _without_hop_error(hop: HopOutcome) -> HopOutcome:
+    """The source's outcome once its failed first hop was relayed: the lost connection was
+    that hop's, and the relay carried the data instead."""
+    if hop.error and hop.error.startswith("lost the connection to the next hop"):
+        return dataclasses.replace(hop, error=None)
+    return hop
+
+
+def _merge_sent(name: str, runs: Sequence[HopOutcome]) -> HopOutcome:
+    """The source's side of one transfer that ran as several streams."""
+    if len(runs) == 1:
+        return runs[0]
+    failed: dict[str, str] = {}
+    for run in runs:
+        failed.update(run.failed)
+    return HopOutcome(
+        name=runs[0].name if runs else name,
+        stored=tuple(dict.fromkeys(d for run in runs for d in run.stored)),
+        failed=failed,
+        error=next((run.error for run in runs if run.error), None),
+        bytes=sum(run.bytes for run in runs),
+    )

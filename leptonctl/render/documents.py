@@ -376,6 +376,7 @@ def probe_document(report: ProbeReport) -> dict[str, Any]:
             for m in report.measured
         ],
         "unreachable_hosts": report.unreachable_hosts,
+        "relayed": report.relayed,  # pairs transfers relay through the operator, and why
         "skipped_pairs": report.skipped_pairs,
         "seconds": round(report.seconds, 3),
     }

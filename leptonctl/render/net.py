@@ -65,6 +65,7 @@ def link_matrix_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
     its rtt, coloured by bandwidth relative to the best link shown. Past a handful of
     hosts the columns are numbered (the rows say which number is which host)."""
     unreachable = g.graph.get("unreachable", {})
+    relayed = g.graph.get("relayed", {})
     links = {(u, v): a for u, v, a in g.edges(data=True) if u in hosts and v in hosts and u != v}
     best = max((float(a["bandwidth_bps"]) for a in links.values()), default=0.0)
     numbered = len(hosts) >= NUMBERED_FROM
@@ -79,6 +80,8 @@ def link_matrix_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
             attrs = links.get((src, dst))
             if src == dst:
                 cells.append(Text("—", style="dim"))
+            elif (src, dst) in relayed:
+                cells.append(Text("relay", style="yellow"))  # transfers go through us
             elif (src, dst) in unreachable:
                 cells.append(Text("✗", style="bold red"))
             elif attrs is None:
@@ -90,7 +93,7 @@ def link_matrix_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
                 cell.append("\n" + human_rtt(attrs.get("rtt_s")).replace(" ", ""), style="dim")
                 cells.append(cell)
         add_row(table, f"{number} {src}" if numbered else src, *cells)
-    table.caption = _matrix_caption(links, unreachable, now)
+    table.caption = _matrix_caption(links, unreachable, now, relayed)
     return table
 
 
@@ -104,6 +107,7 @@ def link_list_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
     """The same links as a list, one row per directed pair (slowest first): what a terminal
     too narrow for the matrix shows."""
     unreachable = g.graph.get("unreachable", {})
+    relayed = g.graph.get("relayed", {})
     wanted = set(hosts)
     table = Table(header_style="bold", title="links, slowest first", box=box.SIMPLE_HEAD)
     for column in ("FROM", "TO", "BANDWIDTH", "RTT", "SOURCE"):
@@ -115,7 +119,9 @@ def link_list_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
     )  # fmt: skip
     best = links[-1][0] if links else 0.0
     for (u, v), error in sorted(unreachable.items()):
-        if u in wanted and v in wanted:
+        if u in wanted and v in wanted and (u, v) in relayed:
+            add_row(table, u, v, Text("relayed by us", style="yellow"), "", relayed[(u, v)])
+        elif u in wanted and v in wanted:
             add_row(table, u, v, Text("✗ unreachable", style="bold red"), "", error)
     for bandwidth, u, v, attrs in links:
         source = attrs.get("source", "?")
@@ -123,9 +129,9 @@ def link_list_table(g: nx.DiGraph, hosts: Sequence[str], now: float) -> Table:
             source = f"{source} {human_age(attrs['age_s'])} ago"
         bitrate = Text(human_bitrate(bandwidth), style=_heat(bandwidth, best))
         add_row(table, u, v, bitrate, human_rtt(attrs.get("rtt_s")), source)
-    table.caption = _matrix_caption({(u, v): a for _, u, v, a in links}, unreachable, now).replace(
-        " · ? not measured", ""
-    )
+    table.caption = _matrix_caption(
+        {(u, v): a for _, u, v, a in links}, unreachable, now, relayed
+    ).replace(" · ? not measured", "")
     return table
 
 
@@ -133,6 +139,7 @@ def _matrix_caption(
     links: Mapping[tuple[str, str], Mapping[str, Any]],
     unreachable: Mapping[tuple[str, str], str],
     now: float,
+    relayed: Mapping[tuple[str, str], str] | None = None,
 ) -> str:
     measured = [a["measured"] for a in links.values() if a.get("measured") is not None]
     parts = []
@@ -142,7 +149,9 @@ def _matrix_caption(
         parts.append("no measurements: run `leptonctl net probe`")
     if any(a.get("source") == "hint" for a in links.values()):
         parts.append("* inventory hint")
-    if unreachable:
+    if relayed:
+        parts.append("relay: transfers go through the operator")
+    if set(unreachable) - set(relayed or {}):
         parts.append("✗ unreachable")
     parts.append("? not measured")
     return " · ".join(parts)

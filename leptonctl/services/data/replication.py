@@ -5,9 +5,12 @@
 ``core/placement``), group the copies into transfer chains (one chain per
 source and set of receivers, ordered on the network graph so the slowest hop
 is as fast as possible), run the chains a few at a time, and plan again for
-whatever did not arrive.  A pair of hosts that could not reach each other is
-pumped through the operator on the next round.  The hosts are the truth:
-the engine ends by asking every receiver what it really holds.
+whatever did not arrive.  A hop that cannot carry a chain (the receiver ignores
+transfer keys, or the pair cannot connect) is relayed by the operator inside the
+transfer (``Placed.relayed`` says which and why); a pair that broke for another
+reason before any byte moved is pumped through the operator on the next round,
+never one that failed on its host key.  The hosts are the truth: the engine
+ends by asking every receiver what it really holds.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.datasets import ChunkRef
+from leptonctl.core.hops import RelayedHop, classify_hop_error
 from leptonctl.core.placement import Target, plan_replicas
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
+from leptonctl.remote.hopmemory import ValueStore
 from leptonctl.remote.transfer import Hop, TransferOutcome, Transfers
 
 if TYPE_CHECKING:
@@ -61,6 +66,12 @@ class Placed:
     shortfalls: dict[str, str] = field(default_factory=dict)  # hash -> why it is short
     problems: dict[str, str] = field(default_factory=dict)  # host -> what failed there
     sent_bytes: int = 0
+    relayed: list[RelayedHop] = field(default_factory=list)  # hops the operator relayed
+
+    @property
+    def relay_notes(self) -> list[str]:
+        """One note per hop relayed by the operator (the same hop once)."""
+        return list(dict.fromkeys(r.note for r in self.relayed))
 
 
 def failure_domain(host: Host) -> str | None:
@@ -83,9 +94,11 @@ class Replicator:
         hosts: Sequence[Host],
         graph: nx.DiGraph | None = None,
         progress: Progress | None = None,
+        store: ValueStore | None = None,
     ) -> None:
+        """``store``: where findings about hops (central keys, cut pairs) are kept."""
         self.sessions = sessions
-        self.transfers = Transfers(sessions)
+        self.transfers = Transfers(sessions, store)
         self.hosts = {h.name: h for h in hosts}
         self.graph = graph
         self.progress = progress
@@ -292,6 +305,7 @@ class Replicator:
                         self.dead[exc.host] = exc
                     return
                 placed.sent_bytes += outcome.hops[0].bytes if outcome.hops else last
+                placed.relayed += outcome.relayed
                 self._absorb(outcome, [source, *chain], held, pumped, placed)
 
         await asyncio.gather(*(one(s, k, c, items) for (s, k, c), items in groups.items()))
@@ -331,4 +345,6 @@ class Replicator:
             if hop.error and index > 0:
                 placed.problems[hop.name] = hop.error
                 if not hop.stored and hop.bytes == 0 and index - 1 < len(names):
-                    pumped.add((names[index - 1], hop.name))  # next round: through us
+                    verdict = classify_hop_error(hop.error)
+                    if verdict is None or verdict[0] != "host_key":  # never around a key
+                        pumped.add((names[index - 1], hop.name))  # next round: through us

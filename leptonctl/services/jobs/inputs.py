@@ -102,7 +102,7 @@ async def _fetch_missing(
         return
     holders = store.data.replicas(missing)
     tried: dict[str, set[str]] = defaultdict(set)
-    transfers = Transfers(sessions)
+    transfers = Transfers(sessions, store)  # hops it cannot make are relayed by us
     while missing:
         by_source: dict[str, list[str]] = defaultdict(list)
         for digest in missing:

@@ -6,18 +6,23 @@ bytes flow source -> relays -> destination along the route the network graph pic
 sender hashes each chunk while it reads it (the source is read once) and sends the hash
 after the bytes; relays forward while they receive and store nothing; the destination
 checks every chunk against that hash before it counts, journals it, and renames a file
-into place only when all of its chunks are in.
+into place only when all of its chunks are in.  A hop that cannot carry the copy (the
+receiver ignores transfer keys, or the two hosts cannot connect) is relayed by this
+machine, and the report says which and why (``notes``, ``relayed``); a host key that
+does not match is never relayed around.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from leptonctl.core.hops import OPERATOR, RelayedHop, classify_hop_error
 from leptonctl.core.netgraph import Route, best_route
 from leptonctl.core.reports import CopyReport
 from leptonctl.core.scan import Scan, UnsafeScan, printable, read_scan
@@ -164,17 +169,21 @@ async def copy(
     if plan.route is not None:
         report.expected_bps, report.direct_bps = plan.route.expected_bps, plan.route.direct_bps
     done = {f["path"] for f in status if f["complete"]}
-    transfers = Transfers(sessions)
+    transfers = Transfers(sessions, ctx.store, ctx.clock)
     clean = not items  # every stream ended without an error
     if items:
         run = (transfers, plan, spec, items, streams, rate_bps, compress, progress, to_send)
         outcomes = await _run(*run)
         if not plan.relays and all(_never_connected(o) for o in outcomes):
-            # The two hosts cannot reach each other (a firewall, separate networks):
-            # the operator, who reaches both, relays.
-            report.notes.append(f"{src_host.name} cannot reach {dst_host.name}: relayed by us")
-            report.route = [src_host.name, operator_host().name, dst_host.name]
-            outcomes = await _run(*run, pump=True)
+            # The two hosts could not connect for a reason the transfer did not recognise
+            # (it relays central keys and unreachable pairs itself): the operator, who
+            # reaches both, relays.
+            why = outcomes[0].hops[1].error or "could not connect"
+            relay = RelayedHop(src_host.name, dst_host.name, OPERATOR, f"{why[-200:]}")
+            outcomes = [
+                dataclasses.replace(o, relayed=(relay,)) for o in await _run(*run, pump=True)
+            ]
+        _note_relays(report, outcomes)
         report.stream_seconds = max(o.seconds for o in outcomes)
         for outcome in outcomes:
             report.bytes += outcome.hops[0].bytes if outcome.hops else 0
@@ -243,8 +252,22 @@ async def _destination(
 
 
 def _never_connected(outcome: TransferOutcome) -> bool:
-    """The first hop received nothing and failed: the sender could not connect to it."""
-    return len(outcome.hops) > 1 and outcome.hops[1].bytes == 0 and bool(outcome.hops[1].error)
+    """The first hop received nothing and failed: the sender could not connect to it (for
+    a reason other than its host key: that is never relayed around)."""
+    if len(outcome.hops) < 2 or outcome.hops[1].bytes or not outcome.hops[1].error:
+        return False
+    verdict = classify_hop_error(outcome.hops[1].error)
+    return verdict is None or verdict[0] != "host_key"
+
+
+def _note_relays(report: CopyReport, outcomes: Sequence[TransferOutcome]) -> None:
+    """Say which hops went through this machine and why; the route shows it too."""
+    relays = {(r.source, r.target): r for o in outcomes for r in o.relayed}
+    for relay in relays.values():
+        report.notes.append(relay.note)
+        report.relayed.append(relay.to_dict())
+        if relay.target in report.route and relay.via not in report.route:
+            report.route.insert(report.route.index(relay.target), relay.via)
 
 
 def copy_spec(

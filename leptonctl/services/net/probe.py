@@ -6,6 +6,11 @@ rounds; within a round no host takes part twice, so measurements do not
 disturb each other.  A total ``budget`` stops starting new rounds; pairs left
 over keep their previous measurement.  On large fleets ``sample`` measures
 only that many peers per host (rotating, so repeated probes cover every pair).
+
+A pair whose receiver ignores transfer keys (central keys) or that cannot connect is
+recorded as *relayed* (transfers between them go through the operator): the reason is
+its measurement's error, so routes avoid it, and the report lists it in ``relayed``.
+A host key that does not match the operator's stays an error, never a relay.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from leptonctl.core.netgraph import LinkMeasurement
+from leptonctl.core.hops import OPERATOR, RelayedHop, classify_hop_error, host_key_error
+from leptonctl.core.netgraph import RELAYED_PREFIX, LinkMeasurement
 from leptonctl.core.probeplan import probe_rounds
 from leptonctl.core.reports import ProbeReport
 from leptonctl.errors import HostError
@@ -58,7 +64,7 @@ async def probe_links(
     by_name = {h.name: h for h in live}
     rounds = probe_rounds([h.name for h in live], sample, seed=int(clock()) // 3600)
     total = sum(len(r) for r in rounds)
-    transfers = Transfers(sessions)
+    transfers = Transfers(sessions, store, clock)
 
     async def one(a: str, b: str) -> LinkMeasurement:
         try:
@@ -66,6 +72,8 @@ async def probe_links(
         except HostError as exc:
             return LinkMeasurement(a, b, clock(), None, None, exc.message)
         error = doc.get("error")
+        if error:
+            error = _relayed_or_error(transfers, report, a, b, str(error))
         return LinkMeasurement(
             a,
             b,
@@ -88,3 +96,22 @@ async def probe_links(
             progress(done, total)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _relayed_or_error(
+    transfers: Transfers, report: ProbeReport, source: str, target: str, error: str
+) -> str:
+    """A failed pair's recorded error: "relayed by the operator: why" when transfers relay
+    it (remembered for them), the host-key message when it failed on the host key."""
+    verdict = classify_hop_error(error)
+    if verdict is None:
+        return error
+    kind, detail = verdict
+    if kind == "host_key":
+        return host_key_error(source, target, error)
+    if kind == "key_refused":
+        reason = transfers.memory.remember_refused(target)
+    else:
+        reason = transfers.memory.remember_cut(source, target, detail)
+    report.relayed.append(RelayedHop(source, target, OPERATOR, reason).to_dict())
+    return RELAYED_PREFIX + reason
