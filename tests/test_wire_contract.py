@@ -102,7 +102,8 @@ def test_every_operation_names_a_typed_reply_whose_keys_the_agent_documents() ->
         reply = wire.reply_type(cls)
         assert reply.__name__ == cls.__name__ + "Reply"
         assert "schema" in wire.reply_keys(cls)
-    assert wire.reply_keys(wire.ChunkHave) == ("schema", "present", "free_bytes", "used_bytes")
+    keys = ("schema", "present", "free_bytes", "used_bytes", "storage")
+    assert wire.reply_keys(wire.ChunkHave) == keys
 
 
 def test_a_request_round_trips_through_its_wire_form_with_defaults_for_what_is_missing() -> None:

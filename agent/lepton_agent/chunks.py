@@ -11,6 +11,7 @@ import sys
 import time
 
 from .fsutil import IO_BLOCK, file_size, free_bytes
+from .storage import try_storage_id
 from .wire import HASH_PATTERN, MIB, SCHEMA, BadRequest, check_hash
 
 
@@ -45,8 +46,9 @@ def chunk_have(data_dir, hashes):
             with contextlib.suppress(OSError):
                 present[digest] = os.stat(chunk_path(data_dir, digest)).st_size
     used = sum(present.values()) if hashes is None else None
+    storage = try_storage_id(data_dir)[0]  # hosts that share this directory say the same
     return {"schema": SCHEMA, "present": present, "free_bytes": free_bytes(data_dir),
-            "used_bytes": used}  # fmt: skip
+            "used_bytes": used, "storage": storage}  # fmt: skip
 
 
 def hash_range(path, offset=0, length=None):

@@ -12,6 +12,7 @@ import sys
 import time
 
 from .hardware import NO_DRIVER, read_fpgas, read_gpus
+from .storage import filesystem_of, try_storage_id
 from .sysinfo import Host, convert, read_line, read_text
 from .wire import AGENT_VERSION, SCHEMA
 
@@ -136,7 +137,22 @@ def read_disks(host):
         return {"disks": []}
     disk = {"path": host.data_dir, "role": "data", "mount": mount_point(host, path)}
     disk.update(total_bytes=st.f_blocks * st.f_frsize, free_bytes=st.f_bavail * st.f_frsize)
+    disk.update(read_storage(host, path))
     return {"disks": [disk]}
+
+
+def read_storage(host, path):
+    """The data dir's storage identity (stamped on first use) and the filesystem it is on:
+    hosts that report one storage id share one directory, whatever its filesystem."""
+    found, why = try_storage_id(host.data_dir)
+    if found is None:
+        host.unavailable["storage_id"] = why
+    mountinfo = host.path("/proc/self/mountinfo")
+    fs = filesystem_of(read_text(mountinfo), path)
+    if fs is None:
+        host.unavailable["fs_type"] = "no mount of %s in %s" % (path, mountinfo)
+        fs = {"fs_type": None, "network": None}
+    return {"storage_id": found, "fs_type": fs["fs_type"], "network": fs["network"]}
 
 
 # (section, reader, what the document holds when the reader raises)

@@ -94,10 +94,14 @@ class JobRmReply(TypedDict, total=False):
 
 
 class ChunkHaveReply(TypedDict, total=False):
+    """storage: the data dir's storage id (hosts that share one directory report the same
+    id), or null when it cannot be stamped."""
+
     schema: int
     present: Dict[str, int]
     free_bytes: int
     used_bytes: int
+    storage: Optional[str]
 
 
 class ChunkVerifyReply(TypedDict, total=False):

@@ -9,6 +9,7 @@ message; missing optional fields read as ``None``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,18 @@ class DiskFacts:
     mount: str | None
     total_bytes: int
     free_bytes: int
+    # the data dir's storage identity: hosts that report the same id share one directory
+    storage_id: str | None = None
+    fs_type: str | None = None  # as /proc/self/mountinfo names it: ext4, nfs4, fuse.sshfs
+    network: bool | None = None  # the filesystem type is one other machines usually see
+
+
+STORAGE_ID = re.compile(r"ls-[0-9a-f]{32}")
+
+
+def storage_id_of(value: Any) -> str | None:
+    """A storage id a host reported, or None when it is not one (a host is not trusted)."""
+    return value if isinstance(value, str) and STORAGE_ID.fullmatch(value) else None
 
 
 @dataclass(frozen=True)
@@ -185,7 +198,17 @@ def _disk(d: Mapping[str, Any]) -> DiskFacts:
         mount=d.get("mount"),
         total_bytes=int(d["total_bytes"]),
         free_bytes=int(d["free_bytes"]),
+        storage_id=storage_id_of(d.get("storage_id")),
+        fs_type=_fs_type(d.get("fs_type")),
+        network=d["network"] if isinstance(d.get("network"), bool) else None,
     )
+
+
+def _fs_type(value: Any) -> str | None:
+    """A filesystem type name as mountinfo writes it (no spaces), at most 64 characters."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9._+-]{1,64}", value):
+        return value
+    return None
 
 
 def _gpu(d: Mapping[str, Any]) -> GpuFacts:

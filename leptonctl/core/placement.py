@@ -7,6 +7,11 @@ the least full, never beyond a host's free space.  ``plan_rebalance`` moves
 copies from full hosts to empty ones without ever lowering a chunk's copy count
 or its spread over domains.  Same input, same plan: nothing depends on set order
 or on the clock.
+
+Hosts whose data dirs are one storage (the same storage id: an NFS home) are one
+place for a copy: both plans see one target per storage (its first host by
+name, the *representative*), so such hosts count as one replica and one failure
+domain, and a copy is never "added" to a host that already sees it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class Target:
     domain: str | None  # failure domain (rack, zone); None: the host is its own domain
     free_bytes: int  # bytes it may still receive
     used_bytes: int = 0  # bytes of replicas it holds already (for balance)
+    storage: str | None = None  # the data dir's storage id; None: a storage of its own
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,62 @@ def domain_key(target: Target) -> DomainKey:
 
 
 def eligible_count(targets: Sequence[Target]) -> int:
-    """Distinct hosts among ``targets`` (the most replicas a chunk can have)."""
-    return len({t.name for t in targets})
+    """Independent storages among ``targets`` (the most replicas a chunk can have)."""
+    return len(storage_groups(targets))
+
+
+def storage_key(target: Target) -> str:
+    """What a copy on ``target`` is stored in: its storage id, or the host itself."""
+    return f"storage:{target.storage}" if target.storage else f"host:{target.name}"
+
+
+def storage_groups(targets: Sequence[Target]) -> dict[str, tuple[str, ...]]:
+    """storage key -> the names of the targets that share it, sorted (first: the
+    representative)."""
+    groups: dict[str, list[str]] = {}
+    for target in targets:
+        groups.setdefault(storage_key(target), []).append(target.name)
+    return {key: tuple(sorted(names)) for key, names in sorted(groups.items())}
+
+
+def representatives(targets: Sequence[Target]) -> dict[str, str]:
+    """Each target's name -> the representative of its storage (itself when unshared)."""
+    return {name: names[0] for names in storage_groups(targets).values() for name in names}
+
+
+def copies(holders: Collection[str], representative: Mapping[str, str]) -> int:
+    """How many independent copies ``holders`` are (hosts of one storage count once;
+    a host not in ``representative`` counts as its own storage)."""
+    return len({representative.get(h, h) for h in holders})
+
+
+def one_per_storage(
+    targets: Sequence[Target],
+) -> tuple[list[Target], dict[str, str]]:
+    """One target per storage, named after its representative: free space is the least any
+    sharer reports (one filesystem), used bytes the sum of what is recorded on each of them.
+    Also returns name -> representative."""
+    by_name = _targets_by_name(targets)
+    rep = representatives(targets)
+    merged: list[Target] = []
+    for names in storage_groups(targets).values():
+        first = by_name[names[0]]
+        merged.append(
+            Target(
+                name=first.name,
+                domain=first.domain,
+                free_bytes=min(by_name[n].free_bytes for n in names),
+                used_bytes=sum(by_name[n].used_bytes for n in names),
+                storage=first.storage,
+            )
+        )
+    return merged, rep
+
+
+def shared_note(targets: Sequence[Target]) -> str:
+    """'h1,h2,h3 share one storage' for every storage of more than one target ('' if none)."""
+    shared = [names for names in storage_groups(targets).values() if len(names) > 1]
+    return "; ".join(f"{','.join(names)} share one storage" for names in shared)
 
 
 def plan_replicas(
@@ -71,16 +131,21 @@ def plan_replicas(
     """New copies so that each chunk has ``k`` replicas on distinct hosts.
 
     ``existing`` maps a hash to the hosts that hold a healthy copy; holders that are
-    not among ``targets`` (dead, removed) do not count.  A chunk that cannot reach
-    ``k`` gets as many copies as fit and a reason in ``shortfalls``.
+    not among ``targets`` (dead, removed) do not count, and hosts of one storage count
+    once.  A chunk that cannot reach ``k`` gets as many copies as fit and a reason in
+    ``shortfalls``.  New copies go to storage representatives only.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    note = shared_note(targets)
+    targets, rep = one_per_storage(targets)
     by_name = _targets_by_name(targets)
     names = sorted(by_name)
     rank = {name: i for i, name in enumerate(names)}
     assigned = dict.fromkeys(names, 0)
-    existing = existing or {}
+    existing = {
+        digest: {rep[h] for h in hosts if h in rep} for digest, hosts in (existing or {}).items()
+    }
     placements: dict[str, tuple[str, ...]] = {}
     shortfalls: dict[str, str] = {}
     seen: set[str] = set()
@@ -118,7 +183,7 @@ def plan_replicas(
         if chosen:
             placements[chunk.hash] = tuple(chosen)
         if len(chosen) < need:
-            shortfalls[chunk.hash] = _shortfall(chunk, by_name, holders, assigned, k)
+            shortfalls[chunk.hash] = _shortfall(chunk, by_name, holders, assigned, k, note)
     return ReplicaPlan(placements=placements, shortfalls=shortfalls)
 
 
@@ -135,10 +200,13 @@ def plan_rebalance(
     other, or when no move lowers the imbalance.  A move never puts a second copy on
     a host, never spreads the chunk over fewer domains, and never exceeds the
     destination's free space.  Chunks with fewer than ``k`` copies on ``targets``
-    are left alone: repair places those first.
+    are left alone: repair places those first.  Hosts of one storage are one target
+    (its representative: moves name representatives only).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    targets, rep = one_per_storage(targets)
+    holders = {digest: {rep.get(h, h) for h in hosts} for digest, hosts in holders.items()}
     by_name = _targets_by_name(targets)
     names = sorted(by_name)
     used = {n: by_name[n].used_bytes for n in names}
@@ -235,9 +303,13 @@ def _shortfall(
     holders: set[str],
     assigned: Mapping[str, int],
     k: int,
+    note: str = "",
 ) -> str:
     if len(by_name) < k:
         count = len(by_name)
+        if note:
+            plural = "" if count == 1 else "s"
+            return f"only {count} independent storage{plural} for {k} replicas ({note})"
         return f"only {count} eligible host{'' if count == 1 else 's'} for {k} replicas"
     short = [
         f"{name} needs {format_bytes(chunk.size)}, "

@@ -31,15 +31,19 @@ from leptonctl.core.reports import (
     RemoveReport,
     RepairReport,
 )
+from leptonctl.core.storages import shared_from_facts
 from leptonctl.errors import HostError
 
 
 def status_document(rows: Sequence[HostStatus], now: float) -> dict[str, Any]:
     """The ``status --json`` document (a stable contract, documented in the README)."""
     states = Counter(r.state for r in rows)
+    facts = {r.host.name: r.facts for r in rows if r.facts is not None}
     return {
         "hosts": [host_document(r, now) for r in rows],
         "summary": {"total": len(rows), "up": states["up"], "down": states["down"]},
+        # data dirs that several hosts share (one storage id): data commands count one copy
+        "shared_storages": [s.to_dict() for s in shared_from_facts(facts)],
     }
 
 

@@ -13,6 +13,7 @@ from leptonctl.core.capacity import NodeCapacity
 from leptonctl.core.facts import GpuFacts, HostFacts
 from leptonctl.core.reports import HostStatus
 from leptonctl.core.scan import printable
+from leptonctl.core.storages import SharedStorage, shared_from_facts
 from leptonctl.render.text import add_row
 from leptonctl.render.units import human_age, human_bytes, short_gpu_name
 
@@ -25,11 +26,12 @@ def hosts_table(rows: Sequence[HostStatus], now: float) -> Table:
     for column in ("HOST", "STATE", "CPU", "LOAD", "MEMORY", "GPUS", "FPGAS", "DISK", "AGENT"):
         table.add_column(column, no_wrap=column != "GPUS")
     table.add_column("NOTE", min_width=12)
+    sharing = {h for s in shared_storages(rows) for h in s.hosts}
     for row in rows:
         facts = row.facts
         style = "dim" if row.state != "up" else None
         state = Text(row.state, style=_STATE_STYLE[row.state])
-        note = _note(row, now)
+        note = _note(row, now, row.host.name in sharing)
         if facts is None:
             add_row(table, row.host.name, state, *(["-"] * 7), note)
             continue
@@ -76,6 +78,22 @@ def gpu_table(rows: Sequence[HostStatus]) -> Table | None:
     return table
 
 
+def shared_storages(rows: Sequence[HostStatus]) -> list[SharedStorage]:
+    """The data dirs that several hosts share (one storage id), from what each reported."""
+    return shared_from_facts({r.host.name: r.facts for r in rows if r.facts is not None})
+
+
+def sharing_lines(rows: Sequence[HostStatus]) -> Text | None:
+    """'h1,h2,h3 share /home/u/.local/share/leptonctl (nfs4, network)' per shared data dir,
+    under the table: data commands count such hosts as one replica."""
+    out = Text()
+    for storage in shared_storages(rows):
+        out.append(printable(storage.describe()), style="yellow")
+        out.append(": one storage, one replica for data commands\n", style="dim")
+    out.rstrip()
+    return out if out.plain else None
+
+
 def problems(rows: Sequence[HostStatus], now: float) -> Text | None:
     """The full reason and hint of every host that is down, under the table."""
     out = Text()
@@ -108,6 +126,9 @@ def status_view(rows: Sequence[HostStatus], now: float) -> RenderableType:
     gpus = gpu_table(rows)
     if gpus is not None:
         parts += [Text(""), gpus]
+    shared = sharing_lines(rows)
+    if shared is not None:
+        parts += [Text(""), shared]
     trouble = problems(rows, now)
     if trouble is not None:
         parts += [Text(""), trouble]
@@ -126,7 +147,7 @@ def bar(percent: float | None, width: int = 12) -> Text:
     )
 
 
-def _note(row: HostStatus, now: float) -> Text:
+def _note(row: HostStatus, now: float, shared: bool = False) -> Text:
     if row.error is not None:
         return Text(row.error.kind, style="red")
     if row.facts is None:
@@ -134,6 +155,8 @@ def _note(row: HostStatus, now: float) -> Text:
     notes = []
     if row.capacity.source == "probe+declared":
         notes.append("capacity limited by inventory")
+    if shared:
+        notes.append("shared data dir")
     return Text("; ".join(notes), style="dim")
 
 
@@ -173,7 +196,8 @@ def _disk_cell(facts: HostFacts) -> str:
     disk = facts.data_disk
     if disk is None:
         return "-"
-    return f"{human_bytes(disk.free_bytes, True)} free"
+    where = f" ({disk.fs_type})" if disk.network and disk.fs_type else ""
+    return f"{human_bytes(disk.free_bytes, True)} free{where}"
 
 
 def _power(gpu: GpuFacts) -> str:

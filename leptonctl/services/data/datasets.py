@@ -21,14 +21,15 @@ from typing import Any, Protocol
 from leptonctl.core.datasets import DAMAGED_HINT, MAX_SIZE, ChunkRef, Manifest
 from leptonctl.core.reports import GetReport, PutReport, RemoveReport
 from leptonctl.core.scan import UnsafeScan, printable, read_scan
+from leptonctl.core.storages import LOCAL_DATA_DIR_HINT, independent_count
 from leptonctl.errors import AgentError, HostError, LeptonError, StateError, UsageError
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, HopOutcome, TransferOutcome, Transfers, operator_host
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.data import chunkrefs
+from leptonctl.services.data import chunkrefs, storages
 from leptonctl.services.data.datalock import data_lock
-from leptonctl.services.data.replication import Origin, Replicator
+from leptonctl.services.data.replication import Origin, Replicator, Survey
 from leptonctl.store.data import DatasetRecord
 from leptonctl.store.interface import Store
 
@@ -135,6 +136,8 @@ async def put(
             notes.append(
                 f"only {len(surveys)} reachable host(s): storing {k} replica(s), not {replicas}"
             )
+        storages.remember(store, surveys, clock())
+        notes += await _check_storages(ctx, surveys, k)
         record = store.data.begin_version(
             name,
             manifest=manifest,
@@ -153,9 +156,11 @@ async def put(
             }
             for c in chunks
         }
-        reused = sum(1 for c in chunks if len(holders[c.hash]) >= k)
+        same = storages.surveyed_storages(surveys)
+        count = {c.hash: independent_count(holders[c.hash], same) for c in chunks}
+        reused = sum(1 for c in chunks if count[c.hash] >= k)
         if progress is not None:
-            missing = sum(c.size * max(0, k - len(holders[c.hash])) for c in chunks)
+            missing = sum(c.size * max(0, k - count[c.hash]) for c in chunks)
             progress.begin(missing, f"put {name}")
         try:
             placed = await replicator.place(
@@ -169,7 +174,7 @@ async def put(
         finally:
             if progress is not None:
                 progress.end()
-        _record_holders(store, placed.holders, clock())
+        storages.record_holders(store, placed.holders, surveys, clock())
         notes += [f"{host}: {why}" for host, why in sorted(placed.problems.items())]
         if placed.shortfalls:
             first = next(iter(placed.shortfalls.values()))
@@ -194,10 +199,25 @@ async def put(
         )
 
 
-def _record_holders(store: Store, holders: Mapping[str, set[str]], now: float) -> None:
-    store.data.set_replicas(
-        [(digest, host, "ok") for digest, hosts in holders.items() for host in hosts], now
-    )
+async def _check_storages(ctx: ServiceContext, surveys: Mapping[str, Survey], k: int) -> list[str]:
+    """Refuse ``k`` copies on fewer than ``k`` independent storages (hosts whose data dirs
+    are one directory hold one copy); the notes that say which hosts share a storage."""
+    shared = await storages.shared_storages(ctx, surveys)
+    if not shared:
+        return []
+    independent = independent_count(surveys, storages.surveyed_storages(surveys))
+    where = "; ".join(s.describe() for s in shared)
+    if independent < k:
+        raise DataError(
+            f"{k} replicas need {k} independent storages, but the {len(surveys)} reachable "
+            f"hosts have {independent}: {where} (a copy there is one copy, whichever host "
+            "wrote it)",
+            hint=f"{LOCAL_DATA_DIR_HINT}, or store fewer replicas (-k {independent}); "
+            "nothing was written",
+        )
+    if k == 1:
+        return [f"1 replica, on a storage that hosts share: {where}"]
+    return [f"{where}: counted as one replica"]
 
 
 def _advance(progress: ProgressSink | None) -> Callable[[int], None] | None:

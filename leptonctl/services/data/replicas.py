@@ -19,14 +19,15 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from leptonctl.core.datasets import ChunkRef, ReplicaProblem, VerifyReport
-from leptonctl.core.placement import plan_rebalance
+from leptonctl.core.placement import plan_rebalance, storage_groups
 from leptonctl.core.reports import GarbageReport, RebalanceReport, RepairReport
+from leptonctl.core.storages import dedupe_holders, independent_count
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transfer import Hop, Transfers
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.data import chunkrefs
+from leptonctl.services.data import chunkrefs, storages
 from leptonctl.services.data.datalock import data_lock
 from leptonctl.services.data.replication import Replicator, Survey
 from leptonctl.store.data import DatasetRecord
@@ -55,13 +56,14 @@ async def verify(
     clock = ctx.clock
     started = time.monotonic()
     wanted = wanted_replicas(store, name)
+    live = {h.name: h for h in hosts}
+    await _one_row_per_storage(ctx, store.data.replicas(list(wanted)), live)
     known = store.data.replicas(list(wanted))
     expected: dict[str, list[str]] = defaultdict(list)  # host -> hashes
     for digest, holders in known.items():
         for host in holders:
             if pairs is None or (digest, host) in pairs:
                 expected[host].append(digest)
-    live = {h.name: h for h in hosts}
     replicator = Replicator(sessions, [live[n] for n in expected if n in live])
     sizes = store.data.chunk_sizes(list(wanted))
     replies = await replicator.request_all(
@@ -104,6 +106,24 @@ async def verify(
         problems=tuple(problems),
         under_replicated=tuple(short),
     )
+
+
+async def _one_row_per_storage(
+    ctx: ServiceContext, known: Mapping[str, Mapping[str, str]], live: Mapping[str, Host]
+) -> None:
+    """Forget recorded copies that another recorded host of the same storage already stands
+    for (recorded before storages were known, or by a host that shares it): a copy on a
+    shared data dir is one copy, hashed and counted once."""
+    names = {n for states in known.values() for n in states if n in live}
+    if not names:
+        return
+    surveys = await Replicator(ctx.sessions, [live[n] for n in sorted(names)]).survey([])
+    storages.remember(ctx.store, surveys, ctx.clock())
+    everyone = {n for states in known.values() for n in states}
+    storage_of = storages.storage_map(ctx.store, surveys, everyone)
+    recorded = {h: set(states) for h, states in known.items()}
+    _, forget = dedupe_holders(recorded, storage_of, recorded)
+    ctx.store.data.drop_replicas(forget)
 
 
 def hashing_timeout(size: int) -> float:
@@ -170,6 +190,8 @@ async def repair(
         removed, refetch = await _drop_corrupt(replicator, store, corrupt, clock())
         report.corrupt_removed = len(removed)
         gone = set(removed)
+        storages.remember(store, surveys, clock())
+        same = storages.surveyed_storages(surveys)
         holders = {
             h: {n for n, s in surveys.items() if h in s.present and (h, n) not in gone}
             for h in wanted
@@ -177,11 +199,11 @@ async def repair(
         store.data.drop_replicas(
             (h, n) for h, hs in known.items() for n in hs if n in surveys and n not in holders[h]
         )
-        before = sum(len(v) for v in holders.values())
+        before = sum(independent_count(v, same) for v in holders.values())
         report.lost = sorted(h for h, v in holders.items() if not v)
         by_k: dict[int, list[ChunkRef]] = defaultdict(list)
         for digest, k in wanted.items():
-            if holders[digest] and len(holders[digest]) < k:
+            if holders[digest] and independent_count(holders[digest], same) < k:
                 by_k[k].append(ChunkRef(digest, sizes.get(digest, 0)))
         needy = {c.hash for chunks in by_k.values() for c in chunks} | {h for h, _ in refetch}
         versions = [
@@ -208,10 +230,9 @@ async def repair(
             for digest in hashes:
                 holders[digest].add(host)
             report.sent_bytes += sum(sizes.get(h, 0) for h in hashes)
-        store.data.set_replicas(
-            [(h, n, "ok") for h, names in holders.items() for n in names], clock()
-        )
-        report.copies_made = max(0, sum(len(v) for v in holders.values()) - before)
+        storages.record_holders(store, holders, surveys, clock())
+        after = sum(independent_count(v, same) for v in holders.values())
+        report.copies_made = max(0, after - before)
         for name_, error in replicator.dead.items():
             report.problems.setdefault(name_, error.message)
         return report
@@ -231,7 +252,11 @@ async def rebalance(
         sizes = store.data.chunk_sizes(list(wanted))
         replicator = Replicator(sessions, hosts)
         surveys = await replicator.survey(list(wanted))
+        storages.remember(store, surveys, clock())
         holders = {h: {n for n, s in surveys.items() if h in s.present} for h in wanted}
+        recorded = {h: set(states) for h, states in store.data.replicas(list(wanted)).items()}
+        storage_of = storages.storage_map(store, surveys, {n for v in recorded.values() for n in v})
+        holders, _ = dedupe_holders(holders, storage_of, recorded)  # one host per storage
         usage: dict[str, int] = defaultdict(int)
         for digest, names in holders.items():
             for name in names:
@@ -272,10 +297,13 @@ async def rebalance(
         replies = await replicator.request_all(
             {src: wire.ChunkDrop(store=store_id, hashes=hs) for src, hs in arrived.items() if hs}
         )
+        sharers = storage_groups(targets)  # a copy deleted on src is gone for them too
         for src, reply in replies.items():
             if isinstance(reply, dict):
-                store.data.drop_replicas((h, src) for h in reply.get("removed") or [])
-                report.moves_done += len(reply.get("removed") or [])
+                alike = next((g for g in sharers.values() if src in g), (src,))
+                removed = reply.get("removed") or []
+                store.data.drop_replicas((h, n) for h in removed for n in alike)
+                report.moves_done += len(removed)
         after = await replicator.survey(None)
         used_after = {n: int(s.used_bytes or 0) for n, s in after.items()}
         report.spread_after = _spread(replicator.targets(after, used_after))

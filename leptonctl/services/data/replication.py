@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.datasets import ChunkRef
+from leptonctl.core.facts import storage_id_of
 from leptonctl.core.hops import RelayedHop, classify_hop_error
-from leptonctl.core.placement import Target, plan_replicas
+from leptonctl.core.placement import Target, copies, plan_replicas, representatives
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
@@ -48,6 +49,7 @@ class Survey:
     present: Mapping[str, int]  # hash -> size
     free_bytes: int
     used_bytes: int | None  # every chunk on the host (only when asked for all)
+    storage: str | None = None  # the data dir's storage id: hosts that share a dir share it
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,11 @@ class Replicator:
             except HostError as exc:
                 return exc
             return Survey(
-                host, dict(reply["present"]), int(reply["free_bytes"]), reply.get("used_bytes")
+                host,
+                dict(reply["present"]),
+                int(reply["free_bytes"]),
+                reply.get("used_bytes"),
+                storage_id_of(reply.get("storage")),
             )
 
         hosts = self.live
@@ -168,6 +174,7 @@ class Replicator:
                 domain=failure_domain(s.host),
                 free_bytes=max(0, s.free_bytes - RESERVE_BYTES),
                 used_bytes=int(usage.get(name, 0)),
+                storage=s.storage,
             )
             for name, s in surveys.items()
         ]
@@ -207,9 +214,10 @@ class Replicator:
         confirmed = await self.survey([c.hash for c in chunks])
         for chunk in chunks:
             held[chunk.hash] = {n for n, s in confirmed.items() if chunk.hash in s.present}
-        short = {c.hash for c in chunks if len(held[c.hash]) < k}
+        same = representatives(self.targets(confirmed, {}))  # a shared dir is one copy
+        short = {c.hash for c in chunks if copies(held[c.hash], same) < k}
         placed.shortfalls = {
-            h: placed.shortfalls.get(h) or f"{len(held[h])} of {k} replicas" for h in short
+            h: placed.shortfalls.get(h) or f"{copies(held[h], same)} of {k} replicas" for h in short
         }
         for name, error in self.dead.items():
             placed.problems.setdefault(name, error.message)
