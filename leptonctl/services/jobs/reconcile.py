@@ -26,7 +26,13 @@ from leptonctl.remote.agent import AgentSessions, probe_host, wire
 from leptonctl.remote.transport import Connection
 from leptonctl.services.context import ServiceContext
 from leptonctl.services.jobs.inputs import input_locality
-from leptonctl.services.jobs.starts import Staging, claim_starts, stage_and_start, start_jobs
+from leptonctl.services.jobs.starts import (
+    Staging,
+    claim_starts,
+    new_owner,
+    stage_and_start,
+    start_jobs,
+)
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import FINAL, JobRecord
 
@@ -95,6 +101,7 @@ async def reconcile(
             await mine.close()
     inventory, options, store, clock = ctx.inventory, ctx.options, ctx.store, ctx.clock
     sessions = ctx.sessions
+    owner = staging.owner if staging is not None else new_owner()
     pool = sessions.pool
     report = ReconcileReport()
     hosts = list(inventory.hosts)
@@ -146,17 +153,24 @@ async def reconcile(
         for record in store.jobs.in_states(("STARTING", "RUNNING")):
             if observed.get(record.id) != (record.state, record.attempt, record.host):
                 continue  # changed meanwhile, or on a host of another inventory: next pass
+            if record.state == "STARTING" and _claimed_by_other(store, record.id, owner, now):
+                continue  # another process is starting it right now: its host may not know
             _collect(store, record, outcomes.get(record.host or ""), now, node_fail_after, report)
         facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
         schedulable = up - set(store.drained())
         starts = _decide(store, inventory, nodes_from(hosts, facts, schedulable), now, stage)
-        plain, staged = claim_starts(store, starts, staging, now)
+        plain, staged = claim_starts(store, starts, staging, owner, now)
     if staging is not None:
         for job_id in staged:
             work = stage_and_start(sessions, store, job_id, by_name, staging.owner, clock, report)
             staging.spawn(job_id, work)
-    await start_jobs(sessions, store, plain, by_name, clock, report)
+    await start_jobs(sessions, store, plain, by_name, clock, report, owner)
     return report
+
+
+def _claimed_by_other(store: Store, job_id: int, owner: str, now: float) -> bool:
+    held = store.jobs.start_claim(job_id, now)
+    return held is not None and held[0] != owner
 
 
 def _collect(

@@ -1,12 +1,18 @@
 """Starting jobs: one ``job-start`` per job, and for jobs with ``--input`` datasets the copy
 of their inputs to the host first, claimed so that one process stages each job, once.
 
-A job with inputs is claimed in the store (``JobTable.claim_start``: an owner and a lease,
-renewed while the copy runs) by the reconcile pass that may stage (``submit``,
+Every STARTING job is claimed in the store (``JobTable.claim_start``: an owner and a
+lease) by the one reconcile pass that starts it, in the transaction that decided it: the
+other terminals reconciling meanwhile neither start it a second time nor judge it from a
+host that has not seen it yet.  The claim is released once the start is recorded; a claim
+whose owner died (a terminal killed between deciding and starting) runs out, and the next
+pass takes the job over.  Another process that did start the same run (its lease ran out,
+and job-start is idempotent on the host) records the same run: never a reason to kill it.
+
+A job with inputs is claimed by the reconcile pass that may stage (``submit``,
 ``submit --wait``, ``schedule``, maintain's ``dispatch``; not ``jobs``, ``show`` or
-``logs``), then copied and started in the background of that process's passes.  Every
-other process leaves the job alone while the claim lives; a claim whose owner died runs
-out and the next staging pass takes the job over (chunks already there are not sent again).
+``logs``), then copied and started in the background of that process's passes; the claim
+is renewed while the copy runs (chunks already there are not sent again on a takeover).
 """
 
 from __future__ import annotations
@@ -35,6 +41,12 @@ if TYPE_CHECKING:
 START_LEASE = 30.0  # seconds a claim on staging and starting a job lasts unless renewed
 
 
+def new_owner() -> str:
+    """A claimant's name: this machine, this process, and a random part (one per pass or
+    per ``Staging``)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 class Staging:
     """Jobs whose inputs this process copies to their hosts and then starts, in the
     background of its reconcile passes.  Each job is claimed in the store first (a lease,
@@ -42,7 +54,7 @@ class Staging:
     read-only command, go on without waiting for the transfer."""
 
     def __init__(self) -> None:
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = new_owner()
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
     def busy(self) -> set[int]:
@@ -65,11 +77,11 @@ class Staging:
 
 
 def claim_starts(
-    store: Store, ids: list[int], staging: Staging | None, now: float
+    store: Store, ids: list[int], staging: Staging | None, owner: str, now: float
 ) -> tuple[list[int], list[int]]:
-    """Split the STARTING jobs into those started at once and those whose inputs this
-    process now stages (claimed); the rest are left to whoever holds or takes their claim.
-    Call inside ``exclusive()``."""
+    """Split the STARTING jobs into those this pass starts at once and those whose inputs
+    it now stages; both are claimed for ``owner`` (``staging.owner`` when staging).  Jobs
+    another live claim holds are left to their claimant.  Call inside ``exclusive()``."""
     plain: list[int] = []
     staged: list[int] = []
     for job_id in ids:
@@ -77,7 +89,8 @@ def claim_starts(
         if record is None:
             continue
         if not record.spec.get("inputs"):
-            plain.append(job_id)
+            if store.jobs.claim_start(job_id, owner, now, START_LEASE) is None:
+                plain.append(job_id)
         elif (
             staging is not None
             and job_id not in staging.busy()
@@ -101,12 +114,30 @@ async def start_jobs(
     hosts: Mapping[str, Host],
     clock: Callable[[], float],
     report: ReconcileReport,
+    owner: str,
 ) -> None:
-    """Start STARTING jobs: one ``job-start`` line per job on the host's agent session."""
+    """Start STARTING jobs ``owner`` claimed: one ``job-start`` line per job on the host's
+    agent session; each claim is released once its start is recorded."""
     by_host: dict[str, list[JobRecord]] = defaultdict(list)
     for record in (store.jobs.get(i) for i in ids):
-        if record is not None and record.host in hosts:
+        if record is not None and record.host in hosts and not record.cancel_requested:
             by_host[record.host or ""].append(record)
+    try:
+        await _start_on_hosts(sessions, store, by_host, hosts, clock, report)
+    finally:
+        with store.jobs.exclusive():
+            for job_id in ids:
+                store.jobs.release_start(job_id, owner)
+
+
+async def _start_on_hosts(
+    sessions: AgentSessions,
+    store: Store,
+    by_host: Mapping[str, list[JobRecord]],
+    hosts: Mapping[str, Host],
+    clock: Callable[[], float],
+    report: ReconcileReport,
+) -> None:
 
     async def start_all(host: Host, conn: Connection) -> dict[int, wire.JobStartReply | HostError]:
         return {
@@ -162,9 +193,23 @@ def record_start(
         record.id, expect, state="RUNNING", started=answer.get("started") or now, reason=None
     ):
         report.started.append(record.id)
-    else:  # cancelled or requeued while it was starting: that run must not live on
+    else:
         with store.jobs.exclusive():
-            store.jobs.add_orphan(name, record.agent_id, now)
+            if not recorded_elsewhere(store.jobs.get(record.id), record):
+                # cancelled or requeued while it was starting: that run must not live on
+                store.jobs.add_orphan(name, record.agent_id, now)
+
+
+def recorded_elsewhere(current: JobRecord | None, started: JobRecord) -> bool:
+    """Whether the job, no longer STARTING, is recorded as the very run just started: the
+    same attempt on the same host, RUNNING or ended as its host reported (another terminal
+    started it too, or saw it run and end).  Otherwise the run is an orphan to kill."""
+    return (
+        current is not None
+        and current.attempt == started.attempt
+        and current.host == started.host
+        and current.state in ("RUNNING", "COMPLETED", "FAILED", "TIMEOUT")
+    )
 
 
 async def stage_and_start(
