@@ -12,13 +12,20 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from leptonctl.inventory import Host, Inventory, load_inventory, select_hosts
+from leptonctl.inventory import (
+    Host,
+    Inventory,
+    describe_left_out,
+    load_inventory,
+    select_hosts,
+)
 from leptonctl.paths import default_state_path
 from leptonctl.remote.transport import TransportOptions
 from leptonctl.services.context import ServiceContext
@@ -34,6 +41,10 @@ JsonOption = Annotated[
     bool, typer.Option("--json", help="Print a JSON document (and no progress bar).")
 ]
 
+_COMMAND_NOTES: ContextVar[list[str]] = ContextVar("leptonctl_command_notes")
+"""Notes of the running command about its inputs (hosts the inventory leaves out): said
+once on stderr, and added to the JSON document when it has a ``notes`` field."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -44,8 +55,18 @@ class Settings:
     command_timeout: float
     accept_new_host_keys: bool
 
+    def __post_init__(self) -> None:
+        _COMMAND_NOTES.set([])  # a new command: no note said yet
+
     def inventory(self) -> Inventory:
-        return load_inventory(self.inventory_path)
+        inventory = load_inventory(self.inventory_path)
+        if inventory.left_out:
+            count = len(inventory.left_out)
+            _note(
+                f"note: leaving out {count} host{'s' if count != 1 else ''} that leptonctl "
+                f"does not reach over SSH: {describe_left_out(inventory.left_out)}"
+            )
+        return inventory
 
     def hosts(self, limit: str | None) -> tuple[Inventory, tuple[Host, ...]]:
         inventory = self.inventory()
@@ -120,8 +141,23 @@ def emit(
 
 
 def emit_document(document: Any, *, indent: int | None = 2) -> None:
-    """One JSON document on stdout (``indent=None``: one line, as a stream of documents)."""
+    """One JSON document on stdout (``indent=None``: one line, as a stream of documents);
+    a document with a ``notes`` list gets the command's notes too."""
+    notes = _COMMAND_NOTES.get([])
+    if notes and isinstance(document, dict) and isinstance(document.get("notes"), list | tuple):
+        document = {**document, "notes": [*document["notes"], *notes]}
     print(json.dumps(document, indent=indent, default=str), flush=True)
+
+
+def _note(text: str) -> None:
+    """Say ``text`` on stderr once per command, and keep it for the JSON document."""
+    notes = _COMMAND_NOTES.get(None)
+    if notes is None:
+        notes = []
+        _COMMAND_NOTES.set(notes)
+    if text not in notes:
+        notes.append(text)
+        print(text, file=sys.stderr)
 
 
 def print_lines(out: Sequence[str], err: Sequence[str] = ()) -> None:
