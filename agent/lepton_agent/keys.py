@@ -39,7 +39,10 @@ def authorized_keys_path():
         return override
     import pwd
 
-    home = pwd.getpwuid(os.getuid()).pw_dir  # what sshd reads, whatever $HOME says
+    try:
+        home = pwd.getpwuid(os.getuid()).pw_dir  # what sshd reads, whatever $HOME says
+    except KeyError:  # a uid without a passwd entry (a container, an LDAP outage): sshd
+        home = os.path.expanduser("~")  # cannot log it in, but local agents still run
     return os.path.join(home, ".ssh", "authorized_keys")
 
 
