@@ -115,13 +115,15 @@ def test_a_new_key_is_hashed_when_the_file_already_hashes_its_names(
 def test_an_unknown_jump_host_key_is_refused_then_accepted_with_the_flag(
     lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    h2, h4 = lab.host("h2"), lab.host("h4")
+    h2, h3, h4 = lab.host("h2"), lab.host("h3"), lab.host("h4")
     known = lab_operator / ".ssh" / "known_hosts"
-    known.write_text(f"{h4.ip} {key_of(lab, 'h4')}\n")  # the target is known, its jump not
+    known.write_text(  # the targets are known, their jump host is not
+        f"{h4.ip} {key_of(lab, 'h4')}\n{h3.ip} {key_of(lab, 'h3')}\n"
+    )
     inventory = tmp_path / "jump.ini"
     inventory.write_text(
-        f"far ansible_host={h4.ip} ansible_user=root "
-        f"ansible_ssh_common_args='-o ProxyJump=root@{h2.ip}'\n"
+        f"far ansible_host={h4.ip}\nnear ansible_host={h3.ip}\n[all:vars]\n"
+        f"ansible_user=root\nansible_ssh_common_args='-o ProxyJump=root@{h2.ip}'\n"
     )
 
     code, rows, _ = status(capsys, "-i", str(inventory))
@@ -132,8 +134,8 @@ def test_an_unknown_jump_host_key_is_refused_then_accepted_with_the_flag(
 
     code, rows, _ = status(capsys, "-i", str(inventory), "--accept-new-host-keys")
     assert code == 0, rows
-    assert rows["far"]["hostname"] == "h4"
-    assert f"{h2.ip} {key_of(lab, 'h2')}\n" in known.read_text()
+    assert rows["far"]["hostname"] == "h4" and rows["near"]["hostname"] == "h3"
+    assert known.read_text().count(f"{h2.ip} {key_of(lab, 'h2')}\n") == 1  # once for both
 
 
 def test_a_jump_host_from_the_ssh_config_is_verified_with_its_own_known_hosts_file(

@@ -142,6 +142,7 @@ OTHER_CONNECTIONS = frozenset(
 _PLUGIN_NAME = re.compile(r"[a-z0-9_]+\.[a-z0-9_]+\.[a-z0-9_]+")  # namespace.collection.plugin
 DEFAULT_PYTHON = "python3"
 _PASSWORD_VARS = re.compile(r"ansible_\w*(pass|password|passwd|passphrase)")
+_LOGIN_PASSWORDS = ("ansible_password", "ansible_ssh_pass", "ansible_ssh_password")
 
 
 def build_inventory(
@@ -425,11 +426,8 @@ class _Resolver:
     def password_vars(self) -> tuple[str, ...]:
         """The names of the password variables set for this host (their values are
         dropped: leptonctl never logs in with a password)."""
-        return tuple(
-            key
-            for key in sorted(self.values)
-            if _PASSWORD_VARS.fullmatch(key) and self.values[key] not in (None, "")
-        )
+        found = [k for k, v in self.values.items() if _PASSWORD_VARS.fullmatch(k) and v != ""]
+        return tuple(sorted(found, key=lambda k: (k not in _LOGIN_PASSWORDS, k)))
 
     def python(self) -> str:
         value = self.text("python")

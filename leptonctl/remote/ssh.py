@@ -447,7 +447,7 @@ async def _open(
         file = settings.user_files[0]
         hashed = settings.hash_names or uses_hashed_names(file)
         try:
-            _append_known_host(file, known_host_entry(name, key, hashed=hashed))
+            _record_known_host(file, name, key, hashed)
         except OSError as exc:
             conn.close()
             raise HostKeyUnknown(
@@ -584,15 +584,35 @@ def _lost(host: str, exc: BaseException) -> HostError:
     return Unreachable(host, f"connection lost: {exc}", hint="the host or its sshd went away")
 
 
-def _append_known_host(path: Path, line: str) -> None:
-    """Append ``line`` to the known_hosts file ``path`` (on a line of its own)."""
+def _record_known_host(path: Path, name: str, key: str, hashed: bool) -> None:
+    """Append ``name``'s ``key`` to the known_hosts file ``path`` (on a line of its own),
+    unless it is there already (many hosts behind one new jump host accept it at once)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(fd, "r+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        if _holds(os.pread(handle.fileno(), os.fstat(handle.fileno()).st_size, 0), name, key):
+            return
+        line = known_host_entry(name, key, hashed=hashed)
         size = os.fstat(handle.fileno()).st_size
         unfinished = size > 0 and os.pread(handle.fileno(), 1, size - 1) != b"\n"
         handle.write((("\n" if unfinished else "") + line + "\n").encode())
         handle.flush()
         if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # not /dev/null, say
             os.fsync(handle.fileno())
+
+
+def _holds(content: bytes, name: str, key: str) -> bool:
+    """Whether known_hosts ``content`` already trusts ``key`` for ``name`` (``host`` or
+    ``[host]:port``)."""
+    host, port = name, None
+    if name.startswith("[") and "]:" in name:
+        host, _, number = name[1:].partition("]:")
+        port = int(number) if number.isdigit() else None
+    try:
+        trusted = asyncssh.import_known_hosts(content.decode(errors="replace"))
+        found = trusted.match(host, "", port)[0]
+    except (ValueError, asyncssh.Error):
+        return False
+    blob = key.split()[1] if len(key.split()) > 1 else key
+    return any(k.export_public_key("openssh").decode().split()[1] == blob for k in found)
