@@ -451,3 +451,36 @@ def test_verify_and_repair_count_replicas_recorded_under_two_hosts_of_one_storag
     assert report.copies_made == 4 and not report.short
     for digest, hosts in bed.store.data.replicas().items():
         assert len(hosts) == 2 and "h3" in hosts and digest in bed.cluster["h3"].chunks()
+
+
+def test_rebalance_moves_out_of_a_shared_storage_without_losing_a_copy(shared_bed: Any) -> None:
+    bed = shared_bed(("h1", "h2"))
+    hosts = {h.name: h for h in bed.inventory.hosts}
+    three = [hosts["h1"], hosts["h2"], hosts["h3"]]
+    bed.run(
+        lambda c: datasets.put(c.among(three), str(bed.source), "ds", replicas=2, chunk_size=CHUNK)
+    )
+    report = bed.run(lambda c: replicas.rebalance(c, tolerance=0.0))  # h4 is empty
+    assert report.moves_done > 0
+    rows = bed.store.data.replicas()
+    for digest, states in rows.items():
+        assert len(states) == 2 and len({"h1", "h2"} & set(states)) <= 1
+        for host in states:  # every recorded copy is really there
+            assert digest in bed.cluster[host].chunks(), (digest[:12], host)
+    verify = bed.run(lambda c: replicas.verify(c, "ds"))
+    assert not verify.problems and not verify.under_replicated
+
+
+def test_copies_recorded_under_a_host_whose_data_dir_changed_are_forgotten(
+    shared_bed: Any, tmp_path: Path
+) -> None:
+    bed = shared_bed((), ("h1", "h2", "h3"))
+    bed.put(3, "a")
+    assert all("h1" in hosts for hosts in bed.store.data.replicas().values())
+    bed.cluster["h1"].data_dir = tmp_path / "new-scratch"  # lepton_data_dir pointed elsewhere
+    bed.cluster["h1"].data_dir.mkdir()
+    bed.source.write_bytes(b"another dataset")
+    bed.put(1, "b")  # its survey sees h1's new storage id
+    a = datasets.find_record(bed.store, "a", None).manifest.hashes()
+    rows = bed.store.data.replicas(a)
+    assert rows and all(sorted(hosts) == ["h2", "h3"] for hosts in rows.values())
