@@ -381,9 +381,9 @@ def _agent_failure(host: Host, result: RunResult, what: str) -> HostError:
         return AgentError(
             host.name,
             f"{what}: {interpreter} ({' | '.join(tail) or 'no output'})",
-            hint="install python3 >= 3.8 there, or point ansible_python_interpreter at one "
-            f"for this host in the inventory (e.g. `{host.name} "
-            "ansible_python_interpreter=/usr/bin/python3.11` in an INI inventory)",
+            hint="install python3 >= 3.8 there, or point ansible_python_interpreter at a "
+            "Python >= 3.8 the host has (in an INI inventory: "
+            f"`{host.name} ansible_python_interpreter=/usr/bin/python3.11`)",
         )
     return AgentError(
         host.name,
