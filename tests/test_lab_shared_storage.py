@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,28 @@ def test_put_k3_with_node_local_data_dirs_writes_three_separate_copies(
     assert len(ids) == 3 and all(i.startswith("ls-") for i in ids)
     code, out, err = cli(capsys, "-i", str(inv), "data", "verify", "w", "--json")
     assert code == 0, err
+
+
+def test_jobs_on_several_hosts_share_the_home_data_dir_without_clobbering(
+    cluster_lab: Lab, cluster_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = inventory(tmp_path / "inv.yaml", cluster_lab, None)  # job dirs in the shared home
+    code, out, err = cli(capsys, "-i", str(inv), "submit", "--array", "0-5", "--json", "--",
+                         "sleep 1; echo out-$LEPTON_JOB_ID-$LEPTON_HOST")  # fmt: skip
+    assert code == 0, err
+    deadline = time.monotonic() + 90
+    while True:
+        code, out, err = cli(capsys, "-i", str(inv), "jobs", "--all", "--json")
+        assert code == 0, err
+        jobs = json.loads(out)["jobs"]
+        if all(j["state"] in ("COMPLETED", "FAILED", "CANCELLED", "NODE_FAIL") for j in jobs):
+            break
+        assert time.monotonic() < deadline, jobs
+        time.sleep(1)
+    assert len(jobs) == 6 and {j["state"] for j in jobs} == {"COMPLETED"}, jobs
+    assert len({j["host"] for j in jobs}) >= 2  # several hosts wrote into one jobs dir
+    for job in jobs:
+        code, out, err = cli(capsys, "-i", str(inv), "logs", str(job["id"]))
+        assert code == 0 and out.strip().endswith(f"out-{job['id']}-{job['host']}"), out
+    jobs_dir = cluster_lab.path_on("h1", f"{cluster_lab.home}/{DEFAULT_DATA_DIR}/jobs")
+    assert len([p for p in jobs_dir.iterdir() if p.is_dir()]) >= 6
