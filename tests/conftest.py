@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from leptonctl.store.interface import Store
+from leptonctl.store.open import open_store
 from tests.lab import ClusterProfile, Lab
+from tests.pg import PgServer, PgUnavailable
 
 LAB_HOSTS = 4
 
@@ -21,9 +24,47 @@ def operator_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
-    for var in ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "LEPTONCTL_INVENTORY", "LEPTONCTL_STATE"):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    for var in (
+        "SSH_AUTH_SOCK", "SSH_AGENT_PID", "LEPTONCTL_INVENTORY", "LEPTONCTL_STATE",
+        "LEPTONCTL_USER",
+    ):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A private PostgreSQL server for the whole run (tests/pg.py); tests that need it
+    skip, saying why, where it cannot be started."""
+    try:
+        server = PgServer.start()
+    except PgUnavailable as exc:
+        pytest.skip(f"PostgreSQL cannot be started here: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A --state value for a new, empty store on each backend: a SQLite file, or a fresh
+    database on the private PostgreSQL server (postgresql://...)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state" / "state.db")
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.new_database()
+
+
+@pytest.fixture
+def any_store(state_backend: str) -> Iterator[Store]:
+    """An open store on each backend (closed after the test)."""
+    store = open_store(state_backend)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,16 @@
-"""Datasets, chunks and replicas in the SQLite state store, on real files; and the
-manifest and dataset-name formats the store keeps."""
+"""Datasets, chunks and replicas in the state store, on both backends (a SQLite file and
+a real PostgreSQL database); and the manifest and dataset-name formats the store keeps."""
 
 from __future__ import annotations
-
-import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from leptonctl.core.datasets import ChunkRef, Manifest, ManifestEntry, parse_dataset_ref
 from leptonctl.errors import StateError, UsageError
 from leptonctl.store.data import DataTable
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
+from leptonctl.store.open import open_store
+from tests.pg import execute_raw
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 
@@ -34,12 +32,11 @@ def begin(data: DataTable, name: str, manifest: Manifest, now: float = 1.0, k: i
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "state.db") as opened:
-        yield opened
+def store(any_store: Store) -> Store:
+    return any_store
 
 
-def test_begin_records_a_writing_version_with_its_chunks(store: SqliteStore) -> None:
+def test_begin_records_a_writing_version_with_its_chunks(store: Store) -> None:
     record = store.data.begin_version(
         "imgs", manifest=files((A, B), (B,)), replicas=3, chunk_size=10, source="/d", now=5.0
     )
@@ -49,7 +46,7 @@ def test_begin_records_a_writing_version_with_its_chunks(store: SqliteStore) -> 
     assert store.data.referenced_hashes() == {A, B}
 
 
-def test_writing_version_is_invisible_until_complete(store: SqliteStore) -> None:
+def test_writing_version_is_invisible_until_complete(store: Store) -> None:
     begin(store.data, "imgs", files((A,)))
     assert store.data.get("imgs") is None
     store.data.complete("imgs", 1, now=9.0)
@@ -58,7 +55,7 @@ def test_writing_version_is_invisible_until_complete(store: SqliteStore) -> None
     assert (ready.version, ready.state, ready.completed) == (1, "ready", 9.0)
 
 
-def test_latest_ready_wins_over_a_newer_writing_version(store: SqliteStore) -> None:
+def test_latest_ready_wins_over_a_newer_writing_version(store: Store) -> None:
     begin(store.data, "imgs", files((A,)))
     store.data.complete("imgs", 1, now=2.0)
     assert begin(store.data, "imgs", files((B,))) == 2
@@ -68,7 +65,7 @@ def test_latest_ready_wins_over_a_newer_writing_version(store: SqliteStore) -> N
     assert [(r.name, r.version) for r in store.data.datasets()] == [("imgs", 1)]
 
 
-def test_datasets_lists_names_with_only_a_writing_version(store: SqliteStore) -> None:
+def test_datasets_lists_names_with_only_a_writing_version(store: Store) -> None:
     begin(store.data, "zeta", files((A,)))
     begin(store.data, "zeta", files((B,)))
     begin(store.data, "alpha", files((B,)))
@@ -86,7 +83,7 @@ def test_datasets_lists_names_with_only_a_writing_version(store: SqliteStore) ->
     ]
 
 
-def test_same_put_again_resumes_the_writing_version(store: SqliteStore) -> None:
+def test_same_put_again_resumes_the_writing_version(store: Store) -> None:
     assert begin(store.data, "imgs", files((A, B)), now=1.0) == 1
     resumed = store.data.begin_version(
         "imgs", manifest=files((A, B)), replicas=3, chunk_size=10, source="/again", now=7.0
@@ -96,28 +93,28 @@ def test_same_put_again_resumes_the_writing_version(store: SqliteStore) -> None:
     assert begin(store.data, "imgs", files((A, C))) == 2  # another manifest: a new version
 
 
-def test_a_ready_version_is_not_resumed(store: SqliteStore) -> None:
+def test_a_ready_version_is_not_resumed(store: Store) -> None:
     begin(store.data, "imgs", files((A,)))
     store.data.complete("imgs", 1, now=2.0)
     assert begin(store.data, "imgs", files((A,))) == 2
 
 
-def test_complete_of_an_unknown_version_is_a_state_error(store: SqliteStore) -> None:
+def test_complete_of_an_unknown_version_is_a_state_error(store: Store) -> None:
     with pytest.raises(StateError, match="imgs@4"):
         store.data.complete("imgs", 4, now=1.0)
 
 
-def test_versions_survive_reopening_the_store(tmp_path: Path) -> None:
+def test_versions_survive_reopening_the_store(state_backend: str) -> None:
     manifest = files((A, B), (C,))
-    with SqliteStore(tmp_path / "state.db") as first:
+    with open_store(state_backend) as first:
         begin(first.data, "imgs", manifest)
         first.data.complete("imgs", 1, now=3.0)
-    with SqliteStore(tmp_path / "state.db") as second:
+    with open_store(state_backend) as second:
         record = second.data.get("imgs")
         assert record is not None and record.manifest == manifest
 
 
-def test_remove_returns_only_hashes_nothing_else_references(store: SqliteStore) -> None:
+def test_remove_returns_only_hashes_nothing_else_references(store: Store) -> None:
     begin(store.data, "one", files((A, B)))
     begin(store.data, "two", files((B, C)))
     assert store.data.remove("one") == [A]
@@ -127,7 +124,7 @@ def test_remove_returns_only_hashes_nothing_else_references(store: SqliteStore) 
     assert store.data.remove("two") == []
 
 
-def test_remove_one_version_keeps_hashes_other_versions_use(store: SqliteStore) -> None:
+def test_remove_one_version_keeps_hashes_other_versions_use(store: Store) -> None:
     for version, manifest in ((1, files((A, B))), (2, files((B, C)))):
         begin(store.data, "imgs", manifest)
         store.data.complete("imgs", version, now=float(version))
@@ -135,7 +132,7 @@ def test_remove_one_version_keeps_hashes_other_versions_use(store: SqliteStore) 
     assert [r.version for r in store.data.versions("imgs")] == [2]
 
 
-def test_remove_leaves_replica_rows_until_forget(store: SqliteStore) -> None:
+def test_remove_leaves_replica_rows_until_forget(store: Store) -> None:
     begin(store.data, "one", files((A,)))
     store.data.set_replicas([(A, "h1", "ok")], now=1.0)
     freed = store.data.remove("one")
@@ -145,7 +142,7 @@ def test_remove_leaves_replica_rows_until_forget(store: SqliteStore) -> None:
     assert store.data.chunk_sizes() == {}
 
 
-def test_forget_keeps_a_hash_that_is_referenced_again(store: SqliteStore) -> None:
+def test_forget_keeps_a_hash_that_is_referenced_again(store: Store) -> None:
     begin(store.data, "one", files((A,)))
     store.data.set_replicas([(A, "h1", "ok")], now=1.0)
     freed = store.data.remove("one")
@@ -154,7 +151,7 @@ def test_forget_keeps_a_hash_that_is_referenced_again(store: SqliteStore) -> Non
     assert store.data.replicas() == {A: {"h1": "ok"}}
 
 
-def test_keep_last_removes_old_ready_versions_only(store: SqliteStore) -> None:
+def test_keep_last_removes_old_ready_versions_only(store: Store) -> None:
     manifests = [files((A,)), files((A, B)), files((C,)), files((D,))]
     for version, manifest in enumerate(manifests, start=1):
         begin(store.data, "imgs", manifest)
@@ -170,7 +167,7 @@ def test_keep_last_removes_old_ready_versions_only(store: SqliteStore) -> None:
     assert store.data.keep_last("imgs", 1) == ([], [])
 
 
-def test_replicas_upsert_drop_and_host_usage(store: SqliteStore) -> None:
+def test_replicas_upsert_drop_and_host_usage(store: Store) -> None:
     begin(store.data, "one", files((A, B)))
     store.data.set_replicas([(A, "h1", "ok"), (A, "h2", "ok"), (B, "h1", "ok")], now=1.0)
     store.data.set_replicas([(A, "h2", "corrupt")], now=2.0)
@@ -182,26 +179,25 @@ def test_replicas_upsert_drop_and_host_usage(store: SqliteStore) -> None:
     assert store.data.host_usage() == {"h1": 10}
 
 
-def test_unknown_replica_state_is_refused(store: SqliteStore) -> None:
+def test_unknown_replica_state_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="replica state"):
         store.data.set_replicas([(A, "h1", "fine")], now=1.0)
 
 
-def test_many_hashes_are_read_in_batches(store: SqliteStore) -> None:
+def test_many_hashes_are_read_in_batches(store: Store) -> None:
     hashes = [f"{i:064x}" for i in range(1200)]
     store.data.set_replicas([(h, "h1", "ok") for h in hashes], now=1.0)
     assert len(store.data.replicas(hashes)) == 1200
 
 
 def test_a_damaged_manifest_is_a_state_error_of_that_version_only(
-    store: SqliteStore, tmp_path: Path
+    store: Store, state_backend: str
 ) -> None:
     begin(store.data, "imgs", files((A,)))
     begin(store.data, "other", files((B,)))
-    db = sqlite3.connect(tmp_path / "state.db")
-    db.execute("UPDATE datasets SET manifest = '{\"kind\": \"blob\"}' WHERE name = 'imgs'")
-    db.commit()
-    db.close()
+    execute_raw(
+        state_backend, "UPDATE datasets SET manifest = '{\"kind\": \"blob\"}' WHERE name = 'imgs'"
+    )
     assert [r.name for r in store.data.all_records()] == ["imgs", "other"]  # still listed
     (damaged,) = store.data.versions("imgs")
     assert damaged.manifest.entries == () and damaged.manifest.hashes() == []
@@ -210,8 +206,8 @@ def test_a_damaged_manifest_is_a_state_error_of_that_version_only(
     assert store.data.versions("other")[0].manifest == files((B,))
 
 
-def test_two_stores_on_one_file_number_versions_in_turn(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "state.db") as one, SqliteStore(tmp_path / "state.db") as two:
+def test_two_stores_on_one_database_number_versions_in_turn(state_backend: str) -> None:
+    with open_store(state_backend) as one, open_store(state_backend) as two:
         assert begin(one.data, "imgs", files((A,))) == 1
         assert begin(two.data, "imgs", files((B,))) == 2
 

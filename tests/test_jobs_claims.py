@@ -1,15 +1,13 @@
-"""Start claims in the state store: one owner at a time, a lease that runs out, a release
-that only the holder can make."""
+"""Start claims in the state store (both backends): one owner at a time, a lease that
+runs out, a release that only the holder can make."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.open import open_store
 
 
-def test_a_claim_has_one_owner_until_its_lease_runs_out(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_a_claim_has_one_owner_until_its_lease_runs_out(state_backend: str) -> None:
+    with open_store(state_backend) as store:
         jobs = store.jobs
         with jobs.exclusive():
             assert jobs.claim_start(7, "a", now=100.0, lease=30.0) is None
@@ -26,8 +24,8 @@ def test_a_claim_has_one_owner_until_its_lease_runs_out(tmp_path: Path) -> None:
         assert jobs.start_claim(7, now=157.0) is None
 
 
-def test_claims_survive_reopening_the_store(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store, store.jobs.exclusive():
+def test_claims_survive_reopening_the_store(state_backend: str) -> None:
+    with open_store(state_backend) as store, store.jobs.exclusive():
         store.jobs.claim_start(3, "a", now=0.0, lease=30.0)
-    with SqliteStore(tmp_path / "s.db") as store:
+    with open_store(state_backend) as store:
         assert store.jobs.start_claim(3, now=10.0) == ("a", 30.0)

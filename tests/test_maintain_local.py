@@ -21,7 +21,7 @@ from leptonctl.core.reports import HostResult, StepResult
 from leptonctl.errors import ExitCode
 from leptonctl.render.maintain import run_summary, step_lines
 from leptonctl.services.maintain.actions import creates_test
-from leptonctl.services.maintain.run import RunReport, default_lock_path, run_lock
+from leptonctl.services.maintain.run import RunReport, run_lock
 from leptonctl.store.sqlite import SqliteStore
 
 
@@ -62,13 +62,14 @@ def test_the_default_tick_is_healthy_here_and_is_recorded(
 def test_a_run_that_finds_the_lock_taken_skips_and_says_since_when(
     capsys: pytest.CaptureFixture[str], state: Path
 ) -> None:
-    with run_lock(default_lock_path(state), 1795370000.0) as holder:
+    with SqliteStore(state) as holding, run_lock(holding, 1795370000.0) as holder:
         assert holder is None  # this test holds it, as a long-running cron run would
         code, lines = maintain(capsys, state)
     assert code == ExitCode.SKIPPED == 75
     (event,) = lines
     assert event["event"] == "skipped" and event["outcome"] == "skipped"
-    assert f"(pid {os.getpid()})" in event["skipped"] and "since 20" in event["skipped"]
+    assert f"(pid {os.getpid()} of {holding.actor})" in event["skipped"]
+    assert "since 20" in event["skipped"]
     with SqliteStore(state) as store:
         (record,) = store.maintenance.recent()
     assert (record.outcome, record.exit_code) == ("skipped", 75)

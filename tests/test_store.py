@@ -1,4 +1,5 @@
-"""The SQLite state store on real files: private, migrated, shared by two processes."""
+"""The state store on real files and a real PostgreSQL: private, migrated, shared by two
+processes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from leptonctl.errors import StateError
+from leptonctl.store.open import open_store
 from leptonctl.store.sqlite import SqliteStore
+from tests.pg import execute_raw
 
 
 def test_store_file_and_directory_are_private(tmp_path: Path) -> None:
@@ -20,12 +23,12 @@ def test_store_file_and_directory_are_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
-def test_facts_round_trip_and_latest_wins(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_facts_round_trip_and_latest_wins(state_backend: str) -> None:
+    with open_store(state_backend) as store:
         store.save_facts(10.0, {"h1": {"schema": 1, "n": 1}})
         store.save_facts(15.0, {"h1": {"schema": 1, "n": 1}, "h2": {"schema": 1, "n": 3}})
         store.save_facts(20.0, {"h1": {"schema": 1, "n": 2}})
-    with SqliteStore(tmp_path / "s.db") as store:  # reopened: it was on disk
+    with open_store(state_backend) as store:  # reopened: it was stored
         facts = store.load_facts()
         assert {h: (f.probed_at, f.document["n"]) for h, f in facts.items()} == {
             "h1": (20.0, 2),
@@ -34,9 +37,8 @@ def test_facts_round_trip_and_latest_wins(tmp_path: Path) -> None:
         assert list(store.load_facts(["h2"])) == ["h2"]
 
 
-def test_two_open_stores_see_each_others_writes(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    with SqliteStore(path) as first, SqliteStore(path) as second:
+def test_two_open_stores_see_each_others_writes(state_backend: str) -> None:
+    with open_store(state_backend) as first, open_store(state_backend) as second:
         first.record_event(1.0, "host_key_accepted", "h1", {"known_as": "10.0.0.1"})
         second.record_event(2.0, "host_key_accepted", "h2", {"known_as": "10.0.0.2"})
         assert [e.host for e in first.events("host_key_accepted")] == ["h1", "h2"]
@@ -53,13 +55,15 @@ def test_wal_mode_and_schema_version_are_set(tmp_path: Path) -> None:
     db.close()
 
 
-def test_a_store_from_a_newer_leptonctl_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 999")
-    db.close()
-    with pytest.raises(StateError, match="newer than this leptonctl"):
-        SqliteStore(path)
+def test_a_store_from_a_newer_leptonctl_is_refused(state_backend: str) -> None:
+    with open_store(state_backend):
+        pass
+    if state_backend.startswith("postgresql://"):
+        execute_raw(state_backend, "UPDATE leptonctl_schema SET version = 999")
+    else:
+        execute_raw(state_backend, "PRAGMA user_version = 999")
+    with pytest.raises(StateError, match=r"schema 999, newer than this leptonctl \(\d+\)"):
+        open_store(state_backend)
 
 
 def test_unwritable_location_is_a_state_error_with_a_hint(tmp_path: Path) -> None:

@@ -1,18 +1,16 @@
-"""One write transaction across every table of the store, and the store interface."""
+"""One write transaction across every table of the store, and the store interface, on
+both backends (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
 import inspect
-import sqlite3
-from pathlib import Path
 
 import pytest
 
 from leptonctl.core.netgraph import LinkMeasurement
 from leptonctl.errors import StateError
 from leptonctl.store import interface
-from leptonctl.store.sqlite import SqliteStore
-from leptonctl.store.tx import write_transaction
+from leptonctl.store.open import open_store
 
 
 class Boom(Exception):
@@ -20,9 +18,9 @@ class Boom(Exception):
 
 
 def test_writes_to_every_table_inside_one_transaction_roll_back_together(
-    tmp_path: Path,
+    state_backend: str,
 ) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+    with open_store(state_backend) as store:
         with pytest.raises(Boom), store.transaction():
             store.set_value("k", "v")
             store.save_facts(1.0, {"h1": {"schema": 1}})
@@ -39,9 +37,8 @@ def test_writes_to_every_table_inside_one_transaction_roll_back_together(
         assert store.drained() == {}
 
 
-def test_one_transaction_commits_writes_to_several_tables_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    with SqliteStore(path) as store, SqliteStore(path) as other:
+def test_one_transaction_commits_writes_to_several_tables_at_once(state_backend: str) -> None:
+    with open_store(state_backend) as store, open_store(state_backend) as other:
         with store.transaction():
             store.set_value("k", "v")
             store.links.save([LinkMeasurement("a", "b", 1.0, 1e9, 0.001, None)])
@@ -53,8 +50,8 @@ def test_one_transaction_commits_writes_to_several_tables_at_once(tmp_path: Path
         assert len(other.links.load()) == 1
 
 
-def test_the_job_and_data_tables_join_each_others_transactions(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_the_job_and_data_tables_join_each_others_transactions(state_backend: str) -> None:
+    with open_store(state_backend) as store:
         with pytest.raises(Boom), store.data.exclusive():
             with store.jobs.exclusive():
                 store.jobs.add([("j", {"request": {}}, 0, 0)], 1.0)
@@ -63,37 +60,35 @@ def test_the_job_and_data_tables_join_each_others_transactions(tmp_path: Path) -
 
 
 def test_a_database_error_inside_a_transaction_is_a_state_error_and_rolls_back(
-    tmp_path: Path,
+    state_backend: str,
 ) -> None:
-    db = sqlite3.connect(tmp_path / "raw.db", isolation_level=None)
-    db.execute("CREATE TABLE t (x INTEGER)")
-    raw = tmp_path / "raw.db"
-    with (
-        pytest.raises(StateError, match="cannot fill the table in"),
-        write_transaction(db, raw, "fill the table"),
-    ):
-        db.execute("INSERT INTO t VALUES (1)")
-        db.execute("INSERT INTO no_such_table VALUES (1)")
-    assert db.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
-    assert not db.in_transaction
-    db.close()
+    with open_store(state_backend) as store:
+        db = store.db
+        with (
+            pytest.raises(StateError, match=f"cannot fill the table: the state store {db.where}"),
+            db.transaction("fill the table"),
+        ):
+            db.execute("INSERT INTO kv(key, value) VALUES ('k', 'v')")
+            db.execute("INSERT INTO no_such_table VALUES (1)")
+        assert store.value("k") is None
+        assert not db.in_transaction
 
 
 @pytest.mark.parametrize(
     ("protocol", "implementation"),
     [
-        (interface.Store, SqliteStore),
+        (interface.Store, "store"),
         (interface.JobStore, "jobs"),
         (interface.DataStore, "data"),
         (interface.LinkStore, "links"),
         (interface.MaintenanceStore, "maintenance"),
     ],
 )
-def test_the_sqlite_store_implements_every_method_of_the_store_interface(
-    tmp_path: Path, protocol: type, implementation: object
+def test_each_backend_implements_every_method_of_the_store_interface(
+    state_backend: str, protocol: type, implementation: str
 ) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
-        target = store if implementation is SqliteStore else getattr(store, str(implementation))
+    with open_store(state_backend) as store:
+        target = store if implementation == "store" else getattr(store, implementation)
         wanted = {name for name, _ in inspect.getmembers(protocol) if not name.startswith("_")}
         assert wanted, "the protocol names no method"
         for name in wanted:

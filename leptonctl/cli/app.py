@@ -60,11 +60,13 @@ def global_options(
         ),
     ] = None,
     state: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--state",
             envvar="LEPTONCTL_STATE",
-            help="State store (SQLite file). Default: $XDG_DATA_HOME/leptonctl/state.db.",
+            help="State store: a SQLite file, or postgresql://user@host:port/db for a team. "
+            "Default: state: in ~/.config/leptonctl/config.yaml, "
+            "else $XDG_DATA_HOME/leptonctl/state.db.",
         ),
     ] = None,
     forks: Annotated[
@@ -93,7 +95,7 @@ def global_options(
 ) -> None:
     ctx.obj = Settings(
         inventory_path=inventory,
-        state_path=state,
+        state=state,
         forks=forks,
         connect_timeout=connect_timeout,
         command_timeout=timeout,

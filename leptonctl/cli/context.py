@@ -26,10 +26,11 @@ from leptonctl.inventory import (
     load_inventory,
     select_hosts,
 )
-from leptonctl.paths import default_state_path
 from leptonctl.remote.transport import TransportOptions
 from leptonctl.services.context import ServiceContext
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
+from leptonctl.store.location import state_file, state_location
+from leptonctl.store.open import open_store
 
 T = TypeVar("T")
 
@@ -49,7 +50,7 @@ once on stderr, and added to the JSON document when it has a ``notes`` field."""
 @dataclass(frozen=True)
 class Settings:
     inventory_path: Path | None
-    state_path: Path | None
+    state: str | Path | None  # --state as given: a file, a postgresql:// URL, or None
     forks: int
     connect_timeout: float
     command_timeout: float
@@ -80,8 +81,17 @@ class Settings:
             accept_new_host_keys=self.accept_new_host_keys,
         )
 
-    def store(self) -> SqliteStore:
-        return SqliteStore(self.state_path or default_state_path())
+    def state_location(self) -> str:
+        """The store this command uses: --state/LEPTONCTL_STATE, the config file's
+        ``state:``, or the default SQLite file (an absolute path, or a URL)."""
+        return state_location(self.state)
+
+    def state_file(self) -> Path | None:
+        """The store's SQLite file, or None when it is a PostgreSQL URL."""
+        return state_file(self.state_location())
+
+    def store(self) -> Store:
+        return open_store(self.state_location())
 
     def context(self, limit: str | None = None) -> ServiceContext:
         """The command's service context: the hosts ``limit`` selects (a bad selector

@@ -11,7 +11,7 @@ import typer
 
 from leptonctl.cli.context import JsonOption, emit, settings
 from leptonctl.core import crontab
-from leptonctl.paths import default_state_path
+from leptonctl.paths import data_home
 from leptonctl.render.documents import cron_document
 from leptonctl.services.maintain import cron as service
 from leptonctl.services.maintain.run import default_lock_path
@@ -48,13 +48,15 @@ def install(
     """Install (or update) the entries; installing again changes them in place."""
     config = settings(ctx)
     config.inventory()  # a broken inventory fails now, not at 3 a.m.
-    state = (config.state_path or default_state_path()).absolute()
+    state = config.state_location()  # an absolute path, or a postgresql:// URL
+    file = config.state_file()
     target = crontab.CronTarget(
         python=Path(sys.executable).absolute(),  # not resolved: a venv's python is a symlink
         inventory=config.inventory_path.absolute() if config.inventory_path else None,
         state=state,
-        lock=default_lock_path(state),
-        log=(log or state.parent / "maintain.log").absolute(),
+        # PostgreSQL: the store's advisory lock, which every machine sharing it sees
+        lock=default_lock_path(file) if file is not None else None,
+        log=(log or (file.parent if file else data_home()) / "maintain.log").absolute(),
         metrics_dir=metrics_dir.absolute() if metrics_dir else None,
     )
     when = {

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from leptonctl.cli.context import LimitOption, emit, in_context, settings
+from leptonctl.cli.context import LimitOption, emit, in_context
 from leptonctl.core.reports import StepResult
-from leptonctl.paths import default_state_path
 from leptonctl.render.documents import playbooks_document
 from leptonctl.render.maintain import (
     playbooks_table,
@@ -51,7 +50,11 @@ def maintain(
     ] = None,
     lock: Annotated[
         Path | None,
-        typer.Option("--lock", help="The run lock. Default: next to the state store."),
+        typer.Option(
+            "--lock",
+            help="A lock file to use as the run lock. Default: the state store's own lock "
+            "(a file next to a SQLite store; an advisory lock in PostgreSQL).",
+        ),
     ] = None,
     list_playbooks: Annotated[
         bool, typer.Option("--list", help="List the shipped playbooks and exit.")
@@ -62,13 +65,12 @@ def maintain(
     One run at a time: a run that finds another one going skips (exit 75).
     Exit status: 0 healthy, 3 some hosts down or unhealthy (named), 1 a step failed.
     """
-    config = settings(ctx)
     json_lines = as_json or not sys.stdout.isatty()
     if list_playbooks:
         _list(json_lines)
         return
     books = service.load_playbooks(playbooks or [])
-    lock_path = lock or service.default_lock_path(config.state_path or default_state_path())
+    lock_path = lock
 
     def show(result: StepResult) -> None:
         emit(

@@ -37,8 +37,8 @@ class CronTarget:
 
     python: Path
     inventory: Path | None  # None: leptonctl's built-in local inventory
-    state: Path
-    lock: Path
+    state: Path | str  # a SQLite file, or a postgresql:// URL
+    lock: Path | None  # None: the store's own run lock (PostgreSQL: an advisory lock)
     log: Path
     metrics_dir: Path | None = None
 
@@ -81,7 +81,9 @@ def entry_command(target: CronTarget, playbooks: Sequence[str]) -> str:
     argv = [str(target.python), "-m", "leptonctl"]
     if target.inventory is not None:
         argv += ["-i", str(target.inventory)]
-    argv += ["--state", str(target.state), "maintain", "--json", "--lock", str(target.lock)]
+    argv += ["--state", str(target.state), "maintain", "--json"]
+    if target.lock is not None:
+        argv += ["--lock", str(target.lock)]
     if target.metrics_dir is not None:
         argv += ["--metrics-dir", str(target.metrics_dir)]
     argv += list(playbooks)

@@ -35,6 +35,8 @@ class JobRecord:
     lost_since: float | None
     cancel_requested: bool
     peak_rss_bytes: int | None
+    submitted_by: str | None = None  # the user who submitted it (None: before it was kept)
+    submitted_from: str | None = None  # and the machine they submitted from
 
     @property
     def agent_id(self) -> str:
@@ -56,6 +58,8 @@ class DatasetRecord:
     size: int
     source: str
     manifest: Manifest
+    created_by: str | None = None  # the user who wrote this version (None: not recorded)
+    created_from: str | None = None  # and from which machine
 
 
 @dataclass(frozen=True)
@@ -83,3 +87,4 @@ class Event:
     kind: str
     host: str | None
     detail: Mapping[str, Any]
+    actor: str | None = None  # "user@machine" of the leptonctl that recorded it

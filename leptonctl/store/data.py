@@ -1,4 +1,4 @@
-"""Datasets, their chunks and where the replicas are, in the state store's SQLite database.
+"""Datasets, their chunks and where the replicas are, in the state store's database.
 
 A dataset version is written in two steps: ``begin_version`` records it as
 'writing' (its manifest, its chunks), the data plane copies the chunks, and
@@ -13,11 +13,9 @@ caller deletes those files on the hosts, then calls ``forget_chunks``.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from leptonctl.core.datasets import Manifest
@@ -25,22 +23,26 @@ from leptonctl.core.records import (  # re-exported: the store's records
     DatasetRecord as DatasetRecord,
 )
 from leptonctl.errors import StateError
-from leptonctl.store.tx import write_transaction
+from leptonctl.store.actor import Actor
+from leptonctl.store.db import Db
 
 REPLICA_STATES = ("ok", "corrupt")
 
-_COLUMNS = "name, version, state, created, completed, replicas, chunk_size, size, source, manifest"
+_COLUMNS = (
+    "name, version, state, created, completed, replicas, chunk_size, size, source, manifest, "
+    "created_by, created_from"
+)
 _BATCH = 500  # host parameters per statement, well below SQLite's limit
 
 
 class DataTable:
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: Db, actor: Actor) -> None:
         self._db = db
-        self._path = path
+        self._actor = actor
 
     def exclusive(self) -> AbstractContextManager[None]:
         """One write transaction (joins the caller's when one is open)."""
-        return write_transaction(self._db, self._path, "update the datasets")
+        return self._db.transaction("update the datasets")
 
     # -- versions -----------------------------------------------------------
 
@@ -57,7 +59,8 @@ class DataTable:
         """A new 'writing' version of ``name``, or the unfinished one with this manifest.
 
         Resuming keeps the version number and creation time; ``replicas`` and ``source``
-        take the new values (the version is still invisible to readers)."""
+        take the new values (the version is still invisible to readers).  The version
+        records who wrote it from where (this store's actor)."""
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, got {replicas}")
         if chunk_size < 1:
@@ -74,22 +77,24 @@ class DataTable:
                         (replicas, source, name, record.version),
                     )
                     return replace(record, replicas=replicas, source=source)
-            (latest,) = self._db.execute(
+            ((latest,),) = self._db.read(
                 "SELECT COALESCE(MAX(version), 0) FROM datasets WHERE name = ?", (name,)
-            ).fetchone()
+            )
             version = int(latest) + 1
             self._db.execute(
                 f"INSERT INTO datasets({_COLUMNS}) "  # noqa: S608 - a constant column list
-                "VALUES (?, ?, 'writing', ?, NULL, ?, ?, ?, ?, ?)",
-                (name, version, now, replicas, chunk_size, manifest.size, source, text),
-            )
+                "VALUES (?, ?, 'writing', ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
+                (name, version, now, replicas, chunk_size, manifest.size, source, text,
+                 self._actor.user, self._actor.machine),
+            )  # fmt: skip
             sizes = manifest.chunk_sizes()
             self._db.executemany(
                 "INSERT INTO dataset_chunks(name, version, hash) VALUES (?, ?, ?)",
                 [(name, version, h) for h in sizes],
             )
             self._db.executemany(
-                "INSERT OR IGNORE INTO chunks(hash, size) VALUES (?, ?)", list(sizes.items())
+                "INSERT INTO chunks(hash, size) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                list(sizes.items()),
             )
         return DatasetRecord(
             name=name,
@@ -102,6 +107,8 @@ class DataTable:
             size=manifest.size,
             source=source,
             manifest=manifest,
+            created_by=self._actor.user,
+            created_from=self._actor.machine,
         )
 
     def complete(self, name: str, version: int, now: float) -> None:
@@ -112,7 +119,7 @@ class DataTable:
             ).fetchone()
             if row is None:
                 raise StateError(
-                    f"dataset {name}@{version} is not in the state store {self._path}",
+                    f"dataset {name}@{version} is not in the state store {self._db.where}",
                     hint="it may have been removed meanwhile; run the put again",
                 )
             if row[0] == "writing":
@@ -176,7 +183,7 @@ class DataTable:
         for version in versions:
             candidates.update(
                 h
-                for (h,) in self._db.execute(
+                for (h,) in self._db.read(
                     "SELECT hash FROM dataset_chunks WHERE name = ? AND version = ?",
                     (name, version),
                 )
@@ -270,19 +277,17 @@ class DataTable:
         return [self._record(row) for row in rows]
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        try:
-            return list(self._db.execute(sql, params))
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot read the datasets in {self._path}: {exc}") from exc
+        return self._db.read(sql, params, "read the datasets")
 
     def _record(self, row: tuple[Any, ...]) -> DatasetRecord:
-        name, version, state, created, completed, replicas, chunk_size, size, source, text = row
+        (name, version, state, created, completed, replicas, chunk_size, size, source, text,
+         by, origin) = row  # fmt: skip
         try:
             manifest = Manifest.from_dict(json.loads(text))
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             # That version cannot be used (find_record and to_dict say why), the others can.
             manifest = Manifest.damaged(
-                f"the manifest of dataset {name}@{version} in {self._path} is unreadable: {exc}"
+                f"the manifest of dataset {name}@{version} in {self._db.where} is unreadable: {exc}"
             )
         return DatasetRecord(
             name=str(name),
@@ -295,6 +300,8 @@ class DataTable:
             size=int(size),
             source=str(source),
             manifest=manifest,
+            created_by=by,
+            created_from=origin,
         )
 
 

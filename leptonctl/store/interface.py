@@ -1,22 +1,23 @@
 """What services need from a state store: the interface every backend implements.
 
-``SqliteStore`` is the embedded default; a PostgreSQL store (shared by a team's
+``SqliteStore`` is the embedded default; ``PostgresStore`` (shared by a team's
 terminals and cron host) implements the same protocols.  Services type their
 store as ``Store`` and never touch a connection: every write goes through a
 method here, and ``transaction()`` groups several writes into one atomic change
 (the tables' ``exclusive()`` is the same transaction, joined when one is open).
+``lock(name)`` is a lock every leptonctl using the store sees, on any machine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, Protocol
 
 from leptonctl.core.datasets import Manifest
 from leptonctl.core.netgraph import LinkMeasurement
 from leptonctl.core.records import DatasetRecord, Event, JobRecord, MaintenanceRun, StoredFacts
+from leptonctl.store.actor import Actor
 
 
 class JobStore(Protocol):
@@ -41,6 +42,7 @@ class JobStore(Protocol):
     def in_states(self, states: Iterable[str]) -> list[JobRecord]: ...
     def all(self) -> list[JobRecord]: ...
     def states_of(self, ids: Iterable[int]) -> dict[int, str]: ...
+    def device_holders(self) -> dict[tuple[str, str], int]: ...
 
 
 class DataStore(Protocol):
@@ -111,8 +113,13 @@ class Store(Protocol):
     """A state store: its tables, host facts, drained hosts, small values and events."""
 
     @property
-    def path(self) -> Path:
-        """Where locks that guard this store live (a file next to it)."""
+    def where(self) -> str:
+        """The store in messages: its file, or its URL without a password."""
+        ...
+
+    @property
+    def actor(self) -> Actor:
+        """Who uses the store through this object (recorded with jobs, datasets, events)."""
         ...
 
     @property
@@ -125,6 +132,9 @@ class Store(Protocol):
     def maintenance(self) -> MaintenanceStore: ...
 
     def transaction(self) -> AbstractContextManager[None]: ...
+    def lock(
+        self, name: str, *, shared: bool = False, wait: bool = True
+    ) -> AbstractContextManager[bool]: ...
     def close(self) -> None: ...
     def save_facts(self, probed_at: float, documents: Mapping[str, Mapping[str, Any]]) -> None: ...
     def load_facts(self, hosts: Iterable[str] | None = None) -> dict[str, StoredFacts]: ...

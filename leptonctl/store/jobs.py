@@ -1,18 +1,18 @@
-"""The job queue and history, in the state store's SQLite database.
+"""The job queue and history, in the state store's database (SQLite or PostgreSQL).
 
-Every change that allocates devices happens inside ``JobTable.exclusive()``
-(``BEGIN IMMEDIATE``): two terminals reconciling at once are serialised by
-SQLite, so the second one sees the first one's allocations and can never
-double-book a device.
+Every change that allocates devices happens inside ``JobTable.exclusive()`` (one
+serialised write transaction, see ``leptonctl.store.db``): two terminals reconciling
+at once run one after the other, so the second one sees the first one's allocations.
+The database enforces it too: each device (GPU, FPGA) a STARTING or RUNNING job holds
+is a row of ``job_devices`` whose key is (host, device), so a second allocation of a
+held device fails with ``DeviceTaken`` and its whole transaction rolls back.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 from leptonctl.core.records import (  # re-exported: the store's records
@@ -25,12 +25,15 @@ from leptonctl.core.records import (
     JobRecord as JobRecord,
 )
 from leptonctl.errors import StateError
-from leptonctl.store.tx import write_transaction
+from leptonctl.store.actor import Actor
+from leptonctl.store.db import Db
 
 _COLUMNS = (
     "id, name, spec, state, priority, submitted, started, ended, host, allocation, exit_code, "
-    "reason, attempt, retries, lost_since, cancel_requested, peak_rss_bytes"
+    "reason, attempt, retries, lost_since, cancel_requested, peak_rss_bytes, submitted_by, "
+    "submitted_from"
 )
+_HOLDING = ("STARTING", "RUNNING")  # the states in which a job holds its devices
 _UPDATABLE = {
     "state", "started", "ended", "host", "allocation", "exit_code", "reason", "attempt",
     "lost_since", "cancel_requested", "peak_rss_bytes",
@@ -38,25 +41,27 @@ _UPDATABLE = {
 
 
 class JobTable:
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: Db, actor: Actor) -> None:
         self._db = db
-        self._path = path
+        self._actor = actor
 
     def exclusive(self) -> AbstractContextManager[None]:
         """One write transaction (joins the caller's when one is open); everything inside
         sees and changes one consistent queue."""
-        return write_transaction(self._db, self._path, "update the job queue")
+        return self._db.transaction("update the job queue")
 
     def insert(
         self, name: str, spec: Mapping[str, Any], priority: int, retries: int, now: float
     ) -> int:
-        """Insert one PENDING job inside the caller's ``exclusive()``; returns its id."""
-        cursor = self._db.execute(
-            "INSERT INTO jobs(name, spec, state, priority, submitted, retries) "
-            "VALUES (?, ?, 'PENDING', ?, ?, ?)",
-            (name, json.dumps(spec), priority, now, retries),
-        )
-        return int(cursor.lastrowid or 0)
+        """Insert one PENDING job inside the caller's ``exclusive()``; returns its id.  The
+        job records who submitted it from where (this store's actor)."""
+        with self.exclusive():
+            return self._db.insert_id(
+                "INSERT INTO jobs(name, spec, state, priority, submitted, retries, "
+                "submitted_by, submitted_from) VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?)",
+                (name, json.dumps(spec), priority, now, retries, self._actor.user,
+                 self._actor.machine),
+            )  # fmt: skip
 
     def add(self, jobs: Sequence[tuple[str, Mapping[str, Any], int, int]], now: float) -> list[int]:
         """Insert (name, spec, priority, retries) rows as PENDING, all or none."""
@@ -84,28 +89,46 @@ class JobTable:
         if expect is not None:
             sql += " AND state = ? AND attempt = ?"
             params = (*params, *expect)
-        try:
-            with self.exclusive():
-                return self._db.execute(sql, params).rowcount > 0
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot update job {job_id} in {self._path}: {exc}") from exc
+        with self._db.transaction(f"update job {job_id}"):
+            changed = self._db.execute(sql, params).rowcount > 0
+            if changed and ({"state", "host", "allocation"} & set(fields)):
+                self._hold_devices(job_id)
+            return changed
+
+    def _hold_devices(self, job_id: int) -> None:
+        """Make the job's ``job_devices`` rows match its state and allocation (inside the
+        write transaction that changed them): its devices while it is STARTING or RUNNING,
+        none otherwise.  A device another active job holds fails the transaction."""
+        self._db.execute("DELETE FROM job_devices WHERE job_id = ?", (job_id,))
+        rows = self._db.read("SELECT state, host, allocation FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            return
+        state, host, allocation = rows[0]
+        if state not in _HOLDING or host is None or not allocation:
+            return
+        devices = held_devices(json.loads(allocation))
+        self._db.executemany(
+            "INSERT INTO job_devices(host, device, job_id) VALUES (?, ?, ?)",
+            [(host, device, job_id) for device in devices],
+        )
+
+    def device_holders(self) -> dict[tuple[str, str], int]:
+        """(host, device) -> the id of the active job that holds it."""
+        rows = self._db.read("SELECT host, device, job_id FROM job_devices", ())
+        return {(str(h), str(d)): int(j) for h, d, j in rows}
 
     def add_orphan(self, host: str, agent_id: str, now: float) -> None:
         """A job attempt given up on while its host was unreachable: kill it if it comes back.
         Call inside ``exclusive()``."""
-        try:
+        with self._db.transaction("record an orphan"):
             self._db.execute(
-                "INSERT OR IGNORE INTO orphans(host, agent_id, since) VALUES (?, ?, ?)",
+                "INSERT INTO orphans(host, agent_id, since) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 (host, agent_id, now),
             )
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot record an orphan in {self._path}: {exc}") from exc
 
     def orphans(self) -> dict[str, list[str]]:
-        try:
-            rows = self._db.execute("SELECT host, agent_id FROM orphans ORDER BY since").fetchall()
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot read the orphan list in {self._path}: {exc}") from exc
+        rows = self._db.read("SELECT host, agent_id FROM orphans ORDER BY since, host, agent_id")
         out: dict[str, list[str]] = {}
         for host, agent_id in rows:
             out.setdefault(host, []).append(agent_id)
@@ -133,16 +156,17 @@ class JobTable:
         if held is not None and held[0] != owner:
             return held[0]
         value = json.dumps({"owner": owner, "until": now + lease})
-        self._write("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (_claim(job_id), value))
+        with self._db.transaction("take a start claim"):
+            self._db.execute(
+                "INSERT INTO kv(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (_claim(job_id), value),
+            )
         return None
 
     def start_claim(self, job_id: int, now: float) -> tuple[str, float] | None:
         """(owner, lease end) of a live claim on starting ``job_id``, or None."""
-        try:
-            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (_claim(job_id),))
-            found = row.fetchone()
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot read a start claim in {self._path}: {exc}") from exc
+        found = self._db.execute("SELECT value FROM kv WHERE key = ?", (_claim(job_id),)).fetchone()
         if found is None:
             return None
         try:
@@ -157,13 +181,7 @@ class JobTable:
         with self.exclusive():
             held = self.start_claim(job_id, float("-inf"))
             if held is not None and held[0] == owner:
-                self._write("DELETE FROM kv WHERE key = ?", (_claim(job_id),))
-
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        try:
-            self._db.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot update a start claim in {self._path}: {exc}") from exc
+                self._db.execute("DELETE FROM kv WHERE key = ?", (_claim(job_id),))
 
     def get(self, job_id: int) -> JobRecord | None:
         rows = self._select("WHERE id = ?", (job_id,))
@@ -182,14 +200,11 @@ class JobTable:
         if not wanted:
             return {}
         marks = ", ".join("?" for _ in wanted)
-        rows = self._db.execute(f"SELECT id, state FROM jobs WHERE id IN ({marks})", wanted)  # noqa: S608
+        rows = self._db.read(f"SELECT id, state FROM jobs WHERE id IN ({marks})", wanted)  # noqa: S608
         return {int(i): str(s) for i, s in rows}
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[JobRecord]:
-        try:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs {where}", params).fetchall()  # noqa: S608
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot read the job queue in {self._path}: {exc}") from exc
+        rows = self._db.read(f"SELECT {_COLUMNS} FROM jobs {where}", params, "read the job queue")  # noqa: S608
         return [_record(row) for row in rows]
 
 
@@ -197,9 +212,19 @@ def _claim(job_id: int) -> str:
     return f"start-claim:{int(job_id)}"
 
 
+def held_devices(allocation: Mapping[str, Any]) -> list[str]:
+    """The devices an allocation holds, as ``job_devices`` names them: ``gpu:<id>``,
+    ``fpga:<id>``.  CPUs and memory are counted, not held one by one."""
+    devices = [f"gpu:{g}" for g in allocation.get("gpus") or ()]
+    devices += [f"fpga:{f}" for f in allocation.get("fpgas") or ()]
+    if len(set(devices)) != len(devices):
+        raise StateError(f"an allocation names one device twice: {sorted(devices)}")
+    return devices
+
+
 def _record(row: tuple[Any, ...]) -> JobRecord:
     (id_, name, spec, state, priority, submitted, started, ended, host, allocation, exit_code,
-     reason, attempt, retries, lost_since, cancel_requested, peak_rss) = row  # fmt: skip
+     reason, attempt, retries, lost_since, cancel, peak_rss, by, origin) = row  # fmt: skip
     return JobRecord(
         id=int(id_),
         name=name,
@@ -216,6 +241,8 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         attempt=int(attempt),
         retries=int(retries),
         lost_since=lost_since,
-        cancel_requested=bool(cancel_requested),
+        cancel_requested=bool(cancel),
         peak_rss_bytes=peak_rss,
+        submitted_by=by,
+        submitted_from=origin,
     )

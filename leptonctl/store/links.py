@@ -1,4 +1,4 @@
-"""Measured links (``net probe``), in the state store's SQLite database.
+"""Measured links (``net probe``), in the state store's database.
 
 One row per directed pair: the latest measurement replaces the one before.
 ``bandwidth_bps`` is in **bytes per second**; ``rtt_s`` in seconds; ``error`` is set
@@ -7,25 +7,21 @@ when ``src`` could not reach ``dst``.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
-from pathlib import Path
 
 from leptonctl.core.netgraph import LinkMeasurement
-from leptonctl.errors import StateError
-from leptonctl.store.tx import write_transaction
+from leptonctl.store.db import Db
 
 
 class LinkTable:
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: Db) -> None:
         self._db = db
-        self._path = path
 
     def save(self, measurements: Iterable[LinkMeasurement]) -> None:
         """Store each measurement as the latest of its (src, dst) pair, all in one
         transaction."""
         rows = [(m.src, m.dst, m.measured, m.bandwidth_bps, m.rtt_s, m.error) for m in measurements]
-        with write_transaction(self._db, self._path, "save link measurements"):
+        with self._db.transaction("save link measurements"):
             self._db.executemany(
                 "INSERT INTO links(src, dst, measured, bandwidth_bps, rtt_s, error) "
                 "VALUES (?, ?, ?, ?, ?, ?) "
@@ -37,13 +33,10 @@ class LinkTable:
 
     def load(self) -> list[LinkMeasurement]:
         """Every stored measurement, ordered by (src, dst)."""
-        try:
-            rows = self._db.execute(
-                "SELECT src, dst, measured, bandwidth_bps, rtt_s, error FROM links "
-                "ORDER BY src, dst"
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot read link measurements in {self._path}: {exc}") from exc
+        rows = self._db.read(
+            "SELECT src, dst, measured, bandwidth_bps, rtt_s, error FROM links ORDER BY src, dst",
+            what="read link measurements",
+        )
         return [
             LinkMeasurement(
                 src=src,
@@ -58,5 +51,5 @@ class LinkTable:
 
     def prune(self, older_than: float) -> int:
         """Forget measurements taken before the unix time ``older_than``; returns how many."""
-        with write_transaction(self._db, self._path, "prune link measurements"):
+        with self._db.transaction("prune link measurements"):
             return self._db.execute("DELETE FROM links WHERE measured < ?", (older_than,)).rowcount

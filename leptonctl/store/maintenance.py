@@ -8,32 +8,28 @@ such runs ``abandoned``.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from leptonctl.core.records import (  # re-exported: the store's records
     MaintenanceRun as MaintenanceRun,
 )
-from leptonctl.errors import StateError
-from leptonctl.store.tx import write_transaction
+from leptonctl.store.db import Cursor, Db
 
 _COLUMNS = "id, started, ended, playbooks, check_mode, outcome, exit_code, steps"
 
 
 class MaintenanceTable:
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: Db) -> None:
         self._db = db
-        self._path = path
 
     def start(self, playbooks: Sequence[str], check: bool, now: float) -> int:
         """Record a run that begins now; returns its id."""
-        cursor = self._write(
-            "INSERT INTO maintenance_runs(started, playbooks, check_mode) VALUES (?, ?, ?)",
-            (now, json.dumps(list(playbooks)), int(check)),
-        )
-        return int(cursor.lastrowid or 0)
+        with self._db.transaction("write maintenance records"):
+            return self._db.insert_id(
+                "INSERT INTO maintenance_runs(started, playbooks, check_mode) VALUES (?, ?, ?)",
+                (now, json.dumps(list(playbooks)), int(check)),
+            )
 
     def set_steps(self, run_id: int, steps: Sequence[Mapping[str, Any]]) -> None:
         self._write("UPDATE maintenance_runs SET steps = ? WHERE id = ?", (_dumps(steps), run_id))
@@ -54,12 +50,12 @@ class MaintenanceTable:
 
     def record_skip(self, playbooks: Sequence[str], now: float, why: str, exit_code: int) -> int:
         """A run that did not start because another one holds the lock."""
-        cursor = self._write(
-            "INSERT INTO maintenance_runs(started, ended, playbooks, check_mode, outcome, "
-            "exit_code, steps) VALUES (?, ?, ?, 0, 'skipped', ?, ?)",
-            (now, now, json.dumps(list(playbooks)), exit_code, _dumps([{"skipped": why}])),
-        )
-        return int(cursor.lastrowid or 0)
+        with self._db.transaction("write maintenance records"):
+            return self._db.insert_id(
+                "INSERT INTO maintenance_runs(started, ended, playbooks, check_mode, outcome, "
+                "exit_code, steps) VALUES (?, ?, ?, 0, 'skipped', ?, ?)",
+                (now, now, json.dumps(list(playbooks)), exit_code, _dumps([{"skipped": why}])),
+            )
 
     def abandon_unfinished(self, now: float) -> int:
         """Mark runs that never ended (their process died) ``abandoned``.  Call only while
@@ -110,15 +106,12 @@ class MaintenanceTable:
 
     # -- plumbing --------------------------------------------------------------------
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
-        with write_transaction(self._db, self._path, "write maintenance records"):
+    def _write(self, sql: str, params: tuple[Any, ...]) -> Cursor:
+        with self._db.transaction("write maintenance records"):
             return self._db.execute(sql, params)
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        try:
-            return list(self._db.execute(sql, params))
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot read maintenance records in {self._path}: {exc}") from exc
+        return self._db.read(sql, params, "read maintenance records")
 
 
 def _dumps(steps: Sequence[Mapping[str, Any]]) -> str:

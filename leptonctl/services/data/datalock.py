@@ -3,15 +3,14 @@
 ``data put`` adopts a chunk that a host already holds instead of sending it again;
 ``data rm``, ``gc`` and ``rebalance`` delete chunk files.  Were they to overlap, a put
 could count a copy that is deleted a moment later.  Puts (and repair, get) share the lock;
-deleting commands take it alone and wait for running puts to finish.  The lock is a file
-next to the state store, so it covers every terminal and cron job using that store.
+deleting commands take it alone and wait for running puts to finish.  The lock is the
+store's lock ``data`` (a file next to a SQLite store, an advisory lock in PostgreSQL), so
+it covers every terminal and cron job using that store, on every machine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,11 +19,16 @@ from leptonctl.store.interface import Store
 
 @asynccontextmanager
 async def data_lock(store: Store, exclusive: bool) -> AsyncIterator[None]:
-    path = store.path.with_name(store.path.name + ".data.lock")
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    held = store.lock("data", shared=not exclusive)
+    # Waiting blocks a thread, not the loop.  Cancelled while waiting, the lock is let go
+    # as soon as the thread gets it.
+    waiting = asyncio.ensure_future(asyncio.to_thread(held.__enter__))
     try:
-        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        await asyncio.to_thread(fcntl.flock, fd, mode)  # waits without blocking the loop
+        await asyncio.shield(waiting)
+    except asyncio.CancelledError:
+        waiting.add_done_callback(lambda _: held.__exit__(None, None, None))
+        raise
+    try:
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        held.__exit__(None, None, None)

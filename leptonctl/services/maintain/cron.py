@@ -31,7 +31,8 @@ def prepare_directories(target: CronTarget) -> list[Path]:
     """Create (mode 0700) the directories the entry writes into, so that the first tick on a
     fresh machine does not fail in the shell before leptonctl starts; returns those made."""
     made: list[Path] = []
-    for path in (target.state, target.lock, target.log):
+    files = [p for p in (target.state, target.lock, target.log) if isinstance(p, Path)]
+    for path in files:  # a postgresql:// state and the store's own lock need no directory
         missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -1,7 +1,9 @@
 """``leptonctl maintain``: run playbooks under a lock, record the run, write metrics.
 
-One run at a time per state store: the run lock is a ``flock`` on a file next to
-the store, taken without waiting, so a cron tick that fires while the last run
+One run at a time per state store: the run lock is the store's lock ``maintain``
+(a ``flock`` next to a SQLite file, an advisory lock in PostgreSQL, so a cron host
+and a laptop sharing one store never overlap), or the file ``--lock`` names, taken
+without waiting, so a cron tick that fires while the last run
 is still going records a skip and exits ``ExitCode.SKIPPED`` instead of piling
 up.  ``--check`` takes no lock, contacts no host and changes nothing but its own
 run record.  Every run is recorded (start, end, steps, outcome); the exit code
@@ -11,14 +13,13 @@ says healthy (0), hosts down or unhealthy (3), or the run failed (1).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 
@@ -46,7 +47,9 @@ from leptonctl.services.maintain.actions import (
     run_shell,
 )
 from leptonctl.services.maintain.context import RunContext, StepResult
+from leptonctl.store.interface import Store
 from leptonctl.store.jobs import ACTIVE, FINAL
+from leptonctl.store.locks import file_lock
 
 TICK_PLAYBOOKS = ("health", "dispatch")  # what `maintain` runs when given no playbook
 
@@ -125,37 +128,38 @@ def load_playbooks(refs: Sequence[str]) -> list[Playbook]:
 # -- the run lock ----------------------------------------------------------------------
 
 
+HOLDER_KEY = "maintain.holder"  # who holds the run lock: {"pid", "by", "since"} or ""
+
+
 def default_lock_path(state_path: Path) -> Path:
+    """The file the SQLite store's ``maintain`` lock uses (``--lock``'s old default)."""
     return state_path.with_name(state_path.name + ".maintain.lock")
 
 
 @contextmanager
-def run_lock(path: Path, now: float) -> Iterator[str | None]:
-    """Hold the run lock: yields None while held, or (not waiting) who holds it."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    except OSError as exc:
-        raise StateError(f"cannot open the maintenance lock {path}: {exc}") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield _holder(fd)
+def run_lock(store: Store, now: float, path: Path | None = None) -> Iterator[str | None]:
+    """Hold the run lock (the store's ``maintain`` lock, or the file ``path``): yields None
+    while held, or (not waiting) who holds it.  The holder is noted in the store."""
+    lock = store.lock("maintain", wait=False) if path is None else file_lock(path, wait=False)
+    with lock as held:
+        if not held:
+            yield _holder(store.value(HOLDER_KEY))
             return
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": now}).encode(), 0)
-        yield None
-    finally:
-        os.close(fd)  # closing releases the lock
+        info = {"pid": os.getpid(), "by": str(store.actor), "since": now}
+        store.set_value(HOLDER_KEY, json.dumps(info))
+        try:
+            yield None
+        finally:
+            with suppress(StateError):  # the lock goes anyway; a stale note names an old holder
+                store.set_value(HOLDER_KEY, "")
 
 
-def _holder(fd: int) -> str:
+def _holder(text: str | None) -> str:
     try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        info = json.loads(text or "{}")
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["since"])))
-        return f"since {since} (pid {info['pid']})"
-    except (OSError, ValueError, KeyError, TypeError):
+        return f"since {since} (pid {info['pid']} of {info['by']})"
+    except (ValueError, KeyError, TypeError):
         return "since a moment ago"  # it has not written its details yet
 
 
@@ -166,7 +170,7 @@ async def maintain(
     service: ServiceContext,
     playbooks: Sequence[Playbook],
     *,
-    lock_path: Path,
+    lock_path: Path | None = None,
     check: bool = False,
     limit: str | None = None,
     metrics_dir: Path | None = None,
@@ -184,10 +188,11 @@ async def maintain(
     ctx = RunContext(inventory, options, store, check, clock, store.load_facts())
     if check:
         return await _run(ctx, planned, names, None, on_step)
-    with run_lock(lock_path, clock()) as holder:
+    with run_lock(store, clock(), lock_path) as holder:
         if holder is not None:
             now = clock()
-            why = f"another run holds the lock {lock_path} {holder}"
+            lock = f"the lock {lock_path}" if lock_path else f"the run lock of {store.where}"
+            why = f"another run holds {lock} {holder}"
             run_id = store.maintenance.record_skip(names, now, why, int(ExitCode.SKIPPED))
             code = int(ExitCode.SKIPPED)
             report = RunReport(run_id, names, False, now, now, [], "skipped", code)
