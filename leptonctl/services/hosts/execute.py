@@ -22,7 +22,8 @@ def shell_command(argv: Sequence[str]) -> str:
 
 
 async def run_everywhere(ctx: ServiceContext, command: str) -> dict[str, RunResult | HostError]:
-    """Run ``command`` on every host, stdin at end-of-file.  A command that outlives
+    """Run ``command`` on every host with ``/bin/sh -c`` (as Ansible's ``shell`` module
+    does, whatever the user's login shell), stdin at end-of-file.  A command that outlives
     ``--timeout``, or an interrupted exec, has its whole process group killed there."""
 
     async def run(host: Host, conn: Connection) -> RunResult:
