@@ -57,10 +57,26 @@ NOW = 1_900_000_000.0
             "key_refused",
             "publickey refused",
         ),
-        ("ssh: connect to host 10.1.0.2 port 22: No route to host", "unreachable", "no route to host"),
-        ("ssh: connect to host h2 port 22: Connection refused", "unreachable", "connection refused"),
-        ("ssh: connect to host h2 port 22: Connection timed out", "unreachable", "connection timed out"),
-        ("ssh exited with status 255: Host key verification failed.", "host_key", "host key mismatch"),
+        (
+            "ssh: connect to host 10.1.0.2 port 22: No route to host",
+            "unreachable",
+            "no route to host",
+        ),
+        (
+            "ssh: connect to host h2 port 22: Connection refused",
+            "unreachable",
+            "connection refused",
+        ),
+        (
+            "ssh: connect to host h2 port 22: Connection timed out",
+            "unreachable",
+            "connection timed out",
+        ),
+        (
+            "ssh exited with status 255: Host key verification failed.",
+            "host_key",
+            "host key mismatch",
+        ),
         ("@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @", "host_key", "host key mismatch"),
     ],
 )
@@ -81,14 +97,24 @@ def test_other_failures_are_not_relayed(error: str | None) -> None:
 def test_a_remembered_verdict_holds_until_it_is_old_enough_to_try_again() -> None:
     value = memory_value(False, NOW, "publickey refused")
     assert read_memory(value, NOW + 10, KEY_RECHECK_S) == (False, "publickey refused")
-    assert read_memory(value, NOW + KEY_RECHECK_S - 1, KEY_RECHECK_S) == (False, "publickey refused")
+    assert read_memory(value, NOW + KEY_RECHECK_S - 1, KEY_RECHECK_S) == (
+        False,
+        "publickey refused",
+    )
     assert read_memory(value, NOW + KEY_RECHECK_S + 1, KEY_RECHECK_S) is None
 
 
 @pytest.mark.parametrize(
     "value",
-    [None, "", "not json", "[]", '{"usable": "no", "at": 1}', '{"usable": false}',
-     json.dumps({"usable": False, "at": NOW + 3600})],  # fmt: skip
+    [
+        None,
+        "",
+        "not json",
+        "[]",
+        '{"usable": "no", "at": 1}',
+        '{"usable": false}',
+        json.dumps({"usable": False, "at": NOW + 3600}),
+    ],
 )
 def test_an_unreadable_or_future_memory_means_nothing_is_known(value: str | None) -> None:
     assert read_memory(value, NOW, KEY_RECHECK_S) is None
@@ -145,7 +171,9 @@ def test_only_the_hops_into_a_refusing_host_or_over_a_cut_pair_are_relayed() -> 
 
 
 def test_a_relay_note_says_who_what_and_why() -> None:
-    hop = RelayedHop("h1", "h3", OPERATOR, "h3's sshd ignores ~/.ssh/authorized_keys (central keys)")
+    hop = RelayedHop(
+        "h1", "h3", OPERATOR, "h3's sshd ignores ~/.ssh/authorized_keys (central keys)"
+    )
     assert hop.note == (
         "h1 -> h3 relayed by the operator: h3's sshd ignores ~/.ssh/authorized_keys (central keys)"
     )
