@@ -1,0 +1,213 @@
+"""What both store backends guarantee, on a SQLite file and a real PostgreSQL server: the
+database itself refuses to give one device to two active jobs, even to processes racing
+for it; migrations run once however many processes open a new database; who did what is
+recorded; and the store named by --state, the config file or the default is the one used."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from leptonctl.cli.app import run
+from leptonctl.errors import StateError, UsageError
+from leptonctl.store.db import DeviceTaken
+from leptonctl.store.location import state_location
+from leptonctl.store.open import open_store
+from leptonctl.store.schema import SCHEMA_VERSION
+from tests.pg import PgServer, execute_raw
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU0 = {"cpus": 1, "memory_bytes": 0, "gpus": [0], "fpgas": []}
+
+
+def add_jobs(state: str, n: int) -> list[int]:
+    with open_store(state) as store:
+        return store.jobs.add([(f"j{i}", {"request": {}}, 0, 0) for i in range(n)], 1.0)
+
+
+def test_a_device_an_active_job_holds_cannot_be_allocated_to_another(state_backend: str) -> None:
+    first, second = add_jobs(state_backend, 2)
+    with open_store(state_backend) as store:
+        store.jobs.update(first, state="STARTING", host="h1", allocation=GPU0)
+        with pytest.raises(DeviceTaken, match="job_devices"):
+            store.jobs.update(second, state="STARTING", host="h1", allocation=GPU0)
+        assert store.jobs.get(second).state == "PENDING"  # type: ignore[union-attr]
+        assert store.jobs.device_holders() == {("h1", "gpu:0"): first}
+        # the same GPU on another host is another device
+        store.jobs.update(second, state="STARTING", host="h2", allocation=GPU0)
+        store.jobs.update(first, state="RUNNING")  # still held while running
+        with pytest.raises(DeviceTaken):
+            store.jobs.update(second, host="h1")
+        store.jobs.update(first, state="COMPLETED", ended=2.0)  # ending lets it go
+        assert store.jobs.device_holders() == {("h2", "gpu:0"): second}
+        store.jobs.update(second, host="h1")
+        assert store.jobs.device_holders() == {("h1", "gpu:0"): second}
+
+
+def test_the_database_itself_refuses_a_second_row_for_a_held_device(state_backend: str) -> None:
+    first, second = add_jobs(state_backend, 2)
+    execute_raw(
+        state_backend,
+        f"INSERT INTO job_devices(host, device, job_id) VALUES ('h1', 'gpu:0', {first})",
+    )
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        execute_raw(
+            state_backend,
+            f"INSERT INTO job_devices(host, device, job_id) VALUES ('h1', 'gpu:0', {second})",
+        )
+
+
+_RACER = """
+import json, sys, time
+from leptonctl.store.db import DeviceTaken
+from leptonctl.store.open import open_store
+state, job, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+alloc = {"cpus": 1, "memory_bytes": 0, "gpus": [0], "fpgas": []}
+held = []
+with open_store(state) as store:
+    while time.time() < start:
+        pass
+    deadline = time.time() + 3.0
+    while not held and time.time() < deadline:
+        try:
+            store.jobs.update(job, state="RUNNING", host="h1", allocation=alloc)
+        except DeviceTaken:
+            time.sleep(0.005)
+            continue
+        began = time.time()
+        time.sleep(0.05)
+        ended = time.time()
+        store.jobs.update(job, state="COMPLETED", ended=ended)
+        held.append((began, ended))
+print(json.dumps(held))
+"""
+
+
+def test_processes_racing_for_one_gpu_never_hold_it_at_once(state_backend: str) -> None:
+    # Each process blindly starts its job on GPU 0 of h1 (no look at the queue first): only
+    # the database stands between them.  Every one gets it in the end, one at a time.
+    jobs = add_jobs(state_backend, 6)
+    start = str(time.time() + 1.5)  # every process has imported and connected by then
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, state_backend, str(job), start],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for job in jobs
+    ]
+    spans = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        spans += [tuple(s) for s in json.loads(out)]
+    assert len(spans) == len(jobs)  # everyone ran
+    spans.sort()
+    for (_, end), (begin, _) in itertools.pairwise(spans):
+        assert end <= begin, f"two jobs held gpu 0 at once: {spans}"
+
+
+def test_many_processes_opening_a_new_postgres_database_migrate_it_once(
+    pg_server: PgServer,
+) -> None:
+    url = pg_server.new_database()
+    script = (
+        "import sys, time\n"
+        "from leptonctl.store.open import open_store\n"
+        "while time.time() < float(sys.argv[2]): pass\n"
+        "with open_store(sys.argv[1]) as s: s.record_event(0.0, 'opened', None, {})\n"
+    )
+    start = str(time.time() + 1.5)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, url, start], cwd=ROOT, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(5)
+    ]
+    errors = [err for p in procs if (err := p.communicate(timeout=60)[1]) and p.returncode]
+    assert errors == []
+    with open_store(url) as store:
+        assert len(store.events("opened")) == 5
+        assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_without_psycopg_a_postgres_url_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg fails
+    with pytest.raises(StateError, match="psycopg") as info:
+        open_store("postgresql://nobody@127.0.0.1:1/none")
+    assert info.value.hint is not None and "leptonctl[postgres]" in info.value.hint
+
+
+def test_a_password_in_the_url_never_shows_in_an_error(pg_server: PgServer) -> None:
+    url = pg_server.url("no_such_database").replace("lepton@", "lepton:s3cret@")
+    with pytest.raises(StateError) as info:
+        open_store(url)
+    assert "s3cret" not in info.value.message and "lepton:***@" in info.value.message
+
+
+def test_jobs_datasets_and_events_record_who_did_it_from_where(
+    state_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEPTONCTL_USER", "ada")
+    from leptonctl.core.datasets import Manifest, ManifestEntry
+
+    with open_store(state_backend) as store:
+        (job,) = store.jobs.add([("j", {"request": {}}, 0, 0)], 1.0)
+        store.data.begin_version(
+            "ds",
+            manifest=Manifest("dir", (ManifestEntry("", "dir", 0o755),)),
+            replicas=1,
+            chunk_size=10,
+            source="/src",
+            now=1.0,
+        )
+        store.record_event(1.0, "host_drained", "h1", {})
+        machine = store.actor.machine
+    with open_store(state_backend) as store:
+        record = store.jobs.get(job)
+        assert record is not None
+        assert (record.submitted_by, record.submitted_from) == ("ada", machine)
+        version = store.data.versions("ds")[0]
+        assert (version.created_by, version.created_from) == ("ada", machine)
+        assert store.events("host_drained")[0].actor == f"ada@{machine}"
+
+
+def test_state_comes_from_the_option_then_the_config_file_then_the_default(
+    operator_home: Path, pg_server: PgServer
+) -> None:
+    default = operator_home / ".local" / "share" / "leptonctl" / "state.db"
+    assert state_location(None) == str(default)
+    config = operator_home / ".config" / "leptonctl" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    url = pg_server.new_database()
+    config.write_text(f"state: {url}\n")
+    assert state_location(None) == url
+    assert state_location("~/other.db") == str(operator_home / "other.db")
+    config.write_text("stat: typo\n")
+    with pytest.raises(UsageError, match="unknown settings: stat"):
+        state_location(None)
+    with pytest.raises(UsageError, match="mysql://"):
+        state_location("mysql://u@h/db")
+
+
+def test_a_command_runs_against_the_postgres_url_it_is_given(
+    pg_server: PgServer, capsys: pytest.CaptureFixture[str], operator_home: Path
+) -> None:
+    url = pg_server.new_database()
+    with open_store(url) as store:
+        (job,) = store.jobs.add([("from-pg", {"request": {}, "command": ["true"]}, 0, 0)], 1.0)
+        store.jobs.update(job, state="COMPLETED", ended=2.0, exit_code=0)
+    assert run(["--state", url, "jobs", "--all", "--json"]) == 0
+    names = [j["name"] for j in json.loads(capsys.readouterr().out)["jobs"]]
+    assert names == ["from-pg"]
+    assert not (operator_home / ".local" / "share" / "leptonctl" / "state.db").exists()
