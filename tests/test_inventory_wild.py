@@ -251,3 +251,18 @@ def test_a_password_host_never_shows_its_password(
     assert code == ExitCode.HOSTS_UNREACHABLE
     assert SECRET not in captured.out + captured.err + caplog.text
     assert SECRET.encode() not in b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
+
+
+def test_a_job_whose_hosts_are_only_left_out_hosts_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory = write(tmp_path, MIXED_YAML)
+    batch = tmp_path / "jobs.yaml"
+    batch.write_text("jobs:\n  - {name: backup, command: 'true', limit: windows}\n")
+    code = run(["-i", str(inventory), "submit", "--file", str(batch)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == ExitCode.USAGE
+    assert "win1 (winrm)" in err and "win2 (psrp)" in err
+    capsys.readouterr()
+    assert run(["-i", str(inventory), "jobs", "--all", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["jobs"] == []  # nothing was queued
