@@ -102,6 +102,15 @@ def test_put_k3_on_the_shared_home_is_refused_and_k1_works_with_a_note(
     code, _, err = cli(capsys, "-i", str(inv), "data", "get", "w", str(dest))
     assert code == 0, err
     assert dest.read_bytes() == source.read_bytes()
+    [recorded] = {h for hosts in hashes.values() for h in hosts}
+    cluster_lab.stop_sshd(recorded)  # the copy is still there, reachable from the others
+    try:
+        again = tmp_path / "again.bin"
+        code, _, err = cli(capsys, "-i", str(inv), "data", "get", "w", str(again))
+        assert code == 0, err
+        assert again.read_bytes() == source.read_bytes()
+    finally:
+        cluster_lab.start_sshd(recorded)
 
     code, out, err = cli(capsys, "-i", str(inv), "status", "--json")
     assert code == 0, err

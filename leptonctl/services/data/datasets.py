@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -325,8 +325,9 @@ async def get(
             f"not enough space for {dest!r}: {wanted} bytes to write, {free} bytes free",
             hint="nothing was fetched; free some space or get it somewhere else",
         )
-    holders = {h: set(v) for h, v in _ok_holders(store, list(needed)).items()}
     live = {h.name: h for h in hosts}
+    # a copy recorded under a host that is down is read through a live host of its storage
+    holders, via = storages.stand_ins(store, _ok_holders(store, list(needed)), live)
     tried: dict[str, set[str]] = defaultdict(set)
     notes: list[str] = []
     fetched, built = 0, False
@@ -335,7 +336,7 @@ async def get(
         progress.begin(wanted, f"get {name}")
     try:
         while needed:
-            by_host = _assign(needed, holders, live, tried, sizes)
+            by_host = _assign(needed, holders, live, tried, sizes, via)
             if not by_host:
                 break
             for host_name, hashes in by_host.items():
@@ -360,8 +361,8 @@ async def get(
                 done.update(receiver.files_done)
                 _check_receiver(receiver, dest)
                 built = built or not receiver.error  # it made the directories and links
-                bad = [(h, host_name) for h in receiver.failed]
-                gone = [(h, host_name) for h in sender.failed]
+                bad = [(h, via.get((h, host_name), host_name)) for h in receiver.failed]
+                gone = [(h, via.get((h, host_name), host_name)) for h in sender.failed]
                 store.data.set_replicas([(h, n, "corrupt") for h, n in bad], clock())
                 store.data.drop_replicas(gone)
                 for digest, why in {**sender.failed, **receiver.failed}.items():
@@ -511,8 +512,10 @@ def _assign(
     live: Mapping[str, Host],
     tried: Mapping[str, set[str]],
     sizes: Mapping[str, int],
+    via: Collection[tuple[str, str]] = (),
 ) -> dict[str, list[str]]:
-    """Each needed chunk to an untried live holder, spreading bytes across holders."""
+    """Each needed chunk to an untried live holder, spreading bytes across holders; a host
+    that only shares a holder's storage (``via``) is asked after the holders."""
     load: dict[str, int] = defaultdict(int)
     plan: dict[str, list[str]] = defaultdict(list)
     for digest in needed:
@@ -521,7 +524,7 @@ def _assign(
         ]
         if not options:
             continue
-        best = min(options, key=lambda h: (load[h], h))
+        best = min(options, key=lambda h: ((digest, h) in via, load[h], h))
         load[best] += sizes[digest]
         plan[best].append(digest)
     return dict(plan)

@@ -91,6 +91,33 @@ def record_holders(
     return chosen
 
 
+def stand_ins(
+    store: Store, holders: Mapping[str, Collection[str]], live: Collection[str]
+) -> tuple[dict[str, set[str]], dict[tuple[str, str], str]]:
+    """Holders plus the live hosts that share a recorded holder's storage (as last seen):
+    the copy is reachable from them too (when the recorded host is down, say).  Also returns
+    (hash, stand-in) -> the recorded host it stands in for: what is learnt about the copy
+    through a stand-in is recorded under that host."""
+    hosts = set(live) | {h for hs in holders.values() for h in hs}
+    storage_of = remembered(store, hosts)
+    by_storage: dict[str, list[str]] = {}
+    for host in sorted(live):
+        sid = storage_of.get(host)
+        if sid:
+            by_storage.setdefault(sid, []).append(host)
+    found: dict[str, set[str]] = {}
+    via: dict[tuple[str, str], str] = {}
+    for digest, recorded in holders.items():
+        found[digest] = set(recorded)
+        for host in sorted(recorded):
+            sid = storage_of.get(host)
+            for other in by_storage.get(sid, []) if sid else []:
+                if other not in found[digest]:
+                    found[digest].add(other)
+                    via[(digest, other)] = host
+    return found, via
+
+
 async def shared_storages(
     ctx: ServiceContext, surveys: Mapping[str, Survey]
 ) -> list[SharedStorage]:
