@@ -125,3 +125,15 @@ def test_missing_known_hosts_files_are_skipped_and_a_broken_one_is_named(tmp_pat
     broken.write_text("@revoke-typo h ssh-ed25519 AAAA\n")
     with pytest.raises(UsageError, match=str(broken)):
         load_known_hosts([tmp_path / "nope", broken])
+
+
+def test_a_known_hosts_file_is_read_again_once_it_changes(tmp_path: Path) -> None:
+    keys = [asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()]
+    keys.append(asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode())
+    file = tmp_path / "known"
+    file.write_text(f"h1 {keys[0]}")
+    first = load_known_hosts([file])
+    assert load_known_hosts([file]) is first  # unchanged: not parsed again
+    with file.open("a") as handle:
+        handle.write(f"h2 {keys[1]}")
+    assert len(load_known_hosts([file]).match("h2", "", None)[0]) == 1

@@ -11,11 +11,13 @@ and :func:`known_host_entry` writes a line as OpenSSH would (hashed when the fil
 from __future__ import annotations
 
 import base64
+import functools
 import getpass
 import hashlib
 import hmac
 import os
 import secrets
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,11 +148,24 @@ def _settings(options: dict[str, Any]) -> HostKeySettings:
 
 def load_known_hosts(files: Sequence[Path]) -> asyncssh.SSHKnownHosts:
     """The keys of every existing file of ``files`` (missing ones are skipped, as OpenSSH
-    does); a file that cannot be read or parsed is a ``UsageError`` naming it."""
-    texts: list[str] = []
+    does); a file that cannot be read or parsed is a ``UsageError`` naming it.  Files
+    unchanged since the last call are not read again (a thousand hosts, one big file)."""
+    stamps: list[tuple[str, int, int, int]] = []
     for path in files:
-        if not path.is_file():
+        try:
+            st = path.stat()
+        except OSError:
             continue
+        if stat.S_ISREG(st.st_mode):
+            stamps.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns))
+    return _load_known_hosts(tuple(stamps))
+
+
+@functools.lru_cache(maxsize=16)
+def _load_known_hosts(stamps: tuple[tuple[str, int, int, int], ...]) -> asyncssh.SSHKnownHosts:
+    texts: list[str] = []
+    for name, *_ in stamps:
+        path = Path(name)
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
             asyncssh.import_known_hosts(text)
