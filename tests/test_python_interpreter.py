@@ -160,6 +160,9 @@ def test_a_host_without_python3_on_its_path(
     error = hosts["h4"]["error"]
     assert "the interpreter `python3` was not found" in error["message"]
     assert "h4 ansible_python_interpreter=" in error["hint"]
+    code, out = cli(bare, "exec", "--json", "-l", "h4", "--", "echo no python needed")
+    (result,) = json.loads(out)["results"]
+    assert (code, result["stdout"]) == (0, "no python needed\n"), out  # exec runs sh only
 
     # with it: status, a job (its supervisor) and a copy into h4 (the forced command) work
     named = write_inventory(tmp_path / "named.yaml", cluster_lab, names=["h1", "h4"])
