@@ -29,6 +29,8 @@ def tcsh_lab() -> Iterator[Lab]:
     reason = Lab.unavailable_reason()
     if reason is not None:
         pytest.skip(f"the sshd lab is unavailable: {reason}")
+    if not Path(TCSH.shell).is_file():
+        pytest.skip(f"{TCSH.shell} is not installed (apt-get install tcsh; .ci/run does)")
     prefix, first_ip = _lab_address()  # after the root lab's and the cluster lab's addresses
     with Lab(
         3, prefix=f"{prefix[:7]}t", first_ip=first_ip + 2 * (LAB_HOSTS + 1), profile=TCSH
