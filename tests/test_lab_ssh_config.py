@@ -159,6 +159,14 @@ def test_a_jump_host_from_the_ssh_config_is_verified_with_its_own_known_hosts_fi
     assert code == 0, rows
     assert jump_keys.read_text() == f"{h2.ip} {key_of(lab, 'h2')}\n"
 
+    # A changed key of the jump host: the hint removes it by the name and from the file
+    # the key is kept under (the HostName, the jump's own file), not by the alias.
+    jump_keys.write_text(f"{h2.ip} {key_of(lab, 'h1')}\n")
+    code, rows, _ = status(capsys, "-i", str(inventory), "--accept-new-host-keys")
+    error = rows["far"]["error"]
+    assert error["kind"] == "host_key_mismatch" and "jump host bastion" in error["message"]
+    assert f"ssh-keygen -R {h2.ip} -f {jump_keys}" in error["hint"]
+
 
 def test_strict_host_key_checking_yes_refuses_new_keys_even_with_the_flag(
     lab: Lab, lab_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

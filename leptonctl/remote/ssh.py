@@ -109,11 +109,13 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         self.verdict: str | None = None  # "mismatch", "unknown" or "accepted"
         self.accepted: tuple[str, str] | None = None  # (known_hosts name, public key)
         self.fingerprint: str | None = None
+        self.known_as: str | None = None  # the name known_hosts files hold for the host
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
         self.fingerprint = key.get_fingerprint()
+        self.known_as = host if port == 22 else f"[{host}]:{port}"
         lookup_port = None if port == 22 else port
         trusted = asyncssh.match_known_hosts(self._known_hosts, host, addr, lookup_port)[0]
         if trusted:
@@ -122,8 +124,8 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         if not self._accept_new:
             self.verdict = "unknown"
             return False
-        name = host if port == 22 else f"[{host}]:{port}"
-        self.accepted = (name, " ".join(key.export_public_key("openssh").decode().split()[:2]))
+        key_line = " ".join(key.export_public_key("openssh").decode().split()[:2])
+        self.accepted = (self.known_as, key_line)
         self.verdict = "accepted"
         return True
 
@@ -476,7 +478,7 @@ def _connect_error(
                 f"the host key of {what} has CHANGED (now {policy.fingerprint}); refusing to "
                 "connect: this may be a reinstalled machine or a machine in the middle",
                 hint=f"if the change is expected, remove the old key with "
-                f"`{_keygen_remove(target, settings)}` "
+                f"`{_keygen_remove(policy.known_as or target, settings)}` "
                 "and accept the new one with --accept-new-host-keys",
             )
         return _unknown_key(name, what, policy, settings, options)
@@ -560,9 +562,10 @@ def _first_file(settings: HostKeySettings) -> str:
     return str(settings.user_files[0]) if settings.user_files else "a known_hosts file"
 
 
-def _keygen_remove(target: str, settings: HostKeySettings) -> str:
+def _keygen_remove(name: str, settings: HostKeySettings) -> str:
     default = settings.user_files[:1] == (user_known_hosts(),)
-    return f"ssh-keygen -R {target}" + ("" if default else f" -f {_first_file(settings)}")
+    command = ["ssh-keygen", "-R", name] + ([] if default else ["-f", _first_file(settings)])
+    return " ".join(shlex.quote(word) for word in command)
 
 
 def _copy_id_command(host: Host) -> str:
