@@ -193,6 +193,21 @@ def test_exec_snippets_run_under_bin_sh_in_any_login_shell(shell: str, tmp_path:
 
 
 @pytest.mark.parametrize("shell", SHELLS)
+def test_scripts_run_under_bin_sh_in_any_login_shell(shell: str, tmp_path: Path) -> None:
+    for script in [*SNIPPETS, "exit 7", 'echo $0; printf %s "$*" >&2']:
+        expected = subprocess.run(
+            ["/bin/sh", "-c", script], capture_output=True, env=shell_env(tmp_path)
+        )
+        line = with_boundary(MARKER, script)
+        done = subprocess.run(
+            [shell, "-c", line], capture_output=True, env=shell_env(tmp_path), timeout=30
+        )
+        assert done.returncode == expected.returncode, script
+        assert asyncio.run(skipped(done.stdout)) == expected.stdout, script
+        assert after_boundary(done.stderr, MARKER) == expected.stderr, script
+
+
+@pytest.mark.parametrize("shell", SHELLS)
 def test_the_group_kill_line_kills_the_group_in_any_login_shell(shell: str, tmp_path: Path) -> None:
     victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
     line = sh_line(kill_group_command(victim.pid))
