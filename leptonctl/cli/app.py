@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from leptonctl import __version__
-from leptonctl.cli import copy, cron, data, execute, jobs, maintain, net, node, status
+from leptonctl.cli import copy, cron, data, execute, jobs, maintain, net, node, state, status
 from leptonctl.cli.context import Settings
 from leptonctl.errors import ExitCode, LeptonError
 
@@ -39,6 +39,7 @@ app.add_typer(cron.app, name="cron")
 app.add_typer(data.app, name="data")
 app.command("cp")(copy.cp)
 app.add_typer(net.app, name="net")
+app.add_typer(state.app, name="state")
 
 
 def _version(value: bool) -> None:

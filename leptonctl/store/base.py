@@ -69,6 +69,11 @@ class TableStore(ABC):
     def schema_version(self) -> int:
         """How many migrations the database has applied."""
 
+    @abstractmethod
+    def migrate(self, apply: bool = True) -> tuple[int, int]:
+        """Apply the migrations the database lacks; (version before, after).  A database
+        newer than this program is refused; ``apply=False`` only checks."""
+
     def transaction(self) -> AbstractContextManager[None]:
         """One write transaction over every table: all the writes inside commit together
         or not at all (a write method called inside joins it)."""
