@@ -44,6 +44,7 @@ def requests_for(tmp: Path) -> list[wire.Request]:
         wire.Ping(),
         wire.Version(),
         wire.Probe(),
+        wire.Sample(),
         wire.JobStart(spec={"id": "contract-1", "command": ["true"]}),
         wire.JobStatus(ids=["contract-1"]),
         wire.JobLog(id="contract-1"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import chunks, datasets, files, jobs, keys, probe, refs, wire
+from . import chunks, datasets, files, jobs, keys, probe, refs, sampling, wire
 from .wire import AGENT_VERSION, SCHEMA, BadRequest
 
 
@@ -19,6 +19,11 @@ def check_flags(request, names):
     if not all(isinstance(flag, bool) for flag in flags):
         raise BadRequest("%s must be true or false" % " and ".join(names))
     return flags
+
+
+def sample(request, ctx):
+    (gpus,) = check_flags(request, ("gpus",))
+    return sampling.sample(ctx.root, ctx.data_dir, gpus)
 
 
 def chunk_verify(request, ctx):
@@ -49,6 +54,7 @@ def chunk_drop(request, ctx):
 
 HANDLERS = {
     "probe": lambda r, ctx: probe.probe(ctx.root, ctx.data_dir),
+    "sample": sample,
     "ping": lambda r, ctx: {"schema": SCHEMA, "pong": True, "agent_version": AGENT_VERSION},
     "version": lambda r, ctx: {"schema": SCHEMA, "agent_version": AGENT_VERSION},
     "job-start": lambda r, ctx: jobs.start_job(ctx.data_dir, r.spec),

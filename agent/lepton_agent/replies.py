@@ -29,6 +29,21 @@ class ProbeReply(TypedDict, total=False):
     unavailable: Dict[str, str]
 
 
+class SampleReply(TypedDict, total=False):
+    """The moving counters of a host, for a live dashboard. cpu_times: {total, idle, threads}
+    ticks of /proc/stat since boot (the operator takes the busy share between two samples);
+    gpus: [{index, uuid, utilization_pct, memory_utilization_pct, memory_used_bytes,
+    memory_total_bytes, temperature_c, power_w}], only when asked for."""
+
+    schema: int
+    time: float
+    cpu_times: Optional[Dict[str, Any]]
+    load: Optional[List[float]]
+    memory: Dict[str, Any]
+    gpus: List[Dict[str, Any]]
+    unavailable: Dict[str, str]
+
+
 class PingReply(TypedDict, total=False):
     schema: int
     pong: bool

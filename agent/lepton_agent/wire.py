@@ -102,6 +102,9 @@ from .replies import (
     RevokeReply as RevokeReply,
 )
 from .replies import (
+    SampleReply as SampleReply,
+)
+from .replies import (
     ScanReply as ScanReply,
 )
 from .replies import (
@@ -336,6 +339,17 @@ class Probe(Request[ProbeReply]):
 
 
 @dataclasses.dataclass(frozen=True)
+class Sample(Request[SampleReply]):
+    OP = "sample"
+    SUMMARY = (
+        "the counters a dashboard refresh reads: /proc/stat cpu ticks, memory, load and, with "
+        "gpus: true, each GPU's utilisation (no probe; the operator computes CPU % between "
+        "two samples)"
+    )
+    gpus: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Ping(Request[PingReply]):
     OP = "ping"
     SUMMARY = "is the agent alive"
@@ -521,7 +535,7 @@ class Materialize(Request[MaterializeReply]):
 OPS: Dict[str, Type[Request[Any]]] = {
     cls.OP: cls
     for cls in (
-        Probe, Ping, Version, JobStart, JobStatus, JobKill, JobLog, JobRm, ChunkHave,
+        Probe, Sample, Ping, Version, JobStart, JobStatus, JobKill, JobLog, JobRm, ChunkHave,
         ChunkVerify, ChunkRm, ChunkImport, ChunkPin, ChunkUnpin, ChunkGc, ChunkDrop, Grant,
         Revoke, Scan, FileStatus, PathInfo, Materialize,
     )
