@@ -11,16 +11,22 @@ from leptonctl.core.capacity import effective_capacity
 from leptonctl.core.facts import HostFacts
 from leptonctl.core.records import FINAL, JobRecord
 from leptonctl.core.scheduler import Allocation, Fpga, Gpu, Job, Node, Request, Running
+from leptonctl.core.scheduler.model import SIZES
 from leptonctl.errors import LimitError
-from leptonctl.inventory import Host, Inventory, select_hosts
+from leptonctl.inventory import DeclaredCapacity, Host, Inventory, select_hosts
 
 LIVE_JOB_STATES = ("STARTING", "RUNNING", "UNKNOWN")  # job-status states gc leaves alone
 
 
 def nodes_from(
-    hosts: Sequence[Host], facts: Mapping[str, HostFacts | None], up: set[str]
+    hosts: Sequence[Host],
+    facts: Mapping[str, HostFacts | None],
+    up: set[str],
+    why_not: Mapping[str, str] | None = None,
 ) -> list[Node]:
-    """Scheduler nodes: probed facts limited by declared capacity; unreachable = unschedulable."""
+    """Scheduler nodes: probed facts limited by declared capacity; unreachable = unschedulable.
+    What neither a probe nor the inventory says is unknown, not zero (``Node.unknown``);
+    ``why_not`` says why a host is not schedulable (drained, unreachable)."""
     nodes = []
     for host in hosts:
         host_facts = facts.get(host.name)
@@ -38,9 +44,27 @@ def nodes_from(
                     for i in range(cap.fpgas)
                 ),
                 schedulable=host.name in up and cap.source != "unknown",
+                unknown=unknown_sizes(host_facts, host.capacity),
+                why_not=(why_not or {}).get(host.name),
             )
         )
     return nodes
+
+
+def unknown_sizes(facts: HostFacts | None, declared: DeclaredCapacity | None) -> frozenset[str]:
+    """The sizes of a host nobody knows yet: all of them before its first probe, less what
+    the inventory declares."""
+    if facts is not None:
+        return frozenset()
+    if declared is None:
+        return frozenset(SIZES)
+    given = {
+        "cpus": declared.cpus,
+        "memory": declared.memory_bytes,
+        "gpus": declared.gpus,
+        "fpgas": declared.fpgas,
+    }
+    return frozenset(size for size, value in given.items() if value is None)
 
 
 def job_view(

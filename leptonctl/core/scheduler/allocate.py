@@ -95,6 +95,12 @@ def fits_empty(node: Node, request: Request) -> bool:
     return allocate("", node, request, Usage()) is not None
 
 
+def could_ever_fit(node: Node, request: Request) -> bool:
+    """Whether ``request`` may fit ``node`` with nothing else on it, once what is unknown
+    about the node is known: only known sizes can rule it out."""
+    return not shortfalls(node, request, Usage())
+
+
 def gib(n: int) -> str:
     value = n / 2**30
     return f"{value:.0f} GiB" if value == round(value) else f"{value:.1f} GiB"
@@ -121,21 +127,23 @@ def describe_fpgas(request: Request) -> str:
 
 
 def shortfalls(node: Node, request: Request, usage: Usage) -> list[tuple[str, str]]:
-    """What ``request`` lacks on ``node``: (needed, free on the node) pairs, scarcest first."""
+    """What ``request`` lacks on ``node``: (needed, free on the node) pairs, scarcest first.
+    A size the node does not know yet is never short (nor read as zero)."""
     short: list[tuple[str, str]] = []
-    if request.gpus > 0:
+    unknown = node.unknown
+    if request.gpus > 0 and "gpus" not in unknown:
         have = len(free_gpus(node, request, usage))
         if have < request.gpus:
             short.append((describe_gpus(request), f"{have} free"))
-    if request.fpgas > 0:
+    if request.fpgas > 0 and "fpgas" not in unknown:
         have = len(free_fpgas(node, request, usage))
         if have < request.fpgas:
             short.append((describe_fpgas(request), f"{have} free"))
     cpus = node.cpus - usage.cpus
-    if cpus < request.cpus:
+    if cpus < request.cpus and "cpus" not in unknown:
         short.append((_plural(request.cpus, "CPU"), f"{max(cpus, 0)} free"))
     memory = node.memory_bytes - usage.memory_bytes
-    if memory < request.memory_bytes:
+    if memory < request.memory_bytes and "memory" not in unknown:
         short.append((f"{gib(request.memory_bytes)} memory", f"{gib(max(memory, 0))} free"))
     return short
 

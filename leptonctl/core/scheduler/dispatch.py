@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from leptonctl.core.scheduler.allocate import (
     Usage,
     allocate,
+    could_ever_fit,
     explain_shortage,
     fits_empty,
     free_gpus,
@@ -22,6 +23,7 @@ from leptonctl.core.scheduler.allocate import (
 )
 from leptonctl.core.scheduler.model import (
     COMPLETED,
+    SIZES,
     Allocation,
     Blocked,
     Dispatch,
@@ -187,8 +189,8 @@ def never_fits_reason(job: Job, nodes: Sequence[Node]) -> str | None:
             "can never run: no host that --limit allows has declared capacity or a probe "
             "(run `leptonctl status` first), or all of them are drained"
         )
-    if any(fits_empty(n, job.request) for n in allowed):
-        return None
+    if any(could_ever_fit(n, job.request) for n in allowed):
+        return None  # a host whose capacity is not known yet may run it: wait and see
     detail = explain_shortage(job.request, [(n, Usage()) for n in allowed], ever=True)
     return f"can never run: {detail}"
 
@@ -281,12 +283,26 @@ def _shortage_now(job: Job, nodes: Sequence[Node], usage: Mapping[str, Usage]) -
     allowed = allowed_nodes(job, nodes)
     up = [n for n in allowed if n.schedulable]
     if not up:
-        drained = ", ".join(n.name for n in allowed)
-        return f"no schedulable host: {drained} drained or down"
+        return f"no schedulable host: {describe_away(allowed)}"
     fitting = [n for n in up if fits_empty(n, job.request)]
     if not fitting:
-        drained = ", ".join(
-            n.name for n in allowed if not n.schedulable and fits_empty(n, job.request)
-        )
-        return f"only drained or down hosts could run it: {drained}"
+        away = [n for n in allowed if not n.schedulable and could_ever_fit(n, job.request)]
+        unprobed = [n for n in up if n.unknown and could_ever_fit(n, job.request)]
+        if unprobed and not away:
+            names = ", ".join(n.name for n in unprobed)
+            return f"waiting for a probe of {names}: what it has is not known yet"
+        return f"only hosts that are away could run it: {describe_away(away + unprobed)}"
     return explain_shortage(job.request, [(n, usage[n.name]) for n in fitting])
+
+
+def describe_away(nodes: Sequence[Node]) -> str:
+    """Why each of ``nodes`` takes nothing now: "h2 (unreachable: ...; never probed)"."""
+    parts = []
+    for node in nodes:
+        notes = [node.why_not or ("drained or down" if not node.schedulable else "up")]
+        if set(node.unknown) == set(SIZES):
+            notes.append("never probed: its capacity is unknown")
+        elif node.unknown:
+            notes.append(f"not probed yet: its {', '.join(sorted(node.unknown))} unknown")
+        parts.append(f"{node.name} ({'; '.join(notes)})")
+    return ", ".join(parts) or "none"

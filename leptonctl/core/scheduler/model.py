@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 COMPLETED = "COMPLETED"
 KIND_KEYS = ("cpu", "gpu", "fpga")
+SIZES = ("cpus", "memory", "gpus", "fpgas")  # what a node offers, each known or not
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class Node:
     gpus: tuple[Gpu, ...] = ()
     fpgas: tuple[Fpga, ...] = ()
     schedulable: bool = True  # False = drained / down: nothing new goes there
+    # The sizes nobody knows yet (never probed, not declared): some of SIZES.  An unknown
+    # size is not zero: the node takes no job that needs it, and proves no job impossible.
+    unknown: frozenset[str] = frozenset()
+    why_not: str | None = None  # why it is not schedulable, e.g. "unreachable: refused"
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from leptonctl.core.scheduler.allocate import Usage, allocate, fits_empty
-from leptonctl.core.scheduler.dispatch import allowed_nodes, never_fits_reason, queue_order
+from leptonctl.core.scheduler.allocate import Usage, allocate, could_ever_fit, fits_empty
+from leptonctl.core.scheduler.dispatch import (
+    allowed_nodes,
+    describe_away,
+    never_fits_reason,
+    queue_order,
+)
 from leptonctl.core.scheduler.etc import plan_etc
 from leptonctl.core.scheduler.model import (
     Allocation,
@@ -334,10 +339,11 @@ def plan(
     deadline = time.perf_counter() + budget_seconds
     order = queue_order(jobs)
     unplaceable: dict[str, str] = {}
+    usable = [n for n in nodes if n.schedulable]
     for job in order:
-        reason = never_fits_reason(job, [n for n in nodes if n.schedulable])
-        if reason is not None:
-            unplaceable[job.id] = reason
+        if not any(fits_empty(n, job.request) for n in allowed_nodes(job, usable)):
+            reason = never_fits_reason(job, usable) or "not planned: no host fits it"
+            unplaceable[job.id] = _unplanned_reason(job, nodes, reason)
     changed = True
     while changed:  # a job after an unplaceable job is unplaceable too
         changed = False
@@ -382,6 +388,22 @@ def plan(
     )
     blocked = tuple(Blocked(j.id, unplaceable[j.id]) for j in order if j.id in unplaceable)
     return Plan(placements, sched.makespan, blocked)
+
+
+def _unplanned_reason(job: Job, nodes: Sequence[Node], reason: str) -> str:
+    """Why ``job`` is not planned: it can never run, or (not the same) only hosts whose
+    capacity is not known yet might run it."""
+    unknown = [
+        n
+        for n in allowed_nodes(job, nodes)
+        if n.unknown and could_ever_fit(n, job.request) and not fits_empty(n, job.request)
+    ]
+    if not unknown:
+        return reason
+    return (
+        f"not planned: only hosts whose capacity is not known yet might run it: "
+        f"{describe_away(unknown)} (`leptonctl status` probes them)"
+    )
 
 
 def _cyclic(jobs: Sequence[Job]) -> set[str]:

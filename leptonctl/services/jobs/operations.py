@@ -136,7 +136,9 @@ def dry_run(store: Store, inventory: Inventory, jobs: Sequence[Submission], now:
     hosts = list(inventory.hosts)
     facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
     unknown = tuple(h.name for h in hosts if h.capacity is None and facts.get(h.name) is None)
-    nodes = nodes_from(hosts, facts, {h.name for h in hosts} - set(store.drained()))
+    drained = store.drained()
+    why_not = {n: f"drained: {reason}" for n, (reason, _) in drained.items()}
+    nodes = nodes_from(hosts, facts, {h.name for h in hosts} - set(drained), why_not)
     ids = {job.name: str(i) for i, job in enumerate(jobs)}
     views = []
     for i, job in enumerate(jobs):

@@ -157,8 +157,11 @@ async def reconcile(
                 continue  # another process is starting it right now: its host may not know
             _collect(store, record, outcomes.get(record.host or ""), now, node_fail_after, report)
         facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
-        schedulable = up - set(store.drained())
-        starts = _decide(store, inventory, nodes_from(hosts, facts, schedulable), now, stage)
+        drained = store.drained()
+        why_not = {n: f"unreachable: {e.message}" for n, e in report.unreachable.items()}
+        why_not.update((n, f"drained: {reason}") for n, (reason, _) in drained.items())
+        nodes = nodes_from(hosts, facts, up - set(drained), why_not)
+        starts = _decide(store, inventory, nodes, now, stage)
         plain, staged = claim_starts(store, starts, staging, owner, now)
     if staging is not None:
         for job_id in staged:
