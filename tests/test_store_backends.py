@@ -16,6 +16,7 @@ import pytest
 
 from leptonctl.cli.app import run
 from leptonctl.errors import StateError, UsageError
+from leptonctl.store.actor import Actor
 from leptonctl.store.db import DeviceTaken
 from leptonctl.store.location import state_location
 from leptonctl.store.open import open_store
@@ -65,6 +66,7 @@ def test_the_database_itself_refuses_a_second_row_for_a_held_device(state_backen
 
 _RACER = """
 import json, sys, time
+from leptonctl.store.actor import Actor
 from leptonctl.store.db import DeviceTaken
 from leptonctl.store.open import open_store
 state, job, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -171,7 +173,8 @@ def test_jobs_datasets_and_events_record_who_did_it_from_where(
             source="/src",
             now=1.0,
         )
-        store.record_event(1.0, "host_drained", "h1", {})
+        store.drain(["h1"], "disk", 1.0)
+        store.resume(["h1", "h2"], 2.0)  # h2 was not drained: no event
         machine = store.actor.machine
     with open_store(state_backend) as store:
         record = store.jobs.get(job)
@@ -179,7 +182,15 @@ def test_jobs_datasets_and_events_record_who_did_it_from_where(
         assert (record.submitted_by, record.submitted_from) == ("ada", machine)
         version = store.data.versions("ds")[0]
         assert (version.created_by, version.created_from) == ("ada", machine)
-        assert store.events("host_drained")[0].actor == f"ada@{machine}"
+        (drained,) = store.events("host_drained")
+        assert (drained.host, drained.detail, drained.actor) == (
+            "h1",
+            {"reason": "disk"},
+            f"ada@{machine}",
+        )
+        assert [(e.host, e.actor) for e in store.events("host_resumed")] == [
+            ("h1", f"ada@{machine}")
+        ]
 
 
 def test_state_comes_from_the_option_then_the_config_file_then_the_default(
@@ -211,3 +222,37 @@ def test_a_command_runs_against_the_postgres_url_it_is_given(
     names = [j["name"] for j in json.loads(capsys.readouterr().out)["jobs"]]
     assert names == ["from-pg"]
     assert not (operator_home / ".local" / "share" / "leptonctl" / "state.db").exists()
+
+
+def test_jobs_filters_by_submitter_and_cancel_spares_other_users_jobs(
+    state_backend: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = {"state": "COMPLETED", "ended": 2.0, "exit_code": 0}
+    spec = {"request": {}, "command": ["true"]}
+    for user in ("ada", "bob"):
+        with open_store(state_backend, actor=Actor(user, f"{user}-laptop")) as store:
+            (job,) = store.jobs.add([(f"{user}-job", spec, 0, 0)], 1.0)
+            store.jobs.update(job, **done)
+    with open_store(state_backend, actor=Actor("bob", "bob-laptop")) as store:
+        (pending,) = store.jobs.add([("bob-pending", spec, 0, 0)], 1.0)
+        store.drain(["localhost"], "nothing starts here during this test", 1.0)
+    monkeypatch.setenv("LEPTONCTL_USER", "ada")
+
+    def names(*args: str) -> list[str]:
+        capsys.readouterr()
+        assert run(["--state", state_backend, "jobs", "--all", "--json", *args]) == 0
+        return [j["name"] for j in json.loads(capsys.readouterr().out)["jobs"]]
+
+    assert names("--mine") == ["ada-job"]
+    assert names("--user", "bob") == ["bob-job", "bob-pending"]
+    assert run(["--state", state_backend, "jobs", "--mine", "--user", "bob"]) == 2
+
+    capsys.readouterr()
+    assert run(["--state", state_backend, "cancel", str(pending)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{pending} (bob@bob-laptop) is not yours (ada)" in err and "--any-user" in err
+    with open_store(state_backend) as store:
+        assert store.jobs.get(pending).state == "PENDING"  # type: ignore[union-attr]
+    assert run(["--state", state_backend, "cancel", "--any-user", str(pending)]) == 0
+    with open_store(state_backend) as store:
+        assert store.jobs.get(pending).state == "CANCELLED"  # type: ignore[union-attr]

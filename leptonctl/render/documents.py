@@ -126,6 +126,8 @@ def job_document(record: JobRecord) -> dict[str, Any]:
         "host": record.host,
         "exit_code": record.exit_code,
         "submitted": record.submitted,
+        "submitted_by": record.submitted_by,
+        "submitted_from": record.submitted_from,
         "started": record.started,
         "ended": record.ended,
         "priority": record.priority,

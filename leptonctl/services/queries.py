@@ -74,9 +74,10 @@ def job_list(
     state: str | None = None,
     host: str | None = None,
     name: str | None = None,
+    user: str | None = None,
 ) -> list[JobRecord]:
     """The queue (pending and running jobs), or with ``all_jobs`` or a ``state`` the
-    history too, filtered by state, host and a substring of the name."""
+    history too, filtered by state, host, a substring of the name and who submitted it."""
     records = store.jobs.all() if all_jobs or state else store.jobs.in_states(ACTIVE)
     return [
         r
@@ -84,6 +85,7 @@ def job_list(
         if (state is None or r.state == state.upper())
         and (host is None or r.host == host)
         and (name is None or name in r.name)
+        and (user is None or r.submitted_by == user)
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -122,15 +123,28 @@ class TableStore(ABC):
     # -- drained hosts ------------------------------------------------------
 
     def drain(self, hosts: Iterable[str], reason: str, now: float) -> None:
-        """Nothing new is scheduled on these hosts until ``resume``; running jobs go on."""
-        self._write(
-            "INSERT INTO drained(host, reason, since) VALUES (?, ?, ?) "
-            "ON CONFLICT(host) DO UPDATE SET reason = excluded.reason",
-            [(h, reason, now) for h in hosts],
-        )
+        """Nothing new is scheduled on these hosts until ``resume``; running jobs go on.
+        Each drain is also an event (``host_drained``) that records who drained it."""
+        names = list(hosts)
+        with self.transaction():
+            self._write(
+                "INSERT INTO drained(host, reason, since) VALUES (?, ?, ?) "
+                "ON CONFLICT(host) DO UPDATE SET reason = excluded.reason",
+                [(h, reason, now) for h in names],
+            )
+            for host in names:
+                self.record_event(now, "host_drained", host, {"reason": reason})
 
-    def resume(self, hosts: Iterable[str]) -> None:
-        self._write("DELETE FROM drained WHERE host = ?", [(h,) for h in hosts])
+    def resume(self, hosts: Iterable[str], now: float | None = None) -> None:
+        """Schedule on these hosts again (an event ``host_resumed`` for each drained one)."""
+        names = list(hosts)
+        with self.transaction():
+            drained = self.drained()
+            self._write("DELETE FROM drained WHERE host = ?", [(h,) for h in names])
+            at = time.time() if now is None else now
+            for host in names:
+                if host in drained:
+                    self.record_event(at, "host_resumed", host, {})
 
     def drained(self) -> dict[str, tuple[str, float]]:
         """Host -> (reason, since) for every drained host."""

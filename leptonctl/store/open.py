@@ -5,21 +5,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from leptonctl.store.actor import Actor
 from leptonctl.store.base import TableStore
 
 
-def open_store(state: str | Path, *, migrate: bool = True) -> TableStore:
-    """The store at ``state``.  psycopg is imported only for a PostgreSQL URL."""
+def open_store(
+    state: str | Path, *, migrate: bool = True, actor: Actor | None = None
+) -> TableStore:
+    """The store at ``state``, used by ``actor`` (default: this process's user and
+    machine).  psycopg is imported only for a PostgreSQL URL."""
     text = str(state)
     from leptonctl.store.postgres import is_postgres_url
 
     if is_postgres_url(text):
         from leptonctl.store.postgres import PostgresStore
 
-        return PostgresStore(text, migrate=migrate)
+        return PostgresStore(text, migrate=migrate, actor=actor)
     from leptonctl.store.sqlite import SqliteStore
 
-    return SqliteStore(Path(text).expanduser(), migrate=migrate)
+    return SqliteStore(Path(text).expanduser(), migrate=migrate, actor=actor)
 
 
 def describe(state: str | Path) -> str:

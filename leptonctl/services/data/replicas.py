@@ -235,6 +235,9 @@ async def repair(
         report.copies_made = max(0, after - before)
         for name_, error in replicator.dead.items():
             report.problems.setdefault(name_, error.message)
+        if report.copies_made or report.corrupt_removed:  # the event records who repaired
+            detail = {"copies_made": report.copies_made, "corrupt_removed": report.corrupt_removed}
+            store.record_event(clock(), "chunks_repaired", None, {"dataset": name, **detail})
         return report
 
 

@@ -164,8 +164,9 @@ def dry_run(store: Store, inventory: Inventory, jobs: Sequence[Submission], now:
 # -- cancel and logs -------------------------------------------------------------------
 
 
-async def cancel(ctx: ServiceContext, ids: Sequence[int]) -> dict[int, str]:
-    """Cancel jobs: pending ones at once, running ones by killing their process tree."""
+async def cancel(ctx: ServiceContext, ids: Sequence[int], any_user: bool = False) -> dict[int, str]:
+    """Cancel jobs: pending ones at once, running ones by killing their process tree.
+    Another user's job only with ``any_user`` (nothing is cancelled otherwise)."""
     inventory, options, store, clock = ctx.inventory, ctx.options, ctx.store, ctx.clock
     results: dict[int, str] = {}
     by_name = {h.name: h for h in inventory.hosts}
@@ -175,6 +176,8 @@ async def cancel(ctx: ServiceContext, ids: Sequence[int]) -> dict[int, str]:
         if record is None:
             raise UsageError(f"no job {job_id}")
         records.append(record)
+    if not any_user:
+        check_own_jobs(records, store.actor.user)
     async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
         for record in records:
             if record.state in FINAL:
@@ -199,6 +202,19 @@ async def cancel(ctx: ServiceContext, ids: Sequence[int]) -> dict[int, str]:
             )
             results[record.id] = str(doc.get("state", "RUNNING"))
     return results
+
+
+def check_own_jobs(records: Sequence[JobRecord], user: str) -> None:
+    """``UsageError`` naming the jobs another user submitted (a job from before submitters
+    were recorded belongs to nobody in particular)."""
+    theirs = [r for r in records if r.submitted_by is not None and r.submitted_by != user]
+    if theirs:
+        named = ", ".join(f"{r.id} ({r.submitted_by}@{r.submitted_from})" for r in theirs)
+        raise UsageError(
+            f"job{'s' if len(theirs) > 1 else ''} {named} "
+            f"{'are' if len(theirs) > 1 else 'is'} not yours ({user}); nothing was cancelled",
+            hint="add --any-user to cancel another user's jobs",
+        )
 
 
 async def wait_for(ctx: ServiceContext, ids: Sequence[int], poll: float = 1.0) -> list[JobRecord]:

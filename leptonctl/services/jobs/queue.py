@@ -70,10 +70,17 @@ async def job_list(
     state: str | None = None,
     host: str | None = None,
     name: str | None = None,
+    user: str | None = None,
+    mine: bool = False,
 ) -> tuple[ReconcileReport, list[JobRecord]]:
-    """``jobs``: the queue (or history) after one reconcile pass."""
+    """``jobs``: the queue (or history) after one reconcile pass; ``mine``: only the jobs
+    this user submitted (the store's actor)."""
     report = await observe(ctx)
-    records = queries.job_list(ctx.store, all_jobs=all_jobs, state=state, host=host, name=name)
+    if mine:
+        user = ctx.store.actor.user
+    records = queries.job_list(
+        ctx.store, all_jobs=all_jobs, state=state, host=host, name=name, user=user
+    )
     return report, records
 
 
@@ -83,9 +90,9 @@ async def job_detail(ctx: ServiceContext, job_id: int) -> tuple[ReconcileReport,
     return report, queries.job_detail(ctx.store, job_id)
 
 
-async def cancel(ctx: ServiceContext, ids: Sequence[int]) -> dict[int, str]:
+async def cancel(ctx: ServiceContext, ids: Sequence[int], any_user: bool = False) -> dict[int, str]:
     """Cancel jobs, then reconcile once (a cancelled pending job leaves the queue now)."""
-    results = await job_service.cancel(ctx, ids)
+    results = await job_service.cancel(ctx, ids, any_user)
     await observe(ctx)
     return results
 
