@@ -229,3 +229,21 @@ def test_a_host_key_mismatch_on_the_next_hop_is_not_relayed_around(
     assert "not relayed around" in err and "security failure" in err, err
     assert "relayed by the operator" not in err
     assert not lab.path_on("h2", "/scratch/hk-dst.bin").exists()
+
+
+def test_a_chain_on_a_shared_home_keeps_every_hops_one_shot_key(
+    lab: Lab, inv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # h2 and h4 read the one ~/.ssh/authorized_keys of the shared home: the relay h2
+    # blanking its own key line when it starts must leave h4's in place
+    payload = os.urandom(700_000)
+    lab.path_on("h1", "/scratch/via-src.bin").write_bytes(payload)
+    lab.give(lab.path_on("h1", "/scratch/via-src.bin"))
+    code, out, err = cli(
+        capsys, "-i", str(inv), "cp", "h1:/scratch/via-src.bin", "h4:/scratch/via-dst.bin",
+        "--via", "h2", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert lab.path_on("h4", "/scratch/via-dst.bin").read_bytes() == payload
+    assert doc["route"] == ["h1", "h2", "h4"] and doc["relayed"] == [], doc

@@ -111,3 +111,13 @@ def hop_memory(
     else:
         memory.attach(store, clock)
     return memory
+
+
+def relayed_in(owner: object) -> list[RelayedHop]:
+    """Every hop relayed by the operator so far over ``owner`` (a command's agent sessions),
+    each pair once, in the order they were first relayed: what a command's report says."""
+    memory = _memories.get(owner)
+    found: dict[tuple[str, str], RelayedHop] = {}
+    for hop in memory.relayed if memory is not None else ():
+        found.setdefault((hop.source, hop.target), hop)
+    return list(found.values())

@@ -283,15 +283,20 @@ class Transfers:
         rate_bps: float | None,
         progress: ProgressCallback | None,
     ) -> TransferOutcome:
-        """One chain of agents joined directly (the first hop pumped when ``pump``)."""
-        transfer_id = new_transfer_id()
+        """One chain of agents joined directly (the first hop pumped when ``pump``).
+
+        Every host of the chain gets a transfer id of its own: hosts that share a home
+        share ``authorized_keys`` (and may share a data dir), and a receiver that blanks
+        its one-shot key, or sweeps its transfer's files, must not touch another hop's."""
+        transfer_id = new_transfer_id()  # the source's
+        hop_ids = [new_transfer_id() for _ in chain]
         first_keyed = 1 if pump else 0
         keys = [_new_key() if i >= first_keyed else None for i in range(len(chain))]
         links = [await self._link(hop.host, keys[i], compress) for i, hop in enumerate(chain)]
         started = time.monotonic()
         try:
             await asyncio.gather(
-                *(self._grant(transfer_id, i, hop, links, keys[i]) for i, hop in enumerate(chain))
+                *(self._grant(hop_ids[i], i, hop, links, keys[i]) for i, hop in enumerate(chain))
             )
             spec = {
                 "transfer": transfer_id,
@@ -302,11 +307,12 @@ class Transfers:
                 "next": {"kind": "stdout"} if pump else links[0],
             }
             if pump:
-                hops = await self._pumped(source, spec, chain[0].host, transfer_id, progress)
+                hops = await self._pumped(source, spec, chain[0].host, hop_ids[0], progress)
             else:
                 hops = await self._direct(source, spec, progress)
         finally:
-            await self._revoke(transfer_id, [source, *(hop.host for hop in chain)])
+            hosts = [source, *(hop.host for hop in chain)]
+            await self._revoke(list(zip([transfer_id, *hop_ids], hosts, strict=True)))
         return TransferOutcome(tuple(hops), time.monotonic() - started)
 
     async def probe(
@@ -314,11 +320,11 @@ class Transfers:
     ) -> dict[str, Any]:
         """Measure source -> target over the transfer channel: ``{"rtt_s", "bandwidth_bps",
         "bytes", "error"}`` (error set when source could not reach target)."""
-        transfer_id = new_transfer_id()
+        transfer_id, target_id = new_transfer_id(), new_transfer_id()  # one id per host
         key = _new_key()
         link = await self._link(target, key, compress=False)
         try:
-            await self._grant(transfer_id, 0, Hop(target, store="probe"), [link], key)
+            await self._grant(target_id, 0, Hop(target, store="probe"), [link], key)
             spec = {"transfer": transfer_id, "next": link, "seconds": seconds}
             spec["max_bytes"] = max_bytes
             prober = await self._open(source, ["net-probe"])
@@ -333,7 +339,7 @@ class Transfers:
                 await prober.kill()
                 raise
         finally:
-            await self._revoke(transfer_id, [source, target])
+            await self._revoke([(transfer_id, source), (target_id, target)])
         doc = _json(output.strip().splitlines()[-1]) if output.strip() else {}
         if "rtt_s" not in doc:
             raise AgentError(source.name, f"net-probe failed (exit status {status}): {errors}")
@@ -391,12 +397,14 @@ class Transfers:
                 reason=exc.reason,
             ) from None
 
-    async def _revoke(self, transfer_id: str, hosts: Sequence[Host]) -> None:
-        async def one(host: Host) -> None:
+    async def _revoke(self, grants: Sequence[tuple[str, Host]]) -> None:
+        """Revoke each (transfer id, host) grant: its key line and its files there."""
+
+        async def one(transfer_id: str, host: Host) -> None:
             with contextlib.suppress(HostError):
                 await self.sessions.request(host, wire.Revoke(transfer=transfer_id))
 
-        await asyncio.gather(*(one(h) for h in {h.name: h for h in hosts}.values()))
+        await asyncio.gather(*(one(t, h) for t, h in grants))
 
     async def _open(self, host: Host, args: list[str]) -> Pipe:
         await self.sessions.get(host)  # makes sure the agent is installed there

@@ -229,12 +229,16 @@ class FakeCluster:
         if link.get("host_key") != target.host_key:
             why = "ssh exited with status 255: Host key verification failed."
             return [_hop(name, why)], lost
-        granted = target.keys.pop(transfer, None)  # the forced command blanks its key line
-        if granted is None or granted != _public_key(str(link.get("key"))):
+        # sshd finds the key, and its line's forced command names the receiver's transfer
+        # (each host of a chain has an id of its own); the command blanks its key line
+        public = _public_key(str(link.get("key")))
+        theirs = next((t for t, k in target.keys.items() if public and k == public), None)
+        if theirs is None:
             why = "ssh exited with status 255: Permission denied (publickey)."
             return [_hop(name, why)], lost
+        del target.keys[theirs]
         try:
-            return self.receive(target, transfer, data), None
+            return self.receive(target, theirs, data), None
         except Died:
             why = f"ssh exited with status 255: Connection to {target.name} closed by remote host."
             return [_hop(name, why)], lost
