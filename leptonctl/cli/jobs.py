@@ -182,11 +182,26 @@ def jobs(
     state: Annotated[str | None, typer.Option(help="Only this state, e.g. RUNNING.")] = None,
     host: Annotated[str | None, typer.Option(help="Only jobs on this host.")] = None,
     name: Annotated[str | None, typer.Option(help="Only jobs whose name contains this.")] = None,
+    watch: Annotated[
+        bool, typer.Option("-w", "--watch", help="Live queue (q or Ctrl-C quits).")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.5, help="Seconds between refreshes (--watch).")
+    ] = 2.0,
     user: Annotated[str | None, typer.Option(help="Only jobs this user submitted.")] = None,
     mine: Annotated[bool, typer.Option("--mine", help="Only the jobs I submitted.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """The queue (pending and running jobs); --all adds history."""
+    """The queue (pending and running jobs); --all adds history.
+
+    With --watch, the queue live: elapsed and remaining walltime, devices, pending
+    reasons, and the jobs that ended in the last minutes (--json: one document per refresh).
+    """
+    if watch:
+        if all_jobs or state or host or name or user or mine:
+            raise UsageError("--watch shows the whole queue; filters are for a one-shot listing")
+        _watch_jobs(ctx, interval, as_json)
+        return
     if mine and user is not None:
         raise UsageError("--mine and --user name two different filters: give one")
     report, records = in_context(
@@ -201,6 +216,27 @@ def jobs(
         lambda: jobs_document(records),
         lambda: print_rich(_jobs_view().jobs_table(records, time.time())),
     )
+
+
+def _watch_jobs(ctx: typer.Context, interval: float, as_json: bool) -> None:
+    from leptonctl.cli.context import emit_document
+    from leptonctl.cli.live import show_live
+    from leptonctl.render.dashboard import queue_view
+    from leptonctl.render.dashboard_documents import queue_document
+    from leptonctl.services.hosts.watch import watch_queue
+
+    async def loop(c: ServiceContext) -> None:
+        frames = watch_queue(c, interval)
+        if as_json:  # one document per refresh
+            async for frame in frames:
+                emit_document(queue_document(frame), indent=None)
+            return
+        await show_live(frames, lambda f, w, h: queue_view(f, w, h, interval=interval))
+
+    try:
+        in_context(ctx, loop)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
 
 
 def show(

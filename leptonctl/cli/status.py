@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,12 +18,17 @@ from leptonctl.cli.context import (
 from leptonctl.cli.context import (
     LimitOption as LimitOption,
 )
+from leptonctl.core.dashboard import ClusterFrame
 from leptonctl.core.reports import HostStatus
-from leptonctl.errors import ExitCode
+from leptonctl.errors import ExitCode, UsageError
+from leptonctl.render.dashboard_documents import cluster_document
 from leptonctl.render.documents import status_document
 from leptonctl.services.context import ServiceContext
 from leptonctl.services.hosts.status import probe_hosts
-from leptonctl.services.hosts.watch import watch_status
+from leptonctl.services.hosts.watch import watch_dashboard
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 
 def status(
@@ -34,13 +39,21 @@ def status(
     interval: Annotated[
         float, typer.Option("--interval", min=0.2, help="Seconds between refreshes (--watch).")
     ] = 2.0,
+    by: Annotated[
+        str,
+        typer.Option("--by", help="Order of hosts in --watch: state (problems first) or group."),
+    ] = "state",
 ) -> None:
     """Probe hosts and show their CPUs, memory, GPUs, FPGAs and disks.
 
-    Exit status: 0 when every selected host is up, 3 when some are not.
+    With --watch, a live dashboard: cluster totals, each host's CPU %, memory, GPUs, jobs
+    and recent utilisation; q or Ctrl-C quits.  With --watch --json, one document per
+    refresh.  Exit status: 0 when every selected host is up, 3 when some are not.
     """
+    if by not in ("state", "group"):
+        raise UsageError(f"--by takes state or group, not {by!r}")
     if watch:
-        _watch(ctx, limit, interval, as_json)
+        _watch(ctx, limit, interval, as_json, by)
         return
     rows = in_context(ctx, probe_hosts, limit)
     now = time.time()
@@ -55,21 +68,21 @@ def _status_view(rows: Sequence[HostStatus], now: float) -> object:
     return status_view(rows, now)
 
 
-def _watch(ctx: typer.Context, limit: str | None, interval: float, as_json: bool) -> None:
-    from rich.console import Console
-    from rich.live import Live
-
-    from leptonctl.render.status import dashboard
+def _watch(ctx: typer.Context, limit: str | None, interval: float, as_json: bool, by: str) -> None:
+    from leptonctl.cli.live import show_live
+    from leptonctl.render.dashboard import cluster_view
 
     async def loop(c: ServiceContext) -> None:
-        stream = watch_status(c, interval)
+        frames = watch_dashboard(c, interval, by)
         if as_json:  # one document per refresh, for scripts that follow along
-            async for rows in stream:
-                emit_document(status_document(rows, time.time()), indent=None)
+            async for frame in frames:
+                emit_document(cluster_document(frame), indent=None)
             return
-        with Live(console=Console(), auto_refresh=False) as live:
-            async for rows in stream:
-                live.update(dashboard(rows, time.time(), "leptonctl status"), refresh=True)
+
+        def render(frame: ClusterFrame, width: int, height: int) -> RenderableType:
+            return cluster_view(frame, width, height, interval=interval)
+
+        await show_live(frames, render)
 
     try:
         in_context(ctx, loop, limit)
