@@ -185,3 +185,40 @@ def test_lab_a_job_submitted_while_its_only_host_was_never_reachable_completes(
         assert time.monotonic() < deadline, shown
         time.sleep(0.5)
     assert shown["state"] == "COMPLETED", shown
+
+
+# -- a maintenance step on some hosts sees part of the cluster, not all of it ------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = run(list(args))
+    return code, capsys.readouterr().out
+
+
+def test_a_dispatch_step_on_some_hosts_fails_no_job_the_other_hosts_may_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = tmp_path / "hosts.yaml"
+    inv.write_text(
+        "all:\n  vars:\n    ansible_connection: local\n  hosts:\n"
+        "    a:\n      capacity: {cpus: 1}\n    b: {}\n"
+    )
+    book = tmp_path / "only-a.yaml"
+    book.write_text("hosts: a\nsteps:\n  - dispatch:\n")
+    base = ("--state", str(tmp_path / "state.db"), "-i", str(inv))
+    assert _cli(capsys, *base, "node", "drain", "b")[0] == 0
+    code, out = _cli(capsys, *base, "submit", "--json", "--limit", "b", "--", "true")
+    assert code == 0, out
+    code, out = _cli(capsys, *base, "submit", "--json", "--cpus", "2", "--", "true")
+    assert code == 0, out  # only b (drained, 2 CPUs here) can run it
+    code, out = _cli(capsys, *base, "maintain", "--json", str(book))
+    assert code == 0, out
+    for job_id in ("1", "2"):
+        code, out = _cli(capsys, *base, "show", "--json", job_id)
+        assert json.loads(out)["state"] == "PENDING", out
+        assert "drained" in json.loads(out)["reason"]  # the whole view's reason stands
+    assert _cli(capsys, *base, "node", "resume", "b")[0] == 0
+    for job_id in ("1", "2"):
+        code, out = _cli(capsys, *base, "submit", "--wait", "--after", job_id, "--", "true")
+        assert code == 0, out

@@ -201,8 +201,13 @@ def dispatch(
     running: Sequence[Running],
     finished: Mapping[str, str],
     now: float,
+    *,
+    whole: bool = True,
 ) -> Dispatch:
-    """Decide which pending jobs start now and on which devices (see the module docstring)."""
+    """Decide which pending jobs start now and on which devices (see the module docstring).
+
+    ``whole=False``: ``nodes`` are only part of the cluster (a maintenance step on some
+    hosts), so a job none of them could ever run is blocked, not doomed."""
     names = {n.name for n in nodes}
     holds = [
         Hold(r.allocation, None if r.walltime is None else r.started + r.walltime)
@@ -214,7 +219,9 @@ def dispatch(
     order = queue_order(pending)
     doomed = _dependency_verdicts(order, set(running_state), finished)
     for job in order:
-        if job.id not in doomed and (reason := never_fits_reason(job, nodes)) is not None:
+        if not whole or job.id in doomed:
+            continue
+        if (reason := never_fits_reason(job, nodes)) is not None:
             doomed[job.id] = reason
     # A job whose dependency can never run can never run either.
     doomed = _propagate(order, doomed)
@@ -291,6 +298,9 @@ def _shortage_now(job: Job, nodes: Sequence[Node], usage: Mapping[str, Usage]) -
         if unprobed and not away:
             names = ", ".join(n.name for n in unprobed)
             return f"waiting for a probe of {names}: what it has is not known yet"
+        if not unprobed and not away:  # dispatch(whole=False): the others may run it
+            empty = [(n, Usage()) for n in allowed]
+            return f"no host of this pass fits it: {explain_shortage(job.request, empty)}"
         return f"only hosts that are away could run it: {describe_away(away + unprobed)}"
     return explain_shortage(job.request, [(n, usage[n.name]) for n in fitting])
 

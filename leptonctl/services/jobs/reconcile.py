@@ -79,6 +79,7 @@ async def reconcile(
     node_fail_after: float = NODE_FAIL_AFTER,
     stage: bool = True,
     staging: Staging | None = None,
+    whole: bool = True,
 ) -> ReconcileReport:
     """Collect what ended, requeue what was lost, start what now fits, on the hosts of the
     context's inventory, over the context's sessions (kept across repeated passes:
@@ -88,12 +89,16 @@ async def reconcile(
     with ``stage=False`` (the read-only commands) this pass neither stages nor waits for
     staging; with a long-lived ``staging``, the copies run in the background of the
     caller's passes; otherwise this pass waits for the copies it began.
+
+    ``whole=False``: the context's inventory is only part of the cluster (a maintenance
+    step on some hosts): the pass starts what fits there, and neither fails a job that
+    none of those hosts could run nor rewrites why a job waits.
     """
     if staging is None and stage:
         mine = Staging()
         try:
             report = await reconcile(
-                ctx, node_fail_after=node_fail_after, stage=stage, staging=mine
+                ctx, node_fail_after=node_fail_after, stage=stage, staging=mine, whole=whole
             )
             await mine.wait()
             return report
@@ -161,7 +166,7 @@ async def reconcile(
         why_not = {n: f"unreachable: {e.message}" for n, e in report.unreachable.items()}
         why_not.update((n, f"drained: {reason}") for n, (reason, _) in drained.items())
         nodes = nodes_from(hosts, facts, up - set(drained), why_not)
-        starts = _decide(store, inventory, nodes, now, stage)
+        starts = _decide(store, inventory, nodes, now, stage, whole)
         plain, staged = claim_starts(store, starts, staging, owner, now)
     if staging is not None:
         for job_id in staged:
@@ -348,11 +353,17 @@ def _requeue(store: Store, record: JobRecord, why: str, report: ReconcileReport)
 
 
 def _decide(
-    store: Store, inventory: Inventory, nodes: list[Node], now: float, stage: bool = True
+    store: Store,
+    inventory: Inventory,
+    nodes: list[Node],
+    now: float,
+    stage: bool = True,
+    whole: bool = True,
 ) -> list[int]:
     """One scheduling pass inside the caller's transaction; returns ids now STARTING.
     Without ``stage``, a job with inputs is not moved to STARTING (a read-only command
-    would not stage it: its devices would sit idle)."""
+    would not stage it: its devices would sit idle).  Without ``whole`` (a part of the
+    cluster), no job is failed as impossible and no waiting reason is rewritten."""
     up = {n.name for n in nodes if n.schedulable}
     for record in store.jobs.in_states(("PENDING",)):
         if record.cancel_requested:
@@ -371,6 +382,7 @@ def _decide(
         [running_view(r) for r in active],
         finished,
         now,
+        whole=whole,
     )
     with_inputs = {r.id for r in pending if r.spec.get("inputs")}
     started = []
@@ -397,6 +409,6 @@ def _decide(
         )
     for doomed in decision.doomed:
         store.jobs.update(int(doomed.job_id), state="FAILED", ended=now, reason=doomed.reason)
-    for blocked in decision.blocked:
+    for blocked in decision.blocked if whole else ():
         store.jobs.update(int(blocked.job_id), reason=blocked.reason)
     return [r.id for r in starting] + started

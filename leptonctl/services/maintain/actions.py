@@ -183,8 +183,11 @@ async def run_dispatch(ctx: RunContext, planned: PlannedStep) -> StepResult:
         started = ", ".join(f"{job} on {host}" for job, host in would.items()) or "nothing"
         result.summary = f"would start {started} (assuming every host is up)"
         return result
+    whole = set(planned.hosts) >= {h.name for h in ctx.inventory.hosts}
     report = await reconcile(
-        ctx.live_within(planned.hosts), node_fail_after=float(planned.step.args["node_fail_after"])
+        ctx.live_within(planned.hosts),
+        node_fail_after=float(planned.step.args["node_fail_after"]),
+        whole=whole,  # a step on some hosts fails no job that the others may run
     )
     result = StepResult(planned)
     for name in planned.hosts:
