@@ -15,7 +15,7 @@ import pytest
 from leptonctl.cli.app import run
 from leptonctl.errors import AgentError
 from leptonctl.inventory.model import Host
-from leptonctl.remote.agent import push_agent, run_agent
+from leptonctl.remote.agent import AgentSession, push_agent, run_agent
 from leptonctl.remote.transport import LocalConnection
 from tests.conftest import write_inventory
 from tests.lab import Lab
@@ -104,6 +104,19 @@ def test_an_interpreter_older_than_the_floor_is_refused_by_the_launcher(
     with pytest.raises(AgentError) as caught:
         probe(local_host(old_python, tmp_path / "data"))
     assert f"`{old_python}` is older than Python 3.8" in caught.value.message
+
+
+def test_a_session_on_a_host_that_lacks_the_interpreter_names_it(
+    cache: Path, tmp_path: Path
+) -> None:
+    # a shared home: the agent is cached (another host put it there), the interpreter is not
+    good = local_host(sys.executable, tmp_path / "data")
+    asyncio.run(push_agent(LocalConnection(good.name), good, 30.0))
+    lacking = local_host("/opt/nowhere/python3", tmp_path / "data")
+    with pytest.raises(AgentError) as caught:
+        asyncio.run(AgentSession.open(LocalConnection(lacking.name), lacking, 30.0))
+    assert "the interpreter `/opt/nowhere/python3` was not found" in caught.value.message
+    assert "node7 ansible_python_interpreter=" in (caught.value.hint or "")
 
 
 def test_the_agent_runs_with_the_interpreter_named_in_the_inventory(

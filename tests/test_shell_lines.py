@@ -72,7 +72,7 @@ def forms() -> dict[str, str]:
         "agent serve": agent_mod.agent_command(host, ["serve"]),
         "agent python with a space": agent_mod.agent_command(_host("/opt/my py/python3"), ["x"]),
         "installer": agent_mod.installer_command(host),
-        "presence": agent_mod.presence_command(),
+        "presence": agent_mod.presence_command(host),
         "kill group": kill_group_command(4242),
         "reconcile ping": "true",
     }
@@ -257,11 +257,11 @@ def test_the_agent_installs_and_answers_under_a_chatty_login_shell(
         stdout = asyncio.run(skipped(done.stdout))
         return done.returncode, stdout, after_boundary(done.stderr, MARKER)
 
-    code, _, err = run(agent_mod.presence_command())
+    code, _, err = run(agent_mod.presence_command(host))
     assert (code, err) == (97, b"")
     code, out, err = run(agent_mod.installer_command(host), agent_mod.agent_source())
     assert (code, out, err) == (0, b"", b"")
-    assert (run(agent_mod.presence_command())) == (0, b"", b"")
+    assert (run(agent_mod.presence_command(host))) == (0, b"", b"")
     code, out, err = run(agent_mod.agent_command(host, ["version"]))
     assert code == 0 and err == b"", err
     assert json.loads(out)["agent_version"]  # the whole of stdout is the agent's JSON

@@ -233,9 +233,14 @@ def installer_command(host: Host) -> str:
     )
 
 
-def presence_command() -> str:
-    """The sh script that exits ``_MISSING`` when the agent is not in the cache."""
-    return f"[ -d {_CACHE_DIR}/{payload_name()} ] || exit {_MISSING}"
+def presence_command(host: Host) -> str:
+    """The sh script that exits ``_NOT_FOUND`` when the host lacks its interpreter (the
+    agent may be cached all the same, on a home other hosts share), ``_MISSING`` when the
+    agent is not in the cache."""
+    return (
+        f"command -v {shlex.quote(host.python)} >/dev/null || exit {_NOT_FOUND}; "
+        f"[ -d {_CACHE_DIR}/{payload_name()} ] || exit {_MISSING}"
+    )
 
 
 async def push_agent(conn: Connection, host: Host, timeout: float) -> None:
@@ -246,7 +251,9 @@ async def push_agent(conn: Connection, host: Host, timeout: float) -> None:
 
 async def ensure_agent(conn: Connection, host: Host, timeout: float) -> bool:
     """Make sure the agent is cached on the host; True if it had to be pushed."""
-    result = await conn.run(presence_command(), timeout=timeout)
+    result = await conn.run(presence_command(host), timeout=timeout)
+    if result.exit_status == _NOT_FOUND:
+        raise _agent_failure(host, result, "cannot start the agent")
     if result.exit_status == _MISSING:
         await push_agent(conn, host, timeout)
         return True
@@ -380,7 +387,7 @@ def _agent_failure(host: Host, result: RunResult, what: str) -> HostError:
     if interpreter is not None:
         return AgentError(
             host.name,
-            f"{what}: {interpreter} ({' | '.join(tail) or 'no output'})",
+            f"{what}: {interpreter}" + (f" ({' | '.join(tail)})" if tail else ""),
             hint="install python3 >= 3.8 there, or point ansible_python_interpreter at a "
             "Python >= 3.8 the host has (in an INI inventory: "
             f"`{host.name} ansible_python_interpreter=/usr/bin/python3.11`)",
