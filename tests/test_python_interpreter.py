@@ -5,6 +5,7 @@ agent, the job supervisor and the forced command of a transfer key."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import sys
@@ -15,6 +16,7 @@ import pytest
 from leptonctl.cli.app import run
 from leptonctl.errors import AgentError
 from leptonctl.inventory.model import Host
+from leptonctl.remote import agent as agent_mod
 from leptonctl.remote.agent import AgentSession, push_agent, run_agent
 from leptonctl.remote.transport import LocalConnection
 from tests.conftest import write_inventory
@@ -117,6 +119,13 @@ def test_a_session_on_a_host_that_lacks_the_interpreter_names_it(
         asyncio.run(AgentSession.open(LocalConnection(lacking.name), lacking, 30.0))
     assert "the interpreter `/opt/nowhere/python3` was not found" in caught.value.message
     assert "node7 ansible_python_interpreter=" in (caught.value.hint or "")
+
+
+def test_an_old_python_reads_the_installer_and_launcher_up_to_the_version_check() -> None:
+    # they must compile there to exit 96 with a message, not with a SyntaxError
+    for source in (agent_mod._INSTALLER, agent_mod._LAUNCHER):
+        ast.parse(source, feature_version=(3, 4))
+        assert source.startswith("import sys\nif sys.version_info < (3, 8):")
 
 
 def test_the_agent_runs_with_the_interpreter_named_in_the_inventory(
