@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from leptonctl.cli.app import run
+from leptonctl.paths import default_state_path
+from leptonctl.store.open import open_store
 from tests.conftest import write_inventory
 from tests.lab import Lab
 
@@ -142,6 +144,16 @@ def test_input_staging_onto_the_central_keys_host(
     )  # fmt: skip
     assert code == 0, out + err
     assert lab.path_on(CENTRAL, "/scratch/relay-in").read_bytes() == src.read_bytes()
+    job_id = json.loads(out.splitlines()[0])["id"]
+    store = open_store(default_state_path())
+    try:
+        events = store.events("hop_relayed")
+    finally:
+        store.close()
+    assert [(e.host, e.detail["from"], e.detail["to"], e.detail["job"]) for e in events] == [
+        (CENTRAL, "h1", CENTRAL, job_id)
+    ]
+    assert CENTRAL_REASON in events[0].detail["reason"]
 
 
 def test_cp_into_the_central_keys_host_and_over_a_blocked_pair_is_relayed_and_said(

@@ -4,11 +4,14 @@
 The scheduler prefers hosts holding more of the input bytes (``locality``);
 before the job starts, the missing chunks are copied into that host's chunk
 store from healthy replicas, and the dataset is materialised from the local
-chunks (hard links where a file is one chunk, copies otherwise).
+chunks (hard links where a file is one chunk, copies otherwise).  A hop that the
+operator had to relay (central keys, no connection) is recorded as a ``hop_relayed``
+event with the job's id.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -66,7 +69,7 @@ async def stage_inputs(
         refused = await chunkrefs.pin_on(sessions, store, host, [dataset])  # before staging
         if refused:
             raise DataError(f"{host.name}: {refused}")
-        await _fetch_missing(sessions, store, hosts, host, sizes)
+        await _fetch_missing(sessions, store, hosts, host, sizes, record.id)
         mount = item.get("mount") or f"inputs/{item['name']}@{item['version']}"
         label = f"{item['name']}@{item['version']}"
         request = wire.Materialize(dest=mount, manifest=dataset.manifest.to_dict(), label=label)
@@ -90,6 +93,7 @@ async def _fetch_missing(
     hosts: Mapping[str, Host],
     host: Host,
     sizes: Mapping[str, int],
+    job_id: int,
 ) -> None:
     try:
         have = await sessions.request(host, wire.ChunkHave(hashes=sorted(sizes)))
@@ -128,3 +132,6 @@ async def _fetch_missing(
                 continue
             stored = set(outcome.hops[-1].stored)
             missing = [h for h in missing if h not in stored]
+            for relayed in outcome.relayed:  # said where the job's history is kept
+                detail = {**relayed.to_dict(), "job": job_id}
+                store.record_event(time.time(), "hop_relayed", host.name, detail)
