@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,12 +21,16 @@ from leptonctl.errors import ExitCode
 from leptonctl.services.data.datalock import data_lock
 from leptonctl.services.maintain.run import run_lock
 from leptonctl.store.open import open_store
+from tests.pg import PgServer
+from tests.test_cron import crontab_text, set_crontab, user_crontab  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
 _HOLDER = """
 import sys
 from leptonctl.store.open import open_store
+from tests.pg import PgServer
+from tests.test_cron import crontab_text, set_crontab, user_crontab  # noqa: F401 - a fixture
 with open_store(sys.argv[1]) as store, store.lock(sys.argv[2], shared=sys.argv[3] == "shared"):
     print("held", flush=True)
     sys.stdin.read()  # until the test closes stdin, or kills us
@@ -121,3 +126,23 @@ def test_a_maintain_run_on_another_machine_makes_this_one_skip(
     assert code == ExitCode.SKIPPED
     assert f"(pid {os.getpid()} of {cron_host.actor})" in lines[-1]["skipped"]
     assert run(["--state", state_backend, "maintain", "--json"]) == 0  # free again
+
+
+def test_cron_entries_for_a_postgres_store_use_its_advisory_lock_not_a_local_file(
+    user_crontab: None,  # noqa: F811 - the fixture imported above
+    pg_server: PgServer,
+    operator_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A lock file on the cron host would not keep a laptop's maintain out: with a URL the
+    # entry names no --lock, so maintain takes the store's own (advisory) lock.
+    url = pg_server.new_database()
+    set_crontab([])
+    assert run(["--state", url, "cron", "install"]) == 0
+    tick = next(
+        line for line in (crontab_text() or "").splitlines() if "leptonctl:default:tick" in line
+    )
+    words = shlex.split(tick.split(" ", 5)[5].split(" #", 1)[0])
+    assert words[3:8] == ["--state", url, "maintain", "--json", "health"]
+    assert "--lock" not in words
+    assert words[-3:] == [">>", str(operator_home / ".local/share/leptonctl/maintain.log"), "2>&1"]
