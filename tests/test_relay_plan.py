@@ -402,3 +402,32 @@ def test_cp_notes_say_a_blocked_hop_was_relayed(tmp_path: Path) -> None:
         "h1 -> h2 relayed by the operator: h1 cannot connect to h2 (no route to host)"
     ]
     assert report.relayed == [relay.to_dict()]
+
+
+def test_a_host_that_failed_on_its_host_key_gets_nothing_more_in_that_placement(
+    tmp_path: Path,
+) -> None:
+    # h2's data_address leads to h4: a chain hop into h2 meets h4's host key
+    cluster, inventory = fake_cluster(tmp_path, "h1\nh2 data_address=h4\nh3\nh4\n")
+    digest = cluster["h1"].add_chunk(b"y" * 5000)
+    store = SqliteStore(tmp_path / "state.db")
+    try:
+
+        async def place(ctx: ServiceContext) -> Any:
+            from leptonctl.core.datasets import ChunkRef
+
+            replicator = Replicator(ctx.sessions, list(inventory.hosts), store=ctx.store)
+            surveys = await replicator.survey([digest])
+            placed = await replicator.place(
+                [ChunkRef(digest, 5000)], 4, {digest: {"h1"}}, surveys, {}
+            )
+            return placed, replicator.untrusted
+
+        placed, untrusted = run_command(cluster, inventory, store, place)
+    finally:
+        store.close()
+    assert untrusted == {"h2"}
+    assert digest not in cluster["h2"].chunks()  # never relayed around the mismatch
+    assert placed.holders[digest] == {"h1", "h3", "h4"}
+    assert "not relayed around" in placed.problems["h2"]
+    assert placed.relayed == []

@@ -108,6 +108,9 @@ class Replicator:
         # hosts whose disk filled during this operation (a quota, or others writing): their
         # survey overstated the room, so later rounds place nothing more there
         self.full: set[str] = set()
+        # hosts whose next-hop ssh met a host key other than the one the operator verified:
+        # nothing more is sent to them in this operation (never relayed around, either)
+        self.untrusted: set[str] = set()
 
     @property
     def live(self) -> list[Host]:
@@ -199,7 +202,11 @@ class Replicator:
         placed = Placed(held)
         pumped: set[tuple[str, str]] = set()  # (src, dst) pairs that could not connect
         for _ in range(ROUNDS):
-            live = {n: s for n, s in surveys.items() if n not in self.dead and n not in self.full}
+            live = {
+                n: s
+                for n, s in surveys.items()
+                if n not in self.dead and n not in self.full and n not in self.untrusted
+            }
             if only is not None:
                 live = {n: s for n, s in live.items() if n in only}
             plan = plan_replicas(chunks, self.targets(live, usage), k, held)
@@ -354,5 +361,7 @@ class Replicator:
                 placed.problems[hop.name] = hop.error
                 if not hop.stored and hop.bytes == 0 and index - 1 < len(names):
                     verdict = classify_hop_error(hop.error)
-                    if verdict is None or verdict[0] != "host_key":  # never around a key
+                    if verdict is not None and verdict[0] == "host_key":  # never around it
+                        self.untrusted.add(hop.name)
+                    else:
                         pumped.add((names[index - 1], hop.name))  # next round: through us
