@@ -22,8 +22,9 @@ from leptonctl.core.records import JobRecord
 from leptonctl.core.reports import HostStatus
 from leptonctl.core.samples import CpuTimes, apply_sample, cpu_percent, parse_sample
 from leptonctl.errors import Unreachable
-from leptonctl.render.dashboard import cluster_view, queue_view
+from leptonctl.render.dashboard import cluster_view
 from leptonctl.render.dashboard_documents import cluster_document, queue_document
+from leptonctl.render.queue_dashboard import queue_view
 from tests.helpers import gpu_facts, make_host
 
 NOW = 1795370100.0

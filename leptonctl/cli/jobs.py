@@ -221,8 +221,8 @@ def jobs(
 def _watch_jobs(ctx: typer.Context, interval: float, as_json: bool) -> None:
     from leptonctl.cli.context import emit_document
     from leptonctl.cli.live import show_live
-    from leptonctl.render.dashboard import queue_view
     from leptonctl.render.dashboard_documents import queue_document
+    from leptonctl.render.queue_dashboard import queue_view
     from leptonctl.services.hosts.watch import watch_queue
 
     async def loop(c: ServiceContext) -> None:

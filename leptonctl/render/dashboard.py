@@ -1,4 +1,5 @@
-"""The live dashboards: ``ClusterFrame`` and ``QueueFrame`` in, one screen out (pure).
+"""The cluster dashboard (``status --watch``): ``ClusterFrame`` in, one screen out (pure).
+``jobs --watch`` is drawn by ``leptonctl.render.queue_dashboard`` with the same pieces.
 
 Everything fits the width it is given: columns are dropped, least useful first, until the
 table fits, and every cell is cut with an ellipsis rather than wrapped, so one host is one
@@ -17,19 +18,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from leptonctl.core.dashboard import (
-    ClusterFrame,
-    ClusterTotals,
-    HostView,
-    QueueFrame,
-    gpu_busy,
-    remaining,
-)
+from leptonctl.core.dashboard import ClusterFrame, ClusterTotals, HostView, gpu_busy
 from leptonctl.core.facts import GpuFacts
 from leptonctl.core.history import BLOCKS, sparkline
-from leptonctl.core.records import JobRecord
 from leptonctl.core.scan import printable
-from leptonctl.render.jobs import devices
 from leptonctl.render.units import human_age, human_bytes, short_gpu_name
 
 STATE_STYLE = {
@@ -87,14 +79,14 @@ def _pct(part: int | None, whole: int | None) -> float | None:
     return None if part is None or not whole else 100.0 * part / whole
 
 
-def _cut(text: Text, width: int) -> Text:
+def cut(text: Text, width: int) -> Text:
     text.no_wrap = True
     text.overflow = "ellipsis"
     text.truncate(width, overflow="ellipsis")
     return text
 
 
-def _lines(parts: Sequence[Text], width: int) -> list[Text]:
+def pack_lines(parts: Sequence[Text], width: int) -> list[Text]:
     """Pack header parts into lines of at most ``width`` cells (a part is never split;
     one wider than the line is cut)."""
     lines: list[Text] = []
@@ -109,7 +101,7 @@ def _lines(parts: Sequence[Text], width: int) -> list[Text]:
         current.append_text(part)
     if current.plain:
         lines.append(current)
-    return [_cut(line, width) for line in lines]
+    return [cut(line, width) for line in lines]
 
 
 # -- status --watch ----------------------------------------------------------------------
@@ -190,10 +182,10 @@ def cluster_view(
     if interval is not None:
         head.append(f"  every {interval:g}s", style="dim")
     head.append("  q quits", style="dim")
-    header = _lines([head, *totals_parts(frame.totals)], width)
+    header = pack_lines([head, *totals_parts(frame.totals)], width)
     parts: list[RenderableType] = [*header, Text(""), hosts_table(frame, width)]
     used = len(header) + 2 + len(frame.hosts) + (_group_count(frame) if frame.grouped else 0)
-    trouble = problem_lines(frame, width)
+    trouble = problempack_lines(frame, width)
     detail = gpu_detail(frame, width)
     room = None if height is None else height - used - len(trouble) - 1
     if detail is not None:
@@ -202,7 +194,7 @@ def cluster_view(
             parts += [Text(""), detail]
         else:
             hidden = Text(f"per-GPU detail: {rows - 2} GPUs, needs {rows} more lines", "dim")
-            parts += [_cut(hidden, width)]
+            parts += [cut(hidden, width)]
     if trouble:
         parts += [Text(""), *trouble]
     return Group(*parts)
@@ -210,7 +202,7 @@ def cluster_view(
 
 def hosts_table(frame: ClusterFrame, width: int) -> Table:
     """One line per host, the columns that fit ``width``."""
-    columns = _fit(_host_columns(frame, width), width)
+    columns = fit_columns(_host_columns(frame, width), width)
     table = Table(
         box=None,
         header_style="bold",
@@ -231,13 +223,13 @@ def hosts_table(frame: ClusterFrame, width: int) -> Table:
     for view in frame.hosts:
         if frame.grouped and view.group != group:
             group = view.group
-            label = _cut(Text(f"[{printable(group)}]", style="bold cyan"), columns[0].width)
+            label = cut(Text(f"[{printable(group)}]", style="bold cyan"), columns[0].width)
             table.add_row(label, *[Text("") for _ in columns[1:]])
-        table.add_row(*[_cut(c.cell(view), c.width) for c in columns])
+        table.add_row(*[cut(c.cell(view), c.width) for c in columns])
     return table
 
 
-def _fit(columns: list[Column], width: int) -> list[Column]:
+def fit_columns(columns: list[Column], width: int) -> list[Column]:
     """Drop the columns of the highest priority number until the rest fit; the flexible
     column takes what is left."""
     kept = list(columns)
@@ -409,7 +401,7 @@ def _gpu_job(view: HostView, gpu: GpuFacts) -> Text:
     return Text("busy" if gpu_busy(gpu) else "-", style="yellow" if gpu_busy(gpu) else "dim")
 
 
-def problem_lines(frame: ClusterFrame, width: int) -> list[Text]:
+def problempack_lines(frame: ClusterFrame, width: int) -> list[Text]:
     """Why each host is down, drained or unhealthy, one line each (cut, never wrapped)."""
     lines = []
     for view in frame.hosts:
@@ -426,120 +418,5 @@ def problem_lines(frame: ClusterFrame, width: int) -> list[Text]:
             line.append(f"{printable(row.error.message)} ({seen})")
         else:
             line.append(f"{view.state}: {printable(view.reason or '-')}")
-        lines.append(_cut(line, width))
+        lines.append(cut(line, width))
     return lines
-
-
-# -- jobs --watch ------------------------------------------------------------------------
-
-
-def queue_view(
-    frame: QueueFrame,
-    width: int,
-    height: int | None = None,
-    title: str = "leptonctl jobs",
-    interval: float | None = None,
-) -> RenderableType:
-    """The ``jobs --watch`` screen: running and pending jobs squeue-style, then the jobs
-    that ended in the last minutes."""
-    running = sum(1 for r in frame.active if r.state != "PENDING")
-    pending = len(frame.active) - running
-    head = Text.assemble(
-        (title, "bold"), "  ", time.strftime("%H:%M:%S", time.localtime(frame.now))
-    )
-    if interval is not None:
-        head.append(f"  every {interval:g}s", style="dim")
-    head.append("  q quits", style="dim")
-    counts = Text.assemble(
-        (f"{running} running", "green" if running else ""),
-        " · ",
-        (f"{pending} pending", "yellow" if pending else ""),
-        " · ",
-        f"{len(frame.ended)} ended recently",
-    )
-    parts: list[RenderableType] = [*_lines([head, counts], width)]
-    if frame.unreachable:
-        gone = Text(
-            f"unreachable (jobs there as last seen): {printable(', '.join(frame.unreachable))}",
-            style="yellow",
-        )
-        parts.append(_cut(gone, width))
-    parts += [Text(""), queue_table(frame.active, frame.now, width, ended=False)]
-    if frame.ended:
-        room = None if height is None else height - len(frame.active) - len(parts) - 3
-        shown = frame.ended if room is None else frame.ended[: max(0, room)]
-        if shown:
-            parts += [Text(""), Text("recently ended", style="bold")]
-            parts.append(queue_table(shown, frame.now, width, ended=True))
-    return Group(*parts)
-
-
-def queue_table(records: Sequence[JobRecord], now: float, width: int, ended: bool) -> Table:
-    """ID NAME STATE HOST DEVICES ELAPSED LEFT REASON (squeue's columns), cut to ``width``."""
-    roomy = width >= 120
-    specs: list[tuple[str, int, int, Callable[[JobRecord], Text], bool]] = [
-        ("ID", max([2, *(len(str(r.id)) for r in records)]), 0, lambda r: Text(str(r.id)), False),
-        ("STATE", 9, 0, lambda r: Text(r.state, style=JOB_STYLE.get(r.state, "")), False),
-        ("NAME", 20 if roomy else 12, 1, lambda r: Text(printable(r.name)), False),
-        ("HOST", 12 if roomy else 10, 2, lambda r: Text(printable(r.host or "-")), False),
-        ("ELAPSED", 8, 3, lambda r: Text(_elapsed(r, now)), False),
-        ("LEFT" if not ended else "ENDED", 8, 4, _left(now, ended), False),
-        ("DEVICES", 24 if roomy else 10, 5, lambda r: Text(devices(r)), False),
-        ("REASON" if not ended else "EXIT", 10, 1, _reason(ended), True),
-    ]
-    columns = [Column(h, w, p, c, f) for h, w, p, c, f in specs]
-    columns = _fit(columns, width)
-    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, GAP, 0, 0))
-    for column in columns:
-        table.add_column(
-            column.header,
-            width=column.width,
-            no_wrap=True,
-            overflow="ellipsis",
-            max_width=column.width,
-        )
-    for record in records:
-        table.add_row(*[_cut(c.cell(record), c.width) for c in columns])
-    return table
-
-
-def _elapsed(r: JobRecord, now: float) -> str:
-    if r.started is None:
-        return "-" if r.state != "PENDING" else f"+{human_age(now - r.submitted)}"
-    return _clock((r.ended or now) - r.started)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(max(0.0, seconds))
-    hours, rest = divmod(seconds, 3600)
-    if hours >= 100:
-        return f"{hours // 24}d"
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def _left(now: float, ended: bool) -> Callable[[JobRecord], Text]:
-    def cell(r: JobRecord) -> Text:
-        if ended:
-            return Text(f"{human_age(now - (r.ended or now))} ago", style="dim")
-        left = remaining(r, now)
-        if left is None:
-            walltime = r.spec.get("walltime")
-            if r.state == "PENDING" and isinstance(walltime, (int, float)) and walltime:
-                return Text(_clock(walltime), style="dim")
-            return Text("-", style="dim")
-        return Text(_clock(left), style="red" if left < 60 else "")
-
-    return cell
-
-
-def _reason(ended: bool) -> Callable[[JobRecord], Text]:
-    def cell(r: JobRecord) -> Text:
-        if ended:
-            code = "-" if r.exit_code is None else str(r.exit_code)
-            text = Text(f"exit {code}", style="" if r.exit_code == 0 else "red")
-            if r.reason:
-                text.append(f" {printable(r.reason)}", style="dim")
-            return text
-        return Text(printable(r.reason or ""), style="yellow" if r.state == "PENDING" else "dim")
-
-    return cell
