@@ -76,6 +76,7 @@ _INSTALLER = (
 import hashlib, io, os, py_compile, re, shutil, sys, tempfile, zipfile
 from importlib.util import cache_from_source
 directory, name, digest = sys.argv[1:4]
+os.umask(0o077)  # the bytecode caches' directories too: nothing here for other users
 data = sys.stdin.buffer.read()
 if hashlib.sha256(data).hexdigest()[:len(digest)] != digest:
     sys.exit("agent upload corrupted or truncated: sha256 mismatch")
