@@ -138,3 +138,61 @@ def test_the_live_view_samples_between_probes_and_reports_cpu_percent(tmp_path: 
     assert seen[0] is None  # one sample: no interval yet
     assert seen[1] is not None and seen[2] is not None and 0.0 <= seen[2] <= 100.0
     assert probes == ["probe", "sample", "sample", "sample"]  # one probe, then samples
+
+
+FAKE_NVML = Path(__file__).resolve().parent / "fixtures" / "agent" / "fake_nvml"
+
+# A stand-in for nvidia-smi (no GPU on CI): logs each run, answers the sample's query.
+FAKE_SMI = """#!/bin/sh
+echo "$*" >> {log}
+echo "0, GPU-aaaa, 87, 41, 40321, 81559, 64, 512.34"
+echo "1, GPU-bbbb, 0, 0, 0, 81559, 31, [N/A]"
+"""
+
+
+def serve_samples(env: dict[str, str], count: int, tmp_path: Path) -> list[dict[str, object]]:
+    """``count`` samples with GPUs from one real ``agent serve`` process."""
+    lines = "".join(json.dumps({"op": "sample", "gpus": True}) + "\n" for _ in range(count))
+    result = subprocess.run(
+        [sys.executable, str(AGENT_DIR), "serve", "--data-dir", str(tmp_path / "data")],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LEPTON_AGENT_NO_PYNVML": "", **env},
+        check=True,
+    )
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_gpu_samples_keep_nvml_open_across_a_serve_session(tmp_path: Path) -> None:
+    log = tmp_path / "nvml.log"
+    replies = serve_samples({"PYTHONPATH": str(FAKE_NVML), "FAKE_NVML_LOG": str(log)}, 3, tmp_path)
+    assert len(replies) == 3
+    for reply in replies:
+        (gpu,) = reply["gpus"]  # type: ignore[misc]
+        assert gpu["index"] == 0 and gpu["uuid"].startswith("GPU-1f4c")  # type: ignore[index]
+        assert set(gpu) == set(sampling.GPU_FIELDS)  # type: ignore[arg-type]
+    calls = log.read_text().split()
+    assert calls.count("init") == 1 and "shutdown" not in calls  # once, not per refresh
+
+
+def test_without_nvml_a_gpu_sample_is_one_nvidia_smi_run(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "smi.log"
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(FAKE_SMI.format(log=log))
+    smi.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LEPTON_AGENT_NO_PYNVML": "1"}
+    replies = serve_samples(env, 2, tmp_path)
+    first, second = replies[0]["gpus"]  # type: ignore[misc]
+    assert first == {
+        "index": 0, "uuid": "GPU-aaaa", "utilization_pct": 87.0, "memory_utilization_pct": 41.0,
+        "memory_used_bytes": 40321 * 2**20, "memory_total_bytes": 81559 * 2**20,
+        "temperature_c": 64.0, "power_w": 512.34,
+    }  # fmt: skip
+    assert second["power_w"] is None and second["utilization_pct"] == 0.0  # type: ignore[index]
+    runs = log.read_text().splitlines()
+    assert len(runs) == 2  # one run per sample: no process or CUDA-version queries
+    assert runs[0].startswith("--query-gpu=index,uuid,utilization.gpu")

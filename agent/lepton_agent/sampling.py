@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import time
 
-from .sysinfo import Host, read_text
+from .hardware import SMI_NULLS, mib_to_bytes, nv
+from .sysinfo import convert, env_flag, first_line, read_text, run_tool
 from .wire import SCHEMA
 
 # /proc/stat "cpu" columns: user nice system idle iowait irq softirq steal guest guest_nice.
@@ -75,14 +76,105 @@ def parse_meminfo(text):
     return {"total_bytes": info.get("MemTotal"), "available_bytes": available}
 
 
-def sample_gpus(root, data_dir, unavailable):
-    """The moving fields of each GPU (through the probe's own readers: NVML, nvidia-smi)."""
-    from .hardware import read_gpus  # only when the caller knows the host has GPUs
+# nvidia-smi's names of the moving fields, in GPU_FIELDS order
+SMI_SAMPLE_FIELDS = (
+    ("index", "index", int),
+    ("uuid", "uuid", str),
+    ("utilization_pct", "utilization.gpu", float),
+    ("memory_utilization_pct", "utilization.memory", float),
+    ("memory_used_bytes", "memory.used", "mib"),
+    ("memory_total_bytes", "memory.total", "mib"),
+    ("temperature_c", "temperature.gpu", float),
+    ("power_w", "power.draw", float),
+)
 
-    host = Host(root, data_dir)
-    found = read_gpus(host)
-    unavailable.update(host.unavailable)
-    return [{key: gpu.get(key) for key in GPU_FIELDS} for gpu in found["gpus"]]
+# pynvml, initialised once and kept for the life of the process: an ``agent serve`` session
+# samples every refresh, and NVML's init is most of a sample's cost.
+_NVML = {"module": None, "failed": None}
+
+
+def nvml_module():
+    """An initialised pynvml, or None (and why, in _NVML["failed"])."""
+    if _NVML["module"] is not None or _NVML["failed"] is not None:
+        return _NVML["module"]
+    if env_flag("LEPTON_AGENT_NO_PYNVML"):
+        _NVML["failed"] = "NVML disabled by LEPTON_AGENT_NO_PYNVML"
+        return None
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # the old 'pynvml' package warns on import
+            warnings.simplefilter("ignore")
+            import pynvml
+        pynvml.nvmlInit()
+    except Exception as exc:
+        _NVML["failed"] = "NVML not available (%s)" % (str(exc) or type(exc).__name__)
+        return None
+    _NVML["module"] = pynvml
+    return pynvml
+
+
+def gpus_from_nvml(nvml):
+    gpus = []
+    for index in range(nvml.nvmlDeviceGetCount()):
+        handle = nv(nvml.nvmlDeviceGetHandleByIndex, index)
+        if handle is None:
+            continue
+        mem = nv(nvml.nvmlDeviceGetMemoryInfo, handle)
+        util = nv(nvml.nvmlDeviceGetUtilizationRates, handle)
+        power = nv(nvml.nvmlDeviceGetPowerUsage, handle)  # mW
+        uuid = nv(nvml.nvmlDeviceGetUUID, handle)
+        gpus.append({
+            "index": index,
+            "uuid": uuid.decode("utf-8", "replace") if isinstance(uuid, bytes) else uuid,
+            "utilization_pct": getattr(util, "gpu", None),
+            "memory_utilization_pct": getattr(util, "memory", None),
+            "memory_used_bytes": getattr(mem, "used", None),
+            "memory_total_bytes": getattr(mem, "total", None),
+            "temperature_c": nv(nvml.nvmlDeviceGetTemperature, handle, 0),  # 0: the GPU die
+            "power_w": None if power is None else power / 1000.0,
+        })  # fmt: skip
+    return gpus
+
+
+def gpus_from_smi():
+    """One nvidia-smi run for the moving fields only (the probe runs it three times)."""
+    import shutil
+
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None, "nvidia-smi not on PATH"
+    query = "--query-gpu=" + ",".join(field for _, field, _ in SMI_SAMPLE_FIELDS)
+    rc, out, err = run_tool([smi, query, "--format=csv,noheader,nounits"])
+    if rc != 0:
+        return None, "nvidia-smi failed (%s)" % first_line(out + "\n" + err)
+    gpus = []
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.split(",")]
+        if len(cells) != len(SMI_SAMPLE_FIELDS):
+            continue
+        gpu = {}
+        for (key, _, kind), cell in zip(SMI_SAMPLE_FIELDS, cells):
+            value = None if cell.lower() in SMI_NULLS else cell
+            gpu[key] = convert(value, mib_to_bytes if kind == "mib" else kind)
+        if gpu["index"] is not None:
+            gpus.append(gpu)
+    return gpus, None
+
+
+def sample_gpus(unavailable):
+    """The moving fields of each GPU: NVML (kept open), else one nvidia-smi run."""
+    nvml = nvml_module()
+    if nvml is not None:
+        try:
+            return gpus_from_nvml(nvml)
+        except Exception as exc:
+            unavailable["gpus_nvml"] = "NVML failed (%s: %s)" % (type(exc).__name__, exc)
+    gpus, why = gpus_from_smi()
+    if gpus is None:
+        unavailable["gpus"] = "%s and %s" % (_NVML["failed"] or "NVML failed", why)
+        return []
+    return gpus
 
 
 def sample(root, data_dir, gpus=False):
@@ -106,7 +198,7 @@ def sample(root, data_dir, gpus=False):
     doc["gpus"] = []
     if gpus:
         try:
-            doc["gpus"] = sample_gpus(root, data_dir, unavailable)
+            doc["gpus"] = sample_gpus(unavailable)
         except Exception as exc:  # a GPU library that breaks leaves the rest of the sample
             unavailable["gpus"] = "sample failed: %s: %s" % (type(exc).__name__, exc)
     doc["unavailable"] = unavailable
