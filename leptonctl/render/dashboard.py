@@ -193,7 +193,9 @@ def cluster_view(
         if room is None or rows <= room:
             parts += [Text(""), detail]
         else:
-            hidden = Text(f"per-GPU detail: {rows - 2} GPUs, needs {rows} more lines", "dim")
+            hidden = Text(
+                f"per-GPU detail: {rows - 2} GPUs, hidden (it needs {rows} more lines)", "dim"
+            )
             parts += [cut(hidden, width)]
     if trouble:
         parts += [Text(""), *trouble]
