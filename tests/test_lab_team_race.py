@@ -1,7 +1,8 @@
 """Many terminals on one queue, for real: several leptonctl processes submitting and
 reconciling at once against the lab's sshd hosts.  Every job must complete, none may be
 killed by another terminal's reconcile, and no host's single CPU may run two jobs at
-once -- judged from the agents' own start and end records on the hosts."""
+once -- judged from the agents' own start and end records on the hosts.  And the cron
+tick beside an operator: what each decides from the store stays true while it writes."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ import secrets
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from leptonctl.core.health import HEALTH_DRAIN_PREFIX
+from leptonctl.services.maintain.actions import _drain_or_resume
+from leptonctl.store.interface import Store
+from leptonctl.store.open import open_store
 from tests.lab import Lab
-
-pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,6 +140,7 @@ def overlapping(runs: list[tuple[str, str, float, float]]) -> list[tuple[str, st
     return clashes
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize(("terminals", "each"), [(2, 4), (4, 2)])
 def test_concurrent_terminals_lose_no_job_kill_none_and_double_book_nothing(
     lab: Lab, lab_operator: Path, tmp_path: Path, state_backend: str, terminals: int, each: int
@@ -150,3 +157,45 @@ def test_concurrent_terminals_lose_no_job_kill_none_and_double_book_nothing(
     runs = agent_runs(lab, names, token)
     assert len(runs) == len(jobs)  # one run per job: nothing ran twice
     assert overlapping(runs) == []
+
+
+class _DrainBetween:
+    """A store through which the health step reads the drained hosts; at that moment an
+    operator in another terminal (another thread, its own connection) drains h1."""
+
+    def __init__(self, store: Store, state: str) -> None:
+        self._store, self._state = store, state
+        self.operator = threading.Thread(target=self._operator_drains)
+
+    def _operator_drains(self) -> None:
+        other = open_store(self._state)
+        try:
+            other.drain(["h1"], "operator: new PSU", 200.0)
+        finally:
+            other.close()
+
+    def drained(self) -> dict[str, tuple[str, float]]:
+        found = self._store.drained()
+        if not self.operator.is_alive() and self.operator.ident is None:
+            self.operator.start()
+            self.operator.join(timeout=1.0)  # done at once, unless our transaction holds it
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_the_health_step_never_resumes_a_drain_an_operator_made_meanwhile(
+    state_backend: str,
+) -> None:
+    store = open_store(state_backend)
+    try:
+        store.drain(["h1"], HEALTH_DRAIN_PREFIX + "GPU 0: 95 °C", 100.0)
+        racing = _DrainBetween(store, state_backend)
+        ctx = SimpleNamespace(store=racing, check=False, clock=lambda: 300.0)
+        result = SimpleNamespace(details={}, summary="", status="ok")
+        _drain_or_resume(ctx, result, {"h1": []})  # type: ignore[arg-type]  # h1 is fine now
+        racing.operator.join(timeout=30)
+        assert store.drained()["h1"][0] == "operator: new PSU"
+    finally:
+        store.close()

@@ -141,17 +141,22 @@ async def run_health(ctx: RunContext, planned: PlannedStep) -> StepResult:
 
 
 def _drain_or_resume(ctx: RunContext, result: StepResult, problems: dict[str, list[str]]) -> None:
-    """Drain the failing hosts and resume the ones health had drained (or say so, --check)."""
-    drained = {host: reason for host, (reason, _) in ctx.store.drained().items()}
-    decisions = drain_decisions(problems, drained)
+    """Drain the failing hosts and resume the ones health had drained (or say so, --check).
+    Read, decide and write in one transaction: an operator's drain that lands meanwhile
+    is never taken for health's own and resumed."""
     if ctx.check:
+        drained = {host: reason for host, (reason, _) in ctx.store.drained().items()}
+        decisions = drain_decisions(problems, drained)
         result.details.update(would_drain=dict(decisions.drain), would_resume=[*decisions.resume])
         verbs = ("would drain", "would resume")
     else:
-        now = ctx.clock()
-        for host, reason in decisions.drain.items():
-            ctx.store.drain([host], reason, now)
-        ctx.store.resume(decisions.resume)
+        with ctx.store.transaction():
+            drained = {host: reason for host, (reason, _) in ctx.store.drained().items()}
+            decisions = drain_decisions(problems, drained)
+            now = ctx.clock()
+            for host, reason in decisions.drain.items():
+                ctx.store.drain([host], reason, now)
+            ctx.store.resume(decisions.resume)
         result.details.update(drained=dict(decisions.drain), resumed=[*decisions.resume])
         verbs = ("drained", "resumed")
         if decisions.drain or decisions.resume:
