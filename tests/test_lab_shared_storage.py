@@ -174,3 +174,41 @@ def test_jobs_on_several_hosts_share_the_home_data_dir_without_clobbering(
         assert code == 0 and out.strip().endswith(f"out-{job['id']}-{job['host']}"), out
     jobs_dir = cluster_lab.path_on("h1", f"{cluster_lab.home}/{DEFAULT_DATA_DIR}/jobs")
     assert len([p for p in jobs_dir.iterdir() if p.is_dir()]) >= 6
+
+
+def test_jobs_on_several_hosts_stage_one_input_into_the_shared_home_without_clobbering(
+    cluster_lab: Lab, cluster_operator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three jobs start at once on three hosts with the same --input: the one tree under the
+    shared data dir is built once, and no job sees its input vanish while another host
+    stages it (it was built by each host, then removed and replaced under the readers)."""
+    inv = inventory(tmp_path / "inv.yaml", cluster_lab, None)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(300):  # many files: staging takes a while, the hosts overlap
+        (src / f"f{i:03d}").write_bytes(os.urandom(40_000))
+    code, _, err = cli(capsys, "-i", str(inv), "data", "put", str(src), "ds", "-k", "1")
+    assert code == 0, err
+    reader = (
+        'for i in 1 2 3 4 5 6 7 8 9 10; do cat "$LEPTON_INPUT_DS"/f* >/dev/null || exit 9; done'
+    )
+    code, _, err = cli(capsys, "-i", str(inv), "submit", "--array", "0-2", "--cpus", "2",
+                       "--input", "ds", "--", reader)  # fmt: skip
+    assert code == 0, err
+    jobs = wait_all(capsys, inv)
+    assert len({j["host"] for j in jobs}) == 3  # one job per host, started together
+    assert [j["state"] for j in jobs] == ["COMPLETED"] * 3, [
+        (j["host"], j["state"], j.get("reason"), j.get("exit_code")) for j in jobs
+    ]
+
+
+def wait_all(capsys: pytest.CaptureFixture[str], inv: Path, timeout: float = 90) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, out, err = cli(capsys, "-i", str(inv), "jobs", "--all", "--json")
+        assert code == 0, err
+        jobs: list[dict] = json.loads(out)["jobs"]
+        if all(j["state"] in ("COMPLETED", "FAILED", "CANCELLED", "NODE_FAIL") for j in jobs):
+            return jobs
+        assert time.monotonic() < deadline, jobs
+        time.sleep(1)

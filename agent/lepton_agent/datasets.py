@@ -8,7 +8,7 @@ import os
 
 from .chunks import chunk_path, hash_range
 from .files import DestTree, check_dest, first_link_above, is_file_at, open_nofollow
-from .fsutil import IO_BLOCK, free_bytes
+from .fsutil import IO_BLOCK, free_bytes, open_locked
 from .sysinfo import read_text
 from .wire import SCHEMA, BadRequest
 
@@ -112,11 +112,9 @@ def materialize(data_dir, dest, manifest, label=None):
     label = str(label or "")
     parent, name = os.path.dirname(dest), os.path.basename(dest)
     sidecar = os.path.join(parent, ".%s.lepton-dataset" % name)
-    ours = is_file_at(None, sidecar) and os.lstat(sidecar).st_uid == os.getuid()
-    if os.path.lexists(dest) and not ours:
-        raise BadRequest("%s exists and was not made by leptonctl: not replacing it" % dest)
-    if ours and os.path.lexists(dest) and label and (read_text(sidecar) or "").strip() == label:
-        return {"schema": SCHEMA, "done": True, "missing": [], "path": dest, "reused": True}
+    reused = {"schema": SCHEMA, "done": True, "missing": [], "path": dest, "reused": True}
+    if built_here(dest, sidecar, label):
+        return reused
     needed = {
         chunk_hash(c) for e in entries if e.get("type") == "file" for c in e.get("chunks", [])
     }
@@ -124,8 +122,15 @@ def materialize(data_dir, dest, manifest, label=None):
     if missing:
         return {"schema": SCHEMA, "done": False, "missing": missing, "path": dest}
     os.makedirs(parent, mode=0o755, exist_ok=True)
+    # Hosts that share this directory (an NFS home) build one dataset at a time: the second
+    # finds the first one's tree and uses it, never replacing a tree a job may be reading.
+    lock = lock_build(data_dir, parent, name)
+    if built_here(dest, sidecar, label):
+        release(lock)
+        return reused
     tree = DestTree(parent)
-    build = os.path.join(parent, ".%s.lepton-build.%d" % (name, os.getpid()))
+    unique = "%s.%d.%s" % (os.uname().nodename, os.getpid(), os.urandom(4).hex())
+    build = os.path.join(parent, ".%s.lepton-build.%s" % (name, unique))
     copied = 0
     try:
         if kind == "dir":
@@ -151,9 +156,50 @@ def materialize(data_dir, dest, manifest, label=None):
         os.replace(build, dest)
     finally:
         tree.close()
+        release(lock)
         if os.path.lexists(build):
             shutil.rmtree(build, ignore_errors=True) if os.path.isdir(build) else os.unlink(build)
     return {"schema": SCHEMA, "done": True, "missing": [], "path": dest, "copied": copied}
+
+
+MATERIALIZE_WAIT_S = 3600.0  # how long a host waits for another one building the same dest
+
+
+def built_here(dest, sidecar, label):
+    """Whether dest is leptonctl's build of this label (raises for a dest that is not ours)."""
+    ours = is_file_at(None, sidecar) and os.lstat(sidecar).st_uid == os.getuid()
+    if os.path.lexists(dest) and not ours:
+        raise BadRequest("%s exists and was not made by leptonctl: not replacing it" % dest)
+    return bool(ours and os.path.lexists(dest) and label
+                and (read_text(sidecar) or "").strip() == label)  # fmt: skip
+
+
+def lock_build(data_dir, parent, name):
+    """The flock on building parent/name: a file DATA/locks/build-<key>, the key made of the
+    parent's inode number and the name (the same from every host, wherever each mounts the
+    directory). None where the filesystem has no locks."""
+    import errno
+    import hashlib
+
+    from .fsutil import real_dir
+
+    key = hashlib.sha256(("%d/%s" % (os.stat(parent).st_ino, name)).encode()).hexdigest()
+    locks = real_dir(os.path.join(data_dir, "locks"), create=True)
+    path = os.path.join(locks, "build-" + key[:32])
+    try:
+        fd = open_locked(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, MATERIALIZE_WAIT_S)
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP):
+            return None  # as before locks: one host at a time is then up to the operator
+        raise
+    if fd is None:
+        raise BadRequest("another agent has been building %s for %d s" % (path, MATERIALIZE_WAIT_S))
+    return fd
+
+
+def release(fd):
+    if fd is not None:
+        os.close(fd)
 
 
 def chunk_hash(chunk):
