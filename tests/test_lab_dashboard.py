@@ -151,6 +151,18 @@ def test_dashboards_show_the_running_job_live_and_quit_cleanly(
         assert modes.startswith("exit=0")
         assert re.search(r"(?<!-)icanon", modes) and re.search(r"(?<!-)echo\b", modes), modes
 
+        # the same at 80 columns: columns dropped, not lines wrapped; the job still shows
+        narrow_out = tmp_path / "narrow.out"
+        term = terminal(80, 24)
+        term.start(script(tmp_path / "narrow.sh", inventory, "status --watch", narrow_out))
+        screen = term.wait_for(lambda s: re.search(r"\d+%", host_row(s, host)) is not None)
+        row = host_row(screen, host)
+        assert f"{job_id} dashjob" in row and re.search(r"\d+% ", row), screen
+        assert all(len(line) <= 80 for line in screen.splitlines())
+        term.keys("q")
+        assert "DASHBOARD-DONE" in term.wait_for(lambda s: "DASHBOARD-DONE" in s, timeout=30)
+        assert narrow_out.read_text().startswith("exit=0")
+
         # jobs --watch at 80 columns: the job live, elapsed and walltime left; Ctrl-C quits
         jobs_out = tmp_path / "jobs.out"
         term = terminal(80, 24)
