@@ -484,3 +484,18 @@ def test_copies_recorded_under_a_host_whose_data_dir_changed_are_forgotten(
     a = datasets.find_record(bed.store, "a", None).manifest.hashes()
     rows = bed.store.data.replicas(a)
     assert rows and all(sorted(hosts) == ["h2", "h3"] for hosts in rows.values())
+
+
+def test_the_refusal_names_path_and_filesystem_from_the_hosts_facts_printed_literally(
+    shared_bed: Any,
+) -> None:
+    bed = shared_bed(("h1", "h2", "h3", "h4"))
+    doc = facts_doc(storage.storage_id(str(bed.home)), "nfs4")
+    doc["disks"][0]["path"] = "/home/u\x1b[2J/.local/share/leptonctl"  # as a host reported it
+    bed.store.save_facts(1.0, {"h2": doc})
+    with pytest.raises(DataError) as caught:
+        bed.put(2)
+    assert "h1,h2,h3,h4 share /home/u\\x1b[2J/.local/share/leptonctl (nfs4, network)" in (
+        caught.value.message
+    )
+    assert "\x1b" not in caught.value.message

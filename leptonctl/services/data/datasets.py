@@ -206,7 +206,7 @@ async def _check_storages(ctx: ServiceContext, surveys: Mapping[str, Survey], k:
     if not shared:
         return []
     independent = independent_count(surveys, storages.surveyed_storages(surveys))
-    where = "; ".join(s.describe() for s in shared)
+    where = printable("; ".join(s.describe() for s in shared))  # paths as hosts said them
     if independent < k:
         raise DataError(
             f"{k} replicas need {k} independent storages, but the {len(surveys)} reachable "
