@@ -80,7 +80,7 @@ def test_copy_moves_every_table_into_postgres_with_ids_kept(
         assert job == max(j.id for j in old.jobs.all()) + 1
         assert new.maintenance.start(["x"], True, 21.0) == 2
         new.record_event(22.0, "later", None, {})
-        assert [e.kind for e in new.events()] == ["host_key_accepted", "later"]
+        assert [e.kind for e in new.events()] == ["host_drained", "host_key_accepted", "later"]
         assert new.jobs.start_claim(3, now=2.0) == ("me", 31.0)
 
 
