@@ -25,6 +25,13 @@ pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def lab(any_lab: Lab) -> Lab:
+    """The root lab, then the cluster profile (a plain user with a chatty shell, /home
+    shared by every host, a host taking keys from a central file, one without python3)."""
+    return any_lab
+
+
 def leptonctl(inventory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "leptonctl", "-i", str(inventory), *args],
@@ -116,7 +123,8 @@ def host_row(screen: str, host: str) -> str:
 def test_dashboards_show_the_running_job_live_and_quit_cleanly(
     lab: Lab, lab_operator: Path, tmp_path: Path, terminal: Callable[[int, int], Terminal]
 ) -> None:
-    inventory = write_inventory(tmp_path / "hosts.yaml", lab, ["h1", "h2"])
+    inventory = write_inventory(tmp_path / "hosts.yaml", lab)  # every host of the profile
+    names = [h.name for h in lab.hosts]
     submitted = leptonctl(
         inventory, "submit", "--json", "--name", "dashjob", "--time", "10m", "--", "sleep 600"
     )
@@ -134,14 +142,14 @@ def test_dashboards_show_the_running_job_live_and_quit_cleanly(
         screen = term.wait_for(
             lambda s: (
                 f"{job_id} dashjob" in host_row(s, host)
-                and re.search(r"\d+%", host_row(s, "h1")) is not None
-                and re.search(r"\d+%", host_row(s, "h2")) is not None
+                and all(re.search(r"\d+%", host_row(s, name)) for name in names)
             )
         )
         row = host_row(screen, host)
         assert f"{job_id} dashjob" in row, screen
         assert re.search(r"█*░* +\d+% ", row), screen  # the CPU bar and its percentage
-        assert "hosts 2 up" in screen and "1 running" in screen, screen
+        assert all(re.search(r"\d+%", host_row(screen, name)) for name in names), screen
+        assert f"hosts {len(names)} up" in screen and "1 running" in screen, screen
         assert all(len(line) <= 120 for line in screen.splitlines())
         term.keys("q")
         after = term.wait_for(lambda s: "DASHBOARD-DONE" in s, timeout=30)
