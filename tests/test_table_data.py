@@ -25,7 +25,8 @@ from leptonctl.inventory import Inventory, parse_inventory
 from leptonctl.services.context import ServiceContext
 from leptonctl.services.data import datasets, replicas
 from leptonctl.services.data.datasets import DataError
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.interface import Store
+from leptonctl.store.open import open_store
 from leptonctl.testing.fake_agent import GIB, FakeCluster
 
 CHUNK = 64 << 10
@@ -39,7 +40,7 @@ class Bed:
 
     cluster: FakeCluster
     inventory: Inventory
-    store: SqliteStore
+    store: Store
     source: Path
 
     def chunk_hashes(self) -> list[str]:
@@ -85,8 +86,8 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def bed_factory(tmp_path: Path) -> Any:
-    stores: list[SqliteStore] = []
+def bed_factory(tmp_path: Path, state_backend: str) -> Any:
+    stores: list[Store] = []
 
     def make(lines: str, size: int = 5 * CHUNK + 123, **hosts: dict[str, Any]) -> Bed:
         inventory = parse_inventory(lines, "hosts.ini", fmt="ini")
@@ -97,7 +98,7 @@ def bed_factory(tmp_path: Path) -> Any:
                 setattr(fake, attr, value)
         source = tmp_path / "data.bin"
         source.write_bytes(random.Random(size).randbytes(size))  # the same every run
-        store = SqliteStore(tmp_path / "state.db")
+        store = open_store(state_backend)
         stores.append(store)
         return Bed(cluster, inventory, store, source)
 

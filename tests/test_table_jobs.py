@@ -22,7 +22,7 @@ from leptonctl.services.context import ServiceContext
 from leptonctl.services.jobs.operations import enqueue
 from leptonctl.services.jobs.reconcile import NODE_FAIL_AFTER, ReconcileReport, reconcile
 from leptonctl.store.jobs import JobRecord
-from leptonctl.store.sqlite import SqliteStore
+from leptonctl.store.open import open_store
 from leptonctl.testing.fake_agent import FakeCluster
 
 LATER = NODE_FAIL_AFTER + 60.0
@@ -96,12 +96,12 @@ ROWS = [
 
 
 class Bed:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, state: str) -> None:
         self.inventory = parse_inventory("h1\nh2\n", "hosts.ini", fmt="ini")
         self.cluster = FakeCluster(tmp_path / "hosts")
         for host in self.inventory.hosts:
             self.cluster.add(host.name)
-        self.store = SqliteStore(tmp_path / "state.db")
+        self.store = open_store(state)
         self.now = 1_000_000.0
         self.options = TransportOptions(command_timeout=5.0)
 
@@ -131,8 +131,8 @@ class Bed:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
-def test_reconcile(tmp_path: Path, row: Row) -> None:
-    bed = Bed(tmp_path)
+def test_reconcile(tmp_path: Path, row: Row, state_backend: str) -> None:
+    bed = Bed(tmp_path, state_backend)
     try:
         if row.refuse_start:
             for fake in bed.cluster.hosts.values():
