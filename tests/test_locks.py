@@ -124,7 +124,7 @@ def test_a_maintain_run_on_another_machine_makes_this_one_skip(
         code = run(["--state", state_backend, "maintain", "--json"])
         lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == ExitCode.SKIPPED
-    assert f"(pid {os.getpid()} of {cron_host.actor})" in lines[-1]["skipped"]
+    assert f"(pid {os.getpid()}) by {cron_host.actor}" in lines[-1]["skipped"]
     assert run(["--state", state_backend, "maintain", "--json"]) == 0  # free again
 
 

@@ -68,7 +68,7 @@ def test_a_run_that_finds_the_lock_taken_skips_and_says_since_when(
     assert code == ExitCode.SKIPPED == 75
     (event,) = lines
     assert event["event"] == "skipped" and event["outcome"] == "skipped"
-    assert f"(pid {os.getpid()} of {holding.actor})" in event["skipped"]
+    assert f"(pid {os.getpid()}) by {holding.actor}" in event["skipped"]
     assert "since 20" in event["skipped"]
     with SqliteStore(state) as store:
         (record,) = store.maintenance.recent()

@@ -158,7 +158,7 @@ def _holder(text: str | None) -> str:
     try:
         info = json.loads(text or "{}")
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["since"])))
-        return f"since {since} (pid {info['pid']} of {info['by']})"
+        return f"since {since} (pid {info['pid']}) by {info['by']}"
     except (ValueError, KeyError, TypeError):
         return "since a moment ago"  # it has not written its details yet
 
