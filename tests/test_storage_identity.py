@@ -12,6 +12,7 @@ stamp).  The lab proof is tests/test_lab_shared_storage.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import stat
@@ -499,3 +500,41 @@ def test_the_refusal_names_path_and_filesystem_from_the_hosts_facts_printed_lite
         caught.value.message
     )
     assert "\x1b" not in caught.value.message
+
+
+def test_verify_checks_a_copy_through_another_host_of_its_storage_when_the_recorded_is_down(
+    shared_bed: Any,
+) -> None:
+    bed = shared_bed(("h1", "h2"), ("h1", "h2", "h3"))
+    bed.put(2)
+    rows = bed.store.data.replicas()
+    [recorded] = {h for hosts in rows.values() for h in hosts if h in ("h1", "h2")}
+    bad = sorted(rows)[0]
+    bed.cluster[recorded].corrupt(bad)  # in the shared dir: every host of it sees the damage
+    bed.cluster[recorded].go_down()
+    report = bed.run(lambda c: replicas.verify(c, "ds"))
+    assert [(p.hash, p.host, p.problem) for p in report.problems] == [(bad, recorded, "corrupt")]
+    assert report.replicas_checked == 8 and report.replicas_ok == 7
+    assert bed.store.data.replicas()[bad][recorded] == "corrupt"  # recorded where it was
+
+
+@pytest.mark.parametrize("recorded_down", [False, True])
+def test_repair_replaces_a_corrupt_copy_of_a_shared_storage_whichever_host_sees_it(
+    shared_bed: Any, recorded_down: bool
+) -> None:
+    bed = shared_bed(("h1", "h2"), ("h1", "h2", "h3"))
+    bed.put(2)
+    rows = bed.store.data.replicas()
+    [recorded] = {h for hosts in rows.values() for h in hosts if h in ("h1", "h2")}
+    bad = sorted(rows)[0]
+    bed.cluster[recorded].corrupt(bad)
+    assert bed.run(lambda c: replicas.verify(c, "ds")).problems  # known corrupt, under it
+    if recorded_down:
+        bed.cluster[recorded].go_down()  # the other host of the storage sees the same file
+    report = bed.run(lambda c: replicas.repair(c, "ds"))
+    assert report.corrupt_removed == 1 and not report.short, report
+    shared_file = Path(chunks.chunk_path(str(bed.home), bad))
+    assert hashlib.sha256(shared_file.read_bytes()).hexdigest() == bad  # a good copy again
+    for digest, states in bed.store.data.replicas().items():
+        assert len(states) == 2 and set(states.values()) == {"ok"}, (digest[:12], states)
+        assert len({"h1", "h2"} & set(states)) == 1

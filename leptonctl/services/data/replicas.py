@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from leptonctl.core.datasets import ChunkRef, ReplicaProblem, VerifyReport
 from leptonctl.core.placement import plan_rebalance, storage_groups
 from leptonctl.core.reports import GarbageReport, RebalanceReport, RepairReport
-from leptonctl.core.storages import dedupe_holders, independent_count
+from leptonctl.core.storages import dedupe_holders, independent_count, storage_key
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
@@ -57,38 +57,45 @@ async def verify(
     started = time.monotonic()
     wanted = wanted_replicas(store, name)
     live = {h.name: h for h in hosts}
-    await _one_row_per_storage(ctx, store.data.replicas(list(wanted)), live)
+    # a copy recorded under a host that cannot be asked is checked through another host of
+    # its storage (``through``); the rows stay under the recorded host
+    through = await _one_row_per_storage(ctx, store.data.replicas(list(wanted)), live)
     known = store.data.replicas(list(wanted))
     expected: dict[str, list[str]] = defaultdict(list)  # host -> hashes
     for digest, holders in known.items():
         for host in holders:
             if pairs is None or (digest, host) in pairs:
                 expected[host].append(digest)
-    replicator = Replicator(sessions, [live[n] for n in expected if n in live])
+    asks: dict[str, set[str]] = defaultdict(set)  # the host asked -> hashes
+    for host, hashes in expected.items():
+        if through.get(host, host) in live:
+            asks[through.get(host, host)].update(hashes)
+    replicator = Replicator(sessions, [live[n] for n in asks])
     sizes = store.data.chunk_sizes(list(wanted))
     replies = await replicator.request_all(
-        {n: wire.ChunkVerify(hashes=sorted(hs)) for n, hs in expected.items() if n in live},
-        {n: hashing_timeout(sum(sizes.get(h, 0) for h in hs)) for n, hs in expected.items()},
+        {n: wire.ChunkVerify(hashes=sorted(hs)) for n, hs in asks.items()},
+        {n: hashing_timeout(sum(sizes.get(h, 0) for h in hs)) for n, hs in asks.items()},
     )
     problems: list[ReplicaProblem] = []
     ok_rows, corrupt_rows, missing_rows = [], [], []
-    hashed = 0
+    hashed = sum(int(r.get("bytes") or 0) for r in replies.values() if isinstance(r, dict))
     for host, hashes in sorted(expected.items()):
-        reply = replies.get(host)
+        reply = replies.get(through.get(host, host))
         if reply is None or isinstance(reply, HostError):
             why = reply.message if isinstance(reply, HostError) else "not in the selection"
             if reply is None:
                 continue  # a host outside --limit is not judged
             problems += [ReplicaProblem(h, host, "unreachable", why) for h in sorted(hashes)]
             continue
-        hashed += int(reply.get("bytes") or 0)
-        ok_rows += [(h, host, "ok") for h in reply["ok"]]
-        corrupt_rows += [(h, host, "corrupt") for h in reply["corrupt"]]
-        missing_rows += [(h, host) for h in reply["missing"]]
-        problems += [ReplicaProblem(h, host, "corrupt", "hash mismatch") for h in reply["corrupt"]]
-        problems += [
-            ReplicaProblem(h, host, "missing", "not on the host") for h in reply["missing"]
-        ]
+        mine = set(hashes)
+        ok = [h for h in reply["ok"] if h in mine]
+        corrupt = [h for h in reply["corrupt"] if h in mine]
+        missing = [h for h in reply["missing"] if h in mine]
+        ok_rows += [(h, host, "ok") for h in ok]
+        corrupt_rows += [(h, host, "corrupt") for h in corrupt]
+        missing_rows += [(h, host) for h in missing]
+        problems += [ReplicaProblem(h, host, "corrupt", "hash mismatch") for h in corrupt]
+        problems += [ReplicaProblem(h, host, "missing", "not on the host") for h in missing]
     now = clock()
     store.data.set_replicas(ok_rows + corrupt_rows, now)
     store.data.drop_replicas(missing_rows)
@@ -110,20 +117,24 @@ async def verify(
 
 async def _one_row_per_storage(
     ctx: ServiceContext, known: Mapping[str, Mapping[str, str]], live: Mapping[str, Host]
-) -> None:
+) -> dict[str, str]:
     """Forget recorded copies that another recorded host of the same storage already stands
     for (recorded before storages were known, or by a host that shares it): a copy on a
-    shared data dir is one copy, hashed and counted once."""
-    names = {n for states in known.values() for n in states if n in live}
+    shared data dir is one copy, hashed and counted once.  Returns, for recorded hosts that
+    cannot be asked (down, not selected), a live host that shares their storage."""
+    everyone = {n for states in known.values() for n in states}
+    before = storages.remembered(ctx.store, everyone | set(live))
+    shared = {before[n] for n in everyone if before.get(n)}
+    names = {n for n in live if n in everyone or (before.get(n) and before[n] in shared)}
     if not names:
-        return
+        return {}
     surveys = await Replicator(ctx.sessions, [live[n] for n in sorted(names)]).survey([])
     storages.remember(ctx.store, surveys, ctx.clock())
-    everyone = {n for states in known.values() for n in states}
     storage_of = storages.storage_map(ctx.store, surveys, everyone)
     recorded = {h: set(states) for h, states in known.items()}
     _, forget = dedupe_holders(recorded, storage_of, recorded)
     ctx.store.data.drop_replicas(forget)
+    return storages.through_sharers(storage_of, surveys, everyone)
 
 
 def hashing_timeout(size: int) -> float:
@@ -182,22 +193,34 @@ async def repair(
         replicator = Replicator(sessions, hosts, graph, progress)
         surveys = await replicator.survey(list(wanted))
         known = store.data.replicas(list(wanted))
+        storages.remember(store, surveys, clock())
+        same = storages.surveyed_storages(surveys)
+        recorded = {n for states in known.values() for n in states}
+        storage_of = storages.storage_map(store, surveys, recorded)
+        # a copy is one file per storage: what is known of it under one host of a shared
+        # data dir holds for them all (and is acted on through a live one)
+        through = storages.through_sharers(storage_of, surveys, recorded)
         corrupt: dict[str, list[str]] = defaultdict(list)
         for digest, states in known.items():
             for host, state in states.items():
-                if state == "corrupt" and host in surveys:
-                    corrupt[host].append(digest)
+                asked = host if host in surveys else through.get(host)
+                if state == "corrupt" and asked is not None:
+                    corrupt[asked].append(digest)
         removed, refetch = await _drop_corrupt(replicator, store, corrupt, clock())
         report.corrupt_removed = len(removed)
-        gone = set(removed)
-        storages.remember(store, surveys, clock())
-        same = storages.surveyed_storages(surveys)
+        gone = {(h, storage_key(n, storage_of.get(n))) for h, n in removed}
+
+        def lost(digest: str, host: str) -> bool:
+            return (digest, storage_key(host, storage_of.get(host))) in gone
+
         holders = {
-            h: {n for n, s in surveys.items() if h in s.present and (h, n) not in gone}
-            for h in wanted
+            h: {n for n, s in surveys.items() if h in s.present and not lost(h, n)} for h in wanted
         }
         store.data.drop_replicas(
-            (h, n) for h, hs in known.items() for n in hs if n in surveys and n not in holders[h]
+            (h, n)
+            for h, hs in known.items()
+            for n in hs
+            if (n in surveys and n not in holders[h]) or lost(h, n)
         )
         before = sum(independent_count(v, same) for v in holders.values())
         report.lost = sorted(h for h, v in holders.items() if not v)

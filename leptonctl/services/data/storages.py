@@ -68,6 +68,20 @@ def storage_map(
     return known
 
 
+def through_sharers(
+    storage_of: Mapping[str, str | None], surveys: Mapping[str, Survey], hosts: Collection[str]
+) -> dict[str, str]:
+    """For each of ``hosts`` that was not surveyed (down, not selected): a surveyed host of
+    the same storage, through which its copies can be read, checked or deleted."""
+    through: dict[str, str] = {}
+    for host in sorted(set(hosts) - surveys.keys()):
+        sid = storage_of.get(host)
+        sharers = sorted(n for n, s in surveys.items() if sid and s.storage == sid)
+        if sharers:
+            through[host] = sharers[0]
+    return through
+
+
 def record_holders(
     store: Store,
     holders: Mapping[str, Collection[str]],
