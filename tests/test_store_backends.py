@@ -256,3 +256,22 @@ def test_jobs_filters_by_submitter_and_cancel_spares_other_users_jobs(
     assert run(["--state", state_backend, "cancel", "--any-user", str(pending)]) == 0
     with open_store(state_backend) as store:
         assert store.jobs.get(pending).state == "CANCELLED"  # type: ignore[union-attr]
+
+
+def test_jobs_running_when_the_device_table_arrives_hold_their_devices(
+    state_backend: str,
+) -> None:
+    first, second = add_jobs(state_backend, 2)
+    with open_store(state_backend) as store:
+        store.jobs.update(first, state="RUNNING", host="h1", allocation=GPU0)
+    # as a store from before step 9 was: no job_devices table, the job running
+    if state_backend.startswith("postgresql://"):
+        execute_raw(
+            state_backend, "DROP TABLE job_devices", "UPDATE leptonctl_schema SET version = 8"
+        )
+    else:
+        execute_raw(state_backend, "DROP TABLE job_devices", "PRAGMA user_version = 8")
+    with open_store(state_backend) as store:  # migrated on opening
+        assert store.jobs.device_holders() == {("h1", "gpu:0"): first}
+        with pytest.raises(DeviceTaken):
+            store.jobs.update(second, state="STARTING", host="h1", allocation=GPU0)

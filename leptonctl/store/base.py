@@ -24,6 +24,7 @@ from leptonctl.store.db import Db
 from leptonctl.store.jobs import JobTable
 from leptonctl.store.links import LinkTable
 from leptonctl.store.maintenance import MaintenanceTable
+from leptonctl.store.schema import DEVICES_STEP
 
 STORE_ID_KEY = "store.id"
 LOCK_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
@@ -74,6 +75,11 @@ class TableStore(ABC):
     def migrate(self, apply: bool = True) -> tuple[int, int]:
         """Apply the migrations the database lacks; (version before, after).  A database
         newer than this program is refused; ``apply=False`` only checks."""
+
+    def _migrated(self, before: int, after: int) -> None:
+        """What a migration needs beyond SQL (both backends call it after migrating)."""
+        if before < DEVICES_STEP <= after:
+            self.jobs.hold_active_devices()
 
     def transaction(self) -> AbstractContextManager[None]:
         """One write transaction over every table: all the writes inside commit together

@@ -112,6 +112,32 @@ class JobTable:
             [(host, device, job_id) for device in devices],
         )
 
+    def hold_active_devices(self) -> int:
+        """Fill ``job_devices`` from the STARTING and RUNNING jobs (after the migration that
+        made the table, for jobs that were running then).  A device two jobs name is kept
+        by the older job.  Returns the rows written."""
+        marks = ", ".join("?" for _ in _HOLDING)
+        rows = self._db.read(
+            f"SELECT id, host, allocation FROM jobs WHERE state IN ({marks}) "  # noqa: S608
+            "AND host IS NOT NULL AND allocation IS NOT NULL ORDER BY id",
+            _HOLDING,
+        )
+        held: dict[tuple[str, str], int] = {}
+        for job_id, host, allocation in rows:
+            try:
+                devices = held_devices(json.loads(allocation))
+            except (ValueError, StateError, AttributeError):
+                continue  # an unreadable allocation holds nothing
+            for device in devices:
+                held.setdefault((str(host), device), int(job_id))
+        with self._db.transaction("record the devices running jobs hold"):
+            self._db.executemany(
+                "INSERT INTO job_devices(host, device, job_id) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(h, d, j) for (h, d), j in held.items()],
+            )
+        return len(held)
+
     def device_holders(self) -> dict[tuple[str, str], int]:
         """(host, device) -> the id of the active job that holds it."""
         rows = self._db.read("SELECT host, device, job_id FROM job_devices", ())

@@ -193,8 +193,8 @@ class PostgresStore(TableStore):
         if before == SCHEMA_VERSION or not apply:
             return before, before
         with self.lock("migrate"):
-            for number in range(self.schema_version(), SCHEMA_VERSION):
-                self._refuse_newer(number)
+            start = self.schema_version()  # another process may have migrated meanwhile
+            for number in range(start, SCHEMA_VERSION):
                 with self._db.transaction("migrate the state store"):
                     self._db.execute(
                         "CREATE TABLE IF NOT EXISTS leptonctl_schema (version INTEGER NOT NULL)"
@@ -203,7 +203,9 @@ class PostgresStore(TableStore):
                         self._db.execute(statement)
                     self._db.execute("DELETE FROM leptonctl_schema")
                     self._db.execute("INSERT INTO leptonctl_schema VALUES (?)", (number + 1,))
-        return before, self.schema_version()
+            after = self.schema_version()
+            self._migrated(start, after)
+        return before, after
 
     def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:

@@ -173,6 +173,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+DEVICES_STEP = 9  # the step that made job_devices: jobs running then are filled in after it
 
 # Every table, parents before children, with its columns (the order export writes them).
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (

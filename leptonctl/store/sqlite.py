@@ -88,4 +88,6 @@ class SqliteStore(TableStore):
                     for statement in statements(number, "sqlite"):
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {number + 1}")
-        return before, self.schema_version()
+        after = self.schema_version()
+        self._migrated(before, after)
+        return before, after
