@@ -37,10 +37,11 @@ btime 1795000000
 MEMINFO = "MemTotal:       16384000 kB\nMemFree:         1000000 kB\nMemAvailable:    8192000 kB\n"
 
 
-def agent_request(doc: dict[str, object]) -> dict[str, object]:
+def agent_request(doc: dict[str, object], data_dir: Path | None = None) -> dict[str, object]:
     """One request to the agent as hosts run it: its own python process, stdin, stdout."""
+    where = [] if data_dir is None else ["--data-dir", str(data_dir)]
     result = subprocess.run(
-        [sys.executable, str(AGENT_DIR), "request"],
+        [sys.executable, str(AGENT_DIR), "request", *where],
         input=json.dumps(doc),
         capture_output=True,
         text=True,
@@ -81,6 +82,25 @@ def test_a_host_without_proc_stat_says_why_instead_of_failing(tmp_path: Path) ->
 def test_gpus_must_be_a_flag() -> None:
     reply = agent_request({"op": "sample", "gpus": "yes"})
     assert reply == {"schema": 1, "error": "gpus must be true or false"}
+
+
+def test_a_sample_says_which_of_the_jobs_asked_about_have_ended(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    spec = {"id": "dash-1", "command": ["true"]}
+    assert agent_request({"op": "job-start", "spec": spec}, data)["id"] == "dash-1"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        (entry,) = agent_request({"op": "job-status", "ids": ["dash-1"]}, data)["jobs"]  # type: ignore[misc]
+        if entry["state"] == "COMPLETED":
+            break
+        time.sleep(0.1)
+    reply = agent_request({"op": "sample", "jobs": ["dash-1", "dash-2"]}, data)
+    assert reply["jobs"] == {"dash-1": "COMPLETED", "dash-2": "UNKNOWN"}
+    assert agent_request({"op": "sample"}, data)["jobs"] == {}  # none asked: none read
+    bad = agent_request({"op": "sample", "jobs": ["../etc"]}, data)
+    assert "job id must match" in str(bad["error"])
+    many = agent_request({"op": "sample", "jobs": [f"j{i}" for i in range(257)]}, data)
+    assert many["error"] == "jobs must be a list of at most 256 job ids"
 
 
 def test_asking_for_gpus_on_a_host_without_any_gives_none_and_a_reason() -> None:

@@ -15,7 +15,7 @@ import json
 import pytest
 from rich.console import Console
 
-from leptonctl.core.dashboard import DataHealth, cluster_frame, queue_frame
+from leptonctl.core.dashboard import DataHealth, cluster_frame, live_jobs, queue_frame
 from leptonctl.core.facts import HostFacts
 from leptonctl.core.history import History, sparkline
 from leptonctl.core.records import JobRecord
@@ -270,6 +270,16 @@ def test_json_documents_carry_utilisation_jobs_and_totals() -> None:
 
 
 # -- samples and history (pure) ------------------------------------------------------
+
+
+def test_jobs_their_host_says_have_ended_leave_the_dashboard_before_the_next_reconcile() -> None:
+    running = [j for j in jobs() if j.state in ("RUNNING", "PENDING")]
+    ended_on_gpu01 = {"gpu01": {running[0].agent_id: "COMPLETED"}}
+    still = {"gpu01": {running[0].agent_id: "RUNNING"}, "cpu01": {running[1].agent_id: "UNKNOWN"}}
+    assert [j.id for j in live_jobs(running, ended_on_gpu01)] == [42, 43]
+    assert [j.id for j in live_jobs(running, still)] == [41, 42, 43]
+    sample = parse_sample({"jobs": {"1.0.x": "LOST", "2.0.x": "BOGUS", "3.0.x": 7}})
+    assert sample.jobs == {"1.0.x": "LOST"}  # what is not a state is not believed
 
 
 def test_cpu_percent_is_the_busy_share_of_ticks_between_two_samples() -> None:

@@ -134,6 +134,8 @@ def test_dashboards_show_the_running_job_live_and_quit_cleanly(
     (job,) = [j for j in listed if j["id"] == job_id]
     assert job["state"] == "RUNNING"
     host = job["host"]
+    short = leptonctl(inventory, "submit", "--json", "--name", "shortjob", "--", "sleep 12")
+    short_id = json.loads(short.stdout)["id"]
     try:
         # status --watch at 120 columns: the job on its host, CPU %, totals; q quits
         status_out = tmp_path / "status.out"
@@ -142,6 +144,7 @@ def test_dashboards_show_the_running_job_live_and_quit_cleanly(
         screen = term.wait_for(
             lambda s: (
                 f"{job_id} dashjob" in host_row(s, host)
+                and f"{short_id} shortjob" in s
                 and all(re.search(r"\d+%", host_row(s, name)) for name in names)
             )
         )
@@ -149,8 +152,12 @@ def test_dashboards_show_the_running_job_live_and_quit_cleanly(
         assert f"{job_id} dashjob" in row, screen
         assert re.search(r"█*░* +\d+% ", row), screen  # the CPU bar and its percentage
         assert all(re.search(r"\d+%", host_row(screen, name)) for name in names), screen
-        assert f"hosts {len(names)} up" in screen and "1 running" in screen, screen
+        assert f"hosts {len(names)} up" in screen and "2 running" in screen, screen
         assert all(len(line) <= 120 for line in screen.splitlines())
+        # the short job ends on its host; nothing reconciles meanwhile, the samples tell
+        screen = term.wait_for(lambda s: f"{short_id} shortjob" not in s, timeout=45)
+        assert f"{short_id} shortjob" not in screen and "1 running" in screen, screen
+        assert f"{job_id} dashjob" in host_row(screen, host)
         term.keys("q")
         after = term.wait_for(lambda s: "DASHBOARD-DONE" in s, timeout=30)
         assert "DASHBOARD-DONE" in after, after

@@ -23,7 +23,12 @@ def check_flags(request, names):
 
 def sample(request, ctx):
     (gpus,) = check_flags(request, ("gpus",))
-    return sampling.sample(ctx.root, ctx.data_dir, gpus)
+    ids = request.jobs
+    if ids is not None:
+        if not isinstance(ids, list) or len(ids) > sampling.MAX_JOBS:
+            raise BadRequest("jobs must be a list of at most %d job ids" % sampling.MAX_JOBS)
+        ids = [wire.check_job_id(job_id) for job_id in ids]
+    return sampling.sample(ctx.root, ctx.data_dir, gpus, ids)
 
 
 def chunk_verify(request, ctx):

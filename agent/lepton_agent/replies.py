@@ -33,7 +33,8 @@ class SampleReply(TypedDict, total=False):
     """The moving counters of a host, for a live dashboard. cpu_times: {total, idle, threads}
     ticks of /proc/stat since boot (the operator takes the busy share between two samples);
     gpus: [{index, uuid, utilization_pct, memory_utilization_pct, memory_used_bytes,
-    memory_total_bytes, temperature_c, power_w}], only when asked for."""
+    memory_total_bytes, temperature_c, power_w}], only when asked for; jobs: {id: state} of
+    the job ids asked for (RUNNING, COMPLETED, ..., UNKNOWN: no such job here)."""
 
     schema: int
     time: float
@@ -41,6 +42,7 @@ class SampleReply(TypedDict, total=False):
     load: Optional[List[float]]
     memory: Dict[str, Any]
     gpus: List[Dict[str, Any]]
+    jobs: Dict[str, str]
     unavailable: Dict[str, str]
 
 

@@ -22,6 +22,7 @@ from .wire import SCHEMA
 # guest and guest_nice are already counted in user and nice, so they are left out of the total.
 IDLE_COLUMNS = (3, 4)  # idle, iowait
 COUNTED_COLUMNS = 8
+MAX_JOBS = 256  # job ids one sample reports on
 
 GPU_FIELDS = (
     "index",
@@ -177,8 +178,9 @@ def sample_gpus(unavailable):
     return gpus
 
 
-def sample(root, data_dir, gpus=False):
-    """One sample: {"schema", "time", "cpu_times", "load", "memory", "gpus", "unavailable"}."""
+def sample(root, data_dir, gpus=False, job_ids=None):
+    """One sample: {"schema", "time", "cpu_times", "load", "memory", "gpus", "jobs",
+    "unavailable"}; "jobs" has the state of each job id asked for."""
     root = root or "/"
     unavailable = {}
     stat_path = os.path.join(root, "proc/stat")
@@ -201,5 +203,10 @@ def sample(root, data_dir, gpus=False):
             doc["gpus"] = sample_gpus(unavailable)
         except Exception as exc:  # a GPU library that breaks leaves the rest of the sample
             unavailable["gpus"] = "sample failed: %s: %s" % (type(exc).__name__, exc)
+    doc["jobs"] = {}
+    if job_ids:
+        from .jobs import job_status  # only when the dashboard shows jobs
+
+        doc["jobs"] = {job_id: job_status(data_dir, job_id)["state"] for job_id in job_ids}
     doc["unavailable"] = unavailable
     return doc

@@ -344,9 +344,10 @@ class Sample(Request[SampleReply]):
     SUMMARY = (
         "the counters a dashboard refresh reads: /proc/stat cpu ticks, memory, load and, with "
         "gpus: true, each GPU's utilisation (no probe; the operator computes CPU % between "
-        "two samples)"
+        "two samples); with jobs (at most 256 job ids), the state of each of those jobs"
     )
     gpus: bool = False
+    jobs: Optional[List[str]] = None
 
 
 @dataclasses.dataclass(frozen=True)

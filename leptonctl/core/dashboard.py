@@ -237,6 +237,25 @@ def queue_frame(
     return QueueFrame(now, tuple(active), tuple(ended), tuple(sorted(unreachable)))
 
 
+ENDED_ON_HOST = frozenset({"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "LOST"})
+
+
+def live_jobs(
+    records: Sequence[JobRecord], states: Mapping[str, Mapping[str, str]]
+) -> list[JobRecord]:
+    """The records less the running ones whose host's agent says they have ended: the
+    dashboard reads the queue as last reconciled, and shows what the hosts know since
+    (the next reconcile records how they ended).  ``states``: host -> agent id -> state."""
+    return [
+        r
+        for r in records
+        if not (
+            r.state in ("STARTING", "RUNNING")
+            and states.get(r.host or "", {}).get(r.agent_id) in ENDED_ON_HOST
+        )
+    ]
+
+
 def remaining(record: JobRecord, now: float) -> float | None:
     """Seconds of walltime left for a running job (None: no walltime, or not started)."""
     walltime = record.spec.get("walltime")

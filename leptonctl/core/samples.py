@@ -16,6 +16,11 @@ from typing import Any
 
 from leptonctl.core.facts import GpuFacts, HostFacts, MemoryFacts
 
+# What the agent's job-status says of a job (UNKNOWN: no such job on the host).
+JOB_STATES = frozenset(
+    {"STARTING", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "LOST", "UNKNOWN"}
+)
+
 
 @dataclass(frozen=True)
 class CpuTimes:
@@ -41,6 +46,7 @@ class HostSample:
     memory_total_bytes: int | None
     memory_available_bytes: int | None
     gpus: tuple[GpuSample, ...] = ()
+    jobs: Mapping[str, str] = dataclasses.field(default_factory=dict)  # agent job id -> state
 
 
 def parse_sample(doc: Mapping[str, Any]) -> HostSample:
@@ -68,7 +74,19 @@ def parse_sample(doc: Mapping[str, Any]) -> HostSample:
         memory_total_bytes=_count(memory.get("total_bytes")),
         memory_available_bytes=_count(memory.get("available_bytes")),
         gpus=tuple(g for g in (_gpu(d) for d in gpus_doc) if g is not None),
+        jobs=_job_states(doc.get("jobs")),
     )
+
+
+def _job_states(value: Any) -> dict[str, str]:
+    """The job states a sample reported, those that read as a job id and a state only."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {
+        k: v
+        for k, v in value.items()
+        if isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and v in JOB_STATES
+    }
 
 
 def cpu_percent(before: CpuTimes | None, after: CpuTimes | None) -> float | None:

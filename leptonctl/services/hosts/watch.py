@@ -24,11 +24,12 @@ from leptonctl.core.dashboard import (
     DataHealth,
     QueueFrame,
     cluster_frame,
+    live_jobs,
     queue_frame,
 )
 from leptonctl.core.facts import HostFacts
 from leptonctl.core.history import History
-from leptonctl.core.records import ACTIVE
+from leptonctl.core.records import ACTIVE, JobRecord
 from leptonctl.core.reports import HostStatus
 from leptonctl.core.samples import CpuTimes, apply_sample, cpu_percent, parse_sample
 from leptonctl.errors import HostError
@@ -44,6 +45,7 @@ STORE_EVERY = 60.0  # seconds between writes of one host's facts to the state st
 PROBE_EVERY = 60.0  # seconds between full probes of a host; samples in between
 DATA_EVERY = 30.0  # seconds between reads of the data health (a query over every chunk)
 MAX_BACKOFF = 10.0
+MAX_JOBS = 256  # job ids one sample asks about (the agent's limit)
 
 
 class LiveCluster:
@@ -70,6 +72,8 @@ class LiveCluster:
         self._probed_at: dict[str, float] = {}
         self._cpu_times: dict[str, CpuTimes] = {}
         self.cpu_pct: dict[str, float | None] = {}  # since the previous sample, by host
+        self.job_ids: dict[str, list[str]] = {}  # agent job ids to ask each host about
+        self.job_states: dict[str, dict[str, str]] = {}  # host -> agent job id -> state
         remembered = store.load_facts([h.name for h in self.hosts])
         self.rows: dict[str, HostStatus] = {}
         for host in self.hosts:
@@ -116,6 +120,7 @@ class LiveCluster:
             self._cpu_times.pop(host.name, None)
             self._probed_at.pop(host.name, None)
             self.cpu_pct[host.name] = None
+            self.job_states.pop(host.name, None)
             backoff = min(MAX_BACKOFF, self._backoff.get(host.name, 0.5) * 2)
             self._backoff[host.name] = backoff
             self._retry_at[host.name] = self._clock() + backoff
@@ -137,11 +142,13 @@ class LiveCluster:
             if now - self._stored_at.get(name, 0.0) >= STORE_EVERY:
                 self._store.save_facts(now, {name: probe.document})
                 self._stored_at[name] = now
-        reply = await session.request(wire.Sample(gpus=bool(facts.gpus)), timeout)
+        ids = self.job_ids.get(name) or None
+        reply = await session.request(wire.Sample(gpus=bool(facts.gpus), jobs=ids), timeout)
         if "error" in reply:  # an answer, not a lost host: the row keeps the probe's values
             self.cpu_pct[name] = None
             return facts
         sample = parse_sample(reply)
+        self.job_states[name] = dict(sample.jobs)
         self.cpu_pct[name] = cpu_percent(self._cpu_times.get(name), sample.cpu)
         if sample.cpu is not None:
             self._cpu_times[name] = sample.cpu
@@ -177,6 +184,8 @@ async def watch_dashboard(
     async with LiveCluster(ctx.selected, ctx.options, ctx.store, ctx.clock) as live:
         while True:
             started = loop.time()
+            active = ctx.store.jobs.in_states(ACTIVE)
+            live.job_ids = running_ids(active)
             rows = await live.refresh(wait=interval)
             now = ctx.clock()
             if now - data_at >= DATA_EVERY:
@@ -186,13 +195,22 @@ async def watch_dashboard(
                 rows,
                 live.cpu_pct,
                 ctx.store.drained(),
-                ctx.store.jobs.in_states(ACTIVE),
+                live_jobs(active, live.job_states),
                 now,
                 data=data,
                 history=history,
                 by=by,
             )
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+
+
+def running_ids(records: Sequence[JobRecord]) -> dict[str, list[str]]:
+    """Host -> the agent ids of the jobs the store has starting or running there."""
+    ids: dict[str, list[str]] = {}
+    for r in records:
+        if r.host and r.state in ("STARTING", "RUNNING"):
+            ids.setdefault(r.host, []).append(r.agent_id)
+    return {host: found[:MAX_JOBS] for host, found in ids.items()}
 
 
 def record_history(
