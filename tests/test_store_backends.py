@@ -275,3 +275,21 @@ def test_jobs_running_when_the_device_table_arrives_hold_their_devices(
         assert store.jobs.device_holders() == {("h1", "gpu:0"): first}
         with pytest.raises(DeviceTaken):
             store.jobs.update(second, state="STARTING", host="h1", allocation=GPU0)
+
+
+def test_a_postgres_writer_waits_for_the_one_before_it_only_so_long(
+    pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import leptonctl.store.postgres as postgres
+
+    monkeypatch.setattr(postgres, "_WRITE_WAIT", 0.5)
+    url = pg_server.new_database()
+    with open_store(url) as first, open_store(url) as second:
+        with first.transaction():
+            first.set_value("k", "first")
+            began = time.monotonic()
+            with pytest.raises(StateError, match="lock timeout"):
+                second.set_value("k", "second")  # the write lock is first's until it commits
+            assert 0.4 < time.monotonic() - began < 10
+        second.set_value("k", "second")  # free again
+        assert first.value("k") == "second"

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 URL_SCHEMES = ("postgresql", "postgres")
 _LOCK_SPACE = 0x4C455054  # "LEPT": the first key of every advisory lock leptonctl takes
 _CONNECT_TIMEOUT = 10  # seconds
+_WRITE_WAIT = 30.0  # seconds a write transaction waits for the one before it
 
 
 def is_postgres_url(state: str) -> bool:
@@ -143,6 +144,9 @@ class PostgresStore(TableStore):
                 "and that it lets this user in",
             ) from exc
         self._attach(PgDb(conn, where), actor)
+        # A writer waits for the one before it at most this long, as SQLite's busy timeout
+        # (the lock connections of ``lock`` wait as long as their holder takes).
+        conn.execute(f"SET lock_timeout = '{int(_WRITE_WAIT * 1000)}ms'")
         try:
             self.migrate(apply=migrate)
         except BaseException:
