@@ -225,6 +225,20 @@ def test_per_gpu_detail_shows_each_gpu_and_the_job_holding_it_when_there_is_room
     ]
 
 
+def test_more_hosts_than_lines_keeps_the_problems_on_screen_and_counts_the_rest() -> None:
+    rows = [HostStatus(make_host(f"n{i:02d}"), cpu_host_facts(), NOW) for i in range(40)]
+    rows.append(
+        HostStatus(make_host("sick"), None, None, error=Unreachable("sick", "no route to host"))
+    )
+    big = cluster_frame(rows, {}, {}, [], NOW)
+    text = recorded(cluster_view(big, 100, height=24), 100)
+    lines = text.rstrip("\n").splitlines()
+    assert len(lines) <= 24, text
+    assert host_lines(text, "sick") and "down" in host_lines(text, "sick")[0]
+    shown = sum(1 for line in lines if line.startswith("n") and line.split()[1] == "up")
+    assert f"… {40 - shown} more hosts ({40 - shown} up): a taller terminal shows them" in text
+
+
 def test_host_strings_are_printed_literally() -> None:
     rows = [HostStatus(make_host("evil"), cpu_host_facts(), NOW)]
     bad = job(7, "[bold red]x\x1b[2J", "RUNNING", "evil")

@@ -9,7 +9,9 @@ fits under the hosts.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -183,16 +185,26 @@ def cluster_view(
         head.append(f"  every {interval:g}s", style="dim")
     head.append("  q quits", style="dim")
     header = pack_lines([head, *totals_parts(frame.totals)], width)
-    parts: list[RenderableType] = [*header, Text(""), hosts_table(frame, width)]
-    used = len(header) + 2 + len(frame.hosts) + (_group_count(frame) if frame.grouped else 0)
-    trouble = problempack_lines(frame, width)
+    trouble = problem_lines(frame, width)
+    shown, more = frame, None
+    if height is not None and _rows(frame.hosts, frame.grouped) > height - len(header) - 2:
+        keep = _fitting(frame.hosts, frame.grouped, max(1, height - len(header) - 3))
+        shown = dataclasses.replace(frame, hosts=frame.hosts[:keep])
+        more = _more_hosts(frame.hosts[keep:], width)
+        trouble = []  # no room: problems come first, so their rows are on the screen
+    parts: list[RenderableType] = [*header, Text(""), hosts_table(shown, width)]
+    if more is not None:
+        return Group(*parts, more)
+    used = len(header) + 2 + _rows(frame.hosts, frame.grouped)
+    if height is not None and len(trouble) > height - used - 1:
+        trouble = trouble[: max(0, height - used - 1)]
     detail = gpu_detail(frame, width)
     room = None if height is None else height - used - len(trouble) - 1
     if detail is not None:
         rows = sum(len(v.gpus) for v in frame.hosts) + 2
         if room is None or rows <= room:
             parts += [Text(""), detail]
-        else:
+        elif room > 0:
             hidden = Text(
                 f"per-GPU detail: {rows - 2} GPUs, hidden (it needs {rows} more lines)", "dim"
             )
@@ -200,6 +212,26 @@ def cluster_view(
     if trouble:
         parts += [Text(""), *trouble]
     return Group(*parts)
+
+
+def _rows(views: Sequence[HostView], grouped: bool) -> int:
+    """Lines of the hosts table's body: one per host, and one per group label."""
+    return len(views) + (len({v.group for v in views}) if grouped else 0)
+
+
+def _fitting(views: Sequence[HostView], grouped: bool, lines: int) -> int:
+    """How many of the first hosts fit in ``lines`` lines (group labels included)."""
+    count = 0
+    while count < len(views) and _rows(views[: count + 1], grouped) <= lines:
+        count += 1
+    return max(1, count)
+
+
+def _more_hosts(hidden: Sequence[HostView], width: int) -> Text:
+    states = Counter(v.state for v in hidden)
+    said = ", ".join(f"{n} {state}" for state, n in states.items())
+    line = Text(f"… {len(hidden)} more hosts ({said}): a taller terminal shows them", "dim")
+    return cut(line, width)
 
 
 def hosts_table(frame: ClusterFrame, width: int) -> Table:
@@ -347,10 +379,6 @@ def _spark(frame: ClusterFrame, kind: str, width: int) -> Callable[[HostView], T
     return cell
 
 
-def _group_count(frame: ClusterFrame) -> int:
-    return len({v.group for v in frame.hosts})
-
-
 def gpu_detail(frame: ClusterFrame, width: int) -> Table | None:
     """Per-GPU bars of the hosts that are up: utilisation, memory, temperature, power,
     and the job holding it."""
@@ -403,7 +431,7 @@ def _gpu_job(view: HostView, gpu: GpuFacts) -> Text:
     return Text("busy" if gpu_busy(gpu) else "-", style="yellow" if gpu_busy(gpu) else "dim")
 
 
-def problempack_lines(frame: ClusterFrame, width: int) -> list[Text]:
+def problem_lines(frame: ClusterFrame, width: int) -> list[Text]:
     """Why each host is down, drained or unhealthy, one line each (cut, never wrapped)."""
     lines = []
     for view in frame.hosts:
