@@ -538,3 +538,20 @@ def test_repair_replaces_a_corrupt_copy_of_a_shared_storage_whichever_host_sees_
     for digest, states in bed.store.data.replicas().items():
         assert len(states) == 2 and set(states.values()) == {"ok"}, (digest[:12], states)
         assert len({"h1", "h2"} & set(states)) == 1
+
+
+def test_a_put_resends_a_chunk_whose_shared_copy_is_known_corrupt_under_another_host(
+    shared_bed: Any,
+) -> None:
+    bed = shared_bed(("h1", "h2"), ("h1", "h2", "h3"))
+    bed.put(2)
+    rows = bed.store.data.replicas()
+    [recorded] = {h for hosts in rows.values() for h in hosts if h in ("h1", "h2")}
+    bad = sorted(rows)[0]
+    bed.cluster[recorded].corrupt(bad)
+    bed.run(lambda c: replicas.verify(c, "ds"))  # recorded corrupt under `recorded` only
+    report = bed.put(2, "again")  # the same bytes as a second dataset
+    assert report.reused_chunks == 3  # the corrupt one is no copy, through either host
+    shared_file = Path(chunks.chunk_path(str(bed.home), bad))
+    assert hashlib.sha256(shared_file.read_bytes()).hexdigest() == bad
+    assert bed.store.data.replicas([bad])[bad] == {recorded: "ok", "h3": "ok"}

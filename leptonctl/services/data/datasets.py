@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from leptonctl.core.datasets import DAMAGED_HINT, MAX_SIZE, ChunkRef, Manifest
 from leptonctl.core.reports import GetReport, PutReport, RemoveReport
 from leptonctl.core.scan import UnsafeScan, printable, read_scan
-from leptonctl.core.storages import LOCAL_DATA_DIR_HINT, independent_count
+from leptonctl.core.storages import LOCAL_DATA_DIR_HINT, independent_count, storage_key
 from leptonctl.errors import AgentError, HostError, LeptonError, StateError, UsageError
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions, wire
@@ -148,15 +148,16 @@ async def put(
         )
         surveys = await chunkrefs.pin_for_put(replicator, store, record, surveys)
         known = store.data.replicas(list(sizes))  # a copy verify found corrupt is no holder
+        bad = storages.corrupt_storages(store, known, surveys)  # nor is any host of its storage
+        same = storages.surveyed_storages(surveys)
         holders = {
             c.hash: {
                 n
                 for n, s in surveys.items()
-                if c.hash in s.present and known.get(c.hash, {}).get(n) != "corrupt"
+                if c.hash in s.present and (c.hash, storage_key(n, same.get(n))) not in bad
             }
             for c in chunks
         }
-        same = storages.surveyed_storages(surveys)
         count = {c.hash: independent_count(holders[c.hash], same) for c in chunks}
         reused = sum(1 for c in chunks if count[c.hash] >= k)
         if progress is not None:

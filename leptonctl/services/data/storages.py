@@ -14,7 +14,7 @@ import json
 from collections.abc import Collection, Mapping
 
 from leptonctl.core.facts import DiskFacts, WireError, parse_facts, storage_id_of
-from leptonctl.core.storages import SharedStorage, dedupe_holders, group_hosts
+from leptonctl.core.storages import SharedStorage, dedupe_holders, group_hosts, storage_key
 from leptonctl.errors import HostError
 from leptonctl.remote.agent import wire
 from leptonctl.services.context import ServiceContext
@@ -80,6 +80,21 @@ def through_sharers(
         if sharers:
             through[host] = sharers[0]
     return through
+
+
+def corrupt_storages(
+    store: Store, known: Mapping[str, Mapping[str, str]], surveys: Mapping[str, Survey]
+) -> set[tuple[str, str]]:
+    """(hash, storage key) of every copy recorded corrupt: on a shared data dir the file is
+    corrupt for every host of that storage, whichever one it is recorded under."""
+    hosts = {n for states in known.values() for n, state in states.items() if state == "corrupt"}
+    storage_of = storage_map(store, surveys, hosts)
+    return {
+        (digest, storage_key(n, storage_of.get(n)))
+        for digest, states in known.items()
+        for n, state in states.items()
+        if state == "corrupt"
+    }
 
 
 def record_holders(
