@@ -81,6 +81,8 @@ class Terminal:
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+        where = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / self.socket
+        where.unlink(missing_ok=True)  # the server is gone; its socket file is not
 
 
 @pytest.fixture
