@@ -61,15 +61,21 @@ def queue_view(
 
 def queue_table(records: Sequence[JobRecord], now: float, width: int, ended: bool) -> Table:
     """ID NAME STATE HOST DEVICES ELAPSED LEFT REASON (squeue's columns), cut to ``width``."""
-    roomy = width >= 120
+    roomy = width >= 100
+    longest = max([4, *(len(printable(r.name)) for r in records)])
+    name_width = min(longest, 24 if roomy else 12)
+    host_width = min(
+        max([4, *(len(printable(r.host or "-")) for r in records)]), 16 if roomy else 10
+    )
+    devices_width = min(max([7, *(len(devices(r)) for r in records)]), 24 if roomy else 10)
     specs: list[tuple[str, int, int, Callable[[JobRecord], Text], bool]] = [
         ("ID", max([2, *(len(str(r.id)) for r in records)]), 0, lambda r: Text(str(r.id)), False),
         ("STATE", 9, 0, lambda r: Text(r.state, style=JOB_STYLE.get(r.state, "")), False),
-        ("NAME", 20 if roomy else 12, 1, lambda r: Text(printable(r.name)), False),
-        ("HOST", 12 if roomy else 10, 2, lambda r: Text(printable(r.host or "-")), False),
+        ("NAME", name_width, 1, lambda r: Text(printable(r.name)), False),
+        ("HOST", host_width, 2, lambda r: Text(printable(r.host or "-")), False),
         ("ELAPSED", 8, 3, lambda r: Text(_elapsed(r, now)), False),
         ("LEFT" if not ended else "ENDED", 8, 4, _left(now, ended), False),
-        ("DEVICES", 24 if roomy else 10, 5, lambda r: Text(devices(r)), False),
+        ("DEVICES", devices_width, 5, lambda r: Text(devices(r)), False),
         ("REASON" if not ended else "EXIT", 10, 1, _reason(ended), True),
     ]
     columns = [Column(h, w, p, c, f) for h, w, p, c, f in specs]
