@@ -74,7 +74,11 @@ def test_put_from_the_operator_relays_the_hop_into_the_central_keys_host(
         "--chunk-size", "1MiB", "--json",
     )  # fmt: skip
     assert code == 0, err
-    assert json.loads(out)["replicas"] == 3
+    report = json.loads(out)
+    assert report["replicas"] == 3
+    assert [r["to"] for r in report["relayed"]] == [CENTRAL]
+    assert CENTRAL_REASON in report["relayed"][0]["reason"]
+    assert any(CENTRAL_REASON in note for note in report["notes"])
     for chunk in chunks_of(capsys, inv, "ds"):
         assert sorted(chunk["replicas"]) == ["h1", "h2", "h3"]
         for host in ("h1", "h2", "h3"):  # three files on three node-local disks
@@ -106,7 +110,9 @@ def test_put_from_a_host_and_repair_relay_into_the_central_keys_host(
         capsys, "-i", str(inv), "data", "repair", "hostds", "-l", "h1,h2,h3", "--json"
     )
     assert code == 0, err
-    assert json.loads(out)["healthy"] is True
+    report = json.loads(out)
+    assert report["healthy"] is True
+    assert [(r["to"], r["via"]) for r in report["relayed"]] == [(CENTRAL, "(operator)")]
     assert lost.is_file()
     assert lost.read_bytes() == chunk_path(lab, "h1", chunks[0]["hash"]).read_bytes()
 
@@ -126,6 +132,10 @@ def test_rebalance_moves_replicas_into_the_central_keys_host(
     assert code == 0, err
     report = json.loads(out)
     assert report["moves_done"] > 0, report
+    assert [(r["from"], r["to"], r["via"]) for r in report["relayed"]] == [
+        ("h1", CENTRAL, "(operator)")
+    ]
+    assert CENTRAL_REASON in report["relayed"][0]["reason"]
     moved = [c for c in chunks_of(capsys, inv, "rb") if c["replicas"] == ["h3"]]
     assert moved and all(chunk_path(lab, CENTRAL, c["hash"]).is_file() for c in moved)
 

@@ -6,7 +6,7 @@ warnings) for stderr.  Stored and host-supplied strings are made printable first
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from leptonctl.core.reports import (
     CopyReport,
@@ -78,6 +78,7 @@ def repair_summary(report: RepairReport) -> Lines:
         err.append(f"  LOST (no healthy copy anywhere): {len(report.lost)} chunk(s)")
     err += notes(f"{h[:12]}: {why}" for h, why in report.short.items())
     err += notes(f"{host}: {why}" for host, why in report.problems.items())
+    err += notes(_relay_note(r) for r in report.relayed)
     return [line], err
 
 
@@ -87,7 +88,13 @@ def rebalance_summary(report: RebalanceReport) -> Lines:
         f"{human_bytes(report.bytes_moved)} moved; spread of disk use "
         f"{report.spread_before:.1%} -> {report.spread_after:.1%}"
     )
-    return [line], notes(f"{host}: {why}" for host, why in report.problems.items())
+    err = notes(f"{host}: {why}" for host, why in report.problems.items())
+    return [line], err + notes(_relay_note(r) for r in report.relayed)
+
+
+def _relay_note(relayed: Mapping[str, str]) -> str:
+    """A hop relayed by the operator, as ``RelayedHop.note`` says it."""
+    return f"{relayed['from']} -> {relayed['to']} relayed by the operator: {relayed['reason']}"
 
 
 def gc_summary(report: GarbageReport, check: bool) -> Lines:

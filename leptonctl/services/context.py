@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from leptonctl.errors import LeptonError
 from leptonctl.inventory import Host, Inventory
 from leptonctl.remote.agent import AgentSessions
+from leptonctl.remote.hopmemory import hop_memory
 from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import TransportOptions
 from leptonctl.services.hosts.status import new_host_key_recorder
@@ -92,6 +93,7 @@ class ServiceContext:
             else:
                 self._pool = HostPool(self.options, new_host_key_recorder(self.store, self.clock))
                 self._sessions = AgentSessions(self._pool)
+            hop_memory(self._sessions, self.store, self.clock)  # what hops taught is kept
         return self._sessions
 
     @property

@@ -25,6 +25,7 @@ from leptonctl.core.storages import LOCAL_DATA_DIR_HINT, independent_count, stor
 from leptonctl.errors import AgentError, HostError, LeptonError, StateError, UsageError
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.remote.agent import AgentSessions, wire
+from leptonctl.remote.hopmemory import relayed_in
 from leptonctl.remote.transfer import Hop, HopOutcome, TransferOutcome, Transfers, operator_host
 from leptonctl.services.context import ServiceContext
 from leptonctl.services.data import chunkrefs, storages
@@ -177,6 +178,8 @@ async def put(
                 progress.end()
         storages.record_holders(store, placed.holders, surveys, clock())
         notes += [f"{host}: {why}" for host, why in sorted(placed.problems.items())]
+        relayed = relayed_in(sessions)  # hops the operator carried, and why
+        notes += [hop.note for hop in relayed]
         if placed.shortfalls:
             first = next(iter(placed.shortfalls.values()))
             raise DataError(
@@ -197,6 +200,7 @@ async def put(
             reused_chunks=reused,
             seconds=time.monotonic() - started,
             notes=tuple(notes),
+            relayed=tuple(hop.to_dict() for hop in relayed),
         )
 
 

@@ -25,6 +25,7 @@ from leptonctl.core.storages import dedupe_holders, independent_count, storage_k
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.agent import AgentSessions, wire
+from leptonctl.remote.hopmemory import relayed_in
 from leptonctl.remote.transfer import Hop, Transfers
 from leptonctl.services.context import ServiceContext
 from leptonctl.services.data import chunkrefs, storages
@@ -261,6 +262,7 @@ async def repair(
         if report.copies_made or report.corrupt_removed:  # the event records who repaired
             detail = {"copies_made": report.copies_made, "corrupt_removed": report.corrupt_removed}
             store.record_event(clock(), "chunks_repaired", None, {"dataset": name, **detail})
+        report.relayed = [hop.to_dict() for hop in relayed_in(sessions)]
         return report
 
 
@@ -333,6 +335,7 @@ async def rebalance(
         after = await replicator.survey(None)
         used_after = {n: int(s.used_bytes or 0) for n, s in after.items()}
         report.spread_after = _spread(replicator.targets(after, used_after))
+        report.relayed = [hop.to_dict() for hop in relayed_in(sessions)]
         return report
 
 
