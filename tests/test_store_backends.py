@@ -21,6 +21,8 @@ from leptonctl.store.db import DeviceTaken
 from leptonctl.store.location import state_location
 from leptonctl.store.open import open_store
 from leptonctl.store.schema import SCHEMA_VERSION
+from tests.conftest import write_inventory
+from tests.lab import Lab
 from tests.pg import PgServer, execute_raw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,3 +295,43 @@ def test_a_postgres_writer_waits_for_the_one_before_it_only_so_long(
             assert 0.4 < time.monotonic() - began < 10
         second.set_value("k", "second")  # free again
         assert first.value("k") == "second"
+
+
+@pytest.mark.lab
+def test_every_command_group_works_on_a_postgres_store_against_real_hosts(
+    lab: Lab,
+    lab_operator: Path,
+    pg_server: PgServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = pg_server.new_database()
+    inv = str(write_inventory(tmp_path / "hosts.yaml", lab, ["h1", "h2"]))
+
+    def cli(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = run(["-i", inv, "--state", url, *args])
+        return code, capsys.readouterr().out
+
+    code, out = cli("submit", "--wait", "--json", "--", "echo from-pg")
+    assert code == 0, out
+    src = tmp_path / "model.bin"
+    src.write_bytes(bytes(range(256)) * 4000)
+    assert cli("data", "put", str(src), "model", "-k", "2", "--json")[0] == 0
+    code, out = cli("data", "get", "model", str(tmp_path / "back.bin"))
+    assert code == 0 and (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+    assert cli("node", "drain", "h1", "--reason", "disk swap")[0] == 0
+    code, out = cli("node", "list", "--json")
+    assert {n["host"]: n["state"] for n in json.loads(out)["nodes"]}["h1"] != "up"
+    assert cli("node", "resume", "h1")[0] == 0
+    assert cli("net", "probe", "--seconds", "0.2")[0] == 0
+    assert len(json.loads(cli("net", "show", "--json")[1])["links"]) >= 2
+    code, out = cli("maintain", "--json", "health")
+    assert code == 0, out
+    assert cli("data", "rm", "model")[0] == 0
+    with open_store(url) as store:
+        (job,) = store.jobs.all()
+        assert job.state == "COMPLETED" and job.submitted_by == store.actor.user
+        assert [e.actor for e in store.events("host_drained")] == [str(store.actor)]
+        assert store.data.datasets() == []
+    assert not (lab_operator / ".local" / "share" / "leptonctl" / "state.db").exists()
