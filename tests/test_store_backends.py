@@ -335,3 +335,33 @@ def test_every_command_group_works_on_a_postgres_store_against_real_hosts(
         assert [e.actor for e in store.events("host_drained")] == [str(store.actor)]
         assert store.data.datasets() == []
     assert not (lab_operator / ".local" / "share" / "leptonctl" / "state.db").exists()
+
+
+def test_a_start_claim_lasts_its_lease_for_a_terminal_whose_clock_runs_ahead(
+    pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two machines sharing one PostgreSQL store, the laptop's clock 100 s ahead: the lease
+    # a cron host took a moment ago is still live for the laptop, and the laptop's own
+    # claim is not over for the cron host before its lease ends.
+    import leptonctl.store.postgres as postgres
+
+    url = pg_server.new_database()
+    cron_host = open_store(url)
+    real = time.time
+    monkeypatch.setattr(postgres.time, "time", lambda: real() + 100.0)
+    laptop = open_store(url)
+    monkeypatch.undo()
+    try:
+        with cron_host.jobs.exclusive():
+            assert cron_host.jobs.claim_start(1, "cron", now=time.time(), lease=30.0) is None
+        laptop_now = time.time() + 100.0
+        assert laptop.jobs.start_claim(1, now=laptop_now) is not None
+        with laptop.jobs.exclusive():
+            assert laptop.jobs.claim_start(1, "laptop", now=laptop_now, lease=30.0) == "cron"
+            assert laptop.jobs.claim_start(2, "laptop", now=laptop_now, lease=30.0) is None
+        held = cron_host.jobs.start_claim(2, now=time.time() + 20.0)
+        assert held is not None and held[0] == "laptop"
+        assert abs(held[1] - (time.time() + 30.0)) < 5  # on the cron host's clock
+    finally:
+        laptop.close()
+        cron_host.close()

@@ -35,6 +35,7 @@ class TableStore(ABC):
 
     _db: Db
     actor: Actor
+    clock_skew: float = 0.0  # the database's clock minus ours, whole seconds (PostgreSQL)
 
     def _attach(self, db: Db, actor: Actor | None) -> None:
         self._db = db
@@ -94,7 +95,7 @@ class TableStore(ABC):
     @property
     def jobs(self) -> JobTable:
         """The job queue and history (same database, same connection)."""
-        return JobTable(self._db, self.actor)
+        return JobTable(self._db, self.actor, self.clock_skew)
 
     @property
     def data(self) -> DataTable:

@@ -41,9 +41,10 @@ _UPDATABLE = {
 
 
 class JobTable:
-    def __init__(self, db: Db, actor: Actor) -> None:
+    def __init__(self, db: Db, actor: Actor, clock_skew: float = 0.0) -> None:
         self._db = db
         self._actor = actor
+        self._skew = clock_skew  # the database's clock minus ours (whole seconds)
 
     def exclusive(self) -> AbstractContextManager[None]:
         """One write transaction (joins the caller's when one is open); everything inside
@@ -173,7 +174,9 @@ class JobTable:
     # A job whose inputs must be copied to its host before it starts is started by one
     # leptonctl process at a time: the one holding its claim (owner, lease end), kept in the
     # kv table as ``start-claim:<job id>``.  The owner renews the lease while it stages; a
-    # claim whose lease ran out (its owner was killed) may be taken over.
+    # claim whose lease ran out (its owner was killed) may be taken over.  Lease ends are
+    # kept on the database's clock (``clock_skew``: terminals on several machines sharing a
+    # PostgreSQL store judge one lease alike however far their own clocks drift apart).
 
     def claim_start(self, job_id: int, owner: str, now: float, lease: float) -> str | None:
         """Take or renew the claim on starting ``job_id``; None if taken, else the owner
@@ -181,7 +184,7 @@ class JobTable:
         held = self.start_claim(job_id, now)
         if held is not None and held[0] != owner:
             return held[0]
-        value = json.dumps({"owner": owner, "until": now + lease})
+        value = json.dumps({"owner": owner, "until": now + self._skew + lease})
         with self._db.transaction("take a start claim"):
             self._db.execute(
                 "INSERT INTO kv(key, value) VALUES (?, ?) "
@@ -200,7 +203,7 @@ class JobTable:
             owner, until = str(value["owner"]), float(value["until"])
         except (ValueError, KeyError, TypeError):
             return None  # unreadable: as good as expired
-        return (owner, until) if until > now else None
+        return (owner, until - self._skew) if until > now + self._skew else None
 
     def release_start(self, job_id: int, owner: str) -> None:
         """Drop ``owner``'s claim on starting ``job_id`` (no-op if another holds it now)."""

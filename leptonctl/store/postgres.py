@@ -21,6 +21,7 @@ Guarantees, as on SQLite:
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -147,6 +148,7 @@ class PostgresStore(TableStore):
         # A writer waits for the one before it at most this long, as SQLite's busy timeout
         # (the lock connections of ``lock`` wait as long as their holder takes).
         conn.execute(f"SET lock_timeout = '{int(_WRITE_WAIT * 1000)}ms'")
+        self.clock_skew = self._measure_skew()
         try:
             self.migrate(apply=migrate)
         except BaseException:
@@ -155,6 +157,13 @@ class PostgresStore(TableStore):
 
     def __enter__(self) -> PostgresStore:
         return self
+
+    def _measure_skew(self) -> float:
+        """The server's clock minus ours, in whole seconds (under a second reads as 0)."""
+        before = time.time()
+        ((server,),) = self._db.read("SELECT EXTRACT(EPOCH FROM clock_timestamp())")
+        after = time.time()
+        return float(round(float(server) - (before + after) / 2))
 
     def lock(
         self, name: str, *, shared: bool = False, wait: bool = True
