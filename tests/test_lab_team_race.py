@@ -90,27 +90,16 @@ def run_terminals(inv: Path, state: str, token: str, terminals: int, each: int) 
     assert not failures, failures
 
 
-def final_jobs(inv: Path, state: str) -> list[dict]:
+def leptonctl(inv: Path, state: str, *args: str, check: bool = True) -> str:
+    """One leptonctl command, a process of its own; its stdout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "leptonctl",
-            "-i",
-            str(inv),
-            "--state",
-            state,
-            "jobs",
-            "--all",
-            "--json",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-    ).stdout
-    return list(json.loads(out)["jobs"])
+    argv = [sys.executable, "-m", "leptonctl", "-i", str(inv), "--state", state, *args]
+    done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, text=True, check=check)
+    return done.stdout
+
+
+def final_jobs(inv: Path, state: str) -> list[dict]:
+    return list(json.loads(leptonctl(inv, state, "jobs", "--all", "--json"))["jobs"])
 
 
 def agent_runs(lab: Lab, names: list[str], token: str) -> list[tuple[str, str, float, float]]:
@@ -124,6 +113,8 @@ def agent_runs(lab: Lab, names: list[str], token: str) -> list[tuple[str, str, f
             if spec.get("env", {}).get("RACE") != token:
                 continue
             assert spec["env"]["LEPTON_HOST"] == name
+            if not (job_dir / "state.json").exists():
+                continue  # cancelled before its command started
             state = json.loads((job_dir / "state.json").read_text())
             end = json.loads((job_dir / "end.json").read_text())
             runs.append((name, job_dir.name, float(state["started"]), float(end["ended"])))
@@ -157,6 +148,68 @@ def test_concurrent_terminals_lose_no_job_kill_none_and_double_book_nothing(
     runs = agent_runs(lab, names, token)
     assert len(runs) == len(jobs)  # one run per job: nothing ran twice
     assert overlapping(runs) == []
+
+
+@pytest.mark.lab
+def test_cancel_drain_wait_and_the_cron_tick_beside_terminals_keep_every_job_right(
+    lab: Lab, lab_operator: Path, tmp_path: Path, state_backend: str
+) -> None:
+    """Two terminals submit; meanwhile a third cancels two jobs, a fourth drains h1 and
+    waits, and cron runs the default maintenance tick (health, dispatch) again and again."""
+    names = ["h1", "h2"]
+    inv = inventory(tmp_path / "hosts.yaml", lab, names)
+    token = secrets.token_hex(6)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "leptonctl", "-i", str(inv), "--state", state_backend]
+    others = textwrap.dedent(
+        """
+        import json, subprocess, sys, time
+        base = json.loads(sys.argv[1])
+        def exists(job_id):
+            out = subprocess.run([*base, "jobs", "--all", "--json"], capture_output=True,
+                                 text=True).stdout
+            return any(j["id"] == job_id for j in json.loads(out or '{"jobs": []}')["jobs"])
+        deadline = time.monotonic() + 60
+        while not exists(int(sys.argv[3])) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if sys.argv[2] == "cancel":
+            subprocess.run([*base, "cancel", "2", "4"], check=True, capture_output=True)
+        elif sys.argv[2] == "drain":
+            subprocess.run([*base, "node", "drain", "h1", "--wait"], check=True,
+                           capture_output=True)
+            print(time.time())
+        else:
+            for _ in range(4):
+                subprocess.run([*base, "maintain"], capture_output=True)
+        """
+    )
+    helpers = [
+        subprocess.Popen(
+            [sys.executable, "-c", others, json.dumps(base), role, after],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role, after in (("cancel", "4"), ("drain", "3"), ("cron", "1"))
+    ]
+    run_terminals(inv, state_backend, token, 2, 3)
+    outputs = [proc.communicate(timeout=120) for proc in helpers]
+    assert [proc.returncode for proc in helpers] == [0, 0, 0], outputs
+    drained_at = float(outputs[1][0].split()[-1])
+    jobs = {j["id"]: j for j in final_jobs(inv, state_backend)}
+    assert len(jobs) == 6
+    for job_id, job in jobs.items():
+        wanted = {"CANCELLED", "COMPLETED"} if job_id in (2, 4) else {"COMPLETED"}
+        assert job["state"] in wanted and job["attempt"] == 0, job
+    runs = agent_runs(lab, names, token)
+    assert overlapping(runs) == []
+    on_h1 = [r for r in runs if r[0] == "h1"]
+    assert all(ended <= drained_at for _, _, _, ended in on_h1)  # the wait saw them end
+    assert len({r[1] for r in runs}) == len(runs)
+    completed = {i for i, j in jobs.items() if j["state"] == "COMPLETED"}
+    assert {int(r[1].split(".")[0]) for r in runs} >= completed  # each ran, once
+    leptonctl(inv, state_backend, "node", "resume", "h1")
 
 
 class _DrainBetween:
