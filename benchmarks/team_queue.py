@@ -23,6 +23,13 @@ Measured (wall clock of this machine, which the lab's hosts share):
     on the hosts, and no host's one CPU ever running two jobs (from the agents' start
     and end records).  A failed check is printed and the exit status is 1.
 
+``--store-only`` leaves the lab and the CLI out and measures the store itself: N
+processes at once, each M times queueing a one-GPU job, deciding under the queue's
+transaction (the real scheduler pass and start claims), recording it started and
+ended -- about six write transactions per job -- on 4 hosts of 2 GPUs declared, so the
+device constraint and the claims are exercised; then the same checks (every job
+completed once, no GPU held by two jobs at once).
+
 ``--postgresql URL`` uses a server you run (a fresh database is created for each run
 if the URL's user may, else the URL's database is used as it is, and must be empty);
 ``--start-postgresql`` starts a private one with tests/pg.py.  A script, not a test.
@@ -31,6 +38,7 @@ if the URL's user may, else the URL's database is used as it is, and must be emp
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import secrets
@@ -251,6 +259,124 @@ def run_round(
     )  # fmt: skip
 
 
+STORE_INVENTORY = "all:\n  hosts:\n" + "".join(
+    f"    h{i}:\n      capacity: {{cpus: 64, memory: 64GiB, gpus: 2, fpgas: 0}}\n"
+    for i in range(1, 5)
+)
+
+
+def store_worker(state: str, worker: int, count: int) -> None:
+    """One process of ``--store-only``: prints when each of its jobs began and ended."""
+    from leptonctl.core.jobspec import Submission
+    from leptonctl.core.jobviews import nodes_from
+    from leptonctl.core.scheduler import Request
+    from leptonctl.inventory import parse_inventory
+    from leptonctl.services.jobs.operations import enqueue
+    from leptonctl.services.jobs.reconcile import _decide
+    from leptonctl.services.jobs.starts import claim_starts, new_owner
+
+    inventory = parse_inventory(STORE_INVENTORY, "bench.yaml", fmt="yaml")
+    up = {h.name for h in inventory.hosts}
+    store = open_store(state)
+    owner = new_owner()
+    took = []
+    try:
+        for i in range(count):
+            began = time.time()
+            job = Submission(name=f"w{worker}.{i}", command="true", request=Request(gpus=1))
+            enqueue(store, inventory, [job], time.time())
+            settle(store, inventory, up, owner, nodes_from, _decide, claim_starts)
+            took.append((began, time.time()))
+    finally:
+        store.close()
+    print(json.dumps(took))
+
+
+def settle(store: Any, inventory: Any, up: set[str], owner: str, *fns: Any) -> int:
+    """One scheduling pass under the queue's transaction, then each job it claimed is
+    recorded RUNNING and, at once, COMPLETED (its GPU held meanwhile); returns how many."""
+    nodes_from, decide, claim_starts = fns
+    now = time.time()
+    with store.jobs.exclusive():
+        starts = decide(store, inventory, nodes_from(inventory.hosts, {}, up), now)
+        plain, _ = claim_starts(store, starts, None, owner, now)
+    for job_id in plain:
+        record = store.jobs.get(job_id)
+        expect = ("STARTING", record.attempt)
+        if store.jobs.update_if(job_id, expect, state="RUNNING", started=time.time()):
+            gpus = ",".join(str(g) for g in record.allocation["gpus"])
+            store.jobs.update(job_id, reason=f"{record.host}:{gpus}")  # for the check
+            store.jobs.update_if(
+                job_id, ("RUNNING", record.attempt), state="COMPLETED", ended=time.time(),
+                exit_code=0,
+            )  # fmt: skip
+        store.jobs.release_start(job_id, owner)
+    return len(plain)
+
+
+def run_store_round(state: str, backend: str, n: int, m: int) -> Result:
+    from leptonctl.core.jobviews import nodes_from
+    from leptonctl.inventory import parse_inventory
+    from leptonctl.services.jobs.reconcile import _decide
+    from leptonctl.services.jobs.starts import claim_starts, new_owner
+
+    open_store(state).close()  # created (and migrated) before the race
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    began = time.time()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--store-worker", state, str(k), str(m)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(n)
+    ]
+    took: list[tuple[float, float]] = []
+    problems = []
+    for proc in procs:
+        out, err = proc.communicate()
+        try:
+            took += [(a, b) for a, b in json.loads(out.splitlines()[-1])]
+        except (IndexError, ValueError):
+            problems.append(f"a worker failed ({proc.returncode}): {err[-800:]}")
+    wall = time.time() - began
+    span = max((b for _, b in took), default=began) - min((a for a, _ in took), default=began)
+    inventory = parse_inventory(STORE_INVENTORY, "bench.yaml", fmt="yaml")
+    up = {h.name for h in inventory.hosts}
+    store = open_store(state)
+    try:  # what was left pending (every GPU busy when it was queued) runs now
+        while settle(store, inventory, up, new_owner(), nodes_from, _decide, claim_starts):
+            pass
+        records = store.jobs.all()
+    finally:
+        store.close()
+    problems += [f"job {r.id}: {r.state}" for r in records if r.state != "COMPLETED"]
+    if len(records) != n * m:
+        problems.append(f"{n * m} queued, {len(records)} in the store")
+    held: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in records:
+        held[r.reason or "?"].append((r.started or 0.0, r.ended or 0.0))
+    for device, spans in held.items():
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            if start < end:
+                problems.append(f"GPU {device} held by two jobs at once")
+    durations = [b - a for a, b in took]
+    return Result(backend, n, len(took), span, wall, durations, [], [], len(records), problems)
+
+
+def store_row(r: Result) -> str:
+    ms = 1000.0
+    ok = "ok" if not r.problems else f"{len(r.problems)} PROBLEMS"
+    return (
+        f"| {r.backend} | {r.terminals} | {r.jobs} | {r.submits / r.submit_wall:.1f} | "
+        f"{statistics.median(r.submit_latency) * ms:.1f} / "
+        f"{quantile(r.submit_latency, 0.95) * ms:.1f} | {r.total_wall:.1f} | {ok} |"
+    )
+
+
 def fresh_state(backend: str, work: Path, url: str | None, server: Any, label: str) -> str:
     if backend == "sqlite":
         return str(work / f"{label}.db")
@@ -293,7 +419,13 @@ def main() -> None:
         "--start-postgresql", action="store_true", help="start a private one (tests/pg.py)"
     )
     parser.add_argument("--lab", default="lepq:200", help="lab PREFIX:FIRST_IP")
+    parser.add_argument("--store-only", action="store_true", help="the store alone, no lab")
+    parser.add_argument("--store-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.store_worker:
+        state, worker, count = args.store_worker
+        store_worker(state, int(worker), int(count))
+        return
     backends = [b for b in args.backends.split(",") if b]
     ns = [int(n) for n in args.terminals.split(",")]
     server = None
@@ -303,6 +435,9 @@ def main() -> None:
         from tests.pg import PgServer
 
         server = PgServer.start()
+    if args.store_only:
+        store_only(args, backends, ns, server)
+        return
     reason = Lab.unavailable_reason()
     if reason:
         raise SystemExit(f"cannot build the lab: {reason}")
@@ -341,6 +476,32 @@ def main() -> None:
         print(row(result))
     command = " ".join(["python", "benchmarks/team_queue.py", *sys.argv[1:]])
     print(f"\ncommand: {command}")
+    if any(r.problems for r in results):
+        raise SystemExit(1)
+
+
+def store_only(args: argparse.Namespace, backends: list[str], ns: list[int], server: Any) -> None:
+    results = []
+    work = Path(tempfile.mkdtemp(prefix="leptonctl-teamq-"))
+    try:
+        for backend in backends:
+            for n in ns:
+                state = fresh_state(backend, work, args.postgresql, server, f"s{n}")
+                result = run_store_round(state, backend, n, args.submits)
+                print(store_row(result), flush=True)
+                for problem in result.problems[:20]:
+                    print(f"    problem: {problem}", flush=True)
+                results.append(result)
+    finally:
+        if server is not None:
+            server.stop()
+    print(f"\nthe store alone: 4 hosts x 2 GPUs declared, one-GPU jobs; "
+          f"{os.cpu_count()} CPUs on this machine\n")  # fmt: skip
+    print("| backend | N | jobs | jobs/s | one job ms (p50 / p95) | wall s | checks |")
+    print("|---|---|---|---|---|---|---|")
+    for result in results:
+        print(store_row(result))
+    print(f"\ncommand: python benchmarks/team_queue.py {' '.join(sys.argv[1:])}")
     if any(r.problems for r in results):
         raise SystemExit(1)
 
