@@ -365,14 +365,18 @@ def _decide(
     would not stage it: its devices would sit idle).  Without ``whole`` (a part of the
     cluster), no job is failed as impossible and no waiting reason is rewritten."""
     up = {n.name for n in nodes if n.schedulable}
-    for record in store.jobs.in_states(("PENDING",)):
-        if record.cancel_requested:
+    queued = store.jobs.in_states(("PENDING", "STARTING", "RUNNING"))  # one read of the queue
+    pending = []
+    for record in queued:
+        if record.state == "PENDING" and record.cancel_requested:
             store.jobs.update(record.id, state="CANCELLED", ended=now, reason="cancelled")
-    pending = store.jobs.in_states(("PENDING",))
-    starting = store.jobs.in_states(("STARTING",))
+        elif record.state == "PENDING":
+            pending.append(record)
+    starting = [r for r in queued if r.state == "STARTING"]
     if not pending:
         return [r.id for r in starting]
-    active = store.jobs.in_states(("STARTING", "RUNNING"))
+    active = [r for r in queued if r.state != "PENDING"]
+    said = {r.id: r.reason for r in pending}  # a reason is written only when it changes
     deps = {int(a) for r in pending for a in r.spec.get("after", ())}
     finished = {str(i): s for i, s in store.jobs.states_of(deps).items() if s in FINAL}
     locality = input_locality(store, pending)
@@ -388,11 +392,12 @@ def _decide(
     started = []
     for alloc in decision.start:
         if not stage and int(alloc.job_id) in with_inputs:
-            store.jobs.update(
-                int(alloc.job_id),
-                reason=f"fits on {alloc.host}; its input is staged by the next submit, "
-                "schedule or maintain run",
+            why = (
+                f"fits on {alloc.host}; its input is staged by the next submit, "
+                "schedule or maintain run"
             )
+            if said.get(int(alloc.job_id)) != why:
+                store.jobs.update(int(alloc.job_id), reason=why)
             continue
         started.append(int(alloc.job_id))
         store.jobs.update(
@@ -410,5 +415,6 @@ def _decide(
     for doomed in decision.doomed:
         store.jobs.update(int(doomed.job_id), state="FAILED", ended=now, reason=doomed.reason)
     for blocked in decision.blocked if whole else ():
-        store.jobs.update(int(blocked.job_id), reason=blocked.reason)
+        if said.get(int(blocked.job_id)) != blocked.reason:
+            store.jobs.update(int(blocked.job_id), reason=blocked.reason)
     return [r.id for r in starting] + started
