@@ -151,6 +151,8 @@ async def reconcile(
         store.save_facts(now, fresh)
     up = {n for n, o in outcomes.items() if not isinstance(o, HostError)}
     report.unreachable = {n: o for n, o in outcomes.items() if isinstance(o, HostError)}
+    # read (and parsed) before the queue's lock: capacity only, never what holds it
+    facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
     with store.jobs.exclusive():
         for name, outcome in outcomes.items():
             if isinstance(outcome, _HostReport) and outcome.orphans_ended:
@@ -161,7 +163,6 @@ async def reconcile(
             if record.state == "STARTING" and _claimed_by_other(store, record.id, owner, now):
                 continue  # another process is starting it right now: its host may not know
             _collect(store, record, outcomes.get(record.host or ""), now, node_fail_after, report)
-        facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
         drained = store.drained()
         why_not = {n: f"unreachable: {e.message}" for n, e in report.unreachable.items()}
         why_not.update((n, f"drained: {reason}") for n, (reason, _) in drained.items())
