@@ -21,8 +21,11 @@ from typing import Any
 import pytest
 
 from leptonctl.core.health import HEALTH_DRAIN_PREFIX
+from leptonctl.services.jobs.reconcile import ReconcileReport
+from leptonctl.services.jobs.starts import record_start
 from leptonctl.services.maintain.actions import _drain_or_resume
 from leptonctl.store.interface import Store
+from leptonctl.store.jobs import JobRecord
 from leptonctl.store.open import open_store
 from tests.lab import Lab
 
@@ -250,5 +253,40 @@ def test_the_health_step_never_resumes_a_drain_an_operator_made_meanwhile(
         _drain_or_resume(ctx, result, {"h1": []})  # type: ignore[arg-type]  # h1 is fine now
         racing.operator.join(timeout=30)
         assert store.drained()["h1"][0] == "operator: new PSU"
+    finally:
+        store.close()
+
+
+# -- the start another terminal recorded first is the same run, not an orphan ------------
+
+
+def _starting_job(store: Store) -> JobRecord:
+    [job_id] = store.jobs.add([("j", {"uid": "beef", "command": "true", "request": {}}, 0, 1)], 1.0)
+    store.jobs.update(job_id, state="STARTING", host="h1", allocation={"cpus": 1})
+    record = store.jobs.get(job_id)
+    assert record is not None
+    return record
+
+
+def test_a_start_another_terminal_recorded_first_is_not_killed(state_backend: str) -> None:
+    store = open_store(state_backend)
+    try:
+        mine = _starting_job(store)  # this terminal's view as it sent job-start
+        assert store.jobs.update_if(mine.id, ("STARTING", 0), state="RUNNING", started=5.0)
+        record_start(store, mine, {"started": 5.0, "state": "RUNNING"}, 6.0, ReconcileReport())
+        assert store.jobs.orphans() == {}  # old: the run was listed to be killed
+        current = store.jobs.get(mine.id)
+        assert current is not None and current.state == "RUNNING"
+    finally:
+        store.close()
+
+
+def test_a_start_that_lost_to_a_requeue_is_still_killed(state_backend: str) -> None:
+    store = open_store(state_backend)
+    try:
+        mine = _starting_job(store)
+        store.jobs.update(mine.id, state="PENDING", attempt=1, host=None, allocation=None)
+        record_start(store, mine, {"started": 5.0, "state": "RUNNING"}, 6.0, ReconcileReport())
+        assert store.jobs.orphans() == {"h1": [mine.agent_id]}
     finally:
         store.close()
