@@ -6,6 +6,7 @@ tick beside an operator: what each decides from the store stays true while it wr
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,12 +23,17 @@ from typing import Any
 import pytest
 
 from leptonctl.core.health import HEALTH_DRAIN_PREFIX
-from leptonctl.services.jobs.reconcile import ReconcileReport
+from leptonctl.inventory import parse_inventory
+from leptonctl.remote.transport import TransportOptions
+from leptonctl.services.context import ServiceContext
+from leptonctl.services.jobs.reconcile import ReconcileReport, reconcile
 from leptonctl.services.jobs.starts import record_start
 from leptonctl.services.maintain.actions import _drain_or_resume
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import JobRecord
 from leptonctl.store.open import open_store
+from leptonctl.testing.fake_agent import FakeCluster
+from leptonctl.testing.fake_host import FakeJob
 from tests.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,5 +295,45 @@ def test_a_start_that_lost_to_a_requeue_is_still_killed(state_backend: str) -> N
         store.jobs.update(mine.id, state="PENDING", attempt=1, host=None, allocation=None)
         record_start(store, mine, {"started": 5.0, "state": "RUNNING"}, 6.0, ReconcileReport())
         assert store.jobs.orphans() == {"h1": [mine.agent_id]}
+    finally:
+        store.close()
+
+
+def test_a_job_another_terminal_is_starting_is_not_judged_from_its_host(
+    tmp_path: Path,
+) -> None:
+    inventory = parse_inventory("h1\n", "hosts.ini", fmt="ini")
+    cluster = FakeCluster(tmp_path / "hosts")
+    fake = cluster.add("h1")
+    store = open_store(str(tmp_path / "state.db"))
+    options = TransportOptions(command_timeout=5.0)
+
+    def one_pass() -> None:
+        async def run_it() -> None:
+            async with (
+                cluster.pool(options) as pool,
+                ServiceContext(inventory, store=store, options=options, pool=pool) as ctx,
+            ):
+                await reconcile(ctx)
+
+        asyncio.run(run_it())
+
+    try:
+        record = _starting_job(store)
+        with store.jobs.exclusive():  # another terminal decided it and is sending job-start
+            assert store.jobs.claim_start(record.id, "other:1:ab", time.time(), 30.0) is None
+        # caught mid-start, the host has its directory but no supervisor yet: "LOST"
+        fake.jobs[record.agent_id] = FakeJob(
+            record.agent_id, {}, state="LOST", reason="the supervisor never started"
+        )
+        one_pass()
+        current = store.jobs.get(record.id)
+        assert current is not None and (current.state, current.attempt) == ("STARTING", 0)
+        assert store.jobs.orphans() == {}
+        store.jobs.release_start(record.id, "other:1:ab")  # that terminal is gone: judge it
+        one_pass()
+        current = store.jobs.get(record.id)
+        assert current is not None and current.attempt == 1  # requeued (it has a retry)
+        assert store.jobs.orphans() == {"h1": [record.agent_id]}
     finally:
         store.close()
