@@ -30,14 +30,16 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def exposed(root: Path) -> list[str]:
     """Paths under ``root`` (itself included) that are not the lab user's, directories that
     another user could list or enter, and files another user could read.  A staged input
-    keeps the modes its dataset recorded, so files under ``inputs/`` are private through
-    their directories (checked like every other directory)."""
+    keeps the modes its dataset recorded, so what is inside ``inputs/NAME@V`` is private
+    through ``inputs/`` itself (checked like every other directory)."""
     found = []
     for path in (root, *root.rglob("*")):
         st = path.lstat()
         if stat.S_ISLNK(st.st_mode):
             continue  # a link's own mode means nothing; its target is checked on its own
-        kept = stat.S_ISREG(st.st_mode) and "inputs" in path.relative_to(root).parts[:1]
+        parts = path.relative_to(root).parts
+        staged = parts[:1] == ("inputs",) and (len(parts) > 2 or stat.S_ISREG(st.st_mode))
+        kept = staged  # inside a staged input tree (inputs/NAME@V/...): the dataset's modes
         if st.st_uid != USER_UID or (st.st_mode & 0o077 and not kept):
             found.append(f"{oct(st.st_mode & 0o7777)} uid={st.st_uid} {path}")
     return found
