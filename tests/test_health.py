@@ -154,3 +154,14 @@ def test_cpu_and_fpga_changes_are_reported() -> None:
         c.change for c in hardware_changes(hardware_signature(changed), hardware_signature(facts))
     ]
     assert back == ["cpus_changed", "fpga_added"]
+
+
+def test_sizes_a_probe_could_not_read_are_unknown_not_changed_to_zero() -> None:
+    old = hardware_signature(gpu_facts())
+    unread = {**old, "memory_bytes": None, "cpu_threads": None}
+    assert hardware_changes(old, unread) == []
+    halved = {**old, "memory_bytes": old["memory_bytes"] // 2, "cpu_threads": 1}
+    assert [c.change for c in hardware_changes(old, halved)] == [
+        "memory_changed",
+        "cpus_changed",
+    ]

@@ -151,8 +151,9 @@ def hardware_changes(
         if key not in old_gpus:
             message = f"GPU {gpu.get('index')} ({gpu.get('name') or '?'}) was added"
             changes.append(HardwareChange("gpu_added", message, {"gpu": dict(gpu)}))
+    # A size the new probe could not read is unknown, not zero: nothing to compare.
     before, after = int(old.get("memory_bytes") or 0), int(new.get("memory_bytes") or 0)
-    if before and abs(after - before) * 100.0 > memory_tolerance_pct * before:
+    if before and after and abs(after - before) * 100.0 > memory_tolerance_pct * before:
         changes.append(
             HardwareChange(
                 "memory_changed",
@@ -160,7 +161,7 @@ def hardware_changes(
                 {"before": before, "after": after},
             )
         )
-    if old.get("cpu_threads") and old.get("cpu_threads") != new.get("cpu_threads"):
+    if old.get("cpu_threads") and new.get("cpu_threads") not in (None, old.get("cpu_threads")):
         before_t, after_t = old.get("cpu_threads"), new.get("cpu_threads")
         changes.append(
             HardwareChange(
