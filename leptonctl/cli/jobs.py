@@ -26,6 +26,7 @@ from leptonctl.core.jobspec import (
 from leptonctl.core.records import ACTIVE
 from leptonctl.core.reports import DryRun
 from leptonctl.core.safeyaml import read_source
+from leptonctl.core.scan import printable
 from leptonctl.errors import ExitCode, UsageError
 from leptonctl.render.documents import (
     dry_run_document,
@@ -171,9 +172,12 @@ def _warn_unreachable(report: ReconcileReport) -> None:
     """Unreachable hosts do not fail a reading command, but the reader should know."""
     for name, error in sorted(report.unreachable.items()):
         print(
-            f"warning: {name} unreachable ({error.kind}); its jobs are as last seen",
+            f"warning: {name}: {printable(error.message)} ({error.kind}); "
+            "its jobs are as last seen",
             file=sys.stderr,
         )
+        if error.hint:
+            print(f"  hint: {printable(error.hint)}", file=sys.stderr)
 
 
 def jobs(
