@@ -28,8 +28,6 @@ def user_known_hosts() -> Path:
     return Path(os.path.expanduser("~")) / ".ssh" / "known_hosts"
 
 
-GLOBAL_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
-
 DEFAULT_USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 """OpenSSH's ``UserKnownHostsFile`` when ``~/.ssh/config`` names none (new keys: the first)."""
 
