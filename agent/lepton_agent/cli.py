@@ -33,15 +33,61 @@ def answer(line, root, data_dir):
 
 
 def serve(root, data_dir, stdin, stdout):
-    """Answer JSON-line requests until EOF."""
+    """Answer requests until EOF (binary ``stdin``/``stdout``): a framed message (wire's
+    "messages") gets a framed reply, a bare JSON line a bare reply line. Every read is
+    bounded: a header line by MAX_REQUEST_LINE, a body by MAX_MESSAGE_BYTES."""
     try:
-        for line in iter(stdin.readline, ""):
-            if line.strip():
-                stdout.write(json_line(answer(line, root, data_dir)))
+        while True:
+            line = stdin.readline(wire.MAX_REQUEST_LINE + 1)
+            if not line:
+                break
+            try:
+                size = wire.message_header(line)
+            except wire.MessageError as exc:  # the framing is lost: say why, then stop
+                stdout.write(json_line({"schema": SCHEMA, "error": str(exc)}).encode())
                 stdout.flush()
+                return 2
+            if size is not None:
+                body = stdin.read(size + 1)
+                try:
+                    request = wire.message_body(body)
+                except wire.MessageError as exc:
+                    stdout.write(json_line({"schema": SCHEMA, "error": str(exc)}).encode())
+                    stdout.flush()
+                    return 2
+                reply = answer(request, root, data_dir)
+                try:
+                    stdout.write(wire.frame_message(reply) + b"\n")
+                except ValueError as exc:  # a reply over the bound: an error reply instead
+                    error = "%s: the reply is too large: %s" % (reply_op(request), exc)
+                    stdout.write(wire.frame_message({"schema": SCHEMA, "error": error}) + b"\n")
+            elif not line.endswith(b"\n") and len(line) > wire.MAX_REQUEST_LINE:
+                skip_line(stdin)
+                error = "a request line is longer than %d bytes: send it as a framed message" % (
+                    wire.MAX_REQUEST_LINE
+                )
+                stdout.write(json_line({"schema": SCHEMA, "error": error}).encode())
+            elif line.strip():
+                stdout.write(json_line(answer(line, root, data_dir)).encode())
+            stdout.flush()
     except (BrokenPipeError, KeyboardInterrupt):
         pass
     return 0
+
+
+def skip_line(stdin):
+    """Read past the rest of an overlong line, a bounded piece at a time."""
+    while True:
+        piece = stdin.readline(wire.MAX_REQUEST_LINE)
+        if not piece or piece.endswith(b"\n"):
+            return
+
+
+def reply_op(request):
+    try:
+        return str(json.loads(request).get("op"))
+    except (ValueError, AttributeError):
+        return "the request"
 
 
 class AgentParser(argparse.ArgumentParser):
@@ -114,7 +160,11 @@ def stream_command(args, data_dir):
         if args.command == "recv":
             return transfers.receive(data_dir, wire.check_transfer_id(args.transfer))
         streaming = args.command in ("send", "net-probe")
-        line = sys.stdin.buffer.readline() if streaming else sys.stdin.buffer.read()
+        bound = wire.MAX_MESSAGE_BYTES  # a spec or request is at most one message's size
+        stdin = sys.stdin.buffer
+        line = stdin.readline(bound + 1) if streaming else stdin.read(bound + 1)
+        if len(line) > bound:
+            raise BadRequest("the request on stdin is over %d bytes" % bound)
         try:
             request = json.loads(line)
         except ValueError as exc:
@@ -143,7 +193,7 @@ def main(argv=None):
     if args.command in ("serve", "request", "send", "recv", "net-probe"):
         sweep_transfers(data_dir)  # what a killed transfer left: gone at the next use
     if args.command == "serve":
-        return serve(args.root, data_dir, sys.stdin, sys.stdout)
+        return serve(args.root, data_dir, sys.stdin.buffer, sys.stdout.buffer)
     if args.command == "probe":
         sys.stdout.write(json_line(probe.probe(args.root, data_dir)))
         return 0

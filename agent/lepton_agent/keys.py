@@ -5,13 +5,21 @@ authorized_keys.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
 import time
 
-from .fsutil import read_json, write_json_atomic
-from .wire import SCHEMA, TRANSFER_ID_PATTERN, BadRequest, check_seconds, check_transfer_id
+from .fsutil import write_json_atomic
+from .wire import (
+    MAX_MESSAGE_BYTES,
+    SCHEMA,
+    TRANSFER_ID_PATTERN,
+    BadRequest,
+    check_seconds,
+    check_transfer_id,
+)
 
 # A transfer moves chunk frames down a chain of hosts: source -> r1 -> r2 ... Each hop stores
 # what it receives (chunks into its store, or files at their destinations) and forwards every
@@ -360,7 +368,23 @@ def remove_stale_transfers(data_dir, now):
 
 
 def read_transfer_spec(data_dir, transfer_id):
-    spec = read_json(transfer_path(data_dir, transfer_id, ".json"))
-    if spec is None:
-        raise BadRequest("no spec for transfer %s (expired or already used)" % transfer_id)
+    """The spec a grant wrote: read whole (it came in one message, so it is at most
+    MAX_MESSAGE_BYTES; a spec for 10,000 files is a few MiB), never cut at some length."""
+    path = transfer_path(data_dir, transfer_id, ".json")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_MESSAGE_BYTES + 1)
+    except FileNotFoundError:
+        raise BadRequest(
+            "no spec for transfer %s (expired or already used)" % transfer_id
+        ) from None
+    if len(data) > MAX_MESSAGE_BYTES:
+        bound = MAX_MESSAGE_BYTES
+        raise BadRequest("the spec of transfer %s is over %d bytes" % (transfer_id, bound))
+    try:
+        spec = json.loads(data)
+    except ValueError as exc:
+        raise BadRequest("the spec of transfer %s is not JSON: %s" % (transfer_id, exc)) from None
+    if not isinstance(spec, dict):
+        raise BadRequest("the spec of transfer %s is not a JSON object" % transfer_id)
     return spec

@@ -16,7 +16,7 @@ from .fsutil import IO_BLOCK, fsync_dir
 from .keys import blank_key_lines, read_transfer_spec, revoke, transfer_path
 from .wire import (
     END_FRAME,
-    MIB,
+    MAX_RESULT_LINE,
     SCHEMA,
     BadRequest,
     check_hash,
@@ -48,7 +48,7 @@ def check_ssh_word(value, what, spaces=False):
 
 # recv's result starts on a line of its own: a login shell's rc file may have printed a
 # partial line first (sshd runs the forced command through the user's shell). RESULT_LINE
-HOPS_REPLY_LIMIT = 64 * MIB  # the downstream hops' result line (hashes of what they stored)
+HOPS_REPLY_LIMIT = MAX_RESULT_LINE  # the downstream hops' result line (what they stored)
 STDERR_TAIL_BYTES = 64 * 1024  # what is kept of ssh's stderr for an error message
 
 

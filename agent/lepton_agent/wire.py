@@ -8,13 +8,14 @@ Stdlib only, Python 3.8 syntax. It holds what the two ends must agree on:
   (``python -m agent.lepton_agent.wire --markdown``);
 * the validators of identifiers that cross the wire (chunk hash, job id, transfer
   id, store id, ref) and ``BadRequest``, the error of a malformed request;
-* the frame header of the data plane (encode and decode).
+* the frame header of the data plane (encode and decode), and the framing of the
+  control plane's messages (``serve`` requests and replies of any size).
 
-A request is one JSON object ``{"op": NAME, FIELD: VALUE, ...}``; its reply is
-one JSON object with ``"schema": 1``, or ``{"schema": 1, "error": TEXT}``. The
-agent reads fields leniently (a missing field is its default, unknown fields
-are ignored) and checks every value itself, so a request built by hand still
-gets a precise error.
+A request is one JSON object ``{"op": NAME, FIELD: VALUE, ...}`` (sent to ``serve`` as a
+message: see "messages" below); its reply is one JSON object with ``"schema": 1``, or
+``{"schema": 1, "error": TEXT}``. The agent reads fields leniently (a missing field is its
+default, unknown fields are ignored) and checks every value itself, so a request built by
+hand still gets a precise error.
 """
 
 from __future__ import annotations
@@ -262,6 +263,71 @@ def frame_size(frame: Mapping[str, Any]) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FRAME_BYTES:
         raise ValueError("a frame size must be an integer 0..%d, got %r" % (MAX_FRAME_BYTES, size))
     return size
+
+
+# ---------------------------------------------------------------- messages
+
+# The control plane (``serve``): a request or reply of any size is a message, a header line
+# {"frame": n} then n bytes of JSON (one object) then a newline. Nothing is read as one
+# unbounded line: a header is MESSAGE_HEADER_SIZE bytes as sent (the size padded with spaces,
+# so a reader reads exactly that many; the agent takes up to MAX_MESSAGE_HEADER), a body at most
+# MAX_MESSAGE_BYTES (a scan of 1,000,000 files is about 200 MiB), both checked before a byte
+# of the body is read. A serve session also takes a bare JSON request line (typed by hand) of
+# at most MAX_REQUEST_LINE bytes, and answers it with a bare JSON line.
+MAX_MESSAGE_HEADER = 64  # what the agent accepts; it sends MESSAGE_HEADER_SIZE exactly
+MESSAGE_HEADER_SIZE = 21  # '{"frame":%10d}' and its newline: a reader reads exactly this
+MAX_MESSAGE_BYTES = 256 * MIB
+MAX_REQUEST_LINE = MIB
+# A transfer's sender and receiver print progress lines and end with one result line (the
+# hops and what each stored): each line is read with this bound.
+MAX_RESULT_LINE = 64 * MIB
+
+
+class MessageError(ValueError):
+    """A message that breaks the framing: the stream cannot be trusted after it."""
+
+
+def frame_message(doc: Any) -> bytes:
+    """A message without its final newline: the header line, then the JSON body (over
+    MAX_MESSAGE_BYTES: ValueError, before anything is sent)."""
+    body = json.dumps(doc, separators=(",", ":"), default=str).encode()
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise ValueError(
+            "a message of %d bytes is over the bound of %d bytes" % (len(body), MAX_MESSAGE_BYTES)
+        )
+    return b'{"frame":%10d}\n' % len(body) + body  # JSON allows the padding
+
+
+def message_header(line: bytes) -> Optional[int]:
+    """The body size a header line announces; None when ``line`` is not a header (a bare
+    JSON request line). A size over MAX_MESSAGE_BYTES is a MessageError."""
+    if not line.startswith(b'{"frame":') or len(line) > MAX_MESSAGE_HEADER:
+        return None
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or list(doc) != ["frame"]:
+        return None
+    size = doc["frame"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise MessageError(
+            "a message header must announce a size 0..%d, got %r" % (MAX_MESSAGE_BYTES, size)
+        )
+    if size > MAX_MESSAGE_BYTES:
+        raise MessageError(
+            "a message of %d bytes is over the bound of %d bytes (%d MiB)"
+            % (size, MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES // MIB)
+        )
+    return size
+
+
+def message_body(data: bytes) -> bytes:
+    """The body of a message read as its size plus one byte: without the final newline
+    (a missing newline is a MessageError: the two ends disagree on the framing)."""
+    if not data.endswith(b"\n"):
+        raise MessageError("a message does not end where its header said")
+    return data[:-1]
 
 
 # ---------------------------------------------------------------- requests
@@ -556,8 +622,9 @@ class Command:
 
 
 COMMANDS: Tuple[Command, ...] = (
-    Command("serve", "answer JSON-line requests (any op) on stdin, one reply line each, until "
-            "EOF", (Arg("--root", "prefix for /proc, /sys and /etc reads", default="/"),)),
+    Command("serve", "answer requests (any op) on stdin until EOF: a framed message gets a "
+            "framed reply, a bare JSON line a bare reply line",
+            (Arg("--root", "prefix for /proc, /sys and /etc reads", default="/"),)),
     Command("request", "answer one request read from stdin (any op), then exit: 0, 1 when the "
             "reply is an error, 2 when stdin is not a JSON object"),
     Command("send", "send a transfer; its JSON spec (items, next hop) is the first line of "

@@ -287,7 +287,8 @@ async def probe_host(conn: Connection, host: Host, timeout: float) -> Probe:
 
 
 class AgentSession:
-    """A long-lived ``agent serve`` process: one request line, one answer line."""
+    """A long-lived ``agent serve`` process: one request message, one reply message (wire's
+    "messages": a fixed-size header, then a body of at most ``wire.MAX_MESSAGE_BYTES``)."""
 
     def __init__(self, host: Host, stream: Stream) -> None:
         self.host = host
@@ -300,11 +301,46 @@ class AgentSession:
         return cls(host, await conn.start(agent_command(host, ["serve"])))
 
     async def request(self, request: wire.Request[Any], timeout: float) -> dict[str, Any]:
-        """Send one request (``wire.JobStart(spec=...)``), read its one-line reply, error
-        replies included. Concurrent callers take turns, so each gets its own reply."""
+        """Send one request (``wire.JobStart(spec=...)``), read its reply, error replies
+        included. Concurrent callers take turns, so each gets its own reply."""
+        try:
+            message = wire.frame_message(request.to_wire())
+        except ValueError as exc:
+            raise AgentError(
+                self.host.name,
+                f"cannot send {request.OP}: {exc}",
+                hint="split the operation (fewer files or chunks at a time)",
+            ) from None
         async with self._turn:
-            await self._stream.send_line(json.dumps(request.to_wire()).encode())
-            return _decode(self.host, (await self._stream.read_line(timeout)).decode())
+            await self._stream.send_line(message)
+            return _decode(self.host, await self._read_reply(request.OP, timeout))
+
+    async def _read_reply(self, op: str, timeout: float) -> str:
+        header = await self._stream.read_exactly(wire.MESSAGE_HEADER_SIZE, timeout)
+        try:
+            size = wire.message_header(header)
+        except wire.MessageError as exc:
+            await self.close()  # the stream is out of step: nothing after this can be read
+            raise AgentError(
+                self.host.name,
+                f"the reply to {op}: {exc}",
+                hint="a reply this large is a bug or a tree too large for one operation: "
+                "split it (a sub-directory at a time) and report it",
+            ) from None
+        if size is None:
+            await self.close()
+            raise AgentError(
+                self.host.name,
+                f"the agent's answer to {op} is not a framed message: {header[:200]!r}",
+                hint="an rc file or another program writes to the session's stdout; "
+                "run `leptonctl exec` on that host to investigate",
+            )
+        try:
+            body = wire.message_body(await self._stream.read_exactly(size + 1, timeout))
+        except wire.MessageError as exc:
+            await self.close()
+            raise AgentError(self.host.name, f"the reply to {op}: {exc}") from None
+        return body.decode("utf-8", errors="replace")
 
     async def probe(self, timeout: float) -> Probe:
         document = await self.request(wire.Probe(), timeout)

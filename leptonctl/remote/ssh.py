@@ -52,6 +52,7 @@ from leptonctl.remote.transport import (
     Stream,
     TransportOptions,
     decode_output,
+    ended,
     finished,
     group_command,
     kill_group_command,
@@ -293,16 +294,16 @@ class _SshStream:
         except (asyncssh.Error, OSError) as exc:
             raise _lost(self._host, exc) from exc
 
-    async def read_line(self, timeout: float) -> bytes:
+    async def read_exactly(self, size: int, timeout: float) -> bytes:
         try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), timeout)
+            data = await asyncio.wait_for(self._process.stdout.readexactly(size), timeout)
         except asyncio.TimeoutError:
             raise TimedOut(self._host, f"the agent did not answer within {timeout:g} s") from None
+        except asyncio.IncompleteReadError as exc:
+            raise Unreachable(self._host, ended("the agent session ended", exc.partial)) from None
         except (asyncssh.Error, OSError) as exc:
             raise _lost(self._host, exc) from exc
-        if not line:
-            raise Unreachable(self._host, "the agent session ended")
-        return bytes(line)
+        return bytes(data)
 
     async def close(self) -> None:
         self._process.close()

@@ -41,7 +41,7 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -421,7 +421,7 @@ class Transfers:
             await sender.write(json.dumps(spec).encode() + b"\n")
             await sender.write_eof()
             result: dict[str, Any] | None = None
-            while line := await sender.readline():
+            async for line in bounded_lines(sender, source.name, "the sender"):
                 doc = _json(line)
                 if "progress" in doc and progress is not None:
                     progress(int(doc["progress"]))
@@ -465,9 +465,7 @@ class Transfers:
             if lost is not None:
                 await sender.kill()
             await target.write_eof()
-            output = b""
-            while chunk := await target.read(PUMP_BLOCK):
-                output += chunk
+            output = await read_result(target, receiver.name)
             timeout = self.pool.options.command_timeout
             _, sender_errors = await sender.wait(timeout)
             _, target_errors = await target.wait(timeout)
@@ -481,9 +479,51 @@ class Transfers:
         if received:
             hops[1:] = _outcomes(received)
         else:
-            why = str(lost) if lost else target_errors.strip() or "the receiver ended early"
+            said = target_errors.strip()  # why the receiver ended, in its own words
+            why = (f"{lost} ({said})" if said else str(lost)) if lost else said
+            why = why or "the receiver ended early"
             hops[1:] = [_lost_hop(receiver.name, why)]
         return hops
+
+
+async def bounded_lines(pipe: Pipe, host: str, who: str) -> AsyncIterator[bytes]:
+    """The lines a transfer process prints, none longer than ``wire.MAX_RESULT_LINE``
+    (a longer one is an ``AgentError``, never a buffer without bound)."""
+    parts: list[bytes] = []
+    held = 0
+    while block := await pipe.read(PUMP_BLOCK):
+        *lines, rest = block.split(b"\n")
+        for line in lines:
+            yield b"".join([*parts, line, b"\n"])
+            parts, held = [], 0
+        if rest:
+            parts.append(rest)
+            held += len(rest)
+            if held > wire.MAX_RESULT_LINE:
+                raise _too_long(host, who)
+    if parts:
+        yield b"".join(parts)
+
+
+async def read_result(pipe: Pipe, host: str) -> bytes:
+    """A receiver's whole stdout (its result line), at most ``wire.MAX_RESULT_LINE`` bytes."""
+    parts: list[bytes] = []
+    held = 0
+    while block := await pipe.read(PUMP_BLOCK):
+        parts.append(block)
+        held += len(block)
+        if held > wire.MAX_RESULT_LINE + 2:  # the newlines around the result line
+            raise _too_long(host, "the receiver")
+    return b"".join(parts)
+
+
+def _too_long(host: str, who: str) -> AgentError:
+    bound = wire.MAX_RESULT_LINE // wire.MIB
+    return AgentError(
+        host,
+        f"{who} printed a line over the bound of {bound} MiB",
+        hint="transfer fewer files at a time (a sub-directory), and report it",
+    )
 
 
 def _new_key() -> asyncssh.SSHKey:

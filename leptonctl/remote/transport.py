@@ -36,11 +36,14 @@ class TransportOptions:
 
 
 class Stream(Protocol):
-    """A running remote process we talk to in lines."""
+    """A running remote process (``agent serve``): we send it lines, read its answers by
+    size (never a line of unknown length)."""
 
     async def send_line(self, line: bytes) -> None: ...
 
-    async def read_line(self, timeout: float) -> bytes: ...
+    async def read_exactly(self, size: int, timeout: float) -> bytes:
+        """``size`` bytes of stdout, within ``timeout``; ``Unreachable`` at an early end."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -199,15 +202,14 @@ class _LocalStream:
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise Unreachable(self._host, f"agent process went away: {exc}") from exc
 
-    async def read_line(self, timeout: float) -> bytes:
+    async def read_exactly(self, size: int, timeout: float) -> bytes:
         assert self._proc.stdout is not None
         try:
-            line = await asyncio.wait_for(self._proc.stdout.readline(), timeout)
+            return await asyncio.wait_for(self._proc.stdout.readexactly(size), timeout)
         except asyncio.TimeoutError:
             raise TimedOut(self._host, f"the agent did not answer within {timeout:g} s") from None
-        if not line:
-            raise Unreachable(self._host, "the agent process exited")
-        return line
+        except asyncio.IncompleteReadError as exc:
+            raise Unreachable(self._host, ended("the agent process exited", exc.partial)) from None
 
     async def close(self) -> None:
         if self._proc.returncode is None:
@@ -295,6 +297,13 @@ def group_command(python: str, command: str) -> str:
 def kill_group_command(pgid: int) -> str:
     """The sh script that kills a process group on the host."""
     return f"kill -s KILL -- -{int(pgid)}"
+
+
+def ended(what: str, partial: bytes) -> str:
+    """An early end of an agent's stdout, with the start of what it did print."""
+    if not partial:
+        return what
+    return f"{what} after printing {decode_output(partial[:200])!r}"
 
 
 def decode_output(data: bytes | str | None) -> str:

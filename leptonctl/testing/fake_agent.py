@@ -309,18 +309,24 @@ class _ServeStream:
     def __init__(self, fake: FakeHost, boot: int) -> None:
         self._fake, self._boot = fake, boot
         self._replies: deque[dict[str, Any] | None] = deque()
+        self._out = b""  # the framed replies not read yet
 
     async def send_line(self, line: bytes) -> None:
         self._fake.check(self._boot)
-        self._replies.append(self._fake.answer(line))
+        header, body = line.split(b"\n", 1)  # a framed request (wire's "messages")
+        assert wire.message_header(header + b"\n") == len(body), header
+        self._replies.append(self._fake.answer(body))
 
-    async def read_line(self, timeout: float) -> bytes:
+    async def read_exactly(self, size: int, timeout: float) -> bytes:
         await asyncio.sleep(0)
         self._fake.check(self._boot)
-        reply = self._replies.popleft()
-        if reply is None:  # a stalled op: the caller's timeout, without the wait
-            raise TimedOut(self._fake.name, f"the agent did not answer within {timeout:g} s")
-        return _line(reply)
+        if not self._out:
+            reply = self._replies.popleft()
+            if reply is None:  # a stalled op: the caller's timeout, without the wait
+                raise TimedOut(self._fake.name, f"the agent did not answer within {timeout:g} s")
+            self._out = wire.frame_message(reply) + b"\n"
+        data, self._out = self._out[:size], self._out[size:]
+        return data
 
     async def close(self) -> None:
         return None
