@@ -354,6 +354,7 @@ def test_fake_nvidia_smi_h100_output_is_parsed_into_gpus_with_bytes_and_nulls(tm
         "processes": [
             {"pid": 48213, "name": "/usr/bin/python3", "used_memory_bytes": 40310 * 1024 * 1024}
         ],
+        "numa_node": 0,  # sysfs numa_node of 0000:18:00.0 (NVIDIA writes 00000000:18:00.0)
     }
     second = doc["gpus"][1]
     assert (second["index"], second["power_w"], second["ecc_uncorrected"]) == (1, None, None)
@@ -528,6 +529,7 @@ def test_pynvml_path_reads_fields_turns_not_supported_into_null_and_shuts_down(t
             "mig_mode": None,  # NotSupported
             "ecc_uncorrected": 3,  # volatile NotSupported -> aggregate
             "processes": [{"pid": 4242, "name": "python3", "used_memory_bytes": 1024**3}],
+            "numa_node": 0,
         }
     ]
     assert log.read_text().split() == ["init", "shutdown"]

@@ -260,7 +260,22 @@ def read_gpus(host):
     gpus, driver = found
     if not gpus:
         host.unavailable["gpus"] = "%s reports no GPUs" % driver["source"]
+    for gpu in gpus:
+        gpu["numa_node"] = gpu_numa_node(host, gpu.get("pci_bus_id"))
     return {"gpus": gpus, "gpu_driver": driver}
+
+
+def gpu_numa_node(host, bus_id):
+    """The NUMA node of a GPU from sysfs (NVIDIA writes 00000000:3B:00.0, sysfs names it
+    0000:3b:00.0), or None (unknown, or -1: no NUMA)."""
+    match = re.fullmatch(r"([0-9A-Fa-f]{4,8}):([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})\.([0-7])",
+                         str(bus_id or ""))  # fmt: skip
+    if match is None:
+        return None
+    domain, bus, slot, function = match.groups()
+    name = "%04x:%s:%s.%s" % (int(domain, 16), bus.lower(), slot.lower(), function)
+    node = convert(read_line(host.path("/sys/bus/pci/devices/%s/numa_node" % name)))
+    return node if node is not None and node >= 0 else None
 
 
 def is_fpga_function(function):

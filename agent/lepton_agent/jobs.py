@@ -43,7 +43,7 @@ def job_status(data_dir, job_id):
         return entry
     entry["log_bytes"] = file_size(job_path(data_dir, job_id, "log"))
     state = read_json(job_path(data_dir, job_id, "state.json")) or {}
-    entry.update((key, state.get(key)) for key in ("pid", "pgid", "started"))
+    entry.update((key, state.get(key)) for key in ("pid", "pgid", "started", "containment"))
     end = read_json(job_path(data_dir, job_id, "end.json"))
     if end is None and lock_held(job_path(data_dir, job_id, "supervisor.lock")):
         entry["state"] = "RUNNING" if state else "STARTING"

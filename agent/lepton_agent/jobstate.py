@@ -17,7 +17,7 @@ from .wire import MIB, BadRequest, check_job_id, check_seconds
 # the supervisor for its whole life, its text is the supervisor pid: a lock nobody holds is a
 # supervisor that is gone, whatever happened to its pid since).
 JOB_FIELDS = ("id", "state", "pid", "pgid", "started", "ended", "exit_code", "signal",
-              "peak_rss_bytes", "reason", "log_bytes")  # fmt: skip
+              "peak_rss_bytes", "reason", "log_bytes", "containment")  # fmt: skip
 
 
 JOB_LIVE = ("STARTING", "RUNNING")
@@ -82,7 +82,30 @@ def normalize_spec(spec):
         "workdir": home if workdir is None else os.path.join(home, os.path.expanduser(workdir)),
         "walltime": check_seconds(spec.get("walltime"), "walltime", positive=True),
         "grace": JOB_GRACE_S if grace is None else check_seconds(grace, "grace"),
+        "cpus": check_cpu_ids(spec.get("cpus")),
+        "memory_bytes": check_memory(spec.get("memory_bytes")),
     }
+
+
+def check_cpu_ids(cpus):
+    """The CPU ids to pin the job to (null: not pinned)."""
+    if cpus is None:
+        return None
+    good = isinstance(cpus, list) and cpus and all(
+        isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 65536 for c in cpus
+    )  # fmt: skip
+    if not good:
+        raise BadRequest("cpus must be a non-empty list of CPU ids or null")
+    return sorted(set(cpus))
+
+
+def check_memory(limit):
+    """The job's memory limit in bytes (null or 0: none)."""
+    if limit is None or limit == 0:
+        return None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise BadRequest("memory_bytes must be a non-negative integer or null")
+    return limit
 
 
 def job_path(data_dir, job_id, name=""):
@@ -142,11 +165,13 @@ def process_start(pid):
     return convert(fields[19]) if len(fields) > 19 else None  # fields[0] is field 3 (state)
 
 
-def write_end(data_dir, job_id, state, exit_code, signum, reason):
+def write_end(data_dir, job_id, state, exit_code, signum, reason, peak=None):
+    """The end record. peak: the job tree's peak memory as the supervisor measured it; without
+    one, the largest reaped child's ru_maxrss (which counts the supervisor's forked copy)."""
     import resource
 
-    # Linux reports ru_maxrss in KiB: the largest of the reaped children (the job)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    if peak is None:  # Linux reports ru_maxrss in KiB
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     end = {"state": state, "exit_code": exit_code, "signal": signum, "ended": time.time(),
            "peak_rss_bytes": peak, "reason": reason}  # fmt: skip
     write_json_atomic(job_path(data_dir, job_id, "end.json"), end)

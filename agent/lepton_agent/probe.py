@@ -77,9 +77,12 @@ def read_cpu(host):
     threads = threads or os.cpu_count()
     if cores is None:
         host.unavailable["cpu_cores"] = "no physical id/core id in %s" % cpuinfo
-    usable = threads
+    usable, ids = threads, None
     if host.real_root and hasattr(os, "sched_getaffinity"):
-        usable = len(os.sched_getaffinity(0))
+        ids = sorted(os.sched_getaffinity(0))
+        usable = len(ids)
+    if ids is None:
+        host.unavailable["cpu_ids"] = "no CPU affinity on this system: jobs are not pinned"
     try:
         load = [round(value, 2) for value in os.getloadavg()]
     except (OSError, AttributeError) as exc:
@@ -89,8 +92,39 @@ def read_cpu(host):
     model = next((b["model name"] for b in blocks if b.get("model name")), None)
     return {
         "cpu": {"model": model, "cores": cores, "threads": threads, "usable_threads": usable,
-                "load": load, "freq_mhz": freq, "max_freq_mhz": max_freq}
+                "load": load, "freq_mhz": freq, "max_freq_mhz": max_freq, "ids": ids,
+                "numa_nodes": read_cpu_nodes(host, ids)}
     }  # fmt: skip
+
+
+def parse_cpu_list(text):
+    """A kernel CPU list ("0-3,8,10-11") -> sorted ids; None if it is not one."""
+    ids = set()
+    for part in (text or "").strip().split(","):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            return None
+        ids.update(range(int(low), int(high or low) + 1))
+    return sorted(ids)
+
+
+def read_cpu_nodes(host, ids):
+    """The NUMA node of each usable CPU ({"cpu id": node}, from sysfs nodeN/cpulist), or
+    None where the system shows no NUMA topology."""
+    base = host.path("/sys/devices/system/node")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return None
+    nodes = {}
+    for name in names:
+        if name.startswith("node") and name[4:].isdigit():
+            for cpu in parse_cpu_list(read_text(os.path.join(base, name, "cpulist"))) or ():
+                if ids is None or cpu in ids:
+                    nodes[str(cpu)] = int(name[4:])
+    return nodes or None
 
 
 def read_memory(host):

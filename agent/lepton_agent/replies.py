@@ -59,7 +59,10 @@ class VersionReply(TypedDict, total=False):
 
 class JobEntry(TypedDict, total=False):
     """A job's status entry. state: STARTING, RUNNING, COMPLETED, FAILED, TIMEOUT,
-    CANCELLED, LOST (no end record, no supervisor) or UNKNOWN (no such job)."""
+    CANCELLED, LOST (no end record, no supervisor) or UNKNOWN (no such job). A job killed
+    over its memory limit is FAILED with a reason that starts "out of memory". containment:
+    {cpus: the CPU ids it is pinned to or null, cpus_note: why not, memory: how its limit is
+    enforced ("sampling", "rlimit") or null, memory_limit_bytes}, once it started."""
 
     id: str
     state: str
@@ -72,6 +75,7 @@ class JobEntry(TypedDict, total=False):
     peak_rss_bytes: Optional[int]
     reason: Optional[str]
     log_bytes: int
+    containment: Optional[Dict[str, Any]]
 
 
 class JobStartReply(JobEntry, total=False):

@@ -10,6 +10,16 @@ import sys
 import time
 
 from . import fsutil
+from .containment import (
+    JOB_MEMORY_TICK_S,
+    TreeMemory,
+    cgroup_peak,
+    contain,
+    join_cgroup,
+    mib,
+    remove_cgroup,
+    set_rlimit_as,
+)
 from .fsutil import open_locked, read_json, write_json_atomic
 from .jobstate import (
     EXIT_CANNOT_EXEC,
@@ -82,23 +92,42 @@ def supervise(data_dir, job_id):
             write_end(data_dir, job_id, "CANCELLED", None, None, "cancelled before it started")
             return 0
         become_subreaper()
-        pid, error = start_job_process(data_dir, job_id, spec)
+        containment = contain(spec, job_id)
+        pid, error = start_job_process(data_dir, job_id, spec, containment)
+        cgroup = containment["cgroup"]
+        sampling = containment["memory"] == "sampling"
+        memory = TreeMemory(spec.get("memory_bytes"), sampling, cgroup)
         if pid is None:
+            if cgroup:
+                remove_cgroup(cgroup)
             write_end(data_dir, job_id, "FAILED", error[0], None, error[1])
             return 0
-        ending, reason = watch_job(data_dir, job_id, spec, pid, flags, wakeup)
+        memory.after_fork()
+        memory.sample()
+        ending, reason = watch_job(data_dir, job_id, spec, pid, flags, wakeup, memory)
         # the leader is a zombie until reaped, so its pgid cannot be reused before this KILL
         signal_group(pid, signal.SIGKILL)
         exit_code, signum = reap(pid)
         pid = None
         kill_descendants()  # what left the group (setsid, daemons) ends with the job too
+        peak = memory.peak_bytes()
+        if cgroup:
+            over = memory.over_limit(None)  # an OOM kill just before the end counts too
+            if ending is None and over:
+                ending, reason = "FAILED", over
+            peak = cgroup_peak(cgroup) or peak
+            remove_cgroup(cgroup)
         if ending is None:
             ending = "COMPLETED" if exit_code == 0 else "FAILED"
             if exit_code:
                 reason = "exit code %d" % exit_code
             elif signum:
                 reason = "killed by %s" % signal_name(signum)
-        write_end(data_dir, job_id, ending, exit_code, signum, reason)
+            if ending == "FAILED" and containment["memory"] == "rlimit":
+                reason += "; its address space was limited to %s (RLIMIT_AS)" % mib(
+                    spec["memory_bytes"]
+                )
+        write_end(data_dir, job_id, ending, exit_code, signum, reason, peak)
         return 0
     except Exception as exc:
         if pid is not None:
@@ -138,9 +167,10 @@ def wait_for_signal(read_fd, timeout_s):
         return
 
 
-def start_job_process(data_dir, job_id, spec):
+def start_job_process(data_dir, job_id, spec, containment):
     """Start the job in a new session (pgid = sid = pid), stdin /dev/null, stdout+stderr
     appended to the log, with the agent's umask -> (pid, None) or (None, (exit code, reason))."""
+    import functools
     import subprocess
 
     workdir = spec["workdir"]
@@ -149,30 +179,46 @@ def start_job_process(data_dir, job_id, spec):
     command = spec["command"]
     argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
     env = dict(os.environ, **spec["env"])
+    if containment["cpus"]:
+        env["LEPTON_CPUS"] = ",".join(str(c) for c in containment["cpus"])
+    preexec = None
+    if containment["memory"] == "rlimit":
+        preexec = functools.partial(set_rlimit_as, spec["memory_bytes"])
+    elif containment["memory"] == "cgroup":
+        preexec = functools.partial(join_cgroup, containment["cgroup"])
     log = os.open(job_path(data_dir, job_id, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                   0o600)  # fmt: skip
     started = time.time()
     private = os.umask(fsutil.USER_UMASK)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                cwd=workdir, env=env, start_new_session=True)  # fmt: skip
+                                cwd=workdir, env=env, start_new_session=True,
+                                preexec_fn=preexec)  # fmt: skip
     except OSError as exc:
         code = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_EXEC
         return None, (code, "cannot start %s: %s" % (argv[0], exc.strerror or exc))
+    except subprocess.SubprocessError:  # the child could not join its cgroup: sample instead
+        if containment["memory"] != "cgroup":
+            raise
+        remove_cgroup(containment["cgroup"])
+        containment.update(memory="sampling", cgroup=None)
+        return start_job_process(data_dir, job_id, spec, containment)
     finally:
         os.umask(private)
         os.close(log)
     proc.returncode = 0  # reaped by reap(), not by Popen
     state = {"state": "RUNNING", "pid": proc.pid, "pgid": proc.pid,
              "supervisor_pid": os.getpid(), "started": started,
-             "boot_id": boot_id(), "leader_start": process_start(proc.pid)}  # fmt: skip
+             "boot_id": boot_id(), "leader_start": process_start(proc.pid),
+             "containment": containment}  # fmt: skip
     write_json_atomic(job_path(data_dir, job_id, "state.json"), state)
     return proc.pid, None
 
 
-def watch_job(data_dir, job_id, spec, pid, flags, wakeup):
+def watch_job(data_dir, job_id, spec, pid, flags, wakeup, memory):
     """Wait until the job's leader has exited (left unreaped), enforcing walltime and cancel
-    on the way: TERM to the group, KILL after the grace -> (TIMEOUT|CANCELLED|None, reason)."""
+    on the way: TERM to the group, KILL after the grace -> (TIMEOUT|CANCELLED|None, reason).
+    A tree over its memory limit is KILLed at once -> ("FAILED", "out of memory: ...")."""
     import signal
 
     cancel_file = job_path(data_dir, job_id, "cancel")
@@ -181,7 +227,15 @@ def watch_job(data_dir, job_id, spec, pid, flags, wakeup):
     grace = spec["grace"]
     while not child_exited(pid):
         now = time.monotonic()
-        if ending is None:
+        used, tree = memory.sample()
+        over = memory.over_limit(used) if ending is None else None
+        if over:
+            ending, reason, kill_at = "FAILED", over, None
+            signal_group(pid, signal.SIGKILL)
+            for member in tree:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(member, signal.SIGKILL)
+        elif ending is None:
             if flags or os.path.exists(cancel_file):
                 request = read_json(cancel_file)
                 ending, reason = "CANCELLED", "cancelled by job-kill"
@@ -199,7 +253,8 @@ def watch_job(data_dir, job_id, spec, pid, flags, wakeup):
             reason += "; SIGKILL after %g s grace" % grace
             kill_at = None
         wake_at = kill_at if ending else deadline
-        wait_for_signal(wakeup, JOB_TICK_S if wake_at is None else min(JOB_TICK_S, wake_at - now))
+        tick = JOB_MEMORY_TICK_S if memory.limit or memory.cgroup else JOB_TICK_S
+        wait_for_signal(wakeup, tick if wake_at is None else min(tick, wake_at - now))
     return ending, reason
 
 

@@ -434,8 +434,9 @@ class JobStart(Request[JobStartReply]):
     OP = "job-start"
     SUMMARY = (
         "start a detached job from its spec {id, command (argv list or shell string), env, "
-        "workdir, walltime, grace}; a job dir that already has a supervisor or an end record "
-        "is not started again (created: false)"
+        "workdir, walltime, grace, cpus (CPU ids to pin it to), memory_bytes (its limit: over "
+        "it the job is killed, FAILED 'out of memory')}; a job dir that already has a "
+        "supervisor or an end record is not started again (created: false)"
     )
     CLI = ()
     STDIN_FIELD = "spec"

@@ -18,6 +18,7 @@ class GpuSlot:
     index: int
     model: str | None
     memory_bytes: int | None
+    numa_node: int | None = None
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class NodeCapacity:
     fpgas: int
     disk_free_bytes: int | None
     source: str  # "probe", "declared", "probe+declared" or "unknown"
+    # the CPU ids jobs are pinned to, with their NUMA node where known: probed only (a host
+    # that only declares capacity, or was never probed, has none and its jobs are not pinned)
+    cores: tuple[tuple[int, int | None], ...] = ()
 
 
 def effective_capacity(facts: HostFacts | None, declared: DeclaredCapacity | None) -> NodeCapacity:
@@ -38,7 +42,11 @@ def effective_capacity(facts: HostFacts | None, declared: DeclaredCapacity | Non
     if facts is None:
         assert declared is not None
         return _declared_only(declared)
-    probed_gpus = tuple(GpuSlot(g.index, g.name, g.memory_total_bytes) for g in facts.gpus)
+    probed_gpus = tuple(
+        GpuSlot(g.index, g.name, g.memory_total_bytes, g.numa_node) for g in facts.gpus
+    )
+    nodes = dict(facts.cpu.numa_nodes)
+    cores = tuple((i, nodes.get(i)) for i in facts.cpu.ids)
     disk = facts.data_disk
     probed = NodeCapacity(
         cpus=facts.cpu.usable_threads,
@@ -47,6 +55,7 @@ def effective_capacity(facts: HostFacts | None, declared: DeclaredCapacity | Non
         fpgas=len(facts.fpgas),
         disk_free_bytes=disk.free_bytes if disk else None,
         source="probe",
+        cores=cores,
     )
     if declared is None:
         return probed
@@ -63,6 +72,7 @@ def effective_capacity(facts: HostFacts | None, declared: DeclaredCapacity | Non
         fpgas=probed.fpgas if declared.fpgas is None else min(probed.fpgas, declared.fpgas),
         disk_free_bytes=_limit(probed.disk_free_bytes, declared.disk_bytes),
         source="probe+declared",
+        cores=cores if declared.cpus is None else cores[: declared.cpus],
     )
 
 

@@ -30,6 +30,9 @@ class CpuFacts:
     load: tuple[float, float, float]
     freq_mhz: float | None
     max_freq_mhz: float | None
+    # the ids of the CPUs the agent may use (its affinity); empty: unknown, jobs not pinned
+    ids: tuple[int, ...] = ()
+    numa_nodes: tuple[tuple[int, int], ...] = ()  # (cpu id, NUMA node) where sysfs says
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class GpuFacts:
     mig_mode: str | None
     ecc_uncorrected: int | None
     processes: tuple[GpuProcess, ...] = ()
+    numa_node: int | None = None
 
 
 @dataclass(frozen=True)
@@ -188,7 +192,28 @@ def _cpu(d: Mapping[str, Any]) -> CpuFacts:
         load=(float(load[0]), float(load[1]), float(load[2])),
         freq_mhz=_opt_float(d.get("freq_mhz")),
         max_freq_mhz=_opt_float(d.get("max_freq_mhz")),
+        ids=_cpu_ids(d.get("ids")),
+        numa_nodes=_cpu_nodes(d.get("numa_nodes")),
     )
+
+
+def _cpu_ids(value: Any) -> tuple[int, ...]:
+    """CPU ids from a host: a list of distinct small non-negative ints, else none at all."""
+    if not isinstance(value, list):
+        return ()
+    ids = [v for v in value if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 65536]
+    return tuple(sorted(set(ids))) if len(ids) == len(value) else ()
+
+
+def _cpu_nodes(value: Any) -> tuple[tuple[int, int], ...]:
+    if not isinstance(value, Mapping):
+        return ()
+    pairs = []
+    for cpu, node in value.items():
+        good = isinstance(node, int) and not isinstance(node, bool) and 0 <= node < 65536
+        if str(cpu).isdigit() and good:
+            pairs.append((int(cpu), node))
+    return tuple(sorted(pairs))
 
 
 def _disk(d: Mapping[str, Any]) -> DiskFacts:
@@ -235,6 +260,7 @@ def _gpu(d: Mapping[str, Any]) -> GpuFacts:
             )
             for p in d.get("processes") or ()
         ),
+        numa_node=_opt_int(d.get("numa_node")),
     )
 
 

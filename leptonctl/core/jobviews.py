@@ -10,7 +10,7 @@ from typing import Any
 from leptonctl.core.capacity import effective_capacity
 from leptonctl.core.facts import HostFacts
 from leptonctl.core.records import FINAL, JobRecord
-from leptonctl.core.scheduler import Allocation, Fpga, Gpu, Job, Node, Request, Running
+from leptonctl.core.scheduler import Allocation, Core, Fpga, Gpu, Job, Node, Request, Running
 from leptonctl.core.scheduler.model import SIZES
 from leptonctl.errors import LimitError
 from leptonctl.inventory import DeclaredCapacity, Host, Inventory, select_hosts
@@ -38,7 +38,7 @@ def nodes_from(
                 groups=tuple(host.groups),
                 cpus=cap.cpus or 0,
                 memory_bytes=cap.memory_bytes or 0,
-                gpus=tuple(Gpu(g.index, g.model, g.memory_bytes) for g in cap.gpus),
+                gpus=tuple(Gpu(g.index, g.model, g.memory_bytes, g.numa_node) for g in cap.gpus),
                 fpgas=tuple(
                     Fpga(i, fpga_names[i] if i < len(fpga_names) else None)
                     for i in range(cap.fpgas)
@@ -46,6 +46,7 @@ def nodes_from(
                 schedulable=host.name in up and cap.source != "unknown",
                 unknown=unknown_sizes(host_facts, host.capacity),
                 why_not=(why_not or {}).get(host.name),
+                cores=tuple(Core(i, numa) for i, numa in cap.cores),
             )
         )
     return nodes
@@ -107,6 +108,7 @@ def running_view(record: JobRecord) -> Running:
             memory_bytes=int(alloc.get("memory_bytes", 0)),
             gpus=tuple(alloc.get("gpus", ())),
             fpgas=tuple(alloc.get("fpgas", ())),
+            cores=tuple(alloc.get("cores", ())),
         ),
         started=record.started or record.submitted,
         walltime=record.spec.get("walltime"),
@@ -114,8 +116,10 @@ def running_view(record: JobRecord) -> Running:
 
 
 def agent_spec(record: JobRecord, extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """What the agent's ``job-start`` gets: command, environment with devices, limits."""
+    """What the agent's ``job-start`` gets: command, environment with devices, limits (the
+    CPUs to pin it to, its memory limit: the supervisor enforces both)."""
     alloc = record.allocation or {}
+    cores = [int(c) for c in alloc.get("cores", ())]
     gpus = ",".join(str(g) for g in alloc.get("gpus", ()))
     env = {
         **record.spec.get("env", {}),
@@ -132,7 +136,33 @@ def agent_spec(record: JobRecord, extra_env: Mapping[str, str] | None = None) ->
         "env": env,
         "workdir": record.spec.get("workdir"),
         "walltime": record.spec.get("walltime"),
+        "cpus": cores or None,
+        "memory_bytes": int(alloc.get("memory_bytes") or 0) or None,
     }
+
+
+NOT_PROBED = "not pinned: the host's CPUs are not known (never probed, capacity only declared)"
+
+
+def containment(r: JobRecord) -> dict[str, Any]:
+    """What confines a started job: ``cpus`` (the CPU ids it is pinned to, or None),
+    ``cpus_note`` (why not pinned), ``memory_limit_bytes`` (None: no limit) and
+    ``memory_enforcement`` (how the host enforces it: sampling, rlimit; None before start)."""
+    alloc = r.allocation or {}
+    held = alloc.get("containment")
+    limit = int(alloc.get("memory_bytes") or 0) or None
+    if not alloc:
+        return {"cpus": None, "cpus_note": None, "memory_limit_bytes": None,
+                "memory_enforcement": None}  # fmt: skip
+    if isinstance(held, dict):
+        cpus, note = held.get("cpus"), held.get("cpus_note")
+        memory = held.get("memory") if limit else None
+    else:
+        cpus = list(alloc.get("cores") or ()) or None
+        note = None if cpus else NOT_PROBED
+        memory = None
+    return {"cpus": cpus, "cpus_note": note, "memory_limit_bytes": limit,
+            "memory_enforcement": memory}  # fmt: skip
 
 
 def removable_job_dirs(

@@ -15,6 +15,7 @@ from leptonctl.core.capacity import NodeCapacity
 from leptonctl.core.crontab import CronEntry
 from leptonctl.core.datasets import VerifyReport
 from leptonctl.core.facts import HostFacts
+from leptonctl.core.jobviews import containment
 from leptonctl.core.netgraph import Route
 from leptonctl.core.outputs import RunResult
 from leptonctl.core.records import DatasetRecord, JobRecord
@@ -137,7 +138,9 @@ def job_document(record: JobRecord) -> dict[str, Any]:
         "devices": {
             "gpus": list((record.allocation or {}).get("gpus", [])),
             "fpgas": list((record.allocation or {}).get("fpgas", [])),
+            "cpus": list((record.allocation or {}).get("cores", [])),
         },
+        "containment": containment(record),
         "allocation": dict(record.allocation) if record.allocation else None,
         "request": spec.get("request"),
         "command": spec.get("command"),

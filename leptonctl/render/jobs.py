@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
+from leptonctl.core.jobviews import containment
 from leptonctl.core.records import JobRecord
 from leptonctl.core.reports import DryRun
 from leptonctl.render.text import add_row
@@ -58,6 +59,8 @@ def job_panel(r: JobRecord, now: float) -> Table:
         ("command", command if isinstance(command, str) else shlex.join(command or [])),
         ("host", r.host or "-"),
         ("devices", devices(r)),
+        ("CPUs", cpus_text(r)),
+        ("memory limit", memory_text(r)),
         ("request", ", ".join(f"{k}={v}" for k, v in request.items() if v)),
         ("priority", str(r.priority)),
         ("walltime", "-" if not r.spec.get("walltime") else f"{r.spec['walltime']:.0f} s"),
@@ -115,7 +118,35 @@ def devices(r: JobRecord) -> str:
     parts = [f"gpu{g}" for g in alloc.get("gpus", [])] + [
         f"fpga{f}" for f in alloc.get("fpgas", [])
     ]
+    parts += [f"cpu{c}" for c in alloc.get("cores", [])]
     return ",".join(parts) or "-"
+
+
+ENFORCEMENT = {
+    "sampling": "enforced by the supervisor, which sums the RSS of the job's processes and "
+    "kills them over it",
+    "rlimit": "enforced as an address-space limit (RLIMIT_AS): allocations over it fail",
+    "cgroup": "enforced by the kernel in a memory cgroup of its own",
+}
+
+
+def cpus_text(r: JobRecord) -> str:
+    held = containment(r)
+    if not r.allocation:
+        return "-"
+    count = str((r.allocation or {}).get("cpus", "-"))
+    if held["cpus"]:
+        return ",".join(str(c) for c in held["cpus"]) + " (pinned)"
+    return f"{count}, {held['cpus_note'] or 'not pinned'}"
+
+
+def memory_text(r: JobRecord) -> str:
+    held = containment(r)
+    limit = held["memory_limit_bytes"]
+    if limit is None:
+        return "none" if r.allocation else "-"
+    how = ENFORCEMENT.get(held["memory_enforcement"] or "")
+    return f"{human_bytes(limit)}, {how}" if how else human_bytes(limit)
 
 
 def _elapsed(r: JobRecord, now: float) -> str:

@@ -243,9 +243,11 @@ def _claim(job_id: int) -> str:
 
 def held_devices(allocation: Mapping[str, Any]) -> list[str]:
     """The devices an allocation holds, as ``job_devices`` names them: ``gpu:<id>``,
-    ``fpga:<id>``.  CPUs and memory are counted, not held one by one."""
+    ``fpga:<id>``, ``cpu:<id>`` (the CPUs it is pinned to).  Memory, and the CPUs of a host
+    whose CPUs are not known (no pinning), are counted, not held one by one."""
     devices = [f"gpu:{g}" for g in allocation.get("gpus") or ()]
     devices += [f"fpga:{f}" for f in allocation.get("fpgas") or ()]
+    devices += [f"cpu:{c}" for c in allocation.get("cores") or ()]
     if len(set(devices)) != len(devices):
         raise StateError(f"an allocation names one device twice: {sorted(devices)}")
     return devices

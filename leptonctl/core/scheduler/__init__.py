@@ -12,6 +12,7 @@ from leptonctl.core.scheduler.etc import makespan_of, mct, min_min, plan_etc, su
 from leptonctl.core.scheduler.model import (
     Allocation,
     Blocked,
+    Core,
     Dispatch,
     Fpga,
     Gpu,
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_DURATION",
     "Allocation",
     "Blocked",
+    "Core",
     "Dispatch",
     "Fpga",
     "Gpu",

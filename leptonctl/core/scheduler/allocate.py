@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from leptonctl.core.scheduler.model import Allocation, Fpga, Gpu, Node, Request
+from leptonctl.core.scheduler.model import Allocation, Core, Fpga, Gpu, Node, Request
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class Usage:
     memory_bytes: int = 0
     gpus: frozenset[int] = frozenset()
     fpgas: frozenset[int] = frozenset()
+    cores: frozenset[int] = frozenset()
 
     def plus(self, alloc: Allocation) -> Usage:
         return Usage(
@@ -26,6 +27,7 @@ class Usage:
             self.memory_bytes + alloc.memory_bytes,
             self.gpus | frozenset(alloc.gpus),
             self.fpgas | frozenset(alloc.fpgas),
+            self.cores | frozenset(alloc.cores),
         )
 
 
@@ -69,6 +71,26 @@ def free_fpgas(node: Node, request: Request, usage: Usage) -> list[Fpga]:
     return sorted(found, key=lambda f: f.index)
 
 
+def pick_cores(node: Node, count: int, usage: Usage, gpus: Iterable[int] = ()) -> tuple[int, ...]:
+    """``count`` free CPUs of ``node``: those on the NUMA node(s) of the job's GPUs first,
+    then the NUMA node with most free CPUs (a job stays on one node where it can), then by
+    index.  Empty when the node's CPUs are not known (no pinning) or too few are free."""
+    free = [c for c in node.cores if c.index not in usage.cores]
+    if count <= 0 or len(free) < count:
+        return ()
+    near = {g.numa_node for g in node.gpus if g.index in set(gpus) and g.numa_node is not None}
+    per_node: dict[int | None, int] = {}
+    for core in free:
+        per_node[core.numa_node] = per_node.get(core.numa_node, 0) + 1
+
+    def order(core: Core) -> tuple[int, int, int, int]:
+        room = per_node[core.numa_node]
+        fits = room >= count
+        return (core.numa_node not in near, not fits, -room if not fits else room, core.index)
+
+    return tuple(sorted(c.index for c in sorted(free, key=order)[:count]))
+
+
 def allocate(job_id: str, node: Node, request: Request, usage: Usage) -> Allocation | None:
     """Concrete devices for ``request`` on ``node`` given what ``usage`` holds; None if short."""
     if node.cpus - usage.cpus < request.cpus:
@@ -87,7 +109,10 @@ def allocate(job_id: str, node: Node, request: Request, usage: Usage) -> Allocat
         if len(cards) < request.fpgas:
             return None
         fpgas = tuple(sorted(f.index for f in cards[: request.fpgas]))
-    return Allocation(job_id, node.name, request.cpus, request.memory_bytes, gpus, fpgas)
+    cores = pick_cores(node, request.cpus, usage, gpus)
+    if node.cores and request.cpus > 0 and not cores:
+        return None  # the count says free, but not that many of its CPUs are
+    return Allocation(job_id, node.name, request.cpus, request.memory_bytes, gpus, fpgas, cores)
 
 
 def fits_empty(node: Node, request: Request) -> bool:

@@ -32,6 +32,15 @@ class Gpu:
     index: int
     model: str | None
     memory_bytes: int | None
+    numa_node: int | None = None
+
+
+@dataclass(frozen=True)
+class Core:
+    """One CPU (a hardware thread, as the kernel numbers it) a job may be pinned to."""
+
+    index: int
+    numa_node: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class Node:
     # size is not zero: the node takes no job that needs it, and proves no job impossible.
     unknown: frozenset[str] = frozenset()
     why_not: str | None = None  # why it is not schedulable, e.g. "unreachable: refused"
+    # the CPUs jobs are pinned to (probed); empty: not known, jobs on it are not pinned
+    cores: tuple[Core, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,7 @@ class Allocation:
     memory_bytes: int
     gpus: tuple[int, ...]  # GPU indexes on that host
     fpgas: tuple[int, ...]
+    cores: tuple[int, ...] = ()  # CPU ids it is pinned to; empty: not pinned
 
 
 @dataclass(frozen=True)

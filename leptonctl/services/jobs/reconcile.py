@@ -410,6 +410,7 @@ def _decide(
                 "memory_bytes": alloc.memory_bytes,
                 "gpus": list(alloc.gpus),
                 "fpgas": list(alloc.fpgas),
+                "cores": list(alloc.cores),
             },
             reason=None,
         )

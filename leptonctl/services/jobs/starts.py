@@ -190,7 +190,12 @@ def record_start(
             record.id, expect, reason=f"start on {name} unconfirmed: {answer.message}"
         )
     elif store.jobs.update_if(
-        record.id, expect, state="RUNNING", started=answer.get("started") or now, reason=None
+        record.id,
+        expect,
+        state="RUNNING",
+        started=answer.get("started") or now,
+        reason=None,
+        **_with_containment(record, answer.get("containment")),
     ):
         report.started.append(record.id)
     else:
@@ -198,6 +203,22 @@ def record_start(
             if not recorded_elsewhere(store.jobs.get(record.id), record):
                 # cancelled or requeued while it was starting: that run must not live on
                 store.jobs.add_orphan(name, record.agent_id, now)
+
+
+def _with_containment(record: JobRecord, reported: Any) -> dict[str, Any]:
+    """The allocation with what the host enforces (``containment``), checked: the CPUs it
+    pinned the job to, how its memory limit is enforced; {} (no change) if it says nothing."""
+    if not isinstance(reported, Mapping):
+        return {}
+    cpus = reported.get("cpus")
+    note = reported.get("cpus_note")
+    memory = reported.get("memory")
+    containment = {
+        "cpus": [c for c in cpus if isinstance(c, int)] if isinstance(cpus, list) else None,
+        "cpus_note": note if isinstance(note, str) else None,
+        "memory": memory if memory in ("sampling", "rlimit", "cgroup") else None,
+    }
+    return {"allocation": {**(record.allocation or {}), "containment": containment}}
 
 
 def recorded_elsewhere(current: JobRecord | None, started: JobRecord) -> bool:
