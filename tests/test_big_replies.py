@@ -19,7 +19,7 @@ from agent.lepton_agent import keys
 from agent.lepton_agent.fsutil import write_json_atomic
 from leptonctl.cli.app import run
 from leptonctl.errors import AgentError
-from leptonctl.remote import transfer
+from leptonctl.remote import transfer, transport
 from leptonctl.remote.agent import AgentSession, wire
 from leptonctl.remote.transport import LocalConnection
 from tests.helpers import make_host
@@ -158,3 +158,26 @@ def test_transfer_lines_are_read_whole_and_bounded(monkeypatch: pytest.MonkeyPat
     assert got == [b"one\n", b"a" * 2_500_000 + b"\n", b"two\n"]
     with pytest.raises(AgentError, match="over the bound of 3 MiB"):
         asyncio.run(lines("head -c 5000000 /dev/zero | tr '\\0' a; sleep 5"))
+
+
+def test_a_transfer_result_on_stderr_comes_back_whole_and_stderr_is_bounded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # a pumped sender reports on stderr: its result line can be far longer than an error tail
+    monkeypatch.setattr(transport, "PIPE_STDERR_BYTES", 1 << 20)
+    doc = {"schema": 1, "hops": [{"name": "h1", "stored": [f"{n:064x}" for n in range(4000)]}]}
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps(doc) + "\n")
+    assert 200_000 < result.stat().st_size < 1 << 20
+
+    async def waited() -> str:
+        command = f"head -c 5000000 /dev/zero | tr '\\0' e >&2; echo >&2; cat {result} >&2"
+        pipe = await LocalConnection("me").open_pipe(command)
+        await pipe.write_eof()
+        assert await pipe.read(10) == b""
+        _, errors = await pipe.wait(30)
+        return errors
+
+    errors = asyncio.run(waited())
+    assert len(errors) <= 1 << 20  # the chatter before it is not all kept
+    assert json.loads(errors.splitlines()[-1]) == doc

@@ -55,6 +55,7 @@ from leptonctl.remote.transport import (
     ended,
     finished,
     group_command,
+    keep_tail,
     kill_group_command,
     sh_line,
     timed_out,
@@ -314,7 +315,7 @@ class _SshPipe:
         self._host = host
         self._process = process
         self._marker = marker  # stderr starts after it (what rc files printed is not ours)
-        self._errors = asyncio.ensure_future(process.stderr.read())
+        self._errors = asyncio.ensure_future(keep_tail(process.stderr.read))
 
     async def write(self, data: bytes) -> None:
         try:
@@ -351,7 +352,7 @@ class _SshPipe:
             raise _lost(self._host, exc) from exc
         errors = decode_output(after_boundary(await self._errors, self._marker))
         status = result.exit_status
-        return (status if status is not None and status >= 0 else None), errors[-2000:]
+        return (status if status is not None and status >= 0 else None), errors
 
     async def kill(self) -> None:
         self._process.close()

@@ -331,9 +331,7 @@ class Transfers:
             try:
                 await prober.write(json.dumps(spec).encode() + b"\n")
                 await prober.write_eof()
-                output = b""
-                while chunk := await prober.read(PUMP_BLOCK):
-                    output += chunk
+                output = await read_result(prober, source.name)
                 status, errors = await prober.wait(self.pool.options.command_timeout)
             except BaseException:
                 await prober.kill()
@@ -342,7 +340,9 @@ class Transfers:
             await self._revoke([(transfer_id, source), (target_id, target)])
         doc = _json(output.strip().splitlines()[-1]) if output.strip() else {}
         if "rtt_s" not in doc:
-            raise AgentError(source.name, f"net-probe failed (exit status {status}): {errors}")
+            raise AgentError(
+                source.name, f"net-probe failed (exit status {status}): {shown(errors)}"
+            )
         return doc
 
     # -- setting up -----------------------------------------------------------
@@ -432,7 +432,9 @@ class Transfers:
             await sender.kill()
             raise
         if result is None:
-            raise AgentError(source.name, f"the sender failed (exit status {status}): {errors}")
+            raise AgentError(
+                source.name, f"the sender failed (exit status {status}): {shown(errors)}"
+            )
         return _outcomes(result)
 
     async def _pumped(
@@ -475,11 +477,11 @@ class Transfers:
             raise
         sent = _last_doc(sender_errors.encode())
         received = _last_doc(output)
-        hops = _outcomes(sent) if sent else [_lost_hop(source.name, sender_errors)]
+        hops = _outcomes(sent) if sent else [_lost_hop(source.name, shown(sender_errors))]
         if received:
             hops[1:] = _outcomes(received)
         else:
-            said = target_errors.strip()  # why the receiver ended, in its own words
+            said = shown(target_errors.strip())  # why the receiver ended, in its own words
             why = (f"{lost} ({said})" if said else str(lost)) if lost else said
             why = why or "the receiver ended early"
             hops[1:] = [_lost_hop(receiver.name, why)]
@@ -515,6 +517,11 @@ async def read_result(pipe: Pipe, host: str) -> bytes:
         if held > wire.MAX_RESULT_LINE + 2:  # the newlines around the result line
             raise _too_long(host, "the receiver")
     return b"".join(parts)
+
+
+def shown(errors: str) -> str:
+    """The tail of a process's stderr that an error message shows."""
+    return errors[-2000:]
 
 
 def _too_long(host: str, who: str) -> AgentError:

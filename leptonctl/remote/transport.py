@@ -12,6 +12,7 @@ import contextlib
 import os
 import shlex
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +34,11 @@ class TransportOptions:
         default_factory=lambda: (user_known_hosts(), GLOBAL_KNOWN_HOSTS)
     )
     keepalive_interval: float = 15.0
+
+
+# What a pipe keeps of its process's stderr: the last 65 MiB, room for a transfer sender's
+# result line (at most the agent wire's MAX_RESULT_LINE, 64 MiB) and what follows it.
+PIPE_STDERR_BYTES = 65 * 1024 * 1024
 
 
 class Stream(Protocol):
@@ -62,7 +68,8 @@ class Pipe(Protocol):
     async def readline(self) -> bytes: ...
 
     async def wait(self, timeout: float) -> tuple[int | None, str]:
-        """The exit status (None: killed) and the tail of stderr."""
+        """The exit status (None: killed) and the tail of stderr (its last
+        ``PIPE_STDERR_BYTES``: a transfer's result line fits whole; trim it to show it)."""
         ...
 
     async def kill(self) -> None: ...
@@ -153,7 +160,7 @@ class _LocalPipe:
         self._host = host
         self._proc = proc
         self._stdin, self._stdout, self._stderr = proc.stdin, proc.stdout, proc.stderr
-        self._errors = asyncio.ensure_future(self._stderr.read())
+        self._errors = asyncio.ensure_future(keep_tail(self._stderr.read))
 
     async def write(self, data: bytes) -> None:
         try:
@@ -181,7 +188,7 @@ class _LocalPipe:
                 self._host, f"a transfer process did not end within {timeout:g} s"
             ) from None
         errors = decode_output(await self._errors)
-        return (code if code >= 0 else None), errors[-2000:]
+        return (code if code >= 0 else None), errors
 
     async def kill(self) -> None:
         if self._proc.returncode is None:
@@ -297,6 +304,17 @@ def group_command(python: str, command: str) -> str:
 def kill_group_command(pgid: int) -> str:
     """The sh script that kills a process group on the host."""
     return f"kill -s KILL -- -{int(pgid)}"
+
+
+async def keep_tail(read: Callable[[int], Awaitable[bytes]]) -> bytes:
+    """Everything ``read`` gives until its end, of which only the last
+    ``PIPE_STDERR_BYTES`` are kept (a chatty process never costs more memory)."""
+    kept = bytearray()
+    while block := await read(1 << 16):
+        kept += block
+        if len(kept) > 2 * PIPE_STDERR_BYTES:
+            del kept[:-PIPE_STDERR_BYTES]
+    return bytes(kept[-PIPE_STDERR_BYTES:])
 
 
 def ended(what: str, partial: bytes) -> str:
