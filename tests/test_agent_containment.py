@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.lepton_agent.containment import TreeMemory
+from agent.lepton_agent.containment import TreeMemory, descendants, descendants_by_scan
 from agent.lepton_agent.probe import parse_cpu_list, read_cpu, read_cpu_nodes
 from agent.lepton_agent.sysinfo import Host
 from tests.test_agent_jobs import agent, start, wait_ended
@@ -101,6 +101,22 @@ def test_sampling_sums_the_rss_of_the_whole_tree_below_the_sampler() -> None:
         used, tree = sampler.sample()
         assert used is not None and used >= 96 << 20 and shell.pid in tree and len(tree) >= 2
         assert sampler.peak == used and used > 64 << 20
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
+
+
+def test_the_tree_walk_finds_what_a_scan_of_every_process_finds() -> None:
+    shell = subprocess.Popen(  # sh -> (sleep, sleep): grandchildren included
+        ["/bin/sh", "-c", "sleep 30 & sleep 30 & echo ok; wait"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert shell.stdout is not None and shell.stdout.read(2) == b"ok"
+        walked = sorted(descendants(os.getpid()))
+        assert walked == sorted(descendants_by_scan(os.getpid()))
+        assert shell.pid in walked and len(descendants(shell.pid)) == 2
     finally:
         os.killpg(shell.pid, signal.SIGKILL)
         shell.wait()

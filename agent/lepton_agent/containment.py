@@ -157,6 +157,50 @@ def set_rlimit_as(limit):
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def children_of(pid):
+    """The children of pid, from /proc/PID/task/*/children (none once it is gone)."""
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return []
+    found = []
+    for task in tasks:
+        text = read_text("/proc/%d/task/%s/children" % (pid, task)) or ""
+        found.extend(int(child) for child in text.split() if child.isdigit())
+    return found
+
+
+def descendants(root):
+    """Every descendant of root: a walk down the job's tree through the kernel's children
+    files (Linux >= 3.5 with CONFIG_PROC_CHILDREN), not a read of every process on the host;
+    where those files are missing, found from the parent pid of every process."""
+    me = os.getpid()
+    if not os.path.exists("/proc/%d/task/%d/children" % (me, me)):
+        return descendants_by_scan(root)
+    tree, todo = [], [root]
+    while todo:
+        children = children_of(todo.pop())
+        tree.extend(children)
+        todo.extend(children)
+    return tree
+
+
+def descendants_by_scan(root):
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = read_text("/proc/%s/stat" % name) or ""
+            fields = stat.rsplit(")", 1)[-1].split()
+            if len(fields) > 1 and fields[1].isdigit():
+                parents.setdefault(int(fields[1]), []).append(int(name))
+    tree, todo = [], list(parents.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(parents.get(pid, ()))
+    return tree
+
+
 class TreeMemory:
     """The memory of the job's process tree: every descendant of the supervisor (the
     subreaper keeps orphans among them), RSS summed from /proc/PID/statm, as Slurm's
@@ -182,18 +226,7 @@ class TreeMemory:
         """-> (bytes the tree holds, its pids), or (None, []) where /proc cannot say."""
         if not self.sampling:
             return None, []
-        me, parents = os.getpid(), {}
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                stat = read_text("/proc/%s/stat" % name) or ""
-                fields = stat.rsplit(")", 1)[-1].split()
-                if len(fields) > 1 and fields[1].isdigit():
-                    parents.setdefault(int(fields[1]), []).append(int(name))
-        tree, todo = [], list(parents.get(me, ()))
-        while todo:
-            pid = todo.pop()
-            tree.append(pid)
-            todo.extend(parents.get(pid, ()))
+        tree = descendants(os.getpid())
         total = 0
         for pid in tree:
             fields = (read_text("/proc/%d/statm" % pid) or "").split()
