@@ -13,13 +13,11 @@ import os
 import shlex
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Protocol
 
 from leptonctl.core.outputs import RunResult
 from leptonctl.errors import TimedOut, Unreachable
-from leptonctl.paths import GLOBAL_KNOWN_HOSTS, user_known_hosts
 
 
 @dataclass(frozen=True)
@@ -30,9 +28,6 @@ class TransportOptions:
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
     accept_new_host_keys: bool = False  # StrictHostKeyChecking=accept-new, recorded
-    known_hosts: tuple[Path, ...] = field(
-        default_factory=lambda: (user_known_hosts(), GLOBAL_KNOWN_HOSTS)
-    )
     keepalive_interval: float = 15.0
 
 
