@@ -17,7 +17,7 @@ from leptonctl.core.scheduler import Core, Gpu, Job, Node, Request, Running, dis
 from leptonctl.core.scheduler.allocate import Usage, allocate, pick_cores
 from leptonctl.inventory.model import DeclaredCapacity
 from leptonctl.render.documents import job_document
-from leptonctl.render.jobs import cpus_text, memory_text
+from leptonctl.render.jobs import cpu_list, cpus_text, devices, memory_text
 from leptonctl.store.db import DeviceTaken
 from leptonctl.store.jobs import held_devices
 from leptonctl.store.open import open_store
@@ -139,6 +139,12 @@ def test_show_says_where_a_job_is_pinned_and_when_it_is_not() -> None:
     assert "not pinned" in cpus_text(unprobed) and "never probed" in cpus_text(unprobed)
     assert memory_text(unprobed) == "none"
     assert containment(unprobed)["cpus"] is None
+
+
+def test_cpu_lists_are_shown_as_ranges() -> None:
+    assert cpu_list([3, 0, 1, 2, 8, 10, 11]) == "0-3,8,10-11"
+    wide = record({"cpus": 5, "cores": [4, 5, 6, 7, 9], "gpus": [1]})
+    assert devices(wide) == "gpu1,cpu4-7,9"
 
 
 def test_pinned_cpus_are_held_devices() -> None:

@@ -118,7 +118,8 @@ def devices(r: JobRecord) -> str:
     parts = [f"gpu{g}" for g in alloc.get("gpus", [])] + [
         f"fpga{f}" for f in alloc.get("fpgas", [])
     ]
-    parts += [f"cpu{c}" for c in alloc.get("cores", [])]
+    if alloc.get("cores"):
+        parts.append(f"cpu{cpu_list(alloc['cores'])}")
     return ",".join(parts) or "-"
 
 
@@ -130,13 +131,24 @@ ENFORCEMENT = {
 }
 
 
+def cpu_list(ids: Sequence[int]) -> str:
+    """CPU ids as the kernel writes a CPU list: runs as ranges (``0-3,8``)."""
+    runs: list[list[int]] = []
+    for cpu in sorted(set(ids)):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def cpus_text(r: JobRecord) -> str:
     held = containment(r)
     if not r.allocation:
         return "-"
     count = str((r.allocation or {}).get("cpus", "-"))
     if held["cpus"]:
-        return ",".join(str(c) for c in held["cpus"]) + " (pinned)"
+        return cpu_list(held["cpus"]) + " (pinned)"
     return f"{count}, {held['cpus_note'] or 'not pinned'}"
 
 
