@@ -83,7 +83,7 @@ def supervise(data_dir, job_id):
         return 1  # another supervisor owns this job
     os.ftruncate(lock, 0)
     os.write(lock, b"%d\n" % os.getpid())
-    pid = None
+    pid = cgroup = None
     try:
         spec = read_json(job_path(data_dir, job_id, "spec.json"))
         flags = {}
@@ -132,6 +132,8 @@ def supervise(data_dir, job_id):
     except Exception as exc:
         if pid is not None:
             signal_group(pid, signal.SIGKILL)
+        if cgroup:
+            remove_cgroup(cgroup)  # once empty; a leftover empty directory is harmless
         reason = "supervisor failed: %s: %s" % (type(exc).__name__, exc)
         write_end(data_dir, job_id, "FAILED", None, None, reason)
         return 1
