@@ -128,6 +128,8 @@ async def copy(
     started = time.monotonic()
     src_host, src_path = split_location(src, inventory)
     dst_host, dst_path = split_location(dst, inventory)
+    if dst_host is None and dst.endswith("/") and not dst_path.endswith("/"):
+        dst_path += "/"  # "into", as written: the local path's normalisation drops the "/"
     me = operator_host()
     src_host, dst_host = src_host or me, dst_host or me
     if src_host.is_local and dst_host.is_local and src_host.name == dst_host.name:
