@@ -26,6 +26,7 @@ from leptonctl.core.records import (
 )
 from leptonctl.errors import StateError
 from leptonctl.store.actor import Actor
+from leptonctl.store.claims import claimant_is_dead
 from leptonctl.store.db import Db
 
 _COLUMNS = (
@@ -203,6 +204,8 @@ class JobTable:
             owner, until = str(value["owner"]), float(value["until"])
         except (ValueError, KeyError, TypeError):
             return None  # unreadable: as good as expired
+        if claimant_is_dead(owner):
+            return None  # its process died on this machine: as good as expired
         return (owner, until - self._skew) if until > now + self._skew else None
 
     def release_start(self, job_id: int, owner: str) -> None:

@@ -18,9 +18,6 @@ is renewed while the copy runs (chunks already there are not sent again on a tak
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import socket
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
@@ -32,6 +29,7 @@ from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transport import Connection
 from leptonctl.services.data.datasets import DataError
 from leptonctl.services.jobs.inputs import stage_inputs
+from leptonctl.store.claims import new_claimant
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import JobRecord
 
@@ -42,9 +40,9 @@ START_LEASE = 30.0  # seconds a claim on staging and starting a job lasts unless
 
 
 def new_owner() -> str:
-    """A claimant's name: this machine, this process, and a random part (one per pass or
-    per ``Staging``)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """A claimant's name: this machine, this process, a random part (one per pass or per
+    ``Staging``), and its pid space, so a claim whose holder died here is taken over at once."""
+    return new_claimant()
 
 
 class Staging:
