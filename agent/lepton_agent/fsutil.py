@@ -12,8 +12,7 @@ import json
 import os
 import time
 
-from .sysinfo import read_text
-from .wire import BadRequest, json_line
+from .wire import MAX_MESSAGE_BYTES, BadRequest, json_line
 
 
 def default_data_dir():
@@ -26,10 +25,18 @@ USER_UMASK = 0o022  # the umask the agent was started with (main() records it): 
 
 
 def read_json(path):
-    """The JSON object in path, or None if it is missing or not a JSON object."""
-    text = read_text(path)
+    """The JSON object in path (a file the agent wrote: a job's spec or state, a transfer's
+    spec), or None if it is missing, not a JSON object, or larger than a message may be.
+    Read whole: a spec cut at some buffer size would read as missing."""
     try:
-        doc = json.loads(text) if text else None
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_MESSAGE_BYTES + 1)
+    except (OSError, ValueError):
+        return None
+    if len(data) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        doc = json.loads(data.decode("utf-8"))
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
