@@ -177,7 +177,11 @@ async def put(
             if progress is not None:
                 progress.end()
         storages.record_holders(store, placed.holders, surveys, clock())
-        notes += [f"{host}: {why}" for host, why in sorted(placed.problems.items())]
+        notes += [  # a host the survey could not reach is noted once, above
+            f"{host}: {why}"
+            for host, why in sorted(placed.problems.items())
+            if host not in replicator.dead
+        ]
         relayed = relayed_in(sessions)  # hops the operator carried, and why
         notes += [hop.note for hop in relayed]
         if placed.shortfalls:
