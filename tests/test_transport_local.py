@@ -42,15 +42,15 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     raise AssertionError("the background child survived the timeout")
 
 
-def test_stream_answers_line_by_line_and_reports_exit() -> None:
+def test_stream_answers_by_size_and_reports_exit() -> None:
     async def scenario() -> tuple[bytes, bytes]:
         stream = await LocalConnection("me").start("read a; echo got-$a; read b; echo got-$b")
         await stream.send_line(b"one")
-        first = await stream.read_line(5)
+        first = await stream.read_exactly(8, 5)
         await stream.send_line(b"two")
-        second = await stream.read_line(5)
+        second = await stream.read_exactly(8, 5)
         with pytest.raises(Unreachable):
-            await stream.read_line(5)  # the process has exited
+            await stream.read_exactly(1, 5)  # the process has exited
         await stream.close()
         return first, second
 

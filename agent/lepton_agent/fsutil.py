@@ -24,16 +24,27 @@ def default_data_dir():
 USER_UMASK = 0o022  # the umask the agent was started with (main() records it): jobs get it back
 
 
+def read_file_bounded(path, limit):
+    """The bytes of path, read whole, or None when it is larger than limit.  The size is
+    checked first: ``read(limit)`` would allocate the whole limit even for a small file.
+    OSError (a missing file, ...) is the caller's."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            return None
+        data = fh.read(size + 1)  # one byte more: a file that grew meanwhile is seen
+    return data if len(data) <= limit else None
+
+
 def read_json(path):
     """The JSON object in path (a file the agent wrote: a job's spec or state, a transfer's
     spec), or None if it is missing, not a JSON object, or larger than a message may be.
     Read whole: a spec cut at some buffer size would read as missing."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_MESSAGE_BYTES + 1)
+        data = read_file_bounded(path, MAX_MESSAGE_BYTES)
     except (OSError, ValueError):
         return None
-    if len(data) > MAX_MESSAGE_BYTES:
+    if data is None:
         return None
     try:
         doc = json.loads(data.decode("utf-8"))

@@ -11,7 +11,7 @@ import re
 import sys
 import time
 
-from .fsutil import write_json_atomic
+from .fsutil import read_file_bounded, write_json_atomic
 from .wire import (
     MAX_MESSAGE_BYTES,
     SCHEMA,
@@ -372,13 +372,12 @@ def read_transfer_spec(data_dir, transfer_id):
     MAX_MESSAGE_BYTES; a spec for 10,000 files is a few MiB), never cut at some length."""
     path = transfer_path(data_dir, transfer_id, ".json")
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_MESSAGE_BYTES + 1)
+        data = read_file_bounded(path, MAX_MESSAGE_BYTES)
     except FileNotFoundError:
         raise BadRequest(
             "no spec for transfer %s (expired or already used)" % transfer_id
         ) from None
-    if len(data) > MAX_MESSAGE_BYTES:
+    if data is None:
         bound = MAX_MESSAGE_BYTES
         raise BadRequest("the spec of transfer %s is over %d bytes" % (transfer_id, bound))
     try:
