@@ -127,6 +127,7 @@ async def put(
         replicator = Replicator(sessions, hosts, graph, _advance(progress))
         surveys = await replicator.survey(list(sizes))
         notes = [f"{n}: skipped ({e.message})" for n, e in replicator.dead.items()]
+        skipped = set(replicator.dead)  # noted here; a host lost later is noted below
         if not surveys:
             raise DataError(
                 "no selected host could be reached to store the dataset",
@@ -178,9 +179,7 @@ async def put(
                 progress.end()
         storages.record_holders(store, placed.holders, surveys, clock())
         notes += [  # a host the survey could not reach is noted once, above
-            f"{host}: {why}"
-            for host, why in sorted(placed.problems.items())
-            if host not in replicator.dead
+            f"{host}: {why}" for host, why in sorted(placed.problems.items()) if host not in skipped
         ]
         relayed = relayed_in(sessions)  # hops the operator carried, and why
         notes += [hop.note for hop in relayed]
