@@ -12,6 +12,7 @@ from leptonctl.cli.app import run
 
 
 def closed_port() -> int:
+    """A local TCP port nobody listens on: a host there refuses the connection at once."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

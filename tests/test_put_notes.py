@@ -4,18 +4,12 @@ named twice (once as skipped, once again by the placement)."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
 from leptonctl.cli.app import run
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.test_jobs_warnings import closed_port
 
 
 def test_an_unreachable_host_is_noted_once(

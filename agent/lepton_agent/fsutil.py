@@ -62,14 +62,7 @@ def write_json_atomic(path, doc):
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    try:  # make the rename itself durable
-        dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    fsync_dir(os.path.dirname(path))  # make the rename itself durable
 
 
 def open_locked(path, flags, wait_s=0.0):

@@ -16,6 +16,8 @@ import re
 import stat
 import time
 
+from .fsutil import fsync_dir
+
 STAMP_NAME = "storage-id"
 
 
@@ -79,14 +81,7 @@ def write_stamp(path):
         os.fsync(fd)
     finally:
         os.close(fd)
-    try:  # the new name itself durable
-        dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    fsync_dir(os.path.dirname(path) or ".")  # the new name itself durable
     return storage_id
 
 

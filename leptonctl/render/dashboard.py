@@ -24,6 +24,7 @@ from leptonctl.core.dashboard import ClusterFrame, ClusterTotals, HostView, gpu_
 from leptonctl.core.facts import GpuFacts
 from leptonctl.core.history import BLOCKS, sparkline
 from leptonctl.core.scan import printable
+from leptonctl.render.jobs import JOB_STYLE
 from leptonctl.render.units import human_age, human_bytes, short_gpu_name
 
 STATE_STYLE = {
@@ -32,16 +33,6 @@ STATE_STYLE = {
     "unhealthy": "red",
     "drained": "yellow",
     "pending": "dim",
-}
-JOB_STYLE = {
-    "PENDING": "yellow",
-    "STARTING": "cyan",
-    "RUNNING": "green",
-    "COMPLETED": "dim green",
-    "FAILED": "red",
-    "CANCELLED": "dim",
-    "TIMEOUT": "red",
-    "NODE_FAIL": "bold red",
 }
 GAP = 1  # spaces between columns
 

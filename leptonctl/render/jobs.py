@@ -14,7 +14,7 @@ from leptonctl.core.reports import DryRun
 from leptonctl.render.text import add_row
 from leptonctl.render.units import human_age, human_bytes
 
-_STATE_STYLE = {
+JOB_STYLE = {  # a job state's colour, in every view of jobs
     "PENDING": "yellow",
     "STARTING": "cyan",
     "RUNNING": "green",
@@ -35,7 +35,7 @@ def jobs_table(records: Sequence[JobRecord], now: float) -> Table:
             table,
             str(r.id),
             r.name,
-            Text(r.state, style=_STATE_STYLE.get(r.state, "")),
+            Text(r.state, style=JOB_STYLE.get(r.state, "")),
             r.host or "-",
             devices(r),
             _elapsed(r, now),

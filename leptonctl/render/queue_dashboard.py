@@ -13,8 +13,8 @@ from rich.text import Text
 from leptonctl.core.dashboard import QueueFrame, remaining
 from leptonctl.core.records import JobRecord
 from leptonctl.core.scan import printable
-from leptonctl.render.dashboard import GAP, JOB_STYLE, Column, cut, fit_columns, pack_lines
-from leptonctl.render.jobs import devices
+from leptonctl.render.dashboard import GAP, Column, cut, fit_columns, pack_lines
+from leptonctl.render.jobs import JOB_STYLE, devices
 from leptonctl.render.units import human_age
 
 
