@@ -33,6 +33,13 @@ DEST_TREE_FDS = 64
 PART_FDS = 256
 
 
+# A frame of at most this many bytes that holds whole files is kept in memory until its hash
+# checks out, then its files are written, synced (SYNC_THREADS at a time) and renamed as a
+# batch: a packed frame of small files costs no journal and no part file left open per file.
+BUFFERED_FRAME_BYTES = 64 * 1024 * 1024
+SYNC_THREADS = 8
+
+
 def open_subdir(parent, name, create, shown):
     """fd of directory name in directory fd parent, made when missing (None when missing and
     create is false). A symbolic link there is replaced by a directory (only the link goes, as
@@ -76,6 +83,17 @@ def open_nofollow(parent, name, flags):
             raise
     os.unlink(name, dir_fd=parent)
     return os.open(name, flags | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+
+
+def create_fresh(parent, name):
+    """A new file of ours in directory fd parent, write-only: whatever was at name (a link,
+    a leftover, a hard link to some other file) is unlinked first, never written through."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        return os.open(name, flags, 0o600, dir_fd=parent)
+    except FileExistsError:
+        os.unlink(name, dir_fd=parent)
+    return os.open(name, flags, 0o600, dir_fd=parent)
 
 
 def lstat_at(parent, name):
@@ -198,6 +216,7 @@ class FilesSink:
 
         self.fds, self.opened, self.done = collections.OrderedDict(), set(), {}
         self.pending, self.pending_bytes = [], 0
+        self.whole_done, self.pool = set(), None  # files committed whole (commit_whole)
         for entry in dirs:
             os.fchmod(self.tree.dir_fd(self.tree.rel(entry["path"])), entry["mode"] & 0o7777)
         for entry in links:
@@ -207,19 +226,32 @@ class FilesSink:
             os.symlink(entry["target"], name, dir_fd=parent)
 
     def check_targets(self, targets, size):
-        """A frame's [[file index, offset], ...]: inside the spec's files, or ValueError."""
+        """A frame's targets, [file index, offset] (the whole frame there) or [file index, file
+        offset, frame offset, length] (a slice of it): inside the frame and the spec's files,
+        or ValueError. Returned as (index, file offset, frame offset, length) tuples."""
         checked = []
         for target in targets or []:
-            good = isinstance(target, list) and len(target) == 2
-            good = good and all(type(v) is int for v in target)
+            good = isinstance(target, list) and len(target) in (2, 4)
+            good = good and all(type(v) is int and v >= 0 for v in target)
             if good:
-                index, offset = target
-                good = 0 <= index < len(self.files) and offset >= 0
-                good = good and offset + size <= self.files[index]["size"]
+                index, offset = target[0], target[1]
+                at, length = (target[2], target[3]) if len(target) == 4 else (0, size)
+                good = index < len(self.files) and at + length <= size
+                good = good and offset + length <= self.files[index]["size"]
             if not good:
                 raise ValueError("a frame target %.100r is not inside the files" % (target,))
-            checked.append(target)
+            checked.append((index, offset, at, length))
         return checked
+
+    def whole(self, target):
+        """The target is all of a (non-empty) file."""
+        index, offset, _, length = target
+        return offset == 0 and 0 < length == self.files[index]["size"]
+
+    def buffers(self, targets, size):
+        """Keep the frame in memory until it is verified, then write it: a small frame that
+        holds whole files (they are committed together, without part files or journals)."""
+        return size <= BUFFERED_FRAME_BYTES and any(self.whole(t) for t in targets)
 
     def place(self, index):
         """(directory fd, name) of file index: the fd is good until the next place()."""
@@ -257,23 +289,79 @@ class FilesSink:
         """Unverified bytes at their places (nothing counts until journaled); a place the
         journal already lists as verified is never written again (a streamed frame, whose
         hash comes after its bytes, is matched by offset: its journal is of this source)."""
-        for index, offset in targets:
+        end = position + len(block)
+        for index, offset, at, length in targets:
+            lo, hi = max(position, at), min(end, at + length)
+            if lo >= hi:
+                continue
             hashes = self.verified(index).get(offset)
             if hashes and (digest is None or digest in hashes):
                 continue
-            fd, view, at = self.part(index), memoryview(block), offset + position
+            fd, view = self.part(index), memoryview(block)[lo - position : hi - position]
+            where = offset + lo - at
             while view:
-                n = os.pwrite(fd, view, at)
-                view, at = view[n:], at + n
+                n = os.pwrite(fd, view, where)
+                view, where = view[n:], where + n
 
     def commit(self, targets, digest, size):
         """A verified frame: journaled once its bytes are synced (in batches, see above)."""
-        for index, offset in targets:
-            write_behind(self.part(index), offset, size)
-        self.pending += [(index, offset, digest) for index, offset in targets]
-        self.pending_bytes += size * len(targets)
+        for index, offset, _, length in targets:
+            write_behind(self.part(index), offset, length)
+        self.pending += [(index, offset, digest) for index, offset, _, _ in targets]
+        self.pending_bytes += sum(t[3] for t in targets)
         if self.pending_bytes >= SYNC_BATCH_BYTES:
             self.flush()
+
+    def write_verified(self, targets, frame, digest):
+        """A buffered frame (see buffers) whose hash checked out: its whole files are
+        committed together, any other slices are written and journaled as streamed ones."""
+        view = memoryview(frame)
+        rest = [t for t in targets if not self.whole(t)]
+        if rest:
+            self.write(rest, 0, view, digest)
+            self.commit(rest, digest, len(frame))
+        self.commit_whole([(t[0], view[t[2] : t[2] + t[3]]) for t in targets if self.whole(t)])
+
+    def commit_whole(self, pieces):
+        """Whole files ((index, bytes), ...) into place as one batch: each written to a fresh
+        part file with its mode and mtime, all synced together, then all renamed."""
+        written = []
+        try:
+            for index, data in pieces:
+                if index in self.fds:  # a part file of an earlier, chunked attempt
+                    os.close(self.fds.pop(index))
+                parent, name = self.place(index)
+                fd = create_fresh(parent, name + PART)
+                written.append(fd)
+                while data:
+                    data = data[os.write(fd, data) :]
+                entry = self.files[index]
+                os.fchmod(fd, entry["mode"] & 0o7777)
+                if entry.get("mtime_ns") is not None:  # the source's: a later cp's quick check
+                    os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+            self.sync(written)
+        finally:
+            for fd in written:
+                os.close(fd)
+        for index, _ in pieces:
+            parent, name = self.place(index)
+            os.rename(name + PART, name, src_dir_fd=parent, dst_dir_fd=parent)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name + JOURNAL, dir_fd=parent)
+            self.whole_done.add(index)
+
+    def sync(self, fds):
+        """fdatasync every fd, several at once (the filesystem commits them together)."""
+        if len(fds) < 4:
+            for fd in fds:
+                os.fdatasync(fd)
+            return
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(SYNC_THREADS)
+        for _ in self.pool.map(os.fdatasync, fds):
+            pass
 
     def flush(self):
         for index in sorted({index for index, _, _ in self.pending}):
@@ -296,6 +384,9 @@ class FilesSink:
         done = []
         for index, entry in enumerate(self.files):
             path = entry["path"]
+            if index in self.whole_done:
+                done.append(path)
+                continue
             parent, name = self.place(index)
             if not is_file_at(parent, name + PART):
                 st = lstat_at(parent, name)
@@ -331,12 +422,15 @@ class FilesSink:
             os.close(fd)
         self.fds.clear()
         self.tree.close()
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
 
     def discard(self, done):
         """Remove the part files and journals of the files not in ``done`` (the disk is
         full: what was written of them goes, so that the space comes back)."""
         for index, entry in enumerate(self.files):
-            if entry["path"] not in done:
+            if entry["path"] not in done and index not in self.whole_done:
                 parent, name = self.place(index)
                 for leftover in (name + PART, name + JOURNAL):
                     with contextlib.suppress(FileNotFoundError):

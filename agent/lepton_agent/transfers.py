@@ -207,6 +207,7 @@ def receive(data_dir, transfer_id):
                 hop.write(header)
             sink = ChunkSink(data_dir, digest) if mode == "chunks" and not mine["error"] else None
             hasher = hashlib.sha256() if files is not None else None
+            held = bytearray() if files is not None and files.buffers(targets, size) else None
             left = size
             while left:
                 block = stdin.read(min(left, IO_BLOCK))
@@ -219,7 +220,10 @@ def receive(data_dir, transfer_id):
                         sink.write(block)
                     elif hasher is not None and not mine["error"]:
                         hasher.update(block)
-                        files.write(targets, size - left, block, digest)
+                        if held is not None:
+                            held += block
+                        else:
+                            files.write(targets, size - left, block, digest)
                 except OSError as exc:  # disk full, quota: keep forwarding, store no more
                     mine["error"] = "cannot store: %s" % exc
                     if sink is not None:
@@ -247,7 +251,10 @@ def receive(data_dir, transfer_id):
                 if hasher.hexdigest() != digest:
                     mine["failed"][digest] = "hash mismatch"
                 else:
-                    files.commit(targets, digest, size)
+                    if held is not None:
+                        files.write_verified(targets, held, digest)
+                    else:
+                        files.commit(targets, digest, size)
                     mine["stored"].append(digest)
         if hop is not None and broken is None:
             hop.write(END_FRAME)
@@ -289,18 +296,77 @@ def skip(stream, size):
         size -= len(block)
 
 
+def item_segments(data_dir, item):
+    """The (path, offset, length) pieces whose concatenation is a send item's bytes: a stored
+    chunk, a range of one file, or a packed item's "s" segments (checked here)."""
+    size = int(item["n"])
+    if item.get("s") is not None:
+        segments, total = [], 0
+        for seg in item["s"]:
+            good = isinstance(seg, list) and len(seg) == 3 and isinstance(seg[0], str)
+            good = good and all(type(v) is int and v >= 0 for v in seg[1:])
+            if not good:
+                raise BadRequest("a segment must be [path, offset, length], got %.100r" % (seg,))
+            segments.append((seg[0], seg[1], seg[2]))
+            total += seg[2]
+        if total != size:
+            raise BadRequest("an item's segments add up to %d bytes, not %d" % (total, size))
+        return segments
+    if item.get("path"):
+        return [(item["path"], int(item.get("o") or 0), size)]
+    return [(chunk_path(data_dir, check_hash(item["h"])), 0, size)]
+
+
+def read_segments(segments, follow, failed):
+    """The bytes of segments in blocks of at most IO_BLOCK. A segment that cannot be opened
+    or is shorter than announced reads as zeros (the item's hash check fails at the receiver)
+    and calls failed(why) once per segment. Segments of a packed item are opened without
+    following a symbolic link (follow: a single file range, opened as named)."""
+    pending = bytearray()
+    for path, offset, length in segments:
+        try:
+            fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW))
+        except OSError as exc:
+            failed("cannot read %s: %s" % (path, exc))
+            fd = None
+        try:
+            at, left = offset, length
+            while left:
+                block = os.pread(fd, min(left, IO_BLOCK), at) if fd is not None else b""
+                if not block:
+                    if fd is not None:
+                        failed("source %s is shorter than expected" % path)
+                        os.close(fd)
+                        fd = None
+                    block = bytes(min(left, IO_BLOCK))
+                pending += block
+                at, left = at + len(block), left - len(block)
+                if len(pending) >= IO_BLOCK:
+                    yield bytes(pending)
+                    pending = bytearray()
+        finally:
+            if fd is not None:
+                os.close(fd)
+    if pending:
+        yield bytes(pending)
+
+
 def send(data_dir, spec):
     """Send frames of spec["items"] to spec["next"] (an ssh hop, or stdout for the operator).
-    An item is {"h", "n"} (from this host's chunk store) or {"h", "n", "path", "o"} (a range of
-    a file), with "t" targets in files mode. An item without "h" (a file range nobody hashed
-    yet) is hashed while it is read and sent: its frame has no "h" and a trailer line
-    {"h": hash} follows the bytes. With "store": true the sender also keeps a copy of every
-    item in its own chunk store (a `put host:/path` whose source host is a replica)."""
+    An item is {"h", "n"} (from this host's chunk store), {"h", "n", "path", "o"} (a range of
+    a file) or {"h", "n", "s": [[path, offset, length], ...]} (a packed item: the
+    concatenation of the segments), with "t" targets in files mode. An item without "h" (a
+    file range nobody hashed yet) is hashed while it is read and sent: its frame has no "h"
+    and a trailer line {"h": hash} follows the bytes. With "store": true the sender also keeps
+    a copy of every item in its own chunk store (a `put host:/path` whose source host is a
+    replica)."""
     import hashlib
 
     transfer_id = check_transfer_id(spec.get("transfer"))
     if not isinstance(spec.get("next"), dict):
         raise BadRequest("send needs a next hop")
+    items = spec.get("items") or []
+    pieces = [item_segments(data_dir, item) for item in items]  # all checked before sending
     to_stdout = spec["next"].get("kind") == "stdout"
     hop = NextHop(data_dir, transfer_id, spec["next"])
     if to_stdout:
@@ -309,57 +375,60 @@ def send(data_dir, spec):
     started = last = time.monotonic()
     mine = {"name": spec.get("name"), "stored": [], "failed": {}, "error": None, "bytes": 0}
     try:
-        for item in spec.get("items") or []:
+        for item, segments in zip(items, pieces):
             if hop.out is None:
                 break
-            size, streaming = int(item["n"]), item.get("h") is None and item.get("path")
+            size = int(item["n"])
+            packed = item.get("s") is not None
+            streaming = item.get("h") is None and (item.get("path") or packed)
             digest = None if streaming else check_hash(item["h"])
-            name = digest or "%s@%s" % (item.get("path"), item.get("o") or 0)
-            source = item.get("path") or chunk_path(data_dir, digest)
-            try:
-                fh = open(source, "rb", buffering=0)  # noqa: SIM115 (the with below)
-            except OSError as exc:
-                mine["failed"][name] = "cannot read %s: %s" % (source, exc)
-                continue
+            first = segments[0][0] if segments else ""
+            name = digest or "%s@%s" % (first, segments[0][1] if segments else 0)
+            if not packed:  # a single file: nothing is sent when it cannot be opened
+                try:
+                    os.close(os.open(first, os.O_RDONLY))
+                except OSError as exc:
+                    mine["failed"][name] = "cannot read %s: %s" % (first, exc)
+                    continue
             keep = None
-            if spec.get("store") and item.get("path") and not streaming:
+            if spec.get("store") and (item.get("path") or packed) and not streaming:
                 keep = ChunkSink(data_dir, digest)
             hasher = hashlib.sha256() if streaming else None
-            with fh:
-                fh.seek(int(item.get("o") or 0))
-                frame = {"n": size} if streaming else {"h": digest, "n": size}
-                if item.get("t"):
-                    frame["t"] = item["t"]
-                hop.write(encode_frame(frame))
-                left = size
-                while left and hop.out is not None:
-                    block = fh.read(min(left, IO_BLOCK))
-                    if not block:  # the source shrank: pad, the receiver's hash check fails
-                        mine["failed"][name] = "source %s is shorter than expected" % source
-                        block = b"\0" * min(left, IO_BLOCK)
-                    hop.write(block)
-                    if hasher is not None:
-                        hasher.update(block)
-                    if keep is not None:
-                        keep.write(block)
-                    left -= len(block)
-                    mine["bytes"] += len(block)
-                    now = time.monotonic()
-                    if rate and mine["bytes"] / rate > now - started:
-                        time.sleep(min(1.0, mine["bytes"] / rate - (now - started)))
-                    if not to_stdout and now - last >= PROGRESS_EVERY_S:
-                        sys.stdout.write(json_line({"progress": mine["bytes"]}))
-                        sys.stdout.flush()
-                        last = now
+            frame = {"n": size} if streaming else {"h": digest, "n": size}
+            if item.get("t"):
+                frame["t"] = item["t"]
+            hop.write(encode_frame(frame))
+
+            def failed(why, name=name):
+                mine["failed"].setdefault(name, why)
+
+            left = size
+            for block in read_segments(segments, not packed, failed):
+                if hop.out is None:
+                    break
+                hop.write(block)
+                if hasher is not None:
+                    hasher.update(block)
+                if keep is not None:
+                    keep.write(block)
+                left -= len(block)
+                mine["bytes"] += len(block)
+                now = time.monotonic()
+                if rate and mine["bytes"] / rate > now - started:
+                    time.sleep(min(1.0, mine["bytes"] / rate - (now - started)))
+                if not to_stdout and now - last >= PROGRESS_EVERY_S:
+                    sys.stdout.write(json_line({"progress": mine["bytes"]}))
+                    sys.stdout.flush()
+                    last = now
             if hasher is not None and not left:
                 trailer = {"h": hasher.hexdigest()}
                 if name in mine["failed"]:
                     trailer["h"] = "0" * 64  # a short read: make sure it does not verify
                 hop.write(encode_frame(trailer))
             if keep is not None:
-                problem = None if left else keep.commit()
+                problem = None if left or name in mine["failed"] else keep.commit()
                 keep.abort()
-                if not left and problem is None:
+                if not left and problem is None and name not in mine["failed"]:
                     mine["stored"].append(digest)
         if hop.out is not None:
             hop.write(END_FRAME)

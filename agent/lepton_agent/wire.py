@@ -201,9 +201,10 @@ def check_transfer_id(value: Any) -> str:
 # ---------------------------------------------------------------- frames
 
 # A transfer is a stream of frames: a JSON header line {"h": sha256, "n": size, "t": [[file
-# index, offset], ...]} then n bytes. A frame without "h" (a file range nobody hashed yet) is
-# followed by a {"h": ...} trailer line; {"end": true} ends the stream. A probe frame carries
-# "ack": the receiver answers it with a line "ack".
+# index, offset] or [file index, file offset, frame offset, length], ...]} then n bytes. A
+# frame without "h" (a file range nobody hashed yet) is followed by a {"h": ...} trailer line;
+# {"end": true} ends the stream. A probe frame carries "ack": the receiver answers it with a
+# line "ack".
 MAX_FRAME_LINE = 1 << 20  # a header or trailer line: a few hundred bytes in practice
 MAX_FRAME_BYTES = 1 << 32  # far above any chunk size
 END_FRAME = b'{"end":true}\n'
@@ -212,15 +213,18 @@ END_FRAME = b'{"end":true}\n'
 @dataclasses.dataclass(frozen=True)
 class SendItem:
     """One frame a sender sends (an item of a ``send`` spec or of ``chunk-import``): a stored
-    chunk (``hash``), or ``size`` bytes of the sender's file ``path`` at ``offset`` (hashed
-    while read when ``hash`` is None); ``targets`` are the (file index, offset) places a
-    files-mode receiver writes it to."""
+    chunk (``hash``), or ``size`` bytes of the sender's file ``path`` at ``offset``, or the
+    concatenation of ``segments`` ((path, offset, length), ...: a packed item, many small
+    files in one frame); hashed while read when ``hash`` is None. ``targets`` are the places a
+    files-mode receiver writes it to: (file index, offset) for the whole item, or (file index,
+    file offset, item offset, length) for a slice of it."""
 
     size: int
     hash: Optional[str] = None
     path: Optional[str] = None
     offset: int = 0
-    targets: Tuple[Tuple[int, int], ...] = ()
+    targets: Tuple[Tuple[int, ...], ...] = ()
+    segments: Tuple[Tuple[str, int, int], ...] = ()
 
     def to_wire(self) -> Dict[str, Any]:
         doc = {"n": self.size}  # type: Dict[str, Any]
@@ -228,8 +232,10 @@ class SendItem:
             doc["h"] = self.hash
         if self.path is not None:
             doc["path"], doc["o"] = self.path, self.offset
+        if self.segments:
+            doc["s"] = [[path, offset, length] for path, offset, length in self.segments]
         if self.targets:
-            doc["t"] = [[index, offset] for index, offset in self.targets]
+            doc["t"] = [list(target) for target in self.targets]
         return doc
 
 
