@@ -10,10 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import yaml
-
 from leptonctl.core.datasets import parse_input
-from leptonctl.core.safeyaml import YamlLimitError, load_yaml
 from leptonctl.core.scheduler import Request
 from leptonctl.errors import UsageError
 from leptonctl.inventory.capacity import parse_size
@@ -233,6 +230,10 @@ _BATCH_KEYS = {
 
 def parse_batch_text(text: str, source: str) -> list[Submission]:
     """A batch file's text -> submissions (read with the bounded YAML loader)."""
+    import yaml  # imported by the one command that reads a batch file
+
+    from leptonctl.core.safeyaml import YamlLimitError, load_yaml
+
     try:
         document = load_yaml(text)
     except yaml.YAMLError as exc:

@@ -28,14 +28,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.jobspec import parse_duration
-from leptonctl.core.safeyaml import YamlLimitError, compose_yaml, construct_yaml
 from leptonctl.errors import LimitError, PlaybookError, UsageError
 from leptonctl.inventory import Inventory, fold_host_names, parse_size, select_hosts
+
+if TYPE_CHECKING:
+    import yaml
 
 ON_ERROR = ("stop", "continue")
 STEP_KEYS = ("name", "hosts", "on_error")
@@ -154,6 +154,10 @@ class Playbook:
 
 def parse_playbook(text: str, source: str) -> Playbook:
     """Read one playbook; ``PlaybookError`` names the file, step and field of a mistake."""
+    import yaml  # imported by the commands that read a playbook
+
+    from leptonctl.core.safeyaml import YamlLimitError, compose_yaml, construct_yaml
+
     try:
         root = compose_yaml(text)
         document = construct_yaml(root)
@@ -313,6 +317,8 @@ def _selector(value: Any, error: Callable[[str], PlaybookError]) -> str | None:
 
 def _step_lines(root: yaml.Node | None) -> list[int]:
     """The line of each step (best effort: [] where the YAML has no steps list)."""
+    import yaml
+
     if not isinstance(root, yaml.MappingNode):
         return []
     for key, value in root.value:

@@ -31,9 +31,6 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-import yaml
-
-from leptonctl.core.safeyaml import load_yaml
 from leptonctl.inventory.model import DeclaredCapacity
 
 __all__ = ["CapacityValueError", "parse_capacity", "parse_size"]
@@ -144,6 +141,10 @@ def parse_capacity(value: object) -> DeclaredCapacity | None:
     if value is None:
         return None
     if isinstance(value, str):
+        import yaml  # only an inventory that declares capacity as a string reads YAML
+
+        from leptonctl.core.safeyaml import load_yaml
+
         try:
             value = load_yaml(value)
         except yaml.YAMLError as exc:

@@ -18,13 +18,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from leptonctl.core.safeyaml import YamlLimitError, read_bounded_text
 from leptonctl.errors import InventoryError
 from leptonctl.inventory.build import build_inventory
 from leptonctl.inventory.ini_format import parse_ini_inventory
 from leptonctl.inventory.model import Host, Inventory
 from leptonctl.inventory.raw import RawInventory, VarSet
-from leptonctl.inventory.yaml_format import parse_yaml_inventory, parse_yaml_vars
 
 __all__ = [
     "DEFAULT_SOURCE",
@@ -68,6 +66,8 @@ def _parse_raw(text: str, source: str, fmt: Format | None) -> RawInventory:
     fmt = fmt or detect_format(source, text)
     if fmt == "ini":
         return parse_ini_inventory(text, source)
+    from leptonctl.inventory.yaml_format import parse_yaml_inventory  # PyYAML: only here
+
     return parse_yaml_inventory(text, source)
 
 
@@ -104,6 +104,8 @@ def load_inventory(path: str | os.PathLike[str] | None) -> Inventory:
 
 
 def _read(file: Path, source: str) -> str:
+    from leptonctl.core.safeyaml import YamlLimitError, read_bounded_text
+
     try:
         return read_bounded_text(file)
     except YamlLimitError as exc:
@@ -136,6 +138,8 @@ def _vars_files(directory: Path, name: str) -> list[VarSet]:
         for suffix in _VARS_SUFFIXES
         if (directory / f"{name}{suffix}").is_file()
     ]
+    from leptonctl.inventory.yaml_format import parse_yaml_vars
+
     sets: list[VarSet] = []
     for candidate in candidates:
         text = _read(candidate, str(candidate))

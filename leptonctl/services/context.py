@@ -21,16 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from leptonctl.errors import LeptonError
 from leptonctl.inventory import Host, Inventory
-from leptonctl.remote.agent import AgentSessions
-from leptonctl.remote.hopmemory import hop_memory
-from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import TransportOptions
-from leptonctl.services.hosts.status import new_host_key_recorder
-from leptonctl.services.net.graph import measured_graph
 from leptonctl.store.interface import Store
 
 if TYPE_CHECKING:
     import networkx as nx  # type: ignore[import-untyped]
+
+    from leptonctl.remote.agent import AgentSessions
+    from leptonctl.remote.pool import HostPool
 
 Clock = Callable[[], float]
 
@@ -88,6 +86,12 @@ class ServiceContext:
             return self._parent.sessions
         if self._sessions is None:
             self._check_open()
+            # imported here: a command that contacts no host never loads the SSH stack
+            from leptonctl.remote.agent import AgentSessions
+            from leptonctl.remote.hopmemory import hop_memory
+            from leptonctl.remote.pool import HostPool
+            from leptonctl.services.hosts.status import new_host_key_recorder
+
             if self._given_pool is not None:
                 self._sessions = AgentSessions(self._given_pool)
             else:
@@ -101,6 +105,8 @@ class ServiceContext:
         """The measured network between the selected hosts (None before any `net probe`),
         loaded on first use."""
         if self._graph is None:
+            from leptonctl.services.net.graph import measured_graph
+
             self._graph = (measured_graph(self.store, self.selected, self.clock()),)
         return self._graph[0]
 

@@ -10,16 +10,18 @@ job command calls it first; so do ``leptonctl schedule`` and cron.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
-from leptonctl.core.jobviews import job_view, nodes_from, running_view
+from leptonctl.core.jobviews import allocation_record, job_view, nodes_from, running_view
 from leptonctl.core.scheduler import (
     Node,
     dispatch,
 )
+from leptonctl.core.scheduler.allocate import could_ever_fit
+from leptonctl.core.scheduler.dispatch import allowed_nodes
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory import Host, Inventory
 from leptonctl.remote.agent import AgentSessions, probe_host, wire
@@ -51,6 +53,43 @@ def stored_facts(store: Store, hosts: Sequence[Host]) -> dict[str, tuple[float, 
         except WireError:
             out[name] = (stored.probed_at, None)
     return out
+
+
+# -- which hosts a pass observes ------------------------------------------------------
+
+
+def hosts_to_observe(
+    inventory: Inventory,
+    active: Sequence[JobRecord],
+    pending: Sequence[JobRecord],
+    orphans: Mapping[str, Sequence[str]],
+    facts: Mapping[str, HostFacts | None],
+    stale: Collection[str],
+    drained: Collection[str],
+) -> list[Host]:
+    """The hosts a reconcile pass must talk to, in inventory order, pure.
+
+    A host matters when it runs (or is starting) one of our ``active`` jobs, when it holds
+    runs given up on (``orphans``: to be stopped, or their ends collected), or when a
+    ``pending`` job (not being cancelled) may go there: allowed by the job's ``--limit``,
+    not drained, and either its capacity as last known could ever hold the job or that
+    knowledge is ``stale`` (never probed, or too old: the pass probes it again).  With no
+    active, pending or orphaned job, no host matters and none is contacted.  A job that
+    ended while nothing watched is still STARTING/RUNNING in the store, so its host is
+    observed by the next pass, which collects it."""
+    wanted = {r.host for r in active if r.host} | {h for h, ids in orphans.items() if ids}
+    waiting = [r for r in pending if r.state == "PENDING" and not r.cancel_requested]
+    if waiting:
+        names = {h.name for h in inventory.hosts}
+        nodes = nodes_from(inventory.hosts, facts, names)  # capacity only: who is up is moot
+        for record in waiting:
+            job = job_view(record, inventory)
+            wanted.update(
+                n.name
+                for n in allowed_nodes(job, nodes)
+                if n.name not in drained and (n.name in stale or could_ever_fit(n, job.request))
+            )
+    return [h for h in inventory.hosts if h.name in wanted]
 
 
 # -- reconcile ---------------------------------------------------------------------
@@ -105,9 +144,7 @@ async def reconcile(
         finally:
             await mine.close()
     inventory, options, store, clock = ctx.inventory, ctx.options, ctx.store, ctx.clock
-    sessions = ctx.sessions
     owner = staging.owner if staging is not None else new_owner()
-    pool = sessions.pool
     report = ReconcileReport()
     hosts = list(inventory.hosts)
     by_name = {h.name: h for h in hosts}
@@ -124,14 +161,25 @@ async def reconcile(
     known = stored_facts(store, hosts)
     orphans = store.jobs.orphans()
     now = clock()
+    stale = {n for n, (at, f) in known.items() if f is None or now - at > FACTS_MAX_AGE}
+    stale.update(h.name for h in hosts if h.name not in known)
+    observed_hosts = hosts_to_observe(
+        inventory,
+        active,
+        store.jobs.in_states(("PENDING",)),
+        orphans,
+        {n: f for n, (_, f) in known.items()},
+        stale,
+        store.drained(),
+    )
 
     async def observe(host: Host, conn: Connection) -> _HostReport:
+        sessions = ctx.sessions
         ended = await _settle_orphans(sessions, store, host, orphans.get(host.name, []))
         for agent_id in cancels_on.get(host.name, []):  # cancel is level-triggered
             await _kill(sessions, host, agent_id)
         probe = None
-        stored = known.get(host.name)
-        if stored is None or now - stored[0] > FACTS_MAX_AGE or stored[1] is None:
+        if host.name in stale:
             probe = await probe_host(conn, host, options.command_timeout)
         ids = ids_on.get(host.name)
         if not ids:  # nothing of ours runs there: being reachable is all we need to know
@@ -142,14 +190,18 @@ async def reconcile(
         doc = await sessions.request(host, wire.JobStatus(ids=list(ids)))
         return _HostReport({j["id"]: j for j in doc.get("jobs", [])}, probe, ended)
 
-    outcomes = await pool.fan_out(hosts, observe)
+    # no host to observe (nothing active or pending): no connection, not even the SSH stack
+    outcomes: dict[str, _HostReport | HostError] = {}
+    if observed_hosts:
+        outcomes = await ctx.sessions.pool.fan_out(observed_hosts, observe)
     now = clock()
     fresh = {
         n: o.probed.document for n, o in outcomes.items() if isinstance(o, _HostReport) and o.probed
     }
     if fresh:
         store.save_facts(now, fresh)
-    up = {n for n, o in outcomes.items() if not isinstance(o, HostError)}
+    # a host not observed is as last known: no pending job could go there anyway
+    up = {h.name for h in hosts if not isinstance(outcomes.get(h.name), HostError)}
     report.unreachable = {n: o for n, o in outcomes.items() if isinstance(o, HostError)}
     # read (and parsed) before the queue's lock: capacity only, never what holds it
     facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
@@ -171,9 +223,12 @@ async def reconcile(
         plain, staged = claim_starts(store, starts, staging, owner, now)
     if staging is not None:
         for job_id in staged:
-            work = stage_and_start(sessions, store, job_id, by_name, staging.owner, clock, report)
+            work = stage_and_start(
+                ctx.sessions, store, job_id, by_name, staging.owner, clock, report
+            )
             staging.spawn(job_id, work)
-    await start_jobs(sessions, store, plain, by_name, clock, report, owner)
+    if plain:
+        await start_jobs(ctx.sessions, store, plain, by_name, clock, report, owner)
     return report
 
 
@@ -405,13 +460,7 @@ def _decide(
             int(alloc.job_id),
             state="STARTING",
             host=alloc.host,
-            allocation={
-                "cpus": alloc.cpus,
-                "memory_bytes": alloc.memory_bytes,
-                "gpus": list(alloc.gpus),
-                "fpgas": list(alloc.fpgas),
-                "cores": list(alloc.cores),
-            },
+            allocation=allocation_record(alloc),
             reason=None,
         )
     for doomed in decision.doomed:
