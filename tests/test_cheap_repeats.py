@@ -41,8 +41,7 @@ def warned(err: str) -> set[str]:
 
 def unreachable_inventory(path: Path, names: list[str], extra: str = "") -> Path:
     path.write_text(
-        "".join(f"{n} ansible_host=127.0.0.1 ansible_port={closed_port()}\n" for n in names)
-        + extra
+        "".join(f"{n} ansible_host=127.0.0.1 ansible_port={closed_port()}\n" for n in names) + extra
     )
     return path
 
@@ -53,7 +52,7 @@ def test_jobs_with_nothing_active_contacts_no_host(
     inv = unreachable_inventory(tmp_path / "hosts.ini", ["h1", "h2", "h3"])
     base = ["-i", str(inv), "--state", str(tmp_path / "state.db"), "--connect-timeout", "2"]
     code, out, err = cli(capsys, *base, "jobs", "--json")
-    assert (code, json.loads(out), err) == (0, {"jobs": []}, "")  # no warning, no note: nobody asked
+    assert (code, json.loads(out), err) == (0, {"jobs": []}, "")  # not a word: nobody asked
     code, out, err = cli(capsys, *base, "jobs", "--all")
     assert code == 0 and err == ""
 
