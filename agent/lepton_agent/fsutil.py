@@ -12,7 +12,7 @@ import json
 import os
 import time
 
-from .wire import MAX_MESSAGE_BYTES, BadRequest, json_line
+from .common import json_line  # not wire: the probe path imports this module
 
 
 def default_data_dir():
@@ -40,6 +40,8 @@ def read_json(path):
     """The JSON object in path (a file the agent wrote: a job's spec or state, a transfer's
     spec), or None if it is missing, not a JSON object, or larger than a message may be.
     Read whole: a spec cut at some buffer size would read as missing."""
+    from .wire import MAX_MESSAGE_BYTES
+
     try:
         data = read_file_bounded(path, MAX_MESSAGE_BYTES)
     except (OSError, ValueError):
@@ -152,6 +154,8 @@ def fsync_dir(path):
 def real_dir(path, create):
     """path as a directory we may use: created 0700 if asked, never a symlink."""
     import stat
+
+    from .wire import BadRequest
 
     if create:
         with contextlib.suppress(FileExistsError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 
+from .common import MIB  # not wire: the probe path imports this module
 from .sysinfo import (
     TOOL_TEXT_LINES,
     as_text,
@@ -15,7 +16,6 @@ from .sysinfo import (
     read_line,
     run_tool,
 )
-from .wire import MIB
 
 NVIDIA_VENDOR = "0x10de"
 

@@ -11,10 +11,10 @@ import re
 import sys
 import time
 
+from .common import AGENT_VERSION, SCHEMA
 from .hardware import NO_DRIVER, read_fpgas, read_gpus
 from .storage import filesystem_of, try_storage_id
 from .sysinfo import Host, convert, read_line, read_text
-from .wire import AGENT_VERSION, SCHEMA
 
 CPU_FIELDS = ("model", "cores", "threads", "usable_threads", "load", "freq_mhz", "max_freq_mhz")
 

@@ -39,6 +39,10 @@ from typing import (
     get_args,
 )
 
+from .common import AGENT_VERSION as AGENT_VERSION  # the probe path imports no wire
+from .common import MIB as MIB
+from .common import SCHEMA as SCHEMA
+from .common import json_line as json_line
 from .replies import (
     ChunkDropReply as ChunkDropReply,
 )
@@ -112,19 +116,12 @@ from .replies import (
     VersionReply as VersionReply,
 )
 
-AGENT_VERSION = "0.1.0"
-SCHEMA = 1
-MIB = 1024 * 1024
 JOB_LOG_LIMIT = 65536
 
 JOB_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
 HASH_PATTERN = r"[0-9a-f]{64}"
 STORE_ID_PATTERN = r"[0-9a-f]{32}"
 TRANSFER_ID_PATTERN = r"[A-Za-z0-9_-]{8,64}"
-
-
-def json_line(doc: Any) -> str:
-    return json.dumps(doc, separators=(",", ":"), default=str) + "\n"
 
 
 # ---------------------------------------------------------------- validators
