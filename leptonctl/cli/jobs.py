@@ -25,7 +25,6 @@ from leptonctl.core.jobspec import (
 )
 from leptonctl.core.records import ACTIVE
 from leptonctl.core.reports import DryRun
-from leptonctl.core.safeyaml import read_source
 from leptonctl.core.scan import printable
 from leptonctl.errors import ExitCode, UsageError
 from leptonctl.render.documents import (
@@ -144,6 +143,8 @@ async def _plan(c: ServiceContext, jobs: list[Submission]) -> DryRun:
 
 
 def _batch(path: Path) -> list[Submission]:
+    from leptonctl.core.safeyaml import read_source  # PyYAML: only for a batch file
+
     return parse_batch_text(read_source(path, "batch file"), str(path))
 
 

@@ -21,10 +21,7 @@ from leptonctl.core.scheduler import (
 from leptonctl.errors import AgentError, UsageError
 from leptonctl.inventory import Host, Inventory, select_hosts
 from leptonctl.remote.agent import AgentSessions, run_agent, wire
-from leptonctl.remote.pool import HostPool
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.data.datasets import find_record
-from leptonctl.services.hosts.status import new_host_key_recorder
 from leptonctl.services.jobs.reconcile import (
     NODE_FAIL_AFTER,
     ReconcileReport,
@@ -91,6 +88,8 @@ def _resolve_after(store: Store, job: Submission, names: Mapping[str, list[int]]
 
 def _resolve_inputs(store: Store, inputs: Sequence[str]) -> list[dict[str, Any]]:
     """Pin each input to a ready version now: the job sees the data as it was submitted."""
+    from leptonctl.services.data.datasets import find_record  # the data layer: inputs only
+
     resolved = []
     for text in inputs:
         ref = parse_input(text)
@@ -178,6 +177,9 @@ async def cancel(ctx: ServiceContext, ids: Sequence[int], any_user: bool = False
         records.append(record)
     if not any_user:
         check_own_jobs(records, store.actor.user)
+    from leptonctl.remote.pool import HostPool  # the SSH stack: only when a job is cancelled
+    from leptonctl.services.hosts.status import new_host_key_recorder
+
     async with HostPool(options, new_host_key_recorder(store, clock)) as pool:
         for record in records:
             if record.state in FINAL:
