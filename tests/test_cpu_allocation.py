@@ -44,7 +44,9 @@ def test_a_job_gets_as_many_cpu_ids_as_it_asks_and_never_a_held_one() -> None:
 
 def test_cpus_near_the_jobs_gpus_come_first() -> None:
     node = two_socket(gpu_numa=(0, 1))
-    alloc = allocate("a", node, Request(cpus=2, gpus=1, gpu_type="h100"), Usage(gpus={0}))
+    alloc = allocate(
+        "a", node, Request(cpus=2, gpus=1, gpu_type="h100"), Usage(gpus=frozenset({"0"}))
+    )
     assert alloc is not None and alloc.gpus == (1,) and alloc.cores == (4, 5)
 
 

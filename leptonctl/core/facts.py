@@ -67,6 +67,53 @@ class GpuProcess:
     pid: int
     name: str | None
     used_memory_bytes: int | None
+    uid: int | None = None  # from /proc/<pid>/status where the agent could read it
+    user: str | None = None
+    # the leptonctl job (its agent id) whose process group holds the process, when the
+    # agent says so; None: not a job's, or an agent that does not tell
+    job: str | None = None
+
+
+@dataclass(frozen=True)
+class MigDevice:
+    """A MIG device (a GPU instance + compute instance) of a MIG-enabled GPU."""
+
+    index: int  # the MIG device index on its parent GPU
+    uuid: str | None
+    profile: str | None  # nvidia-smi's profile name, e.g. "1g.10gb"
+    gpu_instance_id: int | None
+    compute_instance_id: int | None
+    memory_total_bytes: int | None
+    memory_used_bytes: int | None
+    processes: tuple[GpuProcess, ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuLink:
+    """How this GPU reaches a peer GPU: active NVLink links and the topology path."""
+
+    peer: str  # the peer GPU's UUID
+    nvlink: int  # active NVLink links to it, 0 if none
+    path: str | None  # nvidia-smi topo -m vocabulary: NV, PIX, PXB, PHB, NODE, SYS
+
+
+@dataclass(frozen=True)
+class Xid:
+    code: int
+    age_s: float | None
+    text: str
+
+
+@dataclass(frozen=True)
+class GpuHealth:
+    """What says a GPU may be failing; each None: not readable (the probe says why)."""
+
+    ecc_uncorrected_volatile: int | None = None
+    retired_pages: int | None = None
+    retired_pages_pending: bool | None = None
+    remapped_rows_pending: bool | None = None
+    remapped_rows_failed: bool | None = None
+    xid: tuple[Xid, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +134,14 @@ class GpuFacts:
     ecc_uncorrected: int | None
     processes: tuple[GpuProcess, ...] = ()
     numa_node: int | None = None
+    mig_devices: tuple[MigDevice, ...] = ()  # () when MIG is disabled or unknown
+    topology: tuple[GpuLink, ...] = ()  # () when unknown
+    health: GpuHealth | None = None  # None: an agent that does not report it
+
+    @property
+    def mig_enabled(self) -> bool:
+        """Whether MIG is on: the GPU itself is then no device, its MIG devices are."""
+        return (self.mig_mode or "").lower() == "enabled" or bool(self.mig_devices)
 
 
 @dataclass(frozen=True)
@@ -239,9 +294,9 @@ def _fs_type(value: Any) -> str | None:
 def _gpu(d: Mapping[str, Any]) -> GpuFacts:
     return GpuFacts(
         index=int(d["index"]),
-        uuid=d.get("uuid"),
-        name=d.get("name"),
-        pci_bus_id=d.get("pci_bus_id"),
+        uuid=_uuid(d.get("uuid")),
+        name=_text(d.get("name")),
+        pci_bus_id=_text(d.get("pci_bus_id")),
         memory_total_bytes=_opt_int(d.get("memory_total_bytes")),
         memory_used_bytes=_opt_int(d.get("memory_used_bytes")),
         utilization_pct=_opt_float(d.get("utilization_pct")),
@@ -249,19 +304,142 @@ def _gpu(d: Mapping[str, Any]) -> GpuFacts:
         temperature_c=_opt_float(d.get("temperature_c")),
         power_w=_opt_float(d.get("power_w")),
         power_limit_w=_opt_float(d.get("power_limit_w")),
-        compute_capability=d.get("compute_capability"),
-        mig_mode=d.get("mig_mode"),
+        compute_capability=_text(d.get("compute_capability")),
+        mig_mode=_text(d.get("mig_mode")),
         ecc_uncorrected=_opt_int(d.get("ecc_uncorrected")),
-        processes=tuple(
-            GpuProcess(
-                pid=int(p["pid"]),
-                name=p.get("name"),
-                used_memory_bytes=_opt_int(p.get("used_memory_bytes")),
-            )
-            for p in d.get("processes") or ()
-        ),
+        processes=_processes(d.get("processes")),
         numa_node=_opt_int(d.get("numa_node")),
+        mig_devices=_mig_devices(d.get("mig_devices")),
+        topology=_topology(d.get("topology")),
+        health=_health(d.get("health")),
     )
+
+
+# -- what newer agents add about GPUs: read leniently, a bad part is unknown, never fatal ---
+
+_MAX_TEXT = 256
+_MAX_ITEMS = 1024  # processes, MIG devices, peers, XIDs: more is not a GPU's
+PATHS = ("NV", "PIX", "PXB", "PHB", "NODE", "SYS")
+_UUID = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.-]{0,95}")  # GPU-..., MIG-..., MIG-GPU-.../1/0
+_JOB_ID = re.compile(r"[0-9]{1,18}\.[0-9]{1,9}\.[A-Za-z0-9_-]{1,64}")
+
+
+def _text(value: Any, limit: int = _MAX_TEXT) -> str | None:
+    """A string from a host, shown and compared as is: printable and bounded, else None."""
+    if isinstance(value, str) and 0 < len(value) <= limit and value.isprintable():
+        return value
+    return None
+
+
+def _uuid(value: Any) -> str | None:
+    """A device UUID as NVML writes it: it goes into CUDA_VISIBLE_DEVICES, so no commas."""
+    return value if isinstance(value, str) and _UUID.fullmatch(value) else None
+
+
+def _int(value: Any) -> int | None:
+    """An int from a host (not a bool, not a float), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _count(value: Any) -> int | None:
+    number = _int(value)
+    return number if number is not None and number >= 0 else None
+
+
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _items(value: Any) -> list[Mapping[str, Any]]:
+    if not isinstance(value, list):
+        return []
+    return [v for v in value[:_MAX_ITEMS] if isinstance(v, Mapping)]
+
+
+def _processes(value: Any) -> tuple[GpuProcess, ...]:
+    found = []
+    for p in _items(value):
+        pid = _int(p.get("pid"))
+        if pid is None or pid <= 0:
+            continue
+        job = _text(p.get("job"), 100)
+        found.append(
+            GpuProcess(
+                pid=pid,
+                name=_text(p.get("name")),
+                used_memory_bytes=_count(p.get("used_memory_bytes")),
+                uid=_count(p.get("uid")),
+                user=_text(p.get("user"), 64),
+                job=job if job is not None and _JOB_ID.fullmatch(job) else None,
+            )
+        )
+    return tuple(found)
+
+
+def _mig_devices(value: Any) -> tuple[MigDevice, ...]:
+    found = []
+    for m in _items(value):
+        index = _count(m.get("index"))
+        if index is None:
+            continue
+        found.append(
+            MigDevice(
+                index=index,
+                uuid=_uuid(m.get("uuid")),
+                profile=_text(m.get("profile"), 64),
+                gpu_instance_id=_count(m.get("gpu_instance_id")),
+                compute_instance_id=_count(m.get("compute_instance_id")),
+                memory_total_bytes=_count(m.get("memory_total_bytes")),
+                memory_used_bytes=_count(m.get("memory_used_bytes")),
+                processes=_processes(m.get("processes")),
+            )
+        )
+    return tuple(sorted(found, key=lambda m: m.index))
+
+
+def _topology(value: Any) -> tuple[GpuLink, ...]:
+    if not isinstance(value, Mapping):
+        return ()
+    links = []
+    for peer, link in list(value.items())[:_MAX_ITEMS]:
+        name = _uuid(peer)
+        if name is None or not isinstance(link, Mapping):
+            continue
+        path = link.get("path")
+        links.append(
+            GpuLink(
+                peer=name,
+                nvlink=_count(link.get("nvlink")) or 0,
+                path=path if path in PATHS else None,
+            )
+        )
+    return tuple(sorted(links, key=lambda link: link.peer))
+
+
+def _health(value: Any) -> GpuHealth | None:
+    if not isinstance(value, Mapping):
+        return None
+    xids = value.get("xid")
+    return GpuHealth(
+        ecc_uncorrected_volatile=_count(value.get("ecc_uncorrected_volatile")),
+        retired_pages=_count(value.get("retired_pages")),
+        retired_pages_pending=_flag(value.get("retired_pages_pending")),
+        remapped_rows_pending=_flag(value.get("remapped_rows_pending")),
+        remapped_rows_failed=_flag(value.get("remapped_rows_failed")),
+        xid=None if not isinstance(xids, list) else _xids(xids),
+    )
+
+
+def _xids(value: list[Any]) -> tuple[Xid, ...]:
+    found = []
+    for x in _items(value):
+        code = _count(x.get("code"))
+        age = x.get("age_s")
+        if not isinstance(age, int | float) or isinstance(age, bool) or age < 0:
+            age = None
+        if code is not None:
+            found.append(Xid(code, None if age is None else float(age), _text(x.get("text")) or ""))
+    return tuple(found)
 
 
 def _fpga(d: Mapping[str, Any]) -> FpgaFacts:

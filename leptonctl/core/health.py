@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from leptonctl.core.facts import HostFacts
+from leptonctl.core.facts import GpuFacts, GpuHealth, HostFacts
 
 HEALTH_DRAIN_PREFIX = "health: "
 # The agent's words when NVIDIA devices are on the PCI bus but neither NVML nor
@@ -70,6 +70,45 @@ def check_health(
     if wanted is not None and facts.agent_version != wanted:
         problems.append(f"agent version {facts.agent_version}, expected {wanted}")
     return problems
+
+
+# Xid codes that are an application's fault (a bad kernel, an out-of-range access, a
+# reset by the user): they say nothing about the GPU.
+APPLICATION_XIDS = frozenset({13, 31, 43, 45})
+RECENT_XID_S = 3600.0
+
+
+def gpu_problems(gpu: GpuFacts) -> list[str]:
+    """Why this GPU must not be handed out to a job, in words; [] when nothing says so.
+
+    Uncorrected (volatile) ECC errors, pages waiting to be retired, rows waiting to be
+    remapped or a failed remapping, and an Xid of the last hour that is not an
+    application's fault.  What the probe could not read is not a problem."""
+    health = gpu.health or GpuHealth()
+    found: list[str] = []
+    ecc = health.ecc_uncorrected_volatile
+    if ecc:
+        found.append(f"{ecc} uncorrected ECC error{'s' if ecc != 1 else ''}")
+    if health.retired_pages_pending:
+        found.append("retired pages pending (needs a GPU reset)")
+    if health.remapped_rows_pending:
+        found.append("remapped rows pending (needs a GPU reset)")
+    if health.remapped_rows_failed:
+        found.append("row remapping failed")
+    recent = [
+        x
+        for x in health.xid or ()
+        if x.code not in APPLICATION_XIDS and x.age_s is not None and x.age_s < RECENT_XID_S
+    ]
+    if recent:
+        newest = min(recent, key=lambda x: x.age_s or 0.0)
+        codes = ",".join(str(c) for c in sorted({x.code for x in recent}))
+        found.append(f"Xid {codes} {_minutes(newest.age_s or 0.0)} ago")
+    return found
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def _gib(value: int) -> str:

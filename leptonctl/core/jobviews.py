@@ -10,7 +10,8 @@ from typing import Any
 from leptonctl.core.capacity import effective_capacity
 from leptonctl.core.facts import HostFacts
 from leptonctl.core.records import FINAL, JobRecord
-from leptonctl.core.scheduler import Allocation, Core, Fpga, Gpu, Job, Node, Request, Running
+from leptonctl.core.scheduler import Allocation, Core, Fpga, Job, Node, Request, Running
+from leptonctl.core.scheduler.devices import gpu_devices
 from leptonctl.core.scheduler.model import SIZES
 from leptonctl.errors import LimitError
 from leptonctl.inventory import DeclaredCapacity, Host, Inventory, select_hosts
@@ -38,7 +39,7 @@ def nodes_from(
                 groups=tuple(host.groups),
                 cpus=cap.cpus or 0,
                 memory_bytes=cap.memory_bytes or 0,
-                gpus=tuple(Gpu(g.index, g.model, g.memory_bytes, g.numa_node) for g in cap.gpus),
+                gpus=gpu_devices(cap.gpus, host_facts, foreign_ignored=host.gpu_foreign_ignored),
                 fpgas=tuple(
                     Fpga(i, fpga_names[i] if i < len(fpga_names) else None)
                     for i in range(cap.fpgas)
@@ -109,10 +110,52 @@ def running_view(record: JobRecord) -> Running:
             gpus=tuple(alloc.get("gpus", ())),
             fpgas=tuple(alloc.get("fpgas", ())),
             cores=tuple(alloc.get("cores", ())),
+            gpu_ids=tuple(str(d["id"]) for d in gpu_devices_of(alloc)),
         ),
         started=record.started or record.submitted,
         walltime=record.spec.get("walltime"),
     )
+
+
+def allocation_record(alloc: Allocation) -> dict[str, Any]:
+    """What the store keeps of an allocation (``JobRecord.allocation``): counts, GPU indexes
+    (the physical GPUs), FPGA indexes, CPU ids, and ``gpu_devices``, one entry per GPU
+    device in the order the job sees them: ``{"id": "0" | "0/mig1", "uuid", "note"}``."""
+    record: dict[str, Any] = {
+        "cpus": alloc.cpus,
+        "memory_bytes": alloc.memory_bytes,
+        "gpus": list(alloc.gpus),
+        "fpgas": list(alloc.fpgas),
+        "cores": list(alloc.cores),
+    }
+    if alloc.gpu_ids:
+        uuids = list(alloc.gpu_uuids) + [None] * (len(alloc.gpu_ids) - len(alloc.gpu_uuids))
+        record["gpu_devices"] = [
+            {"id": device, "uuid": uuid} for device, uuid in zip(alloc.gpu_ids, uuids, strict=True)
+        ]
+        if alloc.gpu_note:
+            record["gpu_note"] = alloc.gpu_note
+    return record
+
+
+def gpu_devices_of(alloc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The GPU devices of a stored allocation (``{"id", "uuid"}``, uuid None where unknown);
+    an allocation recorded before devices had ids holds its whole GPUs by index."""
+    found = alloc.get("gpu_devices")
+    if isinstance(found, list) and all(isinstance(d, Mapping) and "id" in d for d in found):
+        return [{"id": str(d["id"]), "uuid": d.get("uuid")} for d in found]
+    return [{"id": str(g), "uuid": None} for g in alloc.get("gpus") or ()]
+
+
+def visible_devices(alloc: Mapping[str, Any]) -> str:
+    """CUDA_VISIBLE_DEVICES for a stored allocation: the devices' UUIDs ("GPU-...",
+    "MIG-...") when every one has one (stable across reordering, the only way to name a
+    MIG device), else the GPU indexes ("" for none)."""
+    devices = gpu_devices_of(alloc)
+    uuids = [d["uuid"] for d in devices]
+    if devices and all(isinstance(u, str) and u for u in uuids):
+        return ",".join(str(u) for u in uuids)
+    return ",".join(str(g) for g in alloc.get("gpus") or ())
 
 
 def agent_spec(record: JobRecord, extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -120,7 +163,7 @@ def agent_spec(record: JobRecord, extra_env: Mapping[str, str] | None = None) ->
     CPUs to pin it to, its memory limit: the supervisor enforces both)."""
     alloc = record.allocation or {}
     cores = [int(c) for c in alloc.get("cores", ())]
-    gpus = ",".join(str(g) for g in alloc.get("gpus", ()))
+    gpus = visible_devices(alloc)
     env = {
         **record.spec.get("env", {}),
         "LEPTON_JOB_ID": str(record.id),

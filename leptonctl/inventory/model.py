@@ -72,6 +72,13 @@ class Host:
         """What to hand to ``ssh``: the address, or the name as a config alias."""
         return self.address or self.name
 
+    @property
+    def gpu_foreign_ignored(self) -> bool:
+        """``lepton_gpu_foreign: ignore``: processes that are no leptonctl job's do not make
+        this host's GPUs busy (a desktop whose display server holds the GPU, say)."""
+        value = self.vars.get("lepton_gpu_foreign")
+        return isinstance(value, str) and value.strip().lower() == "ignore"
+
 
 @dataclass(frozen=True)
 class LeftOutHost:

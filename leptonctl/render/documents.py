@@ -32,6 +32,7 @@ from leptonctl.core.reports import (
     RemoveReport,
     RepairReport,
 )
+from leptonctl.core.scheduler.model import Allocation
 from leptonctl.core.storages import shared_from_facts
 from leptonctl.errors import HostError
 
@@ -195,6 +196,7 @@ def dry_run_document(result: DryRun) -> dict[str, Any]:
                 "fpgas": list(p.fpgas),
                 "start": p.start,
                 "end": p.end,
+                **_planned_devices(p.allocation),
             }
             for p in result.plan.placements
         ],
@@ -203,6 +205,19 @@ def dry_run_document(result: DryRun) -> dict[str, Any]:
             for b in result.plan.unplaceable
         ],
         "unknown_hosts": list(result.unknown_hosts),
+    }
+
+
+def _planned_devices(alloc: Allocation | None) -> dict[str, Any]:
+    """A planned job's devices: GPU devices by id with their UUIDs, CPU ids, and why those
+    GPUs ("GPUs 0,1: NVLink x18")."""
+    if alloc is None:
+        return {"gpu_devices": [], "cpus": [], "why": None}
+    uuids = [*alloc.gpu_uuids, *([None] * (len(alloc.gpu_ids) - len(alloc.gpu_uuids)))]
+    return {
+        "gpu_devices": [{"id": i, "uuid": u} for i, u in zip(alloc.gpu_ids, uuids, strict=True)],
+        "cpus": list(alloc.cores),
+        "why": alloc.gpu_note,
     }
 
 

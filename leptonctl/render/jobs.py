@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
-from leptonctl.core.jobviews import containment
+from leptonctl.core.jobviews import containment, gpu_devices_of
 from leptonctl.core.records import JobRecord
 from leptonctl.core.reports import DryRun
 from leptonctl.render.text import add_row
@@ -59,6 +59,7 @@ def job_panel(r: JobRecord, now: float) -> Table:
         ("command", command if isinstance(command, str) else shlex.join(command or [])),
         ("host", r.host or "-"),
         ("devices", devices(r)),
+        ("GPUs", gpus_text(r)),
         ("CPUs", cpus_text(r)),
         ("memory limit", memory_text(r)),
         ("request", ", ".join(f"{k}={v}" for k, v in request.items() if v)),
@@ -79,23 +80,31 @@ def job_panel(r: JobRecord, now: float) -> Table:
 
 def plan_table(result: DryRun) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
-    for column in ("JOB", "HOST", "DEVICES", "START", "END"):
-        table.add_column(column)
+    for column in ("JOB", "HOST", "DEVICES", "START", "END", "WHY"):
+        table.add_column(column, no_wrap=column != "WHY")
     for p in sorted(result.plan.placements, key=lambda p: (p.start, p.host)):
-        dev = ",".join([f"gpu{g}" for g in p.gpus] + [f"fpga{f}" for f in p.fpgas]) or "-"
+        alloc = p.allocation
+        if alloc is not None:
+            parts = [f"gpu{g}" for g in alloc.devices] + [f"fpga{f}" for f in alloc.fpgas]
+            if alloc.cores:
+                parts.append(f"cpu{cpu_list(alloc.cores)}")
+        else:
+            parts = [f"gpu{g}" for g in p.gpus] + [f"fpga{f}" for f in p.fpgas]
         add_row(
             table,
             result.names.get(p.job_id, p.job_id),
             p.host,
-            dev,
+            ",".join(parts) or "-",
             f"+{p.start:.0f}s",
             f"+{p.end:.0f}s",
+            (alloc.gpu_note if alloc is not None else None) or "",
         )
     for b in result.plan.unplaceable:
         add_row(
             table,
             result.names.get(b.job_id, b.job_id),
             Text("unplaceable", style="red"),
+            "",
             "",
             "",
             b.reason,
@@ -115,12 +124,26 @@ def input_list(r: JobRecord) -> str:
 
 def devices(r: JobRecord) -> str:
     alloc = r.allocation or {}
-    parts = [f"gpu{g}" for g in alloc.get("gpus", [])] + [
+    parts = [f"gpu{d['id']}" for d in gpu_devices_of(alloc)] + [
         f"fpga{f}" for f in alloc.get("fpgas", [])
     ]
     if alloc.get("cores"):
         parts.append(f"cpu{cpu_list(alloc['cores'])}")
     return ",".join(parts) or "-"
+
+
+def gpus_text(r: JobRecord) -> str:
+    """The job's GPU devices with their UUIDs, and why those: "0 GPU-8f.., 1 GPU-3a..
+    (GPUs 0,1: NVLink x18)"; "-" when it holds none."""
+    alloc = r.allocation or {}
+    shown = [
+        f"{d['id']} {d['uuid']}" if d.get("uuid") else str(d["id"]) for d in gpu_devices_of(alloc)
+    ]
+    if not shown:
+        return "-"
+    note = alloc.get("gpu_note")
+    text = ", ".join(shown)
+    return f"{text} ({note})" if isinstance(note, str) and note else text
 
 
 ENFORCEMENT = {

@@ -13,6 +13,7 @@ from leptonctl.core.capacity import NodeCapacity
 from leptonctl.core.facts import GpuFacts, HostFacts
 from leptonctl.core.reports import HostStatus
 from leptonctl.core.scan import printable
+from leptonctl.core.scheduler.devices import gpu_condition
 from leptonctl.core.storages import SharedStorage, shared_from_facts
 from leptonctl.render.text import add_row
 from leptonctl.render.units import human_age, human_bytes, short_gpu_name
@@ -59,7 +60,9 @@ def gpu_table(rows: Sequence[HostStatus]) -> Table | None:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("HOST", "GPU", "MODEL", "UTIL", "MEMORY", "TEMP", "POWER", "PROCS"):
         table.add_column(column, no_wrap=True)
+    table.add_column("PLACEMENT")  # free, busy (whose), unhealthy (why), MIG devices
     for row, gpu in gpus:
+        kind, words = gpu_condition(gpu, foreign_ignored=row.host.gpu_foreign_ignored)
         mem_pct = _pct(gpu.memory_used_bytes, gpu.memory_total_bytes)
         add_row(
             table,
@@ -74,8 +77,12 @@ def gpu_table(rows: Sequence[HostStatus]) -> Table | None:
             "-" if gpu.temperature_c is None else f"{gpu.temperature_c:.0f}°C",
             _power(gpu),
             str(len(gpu.processes)),
+            Text(printable(words), style=_CONDITION_STYLE.get(kind, "")),
         )
     return table
+
+
+_CONDITION_STYLE = {"unhealthy": "bold red", "busy": "yellow", "free": "green", "job": "cyan"}
 
 
 def shared_storages(rows: Sequence[HostStatus]) -> list[SharedStorage]:

@@ -245,10 +245,16 @@ def _claim(job_id: int) -> str:
 
 
 def held_devices(allocation: Mapping[str, Any]) -> list[str]:
-    """The devices an allocation holds, as ``job_devices`` names them: ``gpu:<id>``,
-    ``fpga:<id>``, ``cpu:<id>`` (the CPUs it is pinned to).  Memory, and the CPUs of a host
-    whose CPUs are not known (no pinning), are counted, not held one by one."""
-    devices = [f"gpu:{g}" for g in allocation.get("gpus") or ()]
+    """The devices an allocation holds, as ``job_devices`` names them: ``gpu:<id>`` (a
+    GPU device's id: ``gpu:3``, or ``gpu:3/mig1`` for a MIG device), ``fpga:<id>``,
+    ``cpu:<id>`` (the CPUs it is pinned to).  Memory, and the CPUs of a host whose CPUs are
+    not known (no pinning), are counted, not held one by one.  An allocation recorded
+    before GPU devices had ids holds its GPUs by index (the same names)."""
+    gpu_devices = allocation.get("gpu_devices")
+    if isinstance(gpu_devices, list) and gpu_devices:
+        devices = [f"gpu:{d['id']}" for d in gpu_devices]
+    else:
+        devices = [f"gpu:{g}" for g in allocation.get("gpus") or ()]
     devices += [f"fpga:{f}" for f in allocation.get("fpgas") or ()]
     devices += [f"cpu:{c}" for c in allocation.get("cores") or ()]
     if len(set(devices)) != len(devices):

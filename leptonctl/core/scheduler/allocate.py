@@ -6,9 +6,10 @@ Pure helpers shared by :mod:`dispatch` (now) and :mod:`plan` (over time).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from leptonctl.core.scheduler.model import Allocation, Core, Fpga, Gpu, Node, Request
+from leptonctl.core.scheduler.topology import pick_gpus
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Usage:
 
     cpus: int = 0
     memory_bytes: int = 0
-    gpus: frozenset[int] = frozenset()
+    gpus: frozenset[str] = frozenset()  # GPU device ids (Gpu.id)
     fpgas: frozenset[int] = frozenset()
     cores: frozenset[int] = frozenset()
 
@@ -25,7 +26,7 @@ class Usage:
         return Usage(
             self.cpus + alloc.cpus,
             self.memory_bytes + alloc.memory_bytes,
-            self.gpus | frozenset(alloc.gpus),
+            self.gpus | frozenset(alloc.devices),
             self.fpgas | frozenset(alloc.fpgas),
             self.cores | frozenset(alloc.cores),
         )
@@ -39,10 +40,14 @@ def usage_of(allocations: Iterable[Allocation]) -> Usage:
 
 
 def gpu_matches(gpu: Gpu, request: Request) -> bool:
-    """Whether ``gpu`` satisfies the request's type (substring) and per-GPU memory minimum."""
+    """Whether ``gpu`` satisfies the request's type and per-GPU memory minimum.  The type
+    is a substring of the model (a MIG device's parent's) or, for a MIG device, its whole
+    profile ("1g.10gb")."""
     wanted = request.gpu_type.lower() if request.gpu_type else None
-    if wanted is not None and (gpu.model is None or wanted not in gpu.model.lower()):
-        return False
+    if wanted is not None:
+        by_profile = gpu.profile is not None and wanted == gpu.profile.lower()
+        if not by_profile and (gpu.model is None or wanted not in gpu.model.lower()):
+            return False
     if request.gpu_memory_bytes > 0:
         return gpu.memory_bytes is not None and gpu.memory_bytes >= request.gpu_memory_bytes
     return True
@@ -54,16 +59,52 @@ def fpga_matches(fpga: Fpga, request: Request) -> bool:
     return True
 
 
-def _gpu_order(gpu: Gpu) -> tuple[int, int, int]:
-    # Smallest adequate memory first (unknown memory last): big GPUs stay free for big jobs.
+def _gpu_order(gpu: Gpu) -> tuple[int, int, int, int, int]:
+    # Whole GPUs before MIG devices (a MIG device is taken when the request names its
+    # profile, or when no whole GPU is left); then the smallest adequate memory first
+    # (unknown memory last): big GPUs stay free for big jobs.
     unknown = gpu.memory_bytes is None
-    return (int(unknown), gpu.memory_bytes or 0, gpu.index)
+    return (int(gpu.mig is not None), int(unknown), gpu.memory_bytes or 0, gpu.index, gpu.mig or 0)
 
 
-def free_gpus(node: Node, request: Request, usage: Usage) -> list[Gpu]:
-    """Free GPUs of ``node`` that suit ``request``, in the order they should be taken."""
-    found = [g for g in node.gpus if g.index not in usage.gpus and gpu_matches(g, request)]
+def gpu_taken(gpu: Gpu, used: frozenset[str]) -> bool:
+    """Whether ``used`` (device ids) holds ``gpu``, its parent GPU or one of its MIG devices
+    (an allocation from before MIG was switched on or off holds what it held)."""
+    if gpu.id in used:
+        return True
+    if gpu.mig is not None:
+        return str(gpu.index) in used
+    prefix = f"{gpu.index}/"
+    return any(u.startswith(prefix) for u in used)
+
+
+def free_gpus(node: Node, request: Request, usage: Usage, *, ever: bool = False) -> list[Gpu]:
+    """Free GPUs of ``node`` that suit ``request``, in the order they should be taken.
+    Busy (another user's process) and unhealthy devices are not free, unless ``ever``
+    (whether the request could run once they are free again)."""
+    found = [
+        g
+        for g in node.gpus
+        if (ever or g.unavailable is None)
+        and not gpu_taken(g, usage.gpus)
+        and gpu_matches(g, request)
+    ]
     return sorted(found, key=_gpu_order)
+
+
+def unavailable_gpus(node: Node, request: Request, usage: Usage) -> list[Gpu]:
+    """The devices of ``node`` that would suit ``request`` and are not taken by our jobs, but
+    are busy or unhealthy (why a GPU was not used)."""
+    return [g for g in free_gpus(node, request, usage, ever=True) if g.unavailable is not None]
+
+
+def describe_unavailable(gpus: Iterable[Gpu], limit: int = 3) -> str:
+    """'GPU 2: used by bob pid 4242 (python); GPU 3: unhealthy: ...' (the first few)."""
+    found = list(gpus)
+    text = "; ".join(f"GPU {g.id}: {g.unavailable}" for g in found[:limit])
+    if len(found) > limit:
+        text += f"; and {len(found) - limit} more"
+    return text
 
 
 def free_fpgas(node: Node, request: Request, usage: Usage) -> list[Fpga]:
@@ -99,11 +140,18 @@ def allocate(job_id: str, node: Node, request: Request, usage: Usage) -> Allocat
         return None
     gpus: tuple[int, ...] = ()
     fpgas: tuple[int, ...] = ()
+    chosen: list[Gpu] = []
+    note: str | None = None
     if request.gpus > 0:
         candidates = free_gpus(node, request, usage)
         if len(candidates) < request.gpus:
             return None
-        gpus = tuple(sorted(g.index for g in candidates[: request.gpus]))
+        chosen, note = pick_gpus(candidates, request.gpus)
+        chosen.sort(key=lambda g: (g.index, g.mig or 0))
+        gpus = tuple(sorted({g.index for g in chosen}))
+        skipped = unavailable_gpus(node, request, usage)
+        if skipped:
+            note = (f"{note}; " if note else "") + "not used: " + describe_unavailable(skipped)
     if request.fpgas > 0:
         cards = free_fpgas(node, request, usage)
         if len(cards) < request.fpgas:
@@ -112,18 +160,39 @@ def allocate(job_id: str, node: Node, request: Request, usage: Usage) -> Allocat
     cores = pick_cores(node, request.cpus, usage, gpus)
     if node.cores and request.cpus > 0 and not cores:
         return None  # the count says free, but not that many of its CPUs are
-    return Allocation(job_id, node.name, request.cpus, request.memory_bytes, gpus, fpgas, cores)
+    return Allocation(
+        job_id,
+        node.name,
+        request.cpus,
+        request.memory_bytes,
+        gpus,
+        fpgas,
+        cores,
+        gpu_ids=tuple(g.id for g in chosen),
+        gpu_uuids=tuple(g.uuid for g in chosen),
+        gpu_note=note,
+    )
 
 
-def fits_empty(node: Node, request: Request) -> bool:
-    """Whether ``request`` fits ``node`` with nothing else on it."""
-    return allocate("", node, request, Usage()) is not None
+def fits_empty(node: Node, request: Request, *, ever: bool = False) -> bool:
+    """Whether ``request`` fits ``node`` with nothing else on it (with ``ever``: once its
+    busy and unhealthy GPUs are free and well again)."""
+    return allocate("", as_if_free(node) if ever else node, request, Usage()) is not None
+
+
+def as_if_free(node: Node) -> Node:
+    """``node`` with its busy and unhealthy GPUs counted as free."""
+    if all(g.unavailable is None for g in node.gpus):
+        return node
+    gpus = tuple(replace(g, busy=None, unhealthy=None) for g in node.gpus)
+    return replace(node, gpus=gpus)
 
 
 def could_ever_fit(node: Node, request: Request) -> bool:
     """Whether ``request`` may fit ``node`` with nothing else on it, once what is unknown
-    about the node is known: only known sizes can rule it out."""
-    return not shortfalls(node, request, Usage())
+    about the node is known: only known sizes can rule it out (a GPU that is busy or
+    unhealthy now may be free later: it counts)."""
+    return not shortfalls(node, request, Usage(), ever=True)
 
 
 def gib(n: int) -> str:
@@ -151,15 +220,20 @@ def describe_fpgas(request: Request) -> str:
     return text
 
 
-def shortfalls(node: Node, request: Request, usage: Usage) -> list[tuple[str, str]]:
+def shortfalls(
+    node: Node, request: Request, usage: Usage, *, ever: bool = False
+) -> list[tuple[str, str]]:
     """What ``request`` lacks on ``node``: (needed, free on the node) pairs, scarcest first.
-    A size the node does not know yet is never short (nor read as zero)."""
+    A size the node does not know yet is never short (nor read as zero).  With ``ever``,
+    busy and unhealthy GPUs count as free."""
     short: list[tuple[str, str]] = []
     unknown = node.unknown
     if request.gpus > 0 and "gpus" not in unknown:
-        have = len(free_gpus(node, request, usage))
+        have = len(free_gpus(node, request, usage, ever=ever))
         if have < request.gpus:
-            short.append((describe_gpus(request), f"{have} free"))
+            skipped = [] if ever else unavailable_gpus(node, request, usage)
+            why = f" ({describe_unavailable(skipped)})" if skipped else ""
+            short.append((describe_gpus(request), f"{have} free{why}"))
     if request.fpgas > 0 and "fpgas" not in unknown:
         have = len(free_fpgas(node, request, usage))
         if have < request.fpgas:
@@ -182,7 +256,7 @@ def explain_shortage(
     """
     best: tuple[int, str, list[tuple[str, str]]] | None = None
     for node, usage in candidates:
-        short = shortfalls(node, request, usage)
+        short = shortfalls(node, request, usage, ever=ever)
         if not short:
             continue
         if best is None or len(short) < best[0]:

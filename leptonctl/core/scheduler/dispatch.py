@@ -116,8 +116,8 @@ def _fit_key(job: Job, node: Node, alloc: Allocation) -> tuple[int, int]:
     request = job.request
     unused_kinds = int(bool(node.gpus) and request.gpus == 0)
     unused_kinds += int(bool(node.fpgas) and request.fpgas == 0)
-    by_index = {g.index: g for g in node.gpus}
-    gpu_memory = sum(by_index[i].memory_bytes or 0 for i in alloc.gpus)
+    by_id = {g.id: g for g in node.gpus}
+    gpu_memory = sum(by_id[i].memory_bytes or 0 for i in alloc.devices if i in by_id)
     return (unused_kinds, gpu_memory)
 
 
@@ -291,7 +291,8 @@ def _shortage_now(job: Job, nodes: Sequence[Node], usage: Mapping[str, Usage]) -
     up = [n for n in allowed if n.schedulable]
     if not up:
         return f"no schedulable host: {describe_away(allowed)}"
-    fitting = [n for n in up if fits_empty(n, job.request)]
+    # hosts whose GPUs are busy or unhealthy now fit it later: say which GPUs and why
+    fitting = [n for n in up if fits_empty(n, job.request, ever=True)]
     if not fitting:
         away = [n for n in allowed if not n.schedulable and could_ever_fit(n, job.request)]
         unprobed = [n for n in up if n.unknown and could_ever_fit(n, job.request)]

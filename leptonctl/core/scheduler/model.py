@@ -29,10 +29,31 @@ class Request:
 
 @dataclass(frozen=True)
 class Gpu:
-    index: int
-    model: str | None
-    memory_bytes: int | None
+    """A schedulable GPU device: a whole GPU, or one MIG device of a MIG-enabled GPU."""
+
+    index: int  # the physical GPU's index on its host (a MIG device's parent)
+    model: str | None  # the (parent's) model name
+    memory_bytes: int | None  # of this device (a MIG device's own memory)
     numa_node: int | None = None
+    uuid: str | None = None  # "GPU-..." or "MIG-..."
+    mig: int | None = None  # the MIG device index on GPU ``index``; None: the whole GPU
+    profile: str | None = None  # a MIG device's profile, e.g. "1g.10gb"
+    busy: str | None = None  # why it is not free: "used by bob pid 4242 (python)"
+    unhealthy: str | None = None  # why it must not be handed out: "2 uncorrected ECC errors"
+    # (peer GPU index, active NVLink links, path) for the peers the probe told about
+    links: tuple[tuple[int, int, str | None], ...] = ()
+
+    @property
+    def id(self) -> str:
+        """The device's name on its host: ``"3"`` for GPU 3, ``"3/mig1"`` for its MIG device 1."""
+        return str(self.index) if self.mig is None else f"{self.index}/mig{self.mig}"
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why it is not handed out now (unhealthy first), or None."""
+        if self.unhealthy is not None:
+            return f"unhealthy: {self.unhealthy}"
+        return self.busy
 
 
 @dataclass(frozen=True)
@@ -94,9 +115,19 @@ class Allocation:
     host: str
     cpus: int
     memory_bytes: int
-    gpus: tuple[int, ...]  # GPU indexes on that host
+    gpus: tuple[int, ...]  # GPU indexes on that host (a MIG device's parent GPU)
     fpgas: tuple[int, ...]
     cores: tuple[int, ...] = ()  # CPU ids it is pinned to; empty: not pinned
+    # the GPU devices by id (Gpu.id: "3", "3/mig1") and UUID (None where unknown), in
+    # the order the job sees them; empty in allocations recorded before devices had ids
+    gpu_ids: tuple[str, ...] = ()
+    gpu_uuids: tuple[str | None, ...] = ()
+    gpu_note: str | None = None  # why these GPUs: "GPUs 0,1: NVLink x18"
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The GPU device ids it holds (whole GPUs by index for an old allocation)."""
+        return self.gpu_ids or tuple(str(i) for i in self.gpus)
 
 
 @dataclass(frozen=True)
@@ -136,6 +167,7 @@ class Placement:
     fpgas: tuple[int, ...]
     start: float
     end: float
+    allocation: Allocation | None = None  # the devices it would get (CPU ids, GPU ids, why)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from leptonctl.core.scheduler.allocate import Usage, allocate, could_ever_fit, fits_empty
+from leptonctl.core.scheduler.allocate import (
+    Usage,
+    allocate,
+    could_ever_fit,
+    explain_shortage,
+    fits_empty,
+)
 from leptonctl.core.scheduler.dispatch import (
     allowed_nodes,
     describe_away,
@@ -73,7 +79,7 @@ class _Timeline:
             usage = Usage(
                 cpus,
                 memory,
-                frozenset(i for iv in overlap for i in iv.alloc.gpus),
+                frozenset(i for iv in overlap for i in iv.alloc.devices),
                 frozenset(i for iv in overlap for i in iv.alloc.fpgas),
             )
             alloc = allocate(job.id, self.node, job.request, usage)
@@ -342,7 +348,7 @@ def plan(
     usable = [n for n in nodes if n.schedulable]
     for job in order:
         if not any(fits_empty(n, job.request) for n in allowed_nodes(job, usable)):
-            reason = never_fits_reason(job, usable) or "not planned: no host fits it"
+            reason = never_fits_reason(job, usable) or _not_now(job, usable)
             unplaceable[job.id] = _unplanned_reason(job, nodes, reason)
     changed = True
     while changed:  # a job after an unplaceable job is unplaceable too
@@ -380,7 +386,9 @@ def plan(
     placements = tuple(
         sorted(
             (
-                Placement(problem.jobs[j].id, alloc.host, alloc.gpus, alloc.fpgas, start, end)
+                Placement(
+                    problem.jobs[j].id, alloc.host, alloc.gpus, alloc.fpgas, start, end, alloc
+                )
                 for j, (_, start, end, alloc) in sched.placements.items()
             ),
             key=lambda p: (p.start, p.job_id),
@@ -388,6 +396,17 @@ def plan(
     )
     blocked = tuple(Blocked(j.id, unplaceable[j.id]) for j in order if j.id in unplaceable)
     return Plan(placements, sched.makespan, blocked)
+
+
+def _not_now(job: Job, nodes: Sequence[Node]) -> str:
+    """Why a job that some host could run someday is not planned: the GPUs it needs are
+    busy with others' processes or unhealthy (how long is not known)."""
+    allowed = [(n, Usage()) for n in allowed_nodes(job, nodes)]
+    return (
+        f"not planned: {explain_shortage(job.request, allowed)}"
+        if allowed
+        else ("not planned: no host fits it")
+    )
 
 
 def _unplanned_reason(job: Job, nodes: Sequence[Node], reason: str) -> str:
