@@ -27,6 +27,8 @@ sshd and :meth:`Lab.run_in` enter the anchor's namespaces with ``nsenter``, so a
 host's eth0 with one class + u32 filter per shaped destination (the default class is
 unlimited).  ``down()`` kills everything in the netns, deletes them, the bridge and BASE.
 
+Labs past ~230 hosts take a wider network: ``Lab(n, subnet=WIDE_SUBNET)`` (10.214.0.0/16).
+
 Manual use:  ``python -m tests.lab up 3`` / ``python -m tests.lab down``.
 """
 
@@ -43,9 +45,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from pathlib import Path, PurePosixPath
 
-SUBNET = "10.213.0"
+SUBNET = "10.213.0"  # the default network, 10.213.0.0/24
+WIDE_SUBNET = "10.214.0.0/16"  # for labs past ~230 hosts (Lab(..., subnet=WIDE_SUBNET))
 SSHD = "/usr/sbin/sshd"
 TOOLS = ("ip", "unshare", "nsenter", "tc", "ssh", "ssh-keygen")
 STATE_DIR = Path("/var/tmp")
@@ -146,19 +150,24 @@ class Lab:
         base: Path | None = None,
         first_ip: int = 10,
         profile: ClusterProfile | None = None,
+        subnet: str = f"{SUBNET}.0/24",
     ) -> None:
         if not (prefix.isalnum() and len(prefix) <= 8):
             raise ValueError("prefix must be alphanumeric, at most 8 characters")
-        if not 1 <= n <= 240 - first_ip:
+        # Host i is the network's address number first_ip + i (10.213.0.(first_ip + i) by
+        # default; past .255 in a wider one); the bridge is its address number 1.
+        self.network = IPv4Network(subnet)
+        if not 1 <= n <= self.network.num_addresses - 16 - first_ip or first_ip < 1:
             raise ValueError("bad host count")
         self.n, self.prefix, self.profile = n, prefix, profile
+        self.gateway = str(self.network[1])
         self.bridge = f"{prefix}br0"
         self.base = Path(base) if base is not None else Path(tempfile.mkdtemp(dir="/var/tmp"))
         self.operator_home = self.base / "operator"
         self.hosts = [
             LabHost(
                 name=f"h{i}",
-                ip=f"{SUBNET}.{first_ip + i}",
+                ip=str(self.network[first_ip + i]),
                 netns=f"{prefix}-h{i}",
                 root=self.base / f"h{i}",
                 veth=f"{prefix}v{i}",
@@ -248,7 +257,8 @@ class Lab:
             # Bridged lab traffic must not go through the root namespace's iptables.
             _run(["ip", "link", "set", self.bridge, "type", "bridge", "nf_call_iptables", "0"],
                  check=False)  # fmt: skip
-            _run(["ip", "addr", "add", f"{SUBNET}.1/24", "dev", self.bridge, "noprefixroute"])
+            bridge_address = f"{self.gateway}/{self.network.prefixlen}"
+            _run(["ip", "addr", "add", bridge_address, "dev", self.bridge, "noprefixroute"])
             _run(["ip", "link", "set", self.bridge, "up"])
             Path("/run/sshd").mkdir(parents=True, exist_ok=True)
             for h in self.hosts:
@@ -381,12 +391,12 @@ class Lab:
         _run(["ip", "link", "add", h.veth, "type", "veth", "peer", "name", peer])
         _run(["ip", "link", "set", peer, "netns", h.netns])
         _run([*ns, "link", "set", peer, "name", "eth0"])
-        _run([*ns, "addr", "add", f"{h.ip}/24", "dev", "eth0"])
+        _run([*ns, "addr", "add", f"{h.ip}/{self.network.prefixlen}", "dev", "eth0"])
         _run([*ns, "link", "set", "eth0", "up"])
         _run([*ns, "link", "set", "lo", "up"])
         _run(["ip", "link", "set", h.veth, "master", self.bridge])
         _run(["ip", "link", "set", h.veth, "up"])
-        _run(["ip", "route", "replace", f"{h.ip}/32", "dev", self.bridge, "src", f"{SUBNET}.1"])
+        _run(["ip", "route", "replace", f"{h.ip}/32", "dev", self.bridge, "src", self.gateway])
 
     def _start_anchor(self, h: LabHost) -> None:
         mounts = f"mount --bind {h.root}/home /root && mount --bind {h.root}/tmp /tmp && "
