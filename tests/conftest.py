@@ -10,6 +10,7 @@ import pytest
 
 from leptonctl.store.interface import Store
 from leptonctl.store.open import open_store
+from tests.fixtures.agent.fake_nvml.model import FakeNvml, build_fake_nvml
 from tests.lab import ClusterProfile, Lab
 from tests.pg import PgServer, PgUnavailable
 
@@ -31,6 +32,14 @@ def operator_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def fake_nvml(tmp_path_factory: pytest.TempPathFactory) -> FakeNvml:
+    """A fake libnvidia-ml.so.1 (tests/fixtures/agent/fake_nvml/fake_nvml.c), compiled once per
+    session; ``fake_nvml.env(config)`` is the environment an agent process loads it with.
+    Fails (does not skip) without a C compiler."""
+    return build_fake_nvml(tmp_path_factory.mktemp("fake-nvml"))
 
 
 @pytest.fixture(scope="session")

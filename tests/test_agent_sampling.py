@@ -22,6 +22,7 @@ from leptonctl.remote.transport import TransportOptions
 from leptonctl.services.hosts.watch import LiveCluster
 from leptonctl.store.sqlite import SqliteStore
 from leptonctl.testing.fake_agent import FakeCluster
+from tests.fixtures.agent.fake_nvml.model import H100_MEMORY, FakeNvml, gpu_uuid, h100_box
 from tests.helpers import make_host
 
 AGENT_DIR = Path(__file__).resolve().parents[1] / "agent"
@@ -160,8 +161,6 @@ def test_the_live_view_samples_between_probes_and_reports_cpu_percent(tmp_path: 
     assert probes == ["probe", "sample", "sample", "sample"]  # one probe, then samples
 
 
-FAKE_NVML = Path(__file__).resolve().parent / "fixtures" / "agent" / "fake_nvml"
-
 # A stand-in for nvidia-smi (no GPU on CI): logs each run, answers the sample's query.
 FAKE_SMI = """#!/bin/sh
 echo "$*" >> {log}
@@ -179,19 +178,24 @@ def serve_samples(env: dict[str, str], count: int, tmp_path: Path) -> list[dict[
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "LEPTON_AGENT_NO_PYNVML": "", **env},
+        env={**os.environ, "LEPTON_AGENT_NO_NVML": "", **env},
         check=True,
     )
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def test_gpu_samples_keep_nvml_open_across_a_serve_session(tmp_path: Path) -> None:
+def test_gpu_samples_keep_nvml_open_across_a_serve_session(
+    tmp_path: Path, fake_nvml: FakeNvml
+) -> None:
     log = tmp_path / "nvml.log"
-    replies = serve_samples({"PYTHONPATH": str(FAKE_NVML), "FAKE_NVML_LOG": str(log)}, 3, tmp_path)
+    config = tmp_path / "nvml.conf"
+    config.write_text(h100_box(1))
+    replies = serve_samples(fake_nvml.env(config, log=log), 3, tmp_path)
     assert len(replies) == 3
     for reply in replies:
         (gpu,) = reply["gpus"]  # type: ignore[misc]
-        assert gpu["index"] == 0 and gpu["uuid"].startswith("GPU-1f4c")  # type: ignore[index]
+        assert gpu["index"] == 0 and gpu["uuid"] == gpu_uuid(0)  # type: ignore[index]
+        assert gpu["memory_total_bytes"] == H100_MEMORY  # type: ignore[index]
         assert set(gpu) == set(sampling.GPU_FIELDS)  # type: ignore[arg-type]
     calls = log.read_text().split()
     assert calls.count("init") == 1 and "shutdown" not in calls  # once, not per refresh
@@ -204,7 +208,7 @@ def test_without_nvml_a_gpu_sample_is_one_nvidia_smi_run(tmp_path: Path) -> None
     smi = bin_dir / "nvidia-smi"
     smi.write_text(FAKE_SMI.format(log=log))
     smi.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LEPTON_AGENT_NO_PYNVML": "1"}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LEPTON_AGENT_NO_NVML": "1"}
     replies = serve_samples(env, 2, tmp_path)
     first, second = replies[0]["gpus"]  # type: ignore[misc]
     assert first == {

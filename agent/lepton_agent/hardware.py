@@ -1,21 +1,15 @@
-"""GPUs (pynvml, else nvidia-smi) and FPGAs (PCI sysfs, xbutil/fpgainfo) of the probe."""
+"""GPUs (NVML through nvml.py, else nvidia-smi; Xids from the kernel log) and FPGAs (PCI
+sysfs, xbutil/fpgainfo) of the probe."""
 
 from __future__ import annotations
 
 import os
 import re
 
+from . import nvml
 from .common import MIB  # not wire: the probe path imports this module
-from .sysinfo import (
-    TOOL_TEXT_LINES,
-    as_text,
-    convert,
-    env_flag,
-    first_line,
-    pci_driver,
-    read_line,
-    run_tool,
-)
+from .nvml import BUS_ID_RE, clean_text, clean_uuid, empty_gpu, process_user
+from .sysinfo import TOOL_TEXT_LINES, convert, first_line, pci_driver, read_line, run_tool
 
 NVIDIA_VENDOR = "0x10de"
 
@@ -46,11 +40,19 @@ def mib_to_bytes(text):
     return int(float(text) * MIB)
 
 
-# GPU key, nvidia-smi --query-gpu field, converter of its csv text (None = not a GPU key)
+def yes_no(text):
+    """nvidia-smi's Yes/No (or 1/0) -> bool; anything else -> None."""
+    return {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}.get(
+        str(text).strip().lower()
+    )
+
+
+# GPU key ("health.x": a key of its health), nvidia-smi --query-gpu field, converter of its
+# csv text (None = not a GPU key)
 SMI_COLUMNS = (
     ("index", "index", int),
-    ("uuid", "uuid", str),
-    ("name", "name", str),
+    ("uuid", "uuid", clean_uuid),
+    ("name", "name", clean_text),
     ("pci_bus_id", "pci.bus_id", str),
     ("memory_total_bytes", "memory.total", mib_to_bytes),
     ("memory_used_bytes", "memory.used", mib_to_bytes),
@@ -62,119 +64,30 @@ SMI_COLUMNS = (
     ("compute_capability", "compute_cap", str),
     ("mig_mode", "mig.mode.current", str.lower),
     ("ecc_uncorrected", "ecc.errors.uncorrected.volatile.total", int),
+    ("health.retired_pages_sbe", "retired_pages.sbe", int),
+    ("health.retired_pages_dbe", "retired_pages.dbe", int),
+    ("health.retired_pages_pending", "retired_pages.pending", yes_no),
     (None, "driver_version", str),
 )
-
-
-GPU_FIELDS = [key for key, _, _ in SMI_COLUMNS if key and key != "index"]
 
 
 SMI_APP_FIELDS = "gpu_uuid,pid,process_name,used_memory"
 
 
+SMI_REMAP_FIELDS = (
+    "gpu_uuid,remapped_rows.correctable,remapped_rows.uncorrectable,remapped_rows.pending,"
+    "remapped_rows.failure"
+)
+
+
 SMI_NULLS = ("", "n/a", "[n/a]", "[not supported]", "not supported", "[unknown error]")
 
 
+# nvidia-smi topo -m words (SOC: what drivers before 396 wrote for SYS)
+SMI_PATHS = {"PIX": "PIX", "PXB": "PXB", "PHB": "PHB", "NODE": "NODE", "SYS": "SYS", "SOC": "SYS"}
+
+
 NO_DRIVER = {"driver_version": None, "cuda_version": None, "source": None}
-
-
-def empty_gpu(index):
-    return dict({"index": index}, **dict.fromkeys(GPU_FIELDS), processes=[])
-
-
-def nv(func, *args):
-    """Call one NVML function; NotSupported (or any other NVML error) becomes None."""
-    try:
-        return func(*args)
-    except Exception:
-        return None
-
-
-def nvml_ecc(nvml, handle):
-    kind = getattr(nvml, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1)
-    for counter in (getattr(nvml, "NVML_VOLATILE_ECC", 0), getattr(nvml, "NVML_AGGREGATE_ECC", 1)):
-        value = nv(nvml.nvmlDeviceGetTotalEccErrors, handle, kind, counter)
-        if value is not None:
-            return int(value)
-    return None
-
-
-def nvml_processes(host, nvml, handle):
-    seen = {}
-    for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-        for proc in nv(getattr(nvml, getter), handle) or []:
-            used = getattr(proc, "usedGpuMemory", None)
-            if used is not None and used >= 2**63:  # NVML_VALUE_NOT_AVAILABLE
-                used = None
-            name = read_line(host.path("/proc/%d/comm" % proc.pid))
-            seen.setdefault(proc.pid, {"pid": proc.pid, "name": name, "used_memory_bytes": used})
-    return list(seen.values())
-
-
-def gpu_from_nvml(host, nvml, index):
-    gpu = empty_gpu(index)
-    handle = nv(nvml.nvmlDeviceGetHandleByIndex, index)
-    if handle is None:
-        host.unavailable["gpus[%d]" % index] = "NVML cannot open GPU %d" % index
-        return gpu
-    mem = nv(nvml.nvmlDeviceGetMemoryInfo, handle)
-    util = nv(nvml.nvmlDeviceGetUtilizationRates, handle)
-    capability = nv(nvml.nvmlDeviceGetCudaComputeCapability, handle)
-    mig = nv(nvml.nvmlDeviceGetMigMode, handle)  # [current, pending]
-    power = nv(nvml.nvmlDeviceGetPowerUsage, handle)  # mW
-    limit = nv(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)  # mW
-    gpu.update(
-        uuid=as_text(nv(nvml.nvmlDeviceGetUUID, handle)),
-        name=as_text(nv(nvml.nvmlDeviceGetName, handle)),
-        pci_bus_id=as_text(getattr(nv(nvml.nvmlDeviceGetPciInfo, handle), "busId", None)),
-        memory_total_bytes=getattr(mem, "total", None),
-        memory_used_bytes=getattr(mem, "used", None),
-        utilization_pct=convert(getattr(util, "gpu", None), float),
-        memory_utilization_pct=convert(getattr(util, "memory", None), float),
-        temperature_c=convert(nv(nvml.nvmlDeviceGetTemperature, handle, 0), float),  # 0: GPU
-        power_w=None if power is None else power / 1000.0,
-        power_limit_w=None if limit is None else limit / 1000.0,
-        compute_capability="%d.%d" % tuple(capability[:2]) if capability else None,
-        mig_mode=None if not mig else ("enabled" if mig[0] == 1 else "disabled"),
-        ecc_uncorrected=nvml_ecc(nvml, handle),
-        processes=nvml_processes(host, nvml, handle),
-    )
-    return gpu
-
-
-def gpus_from_pynvml(host, reasons):
-    """(gpus, driver) from NVML, or None with the reason appended to reasons."""
-    if env_flag("LEPTON_AGENT_NO_PYNVML"):
-        reasons.append("NVML not available (disabled by LEPTON_AGENT_NO_PYNVML)")
-        return None
-    import warnings
-
-    try:
-        with warnings.catch_warnings():  # the old 'pynvml' package warns on import
-            warnings.simplefilter("ignore")
-            import pynvml as nvml
-    except Exception as exc:
-        reasons.append("NVML not available (pynvml not importable: %s)" % exc)
-        return None
-    try:
-        nvml.nvmlInit()
-    except Exception as exc:
-        reasons.append("NVML not available (%s)" % (str(exc) or type(exc).__name__))
-        return None
-    try:
-        cuda = nv(nvml.nvmlSystemGetCudaDriverVersion)  # 12040 -> "12.4"
-        driver = {
-            "driver_version": as_text(nv(nvml.nvmlSystemGetDriverVersion)),
-            "cuda_version": "%d.%d" % (cuda // 1000, cuda % 1000 // 10) if cuda else None,
-            "source": "pynvml",
-        }
-        count = nvml.nvmlDeviceGetCount()
-        return [gpu_from_nvml(host, nvml, index) for index in range(count)], driver
-    except Exception as exc:
-        reasons.append("NVML failed (%s: %s)" % (type(exc).__name__, exc))
-        return None
-    finally:
-        nv(nvml.nvmlShutdown)
 
 
 def smi_csv(text):
@@ -207,12 +120,106 @@ def smi_processes(host, smi, gpus):
         reason = "nvidia-smi --query-compute-apps failed (%s)" % first_line(err or out)
         host.unavailable["gpu_processes"] = reason
         return
-    by_uuid = {gpu["uuid"]: gpu for gpu in gpus}
+    by_uuid = {gpu["uuid"]: gpu for gpu in gpus if gpu["uuid"]}
+    users = {}
     for uuid, pid, name, used in ((row + [None] * 4)[:4] for row in smi_csv(out)):
-        if uuid in by_uuid and convert(pid) is not None:
-            used = convert(used, mib_to_bytes)
-            process = {"pid": int(pid), "name": name, "used_memory_bytes": used}
-            by_uuid[uuid]["processes"].append(process)
+        pid = convert(pid)
+        if uuid in by_uuid and pid is not None and pid > 0:
+            uid, user = process_user(host, pid, users)
+            by_uuid[uuid]["processes"].append({
+                "pid": pid, "name": clean_text(name, 64),
+                "used_memory_bytes": convert(used, mib_to_bytes), "uid": uid, "user": user,
+            })  # fmt: skip
+
+
+def smi_remapped_rows(host, smi, gpus):
+    rc, out, err = run_tool(
+        [smi, "--query-remapped-rows=" + SMI_REMAP_FIELDS, "--format=csv,noheader"]
+    )
+    by_uuid = {gpu["uuid"]: gpu for gpu in gpus if gpu["uuid"]}
+    for uuid, _, _, pending, failed in ((row + [None] * 5)[:5] for row in smi_csv(out)):
+        if rc == 0 and uuid in by_uuid:
+            health = by_uuid[uuid]["health"]
+            health["remapped_rows_pending"] = convert(pending, yes_no)
+            health["remapped_rows_failed"] = convert(failed, yes_no)
+    why = "nvidia-smi --query-remapped-rows: %s" % (
+        "not reported" if rc == 0 else first_line(err or out)
+    )
+    for gpu in gpus:
+        for field in ("remapped_rows_pending", "remapped_rows_failed"):
+            if gpu["health"][field] is None:
+                host.unavailable["gpus[%d].%s" % (gpu["index"], field)] = why
+
+
+def parse_smi_mig_list(text):
+    """nvidia-smi -L -> {GPU index: [MIG devices]} (profile, device index and UUID)."""
+    devices, current = {}, None
+    for line in (text or "").splitlines():
+        gpu = re.match(r"^GPU (\d+): ", line)
+        mig = re.match(r"^\s+MIG (\S+)\s+Device\s+(\d+): \(UUID: ([^)\s]+)\)", line)
+        if gpu:
+            current = int(gpu.group(1))
+        elif mig and current is not None:
+            devices.setdefault(current, []).append({
+                "uuid": clean_uuid(mig.group(3)), "index": int(mig.group(2)),
+                "profile": clean_text(mig.group(1), 32), "gpu_instance_id": None,
+                "compute_instance_id": None, "memory_total_bytes": None,
+                "memory_used_bytes": None, "processes": [],
+            })  # fmt: skip
+    return devices
+
+
+def parse_smi_topology(text):
+    """nvidia-smi topo -m -> {(GPU index, peer index): (NVLinks, path)}."""
+    header, pairs = None, {}
+    for line in (text or "").splitlines():
+        cells = [cell.strip() for cell in line.split("\t")]
+        if header is None and "GPU0" in cells:
+            header = cells
+            continue
+        row = re.match(r"^GPU(\d+)$", cells[0]) if header else None
+        if not row:
+            continue
+        for column, cell in zip(header[1:], cells[1:]):
+            peer = re.match(r"^GPU(\d+)$", column)
+            links = re.match(r"^NV(\d+)$", cell)
+            if peer and int(peer.group(1)) != int(row.group(1)) and (links or cell in SMI_PATHS):
+                pair = (int(row.group(1)), int(peer.group(1)))
+                pairs[pair] = (int(links.group(1)), "NV") if links else (0, SMI_PATHS[cell])
+    return pairs
+
+
+def smi_topology(host, smi, gpus):
+    rc, out, err = run_tool([smi, "topo", "-m"])
+    by_index = {gpu["index"]: gpu for gpu in gpus}
+    for (index, peer), (links, path) in sorted(
+        (parse_smi_topology(out) if rc == 0 else {}).items()
+    ):
+        if index in by_index and peer in by_index and by_index[peer]["uuid"]:
+            by_index[index]["topology"][by_index[peer]["uuid"]] = {"nvlink": links, "path": path}
+    why = first_line(err or out) if rc != 0 else "no GPU pairs in its output"
+    for gpu in gpus:
+        if not gpu["topology"]:
+            host.unavailable["gpus[%d].topology" % gpu["index"]] = "nvidia-smi topo -m: " + why
+
+
+def smi_gpu(row, columns, driver):
+    gpu = empty_gpu(None)
+    for position, (key, field, kind) in enumerate(columns):
+        value = convert(row[position] if position < len(row) else None, kind)
+        if key and key.startswith("health."):
+            gpu["health"][key[7:]] = value
+        elif key:
+            gpu[key] = value
+        elif field == "driver_version":
+            driver["driver_version"] = driver["driver_version"] or clean_text(value, 32)
+    health = gpu["health"]
+    sbe, dbe = health.pop("retired_pages_sbe", None), health.pop("retired_pages_dbe", None)
+    health["retired_pages"] = None if sbe is None and dbe is None else (sbe or 0) + (dbe or 0)
+    health["ecc_uncorrected_volatile"] = gpu["ecc_uncorrected"]
+    if gpu["pci_bus_id"] is not None and not BUS_ID_RE.match(gpu["pci_bus_id"]):
+        gpu["pci_bus_id"] = None
+    return gpu
 
 
 def gpus_from_nvidia_smi(host, reasons):
@@ -228,24 +235,108 @@ def gpus_from_nvidia_smi(host, reasons):
         return None
     gpus, driver = [], dict(NO_DRIVER, source="nvidia-smi")
     for row in smi_csv(out):
-        gpu = empty_gpu(len(gpus))
-        for position, (key, field, kind) in enumerate(columns):
-            value = convert(row[position] if position < len(row) else None, kind)
-            if key and (key != "index" or value is not None):
-                gpu[key] = value
-            elif field == "driver_version":
-                driver["driver_version"] = driver["driver_version"] or value
+        gpu = smi_gpu(row, columns, driver)
+        if gpu["index"] is None:
+            gpu["index"] = len(gpus)
         gpus.append(gpu)
+    for gpu in gpus:
+        for field in ("ecc_uncorrected_volatile", "retired_pages", "retired_pages_pending"):
+            if gpu["health"][field] is None:
+                key = "gpus[%d].%s" % (gpu["index"], field)
+                host.unavailable[key] = "not reported by nvidia-smi --query-gpu"
     if gpus:
         smi_processes(host, smi, gpus)
+        smi_remapped_rows(host, smi, gpus)
+    if any(gpu["mig_mode"] == "enabled" for gpu in gpus):
+        rc, out, err = run_tool([smi, "-L"])
+        migs = parse_smi_mig_list(out) if rc == 0 else {}
+        for gpu in gpus:
+            if gpu["mig_mode"] == "enabled":
+                gpu["mig_devices"] = migs.get(gpu["index"], [])
+    if len(gpus) > 1:
+        smi_topology(host, smi, gpus)
     cuda = re.search(r"CUDA Version:\s*([0-9.]+)", run_tool([smi])[1] or "")
     driver["cuda_version"] = cuda.group(1) if cuda else None
     return gpus, driver
 
 
+KMSG_LIMIT = 8 << 20  # bytes of kernel log read at most
+XID_LIMIT = 32  # Xid messages kept per GPU, the newest
+XID_RE = re.compile(
+    r"NVRM: Xid \(PCI:([0-9A-Fa-f]{4,8}):([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})(?:\.[0-7])?\): "
+    r"(\d+)(?:,\s*)?(.*)"
+)
+
+
+def bus_key(bus_id):
+    """ "00000000:18:00.0" or "0000:18:00" -> (domain, bus, device) as ints, or None."""
+    match = re.match(r"^([0-9A-Fa-f]{4,8}):([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})", str(bus_id or ""))
+    return tuple(int(part, 16) for part in match.groups()) if match else None
+
+
+def read_kmsg(path):
+    """The kernel log's buffered records, read without blocking (/dev/kmsg answers one record
+    per read and EAGAIN at the end; EPIPE when records were overwritten meanwhile)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    chunks, size = [], 0
+    try:
+        for _ in range(1 << 20):
+            try:
+                chunk = os.read(fd, 16384)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                continue
+            if not chunk or size > KMSG_LIMIT:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def parse_xids(text, now):
+    """{(domain, bus, device): [{"code", "age_s", "text"}]} of NVRM Xid records; age from the
+    record's timestamp (microseconds of CLOCK_MONOTONIC) to ``now``."""
+    xids = {}
+    for line in text.splitlines():
+        head, sep, message = line.partition(";")
+        match = XID_RE.search(message) if sep and not line.startswith(" ") else None
+        if not match:
+            continue
+        fields = head.split(",")
+        stamp = convert(fields[2]) if len(fields) > 2 else None
+        age = None if stamp is None else round(max(now - stamp / 1e6, 0.0), 1)
+        key = tuple(int(part, 16) for part in match.groups()[:3])
+        entry = {"code": int(match.group(4)), "age_s": age, "text": clean_text(match.group(5), 200)}
+        xids.setdefault(key, []).append(entry)
+    return xids
+
+
+def add_xids(host, gpus):
+    """Each GPU's health.xid from the kernel log (None, with the reason, where unreadable)."""
+    import time
+
+    path = host.path("/dev/kmsg")
+    try:
+        xids = parse_xids(read_kmsg(path), time.monotonic())
+    except OSError as exc:
+        why = "cannot read %s (%s)" % (path, exc.strerror or exc)
+        for gpu in gpus:
+            host.unavailable["gpus[%d].xid" % gpu["index"]] = why
+        return
+    for gpu in gpus:
+        key = bus_key(gpu["pci_bus_id"])
+        if key is None:
+            host.unavailable["gpus[%d].xid" % gpu["index"]] = "no PCI bus id to match Xids"
+        else:
+            gpu["health"]["xid"] = xids.get(key, [])[-XID_LIMIT:]
+
+
 def read_gpus(host):
     reasons = []
-    found = gpus_from_pynvml(host, reasons) or gpus_from_nvidia_smi(host, reasons)
+    found = nvml.read_gpus(host, reasons) or gpus_from_nvidia_smi(host, reasons)
     if found is None:
         _, functions = host.pci_functions()
         nvidia = [
@@ -262,6 +353,8 @@ def read_gpus(host):
         host.unavailable["gpus"] = "%s reports no GPUs" % driver["source"]
     for gpu in gpus:
         gpu["numa_node"] = gpu_numa_node(host, gpu.get("pci_bus_id"))
+    if gpus:
+        add_xids(host, gpus)
     return {"gpus": gpus, "gpu_driver": driver}
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import time
 
-from .hardware import SMI_NULLS, mib_to_bytes, nv
-from .sysinfo import convert, env_flag, first_line, read_text, run_tool
+from . import nvml
+from .hardware import SMI_NULLS, mib_to_bytes
+from .sysinfo import convert, first_line, read_text, run_tool
 from .wire import SCHEMA
 
 # /proc/stat "cpu" columns: user nice system idle iowait irq softirq steal guest guest_nice.
@@ -89,54 +90,6 @@ SMI_SAMPLE_FIELDS = (
     ("power_w", "power.draw", float),
 )
 
-# pynvml, initialised once and kept for the life of the process: an ``agent serve`` session
-# samples every refresh, and NVML's init is most of a sample's cost.
-_NVML = {"module": None, "failed": None}
-
-
-def nvml_module():
-    """An initialised pynvml, or None (and why, in _NVML["failed"])."""
-    if _NVML["module"] is not None or _NVML["failed"] is not None:
-        return _NVML["module"]
-    if env_flag("LEPTON_AGENT_NO_PYNVML"):
-        _NVML["failed"] = "NVML disabled by LEPTON_AGENT_NO_PYNVML"
-        return None
-    import warnings
-
-    try:
-        with warnings.catch_warnings():  # the old 'pynvml' package warns on import
-            warnings.simplefilter("ignore")
-            import pynvml
-        pynvml.nvmlInit()
-    except Exception as exc:
-        _NVML["failed"] = "NVML not available (%s)" % (str(exc) or type(exc).__name__)
-        return None
-    _NVML["module"] = pynvml
-    return pynvml
-
-
-def gpus_from_nvml(nvml):
-    gpus = []
-    for index in range(nvml.nvmlDeviceGetCount()):
-        handle = nv(nvml.nvmlDeviceGetHandleByIndex, index)
-        if handle is None:
-            continue
-        mem = nv(nvml.nvmlDeviceGetMemoryInfo, handle)
-        util = nv(nvml.nvmlDeviceGetUtilizationRates, handle)
-        power = nv(nvml.nvmlDeviceGetPowerUsage, handle)  # mW
-        uuid = nv(nvml.nvmlDeviceGetUUID, handle)
-        gpus.append({
-            "index": index,
-            "uuid": uuid.decode("utf-8", "replace") if isinstance(uuid, bytes) else uuid,
-            "utilization_pct": getattr(util, "gpu", None),
-            "memory_utilization_pct": getattr(util, "memory", None),
-            "memory_used_bytes": getattr(mem, "used", None),
-            "memory_total_bytes": getattr(mem, "total", None),
-            "temperature_c": nv(nvml.nvmlDeviceGetTemperature, handle, 0),  # 0: the GPU die
-            "power_w": None if power is None else power / 1000.0,
-        })  # fmt: skip
-    return gpus
-
 
 def gpus_from_smi():
     """One nvidia-smi run for the moving fields only (the probe runs it three times)."""
@@ -164,16 +117,17 @@ def gpus_from_smi():
 
 
 def sample_gpus(unavailable):
-    """The moving fields of each GPU: NVML (kept open), else one nvidia-smi run."""
-    nvml = nvml_module()
-    if nvml is not None:
+    """The moving fields of each GPU: NVML (opened once per agent process), else one
+    nvidia-smi run."""
+    session = nvml.sample_session()
+    if session is not None:
         try:
-            return gpus_from_nvml(nvml)
-        except Exception as exc:
-            unavailable["gpus_nvml"] = "NVML failed (%s: %s)" % (type(exc).__name__, exc)
+            return nvml.sample_gpus(session)
+        except nvml.NvmlError as exc:
+            unavailable["gpus_nvml"] = "NVML failed (%s)" % exc
     gpus, why = gpus_from_smi()
     if gpus is None:
-        unavailable["gpus"] = "%s and %s" % (_NVML["failed"] or "NVML failed", why)
+        unavailable["gpus"] = "%s and %s" % (nvml.SAMPLE_STATE["failed"] or "NVML failed", why)
         return []
     return gpus
 
