@@ -46,8 +46,13 @@ def submit(
     cpus: Annotated[int, typer.Option(min=0, help="CPUs (threads).")] = 1,
     mem: Annotated[str | None, typer.Option(help="Memory, e.g. 16GiB.")] = None,
     gpus: Annotated[int, typer.Option(min=0, help="GPUs.")] = 0,
-    gpu_type: Annotated[str | None, typer.Option(help="GPU model substring, e.g. H100.")] = None,
-    gpu_mem: Annotated[str | None, typer.Option(help="Minimum memory per GPU.")] = None,
+    gpu_type: Annotated[
+        str | None,
+        typer.Option(help="GPU model substring (H100), or a MIG profile (1g.10gb): MIG devices."),
+    ] = None,
+    gpu_mem: Annotated[
+        str | None, typer.Option(help="Minimum memory per GPU (a MIG device's own).")
+    ] = None,
     fpgas: Annotated[int, typer.Option(min=0, help="FPGA cards.")] = 0,
     fpga_type: Annotated[str | None, typer.Option(help="FPGA card name substring.")] = None,
     name: Annotated[str | None, typer.Option(help="Job name.")] = None,
