@@ -442,3 +442,18 @@ def test_a_probe_from_an_older_agent_schedules_by_index_as_before() -> None:
     assert alloc.gpus == (0, 1) and alloc.gpu_note == "GPUs 0,1: NUMA node 0"
     busy = node_of(doc)  # the old shape names no user: a process is still someone's
     assert busy.gpus[0].busy == "used by pid 1 (Xorg)"
+
+
+def test_a_gpu_fact_the_probe_could_not_read_is_no_host_problem() -> None:
+    from dataclasses import replace
+
+    from leptonctl.core.health import HealthThresholds, check_health
+    from tests.helpers import gpu_facts
+
+    unreadable = {
+        "gpus[0].xid": "cannot read /dev/kmsg (Operation not permitted)",
+        "gpus[0].retired_pages": "nvmlDeviceGetRetiredPages: Not Supported",
+    }
+    assert check_health(replace(gpu_facts(), unavailable=unreadable), HealthThresholds()) == []
+    lost = replace(gpu_facts(), unavailable={**unreadable, "gpus[1]": "NVML cannot open GPU 1"})
+    assert check_health(lost, HealthThresholds()) == ["gpus[1]: NVML cannot open GPU 1"]

@@ -9,6 +9,7 @@ ever resumes hosts that it drained itself, never an operator's drain.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from leptonctl.core.facts import GpuFacts, GpuHealth, HostFacts
 
 HEALTH_DRAIN_PREFIX = "health: "
+_GPU_UNOPENED = re.compile(r"gpus\[[0-9]+\]")
 # The agent's words when NVIDIA devices are on the PCI bus but neither NVML nor
 # nvidia-smi could read them (a driver that fell over, a GPU off the bus).
 _NO_DRIVER = "without a usable driver"
@@ -39,7 +41,9 @@ def check_health(
     if gpus_reason and (_NO_DRIVER in gpus_reason or declared_gpus):
         problems.append(f"NVML unreachable: {gpus_reason}")
     for key, reason in sorted(facts.unavailable.items()):
-        if key.startswith("gpus["):  # NVML sees the GPU but cannot open it
+        # NVML sees the GPU but cannot open it; "gpus[0].xid" and the like are one fact
+        # the probe could not read (no /dev/kmsg for a non-root user), no problem
+        if _GPU_UNOPENED.fullmatch(key):
             problems.append(f"{key}: {reason}")
     if declared_gpus and len(facts.gpus) < declared_gpus and not gpus_reason:
         problems.append(f"{len(facts.gpus)} of {declared_gpus} declared GPUs found")
