@@ -39,11 +39,11 @@ from leptonctl.core.outputs import RunResult
 from leptonctl.core.scan import printable
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
-from leptonctl.remote.pool import HostPool
 from leptonctl.remote.transport import Connection, Stream
 
 if TYPE_CHECKING:
     from agent.lepton_agent import wire as wire
+    from leptonctl.remote.pool import HostPool
 else:
     try:  # the agent bundled in an installed wheel
         wire = importlib.import_module("leptonctl._agent.lepton_agent.wire")

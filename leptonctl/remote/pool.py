@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from leptonctl.errors import HostError, TimedOut, Unreachable
 from leptonctl.inventory.model import Host
-from leptonctl.remote.ssh import NewHostKeyCallback, connect_ssh
 from leptonctl.remote.transport import Connection, LocalConnection, TransportOptions
+
+if TYPE_CHECKING:  # asyncssh is imported by the first SSH connection, not by this module
+    from leptonctl.remote.connect import NewHostKeyCallback
 
 T = TypeVar("T")
 
@@ -36,6 +38,8 @@ def ssh_connector(
     async def connect(host: Host) -> Connection:
         if host.is_local:
             return LocalConnection(host.name)
+        from leptonctl.remote.connect import connect_ssh
+
         return await connect_ssh(host, options, on_new_host_key)
 
     return connect
