@@ -43,9 +43,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import asyncssh
+from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.hops import (
     OPERATOR,
@@ -61,6 +59,9 @@ from leptonctl.paths import data_home
 from leptonctl.remote.agent import AgentSessions, agent_command, wire
 from leptonctl.remote.hopmemory import HopMemory, ValueStore, hop_memory
 from leptonctl.remote.transport import Pipe
+
+if TYPE_CHECKING:
+    import asyncssh
 
 KEY_TTL_S = 300.0  # how long a one-shot key may wait to be used
 PUMP_BLOCK = 1 << 20
@@ -534,6 +535,8 @@ def _too_long(host: str, who: str) -> AgentError:
 
 
 def _new_key() -> asyncssh.SSHKey:
+    import asyncssh  # imported by the commands that move data, when they first do
+
     return asyncssh.generate_private_key("ssh-ed25519", comment="leptonctl transfer")
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from leptonctl.core.datasets import parse_dataset_ref
 from leptonctl.core.records import ACTIVE, DatasetRecord, JobRecord
 from leptonctl.errors import UsageError
-from leptonctl.services.data.datasets import find_record, usable
 from leptonctl.store.interface import Store
 
 Holders = Mapping[str, Mapping[str, str]]  # hash -> host -> replica state
@@ -46,6 +45,8 @@ def dataset_detail(store: Store, ref: str) -> DatasetDetail:
     """One version by ``NAME`` or ``NAME@VERSION``: the latest ready one, else the newest
     in any state; the helpful "no dataset" error when there is none, and the "unusable"
     one when its manifest is damaged."""
+    from leptonctl.services.data.datasets import find_record, usable  # the data commands only
+
     name, version = parse_dataset_ref(ref)
     record = store.data.get(name, version)
     if record is None:
@@ -61,6 +62,8 @@ def dataset_named(store: Store, ref: str | None) -> str | None:
     """The name in a NAME argument that must exist (None: every dataset)."""
     if ref is None:
         return None
+    from leptonctl.services.data.datasets import find_record
+
     name = parse_dataset_ref(ref)[0]
     if not store.data.versions(name):
         find_record(store, name, None)  # raises the helpful "no dataset" error

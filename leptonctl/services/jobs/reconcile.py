@@ -27,7 +27,6 @@ from leptonctl.inventory import Host, Inventory
 from leptonctl.remote.agent import AgentSessions, probe_host, wire
 from leptonctl.remote.transport import Connection
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.jobs.inputs import input_locality
 from leptonctl.services.jobs.starts import (
     Staging,
     claim_starts,
@@ -431,6 +430,8 @@ def _decide(
     starting = [r for r in queued if r.state == "STARTING"]
     if not pending:
         return [r.id for r in starting]
+    from leptonctl.services.jobs.inputs import input_locality  # the data layer: pending only
+
     active = [r for r in queued if r.state != "PENDING"]
     said = {r.id: r.reason for r in pending}  # a reason is written only when it changes
     deps = {int(a) for r in pending for a in r.spec.get("after", ())}

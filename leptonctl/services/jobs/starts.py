@@ -27,8 +27,6 @@ from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory import Host
 from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transport import Connection
-from leptonctl.services.data.datasets import DataError
-from leptonctl.services.jobs.inputs import stage_inputs
 from leptonctl.store.claims import new_claimant
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import JobRecord
@@ -242,6 +240,9 @@ async def stage_and_start(
 ) -> None:
     """Copy a claimed job's inputs to its host, then start it; the claim is renewed
     meanwhile and released at the end, whatever happens."""
+    from leptonctl.services.data.datasets import DataError  # the data layer: inputs only
+    from leptonctl.services.jobs.inputs import stage_inputs
+
     renewing = asyncio.ensure_future(_renew_claim(store, job_id, owner, clock))
     try:
         record = store.jobs.get(job_id)
