@@ -14,7 +14,7 @@ from typing import Any
 from leptonctl.core.capacity import NodeCapacity
 from leptonctl.core.crontab import CronEntry
 from leptonctl.core.datasets import VerifyReport
-from leptonctl.core.facts import HostFacts
+from leptonctl.core.facts import GpuFacts, HostFacts
 from leptonctl.core.jobviews import containment
 from leptonctl.core.netgraph import Route
 from leptonctl.core.outputs import RunResult
@@ -32,6 +32,7 @@ from leptonctl.core.reports import (
     RemoveReport,
     RepairReport,
 )
+from leptonctl.core.scheduler.devices import gpu_condition
 from leptonctl.core.scheduler.model import Allocation
 from leptonctl.core.storages import shared_from_facts
 from leptonctl.errors import HostError
@@ -66,7 +67,7 @@ def host_document(row: HostStatus, now: float) -> dict[str, Any]:
         "load": list(facts.cpu.load) if facts else None,
         "memory_bytes": facts.memory.total_bytes if facts else None,
         "memory_available_bytes": facts.memory.available_bytes if facts else None,
-        "gpus": [dataclasses.asdict(g) for g in facts.gpus] if facts else [],
+        "gpus": [_gpu(g, row.host.gpu_foreign_ignored) for g in facts.gpus] if facts else [],
         "gpu_driver_version": facts.gpu_driver_version if facts else None,
         "fpgas": [dataclasses.asdict(f) for f in facts.fpgas] if facts else [],
         "disks": [dataclasses.asdict(d) for d in facts.disks] if facts else [],
@@ -78,6 +79,13 @@ def host_document(row: HostStatus, now: float) -> dict[str, Any]:
         doc["last_probed_at"] = row.probed_at
         doc["probed_at"] = None
     return doc
+
+
+def _gpu(gpu: GpuFacts, foreign_ignored: bool) -> dict[str, Any]:
+    """A GPU as probed, and what placement makes of it: ``placement`` {"state": free, busy,
+    unhealthy, mig or job, "why": "used by bob pid 4242 (python)"}."""
+    state, why = gpu_condition(gpu, foreign_ignored=foreign_ignored)
+    return {**dataclasses.asdict(gpu), "placement": {"state": state, "why": why}}
 
 
 def _os(facts: HostFacts | None) -> dict[str, Any] | None:
