@@ -358,6 +358,7 @@ def test_fake_nvidia_smi_h100_output_is_parsed_into_gpus_with_bytes_and_nulls(tm
                 "used_memory_bytes": 40310 * 1024 * 1024,
                 "uid": None,  # no /proc/48213/status in the fake root
                 "user": None,
+                "job": None,  # no jobs under the data dir
             }
         ],
         "mig_devices": [],
@@ -382,6 +383,7 @@ def test_fake_nvidia_smi_h100_output_is_parsed_into_gpus_with_bytes_and_nulls(tm
             "used_memory_bytes": None,
             "uid": None,
             "user": None,
+            "job": None,
         }
     ]
     assert "gpus" not in doc["unavailable"]

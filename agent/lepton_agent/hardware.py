@@ -9,7 +9,15 @@ import re
 from . import nvml
 from .common import MIB  # not wire: the probe path imports this module
 from .nvml import BUS_ID_RE, clean_text, clean_uuid, empty_gpu, process_user
-from .sysinfo import TOOL_TEXT_LINES, convert, first_line, pci_driver, read_line, run_tool
+from .sysinfo import (
+    TOOL_TEXT_LINES,
+    convert,
+    first_line,
+    pci_driver,
+    read_line,
+    read_text,
+    run_tool,
+)
 
 NVIDIA_VENDOR = "0x10de"
 
@@ -301,6 +309,8 @@ def parse_xids(text, now):
     record's timestamp (microseconds of CLOCK_MONOTONIC) to ``now``."""
     xids = {}
     for line in text.splitlines():
+        if "Xid" not in line:
+            continue
         head, sep, message = line.partition(";")
         match = XID_RE.search(message) if sep and not line.startswith(" ") else None
         if not match:
@@ -334,6 +344,50 @@ def add_xids(host, gpus):
             gpu["health"]["xid"] = xids.get(key, [])[-XID_LIMIT:]
 
 
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # wire.JOB_ID_PATTERN (wire: not on this path)
+
+
+def job_groups(data_dir):
+    """{process group: job id} of the jobs under DATA/jobs that have no end record yet (the
+    supervisor starts each job as the leader of its own group: pgid in state.json)."""
+    import json
+
+    base, groups = os.path.join(data_dir, "jobs"), {}
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return groups
+    for name in names:
+        if not JOB_ID_RE.match(name) or name in (".", ".."):
+            continue
+        if os.path.lexists(os.path.join(base, name, "end.json")):
+            continue
+        try:
+            state = json.loads(read_text(os.path.join(base, name, "state.json")) or "null")
+        except ValueError:
+            continue
+        pgid = state.get("pgid") if isinstance(state, dict) else None
+        if isinstance(pgid, int) and not isinstance(pgid, bool) and pgid > 1:
+            groups[pgid] = name
+    return groups
+
+
+def process_group(host, pid):
+    """The process group of a pid (/proc/<pid>/stat: state, ppid, pgrp after the name)."""
+    fields = (read_text(host.path("/proc/%d/stat" % pid)) or "").rpartition(")")[2].split()
+    return convert(fields[2]) if len(fields) > 2 else None
+
+
+def tag_job_processes(host, gpus):
+    """Each GPU (and MIG device) process gets "job": the id of the leptonctl job whose process
+    group it is in, or None (a process that is not a job's: foreign to the scheduler)."""
+    processes = [p for gpu in gpus for p in gpu["processes"]]
+    processes += [p for gpu in gpus for mig in gpu["mig_devices"] for p in mig["processes"]]
+    groups = job_groups(host.data_dir) if processes else {}
+    for process in processes:
+        process["job"] = groups.get(process_group(host, process["pid"])) if groups else None
+
+
 def read_gpus(host):
     reasons = []
     found = nvml.read_gpus(host, reasons) or gpus_from_nvidia_smi(host, reasons)
@@ -355,6 +409,7 @@ def read_gpus(host):
         gpu["numa_node"] = gpu_numa_node(host, gpu.get("pci_bus_id"))
     if gpus:
         add_xids(host, gpus)
+        tag_job_processes(host, gpus)
     return {"gpus": gpus, "gpu_driver": driver}
 
 
