@@ -457,3 +457,13 @@ def test_a_gpu_fact_the_probe_could_not_read_is_no_host_problem() -> None:
     assert check_health(replace(gpu_facts(), unavailable=unreadable), HealthThresholds()) == []
     lost = replace(gpu_facts(), unavailable={**unreadable, "gpus[1]": "NVML cannot open GPU 1"})
     assert check_health(lost, HealthThresholds()) == ["gpus[1]: NVML cannot open GPU 1"]
+
+
+def test_an_estimate_keyed_by_a_mig_profile_applies_to_a_job_asking_that_profile() -> None:
+    from leptonctl.core.scheduler import estimate_for
+
+    node = node_of(with_mig(h100_box()))
+    job = Job("1", Request(gpus=1, gpu_type="1g.10gb"), estimates={"1g.10gb": 90.0, "gpu": 10.0})
+    assert estimate_for(job, node) == 90.0
+    whole = Job("2", Request(gpus=1, gpu_type="h100"), estimates={"h100": 30.0, "gpu": 10.0})
+    assert estimate_for(whole, node) == 30.0

@@ -181,8 +181,9 @@ def estimate_for(job: Job, node: Node) -> float | None:
     """The most specific runtime estimate of ``job`` on ``node``, in seconds.
 
     Precedence: host name > group name (first of ``node.groups`` that has one) >
-    GPU type (a key that is a case-insensitive substring of the model of a GPU the
-    job could use on the node; the longest such key wins) > resource kind ("gpu"
+    GPU type (a key that is a case-insensitive substring of the model, or of the MIG
+    profile, of a GPU device the job could use on the node; the longest such key wins) >
+    resource kind ("gpu"
     if the job asks GPUs, "fpga" if FPGAs, else "cpu"). ``None`` if none applies.
     """
     est = job.estimates
@@ -197,9 +198,12 @@ def estimate_for(job: Job, node: Node) -> float | None:
     if request.gpus > 0:
         wanted = request.gpu_type.lower() if request.gpu_type else None
         models = [
-            g.model.lower()
+            name.lower()
             for g in node.gpus
-            if g.model is not None and (wanted is None or wanted in g.model.lower())
+            if g.model is not None
+            and (wanted is None or wanted in g.model.lower() or wanted == (g.profile or "").lower())
+            for name in (g.model, g.profile)
+            if name
         ]
         best: tuple[int, str] | None = None
         for key in est:
