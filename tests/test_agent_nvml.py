@@ -14,6 +14,7 @@ import ctypes.util
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import time
@@ -408,3 +409,19 @@ def test_an_8_gpu_probe_costs_milliseconds_measured_not_asserted(tmp_path, fake_
     xid_ms = (time.perf_counter() - started) * 1000 / runs
     print(f"8-GPU NVML probe: {nvml_ms:.2f} ms; kernel-log Xids: {xid_ms:.2f} ms (mean of {runs})")
     assert len(gpus) == 8 and gpus[2]["processes"][0]["pid"] == os.getpid()
+
+
+def test_nvidia_smi_strings_are_validated_before_use(tmp_path):
+    recorded = tmp_path / "smi"
+    shutil.copytree(SMI_DIR, recorded)
+    csv = recorded / "query-gpu.csv"
+    header, first, *rest = csv.read_text().splitlines()
+    cells = first.split(", ")
+    cells[1:3] = ["GPU-0;reboot", "NVIDIA\x1b]0;owned\x07 H100"]  # uuid, name
+    cells[11:13] = ["9.0 && x", "Pending"]  # compute_cap, mig.mode.current
+    csv.write_text("\n".join([header, ", ".join(cells), *rest]) + "\n")
+    install_fake_smi(tmp_path)
+    env = {"LEPTON_AGENT_NO_NVML": "1", "FAKE_SMI_DIR": str(recorded)}
+    gpu = probe_box(tmp_path, gpu_box_root(tmp_path), env)["gpus"][0]
+    assert (gpu["uuid"], gpu["name"]) == (None, "NVIDIA?]0;owned? H100")
+    assert (gpu["compute_capability"], gpu["mig_mode"]) == (None, None)

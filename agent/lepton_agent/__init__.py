@@ -8,9 +8,10 @@ supervisor (detached jobs), chunks/refs (the chunk store), datasets/files (scan,
 materialize, files-mode destinations), keys (grants, authorized_keys), transfers (send,
 recv) and netprobe. The protocol is described in docs/protocol.md, generated from wire.
 
-psutil and pynvml are used when they can be imported and are never installed. Missing
-hardware is not an error: it shows up as an empty list plus a reason in ``unavailable``.
-Environment: ``LEPTON_AGENT_NO_PSUTIL=1`` and ``LEPTON_AGENT_NO_PYNVML=1`` disable those
-imports; ``LEPTON_AGENT_FAIL_SECTIONS=cpu,gpus`` makes the named probe sections raise;
+psutil is used when it can be imported and is never installed; GPUs are read through the
+driver's own libnvidia-ml.so.1 (ctypes, nvml.py), else nvidia-smi. Missing hardware is not an
+error: it shows up as an empty list plus a reason in ``unavailable``.
+Environment: ``LEPTON_AGENT_NO_PSUTIL=1`` and ``LEPTON_AGENT_NO_NVML=1`` turn those off;
+``LEPTON_AGENT_FAIL_SECTIONS=cpu,gpus`` makes the named probe sections raise;
 ``LEPTON_AGENT_AUTHORIZED_KEYS`` overrides the authorized_keys path (tests).
 """

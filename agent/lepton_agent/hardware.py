@@ -48,6 +48,16 @@ def mib_to_bytes(text):
     return int(float(text) * MIB)
 
 
+def capability(text):
+    """nvidia-smi's compute_cap ("9.0"), or None when it is not one."""
+    return text if re.match(r"^\d{1,2}\.\d{1,2}$", str(text)) else None
+
+
+def mig_mode(text):
+    """nvidia-smi's mig.mode.current (Enabled/Disabled) in the probe's words, else None."""
+    return {"enabled": "enabled", "disabled": "disabled"}.get(str(text).strip().lower())
+
+
 def yes_no(text):
     """nvidia-smi's Yes/No (or 1/0) -> bool; anything else -> None."""
     return {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}.get(
@@ -69,8 +79,8 @@ SMI_COLUMNS = (
     ("temperature_c", "temperature.gpu", float),
     ("power_w", "power.draw", float),
     ("power_limit_w", "power.limit", float),
-    ("compute_capability", "compute_cap", str),
-    ("mig_mode", "mig.mode.current", str.lower),
+    ("compute_capability", "compute_cap", capability),
+    ("mig_mode", "mig.mode.current", mig_mode),
     ("ecc_uncorrected", "ecc.errors.uncorrected.volatile.total", int),
     ("health.retired_pages_sbe", "retired_pages.sbe", int),
     ("health.retired_pages_dbe", "retired_pages.dbe", int),
