@@ -18,17 +18,16 @@ from leptonctl.cli.context import (
 from leptonctl.cli.context import (
     LimitOption as LimitOption,
 )
-from leptonctl.core.dashboard import ClusterFrame
 from leptonctl.core.reports import HostStatus
 from leptonctl.errors import ExitCode, UsageError
-from leptonctl.render.dashboard_documents import cluster_document
 from leptonctl.render.documents import status_document
 from leptonctl.services.context import ServiceContext
 from leptonctl.services.hosts.status import probe_hosts
-from leptonctl.services.hosts.watch import watch_dashboard
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
+
+    from leptonctl.core.dashboard import ClusterFrame
 
 
 def status(
@@ -71,6 +70,8 @@ def _status_view(rows: Sequence[HostStatus], now: float) -> object:
 def _watch(ctx: typer.Context, limit: str | None, interval: float, as_json: bool, by: str) -> None:
     from leptonctl.cli.live import show_live
     from leptonctl.render.dashboard import cluster_view
+    from leptonctl.render.dashboard_documents import cluster_document
+    from leptonctl.services.hosts.watch import watch_dashboard
 
     async def loop(c: ServiceContext) -> None:
         frames = watch_dashboard(c, interval, by)
