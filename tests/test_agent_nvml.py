@@ -29,6 +29,7 @@ from tests.fixtures.agent.fake_nvml.model import (
     H100_MEMORY,
     H100_NAME,
     FakeNvml,
+    build_fake_nvml,
     gpu_uuid,
     h100_box,
     mig_uuid,
@@ -425,3 +426,9 @@ def test_nvidia_smi_strings_are_validated_before_use(tmp_path):
     gpu = probe_box(tmp_path, gpu_box_root(tmp_path), env)["gpus"][0]
     assert (gpu["uuid"], gpu["name"]) == (None, "NVIDIA?]0;owned? H100")
     assert (gpu["compute_capability"], gpu["mig_mode"]) == (None, None)
+
+
+def test_building_the_fake_library_without_a_c_compiler_fails_loudly(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no cc, no gcc
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        build_fake_nvml(tmp_path / "lib")
