@@ -44,11 +44,21 @@ from leptonctl.remote.transport import Connection, Stream
 if TYPE_CHECKING:
     from agent.lepton_agent import wire as wire
     from leptonctl.remote.pool import HostPool
-else:
+
+
+def __getattr__(name: str) -> Any:
+    """``wire``, the agent's protocol module, imported on first use (``from
+    leptonctl.remote.agent import wire``): its registry takes tens of milliseconds to import,
+    and a plain ``status`` (one ``probe`` per host) never needs it."""
+    if name != "wire":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:  # the agent bundled in an installed wheel
-        wire = importlib.import_module("leptonctl._agent.lepton_agent.wire")
+        module = importlib.import_module("leptonctl._agent.lepton_agent.wire")
     except ModuleNotFoundError:  # a checkout
-        wire = importlib.import_module("agent.lepton_agent.wire")
+        module = importlib.import_module("agent.lepton_agent.wire")
+    globals()["wire"] = module
+    return module
+
 
 ReplyT = TypeVar("ReplyT")
 PACKAGE = "lepton_agent"
@@ -303,6 +313,8 @@ class AgentSession:
     async def request(self, request: wire.Request[Any], timeout: float) -> dict[str, Any]:
         """Send one request (``wire.JobStart(spec=...)``), read its reply, error replies
         included. Concurrent callers take turns, so each gets its own reply."""
+        from leptonctl.remote.agent import wire  # this module's, on first use
+
         try:
             message = wire.frame_message(request.to_wire())
         except ValueError as exc:
@@ -316,6 +328,8 @@ class AgentSession:
             return _decode(self.host, await self._read_reply(request.OP, timeout))
 
     async def _read_reply(self, op: str, timeout: float) -> str:
+        from leptonctl.remote.agent import wire  # this module's, on first use
+
         header = await self._stream.read_exactly(wire.MESSAGE_HEADER_SIZE, timeout)
         try:
             size = wire.message_header(header)
@@ -343,6 +357,8 @@ class AgentSession:
         return body.decode("utf-8", errors="replace")
 
     async def probe(self, timeout: float) -> Probe:
+        from leptonctl.remote.agent import wire  # this module's, on first use
+
         document = await self.request(wire.Probe(), timeout)
         return Probe(_facts(self.host, document), document, pushed=False)
 
