@@ -302,3 +302,60 @@ def test_send_item_wire_form_keeps_segments_and_both_target_shapes() -> None:
     assert wire.SendItem(3, "h", "/p", 5, ((0, 0),)).to_wire() == {
         "n": 3, "h": "h", "path": "/p", "o": 5, "t": [[0, 0]]
     }  # fmt: skip
+
+
+def test_cp_packs_small_missing_files_in_listing_order_and_sends_big_ones_by_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from leptonctl.services.net import copy as cp
+
+    monkeypatch.setattr(cp, "PACK_BYTES", 10_000)
+    monkeypatch.setattr(cp, "PACK_FILES", 3)
+
+    def entry(name: str, size: int, chunks: list[int]) -> dict[str, Any]:
+        at, out = 0, []
+        for n in chunks:
+            out.append([at, n, None])
+            at += n
+        return {"path": f"/d/t/{name}", "size": size, "chunks": out}
+
+    files = [
+        entry("a", 4000, [4000]),
+        entry("b", 5000, [5000]),
+        entry("empty", 0, []),
+        entry("there", 100, [100]),  # up to date
+        entry("c", 2000, [2000]),  # would pass PACK_BYTES: a new pack
+        entry("big", (1 << 20) + 5, [1 << 20, 5]),  # half there
+        entry("d", 1, [1]),
+        entry("e", 1, [1]),
+        entry("f", 1, [1]),  # PACK_FILES reached
+    ]
+    states = [{"done": [], "complete": False} for _ in files]
+    states[2]["complete"] = True
+    states[3] = {"done": [0], "complete": True}
+    states[5] = {"done": [0], "complete": False}
+    items, total, reused = cp._items({"files": files}, states, "/s/t", "/d/t")
+    assert (total, reused) == (sum(f["size"] for f in files), 100 + (1 << 20))
+    shapes = [(i.size, i.path, i.offset, i.targets, i.segments) for i in items]
+    assert shapes == [
+        (9000, None, 0, ((0, 0, 0, 4000), (1, 0, 4000, 5000)),
+         (("/s/t/a", 0, 4000), ("/s/t/b", 0, 5000))),
+        (5, "/s/t/big", 1 << 20, ((5, 1 << 20),), ()),
+        (2002, None, 0, ((4, 0, 0, 2000), (6, 0, 2000, 1), (7, 0, 2001, 1)),
+         (("/s/t/c", 0, 2000), ("/s/t/d", 0, 1), ("/s/t/e", 0, 1))),
+        (1, None, 0, ((8, 0, 0, 1),), (("/s/t/f", 0, 1),)),
+    ]  # fmt: skip
+    assert all(i.hash is None for i in items)
+
+
+def test_a_no_op_copy_says_how_many_files_are_up_to_date() -> None:
+    from leptonctl.core.reports import CopyReport
+    from leptonctl.render.summaries import copy_summary
+
+    report = CopyReport(["h1", "h2"], 0, 0.42, 4096, 4096, files=3, files_up_to_date=3)
+    assert copy_summary(report)[0] == ["h1 -> h2: 0 bytes sent, 3 files up to date (0.4 s)"]
+    report = CopyReport(["h1", "h2"], 10, 2.0, 20, 10, files=3, files_sent=1, files_up_to_date=2)
+    assert copy_summary(report)[0] == [
+        "h1 -> h2: 10 bytes in 2.0 s (0.0 MB/s), 1 files sent, 2 files up to date, "
+        "10 bytes were already there"
+    ]

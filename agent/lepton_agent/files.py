@@ -37,6 +37,7 @@ PART_FDS = 256
 # checks out, then its files are written, synced (SYNC_THREADS at a time) and renamed as a
 # batch: a packed frame of small files costs no journal and no part file left open per file.
 BUFFERED_FRAME_BYTES = 64 * 1024 * 1024
+WHOLE_BATCH_FILES = 256  # two batches open at a time: well inside a default fd limit of 1024
 SYNC_THREADS = 8
 
 
@@ -149,6 +150,10 @@ class DestTree:
         self.base, self.create, self.fds = base, create, collections.OrderedDict()
 
     def rel(self, path):
+        if path.startswith(self.base) and path[len(self.base) : len(self.base) + 1] == "/":
+            rel = path[len(self.base) + 1 :]  # the common case, without relpath's cost
+            if rel and "/./" not in "/" + rel + "/" and "/../" not in "/" + rel + "/":
+                return rel
         rel = os.path.relpath(path, self.base)
         if rel == ".." or rel.startswith("../") or os.path.isabs(rel):
             raise BadRequest("%s is not under %s" % (path, self.base))
@@ -216,7 +221,7 @@ class FilesSink:
 
         self.fds, self.opened, self.done = collections.OrderedDict(), set(), {}
         self.pending, self.pending_bytes = [], 0
-        self.whole_done, self.pool = set(), None  # files committed whole (commit_whole)
+        self.whole_done, self.pool, self.syncing = set(), None, None  # see commit_whole
         for entry in dirs:
             os.fchmod(self.tree.dir_fd(self.tree.rel(entry["path"])), entry["mode"] & 0o7777)
         for entry in links:
@@ -323,45 +328,54 @@ class FilesSink:
         self.commit_whole([(t[0], view[t[2] : t[2] + t[3]]) for t in targets if self.whole(t)])
 
     def commit_whole(self, pieces):
-        """Whole files ((index, bytes), ...) into place as one batch: each written to a fresh
-        part file with its mode and mtime, all synced together, then all renamed."""
-        written = []
+        """Whole files ((index, bytes), ...) into place in batches of WHOLE_BATCH_FILES: each
+        written to a fresh part file with its mode and mtime; a batch is synced (several at
+        once) while the next one is written, then renamed into place as a whole."""
+        for at in range(0, len(pieces), WHOLE_BATCH_FILES):
+            written = []
+            try:
+                for index, data in pieces[at : at + WHOLE_BATCH_FILES]:
+                    if index in self.fds:  # a part file of an earlier, chunked attempt
+                        os.close(self.fds.pop(index))
+                    parent, name = self.place(index)
+                    fd = create_fresh(parent, name + PART)
+                    written.append((index, fd))
+                    while data:
+                        data = data[os.write(fd, data) :]
+                    entry = self.files[index]
+                    os.fchmod(fd, entry["mode"] & 0o7777)
+                    if entry.get("mtime_ns") is not None:  # the source's: cp's quick check
+                        os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+            except BaseException:
+                for _, fd in written:
+                    os.close(fd)
+                raise
+            self.settle()
+            if self.pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self.pool = ThreadPoolExecutor(SYNC_THREADS)
+            syncing = [self.pool.submit(os.fdatasync, fd) for _, fd in written]
+            self.syncing = (syncing, written)
+
+    def settle(self, rename=True):
+        """Wait for the batch being synced, close its files and rename them into place."""
+        if self.syncing is None:
+            return
+        syncing, written = self.syncing
+        self.syncing = None
         try:
-            for index, data in pieces:
-                if index in self.fds:  # a part file of an earlier, chunked attempt
-                    os.close(self.fds.pop(index))
-                parent, name = self.place(index)
-                fd = create_fresh(parent, name + PART)
-                written.append(fd)
-                while data:
-                    data = data[os.write(fd, data) :]
-                entry = self.files[index]
-                os.fchmod(fd, entry["mode"] & 0o7777)
-                if entry.get("mtime_ns") is not None:  # the source's: a later cp's quick check
-                    os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
-            self.sync(written)
+            for future in syncing:
+                future.result()
         finally:
-            for fd in written:
+            for _, fd in written:
                 os.close(fd)
-        for index, _ in pieces:
+        for index, _ in written if rename else ():
             parent, name = self.place(index)
             os.rename(name + PART, name, src_dir_fd=parent, dst_dir_fd=parent)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name + JOURNAL, dir_fd=parent)
             self.whole_done.add(index)
-
-    def sync(self, fds):
-        """fdatasync every fd, several at once (the filesystem commits them together)."""
-        if len(fds) < 4:
-            for fd in fds:
-                os.fdatasync(fd)
-            return
-        if self.pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.pool = ThreadPoolExecutor(SYNC_THREADS)
-        for _ in self.pool.map(os.fdatasync, fds):
-            pass
 
     def flush(self):
         for index in sorted({index for index, _, _ in self.pending}):
@@ -380,6 +394,7 @@ class FilesSink:
 
     def finish(self):
         """Rename every complete file into place; the paths that are complete."""
+        self.settle()
         self.flush()
         done = []
         for index, entry in enumerate(self.files):
@@ -418,6 +433,8 @@ class FilesSink:
         return done
 
     def close(self):
+        with contextlib.suppress(OSError):
+            self.settle(rename=False)  # an error cut the copy short: its parts stay parts
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()

@@ -251,11 +251,14 @@ def receive(data_dir, transfer_id):
                 if hasher.hexdigest() != digest:
                     mine["failed"][digest] = "hash mismatch"
                 else:
-                    if held is not None:
-                        files.write_verified(targets, held, digest)
-                    else:
-                        files.commit(targets, digest, size)
-                    mine["stored"].append(digest)
+                    try:
+                        if held is not None:
+                            files.write_verified(targets, held, digest)
+                        else:
+                            files.commit(targets, digest, size)
+                        mine["stored"].append(digest)
+                    except OSError as exc:  # as above: keep forwarding, store no more
+                        mine["error"] = "cannot store: %s" % exc
         if hop is not None and broken is None:
             hop.write(END_FRAME)
     except (ValueError, KeyError, TypeError, BadRequest) as exc:

@@ -28,10 +28,20 @@ def cp(
     compress: Annotated[
         bool, typer.Option("--compress", help="Compress on host-to-host hops (slow links).")
     ] = False,
+    checksum: Annotated[
+        bool,
+        typer.Option(
+            "--checksum",
+            "-c",
+            help="Compare contents (read both sides), not sizes and mtimes, to skip a file.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Copy over the fastest measured path (see `net probe`), resuming where a previous run
-    stopped; every chunk is verified where it lands."""
+    stopped; every chunk is verified where it lands. A file already there with the same size
+    and mtime is skipped (rsync's quick check; --checksum compares contents instead), and
+    small files travel many to a frame."""
     if via and direct:
         raise UsageError("--via and --direct contradict each other")
     rate = float(parse_size(limit_rate)) if limit_rate else None
@@ -49,6 +59,7 @@ def cp(
                 streams=streams,
                 rate_bps=rate,
                 compress=compress,
+                checksum=checksum,
                 progress=bar.update if bar else None,
             ),
         )

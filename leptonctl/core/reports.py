@@ -150,6 +150,9 @@ class CopyReport:
     direct_bps: float | None = None
     notes: list[str] = field(default_factory=list)
     relayed: list[dict[str, str]] = field(default_factory=list)  # hops relayed by the operator
+    files: int = 0  # regular files in the copy
+    files_sent: int = 0  # of them, sent (in part or whole) this time
+    files_up_to_date: int = 0  # already there: same size and mtime (or contents: --checksum)
 
 
 # -- jobs and nodes --------------------------------------------------------------------

@@ -116,9 +116,14 @@ def gc_summary(report: GarbageReport, check: bool) -> Lines:
 
 def copy_summary(report: CopyReport) -> Lines:
     rate = report.bytes / report.seconds / 1e6 if report.seconds else 0.0
+    route = " -> ".join(report.route)
+    if report.files_up_to_date and not report.files_sent and not report.bytes:
+        line = f"{route}: 0 bytes sent, {report.files_up_to_date} files up to date"
+        return [line + f" ({report.seconds:.1f} s)"], notes(printable(n) for n in report.notes)
     line = (
-        f"{' -> '.join(report.route)}: {report.bytes} bytes in {report.seconds:.1f} s "
-        f"({rate:.1f} MB/s)"
+        f"{route}: {report.bytes} bytes in {report.seconds:.1f} s ({rate:.1f} MB/s)"
+        + (f", {report.files_sent} files sent" if report.files_sent else "")
+        + (f", {report.files_up_to_date} files up to date" if report.files_up_to_date else "")
         + (f", {report.reused_bytes} bytes were already there" if report.reused_bytes else "")
     )
     return [line], notes(printable(note) for note in report.notes)

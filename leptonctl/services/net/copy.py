@@ -41,6 +41,12 @@ from leptonctl.services.data.datasets import (
 )
 
 CP_CHUNK_SIZE = 16 << 20
+# Files below PACK_FILE_BYTES go many to a frame (a packed item of at most PACK_BYTES and
+# PACK_FILES files): the receiver writes and commits each frame's files as one batch, so a tree
+# of small files costs a few round trips of the disk per frame, not a few per file.
+PACK_FILE_BYTES = 1 << 20
+PACK_BYTES = 8 << 20
+PACK_FILES = 2048
 
 
 class CopyError(LeptonError):
@@ -122,8 +128,12 @@ async def copy(
     streams: int = 1,
     rate_bps: float | None = None,
     compress: bool = False,
+    checksum: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> CopyReport:
+    """Copy ``src`` to ``dst`` (``HOST:/path`` or a local path).  A file already at the
+    destination with the source's size and mtime is left alone without reading either side
+    (rsync's quick check); ``checksum`` compares contents instead (both sides are read)."""
     sessions, inventory = ctx.sessions, ctx.inventory
     started = time.monotonic()
     src_host, src_path = split_location(src, inventory)
@@ -138,7 +148,7 @@ async def copy(
     name = posixpath.basename(posixpath.normpath(src_path))
     if name in ("", ".", "..", "/"):
         raise UsageError(f"{src}: name a file or directory to copy, not {src_path!r}")
-    request = wire.Scan(path=src_path, chunk_size=CP_CHUNK_SIZE, hash=False)
+    request = wire.Scan(path=src_path, chunk_size=CP_CHUNK_SIZE, hash=checksum)
     try:
         reply, _ = await asyncio.gather(  # the destination's session opens meanwhile
             sessions.request(src_host, request, DATA_OP_TIMEOUT), sessions.get(dst_host)
@@ -148,7 +158,7 @@ async def copy(
             raise
         raise UsageError(f"cannot read {src}: {exc.reason}") from None
     try:
-        scan = read_scan(reply, chunk_size=CP_CHUNK_SIZE, hashed=False)
+        scan = read_scan(reply, chunk_size=CP_CHUNK_SIZE, hashed=checksum)
     except UnsafeScan as exc:
         raise refuse_scan(src_host, src_path, exc, CopyError) from None
     dest, found, free = await _destination(sessions, dst_host, dst_path, scan.kind, name)
@@ -159,6 +169,7 @@ async def copy(
     status = await file_states(sessions, dst_host, spec["files"], CopyError, dest)
     items, total, reused = _items(spec, status, src_path, dest if scan.kind == "dir" else None)
     to_send = sum(i.size for i in items)
+    up_to_date = sum(1 for f in status if f["complete"])
     if to_send > free:
         raise CopyError(
             f"not enough space on {dst_host.name} for {dest!r}: {to_send} bytes to write, "
@@ -168,6 +179,8 @@ async def copy(
     plan = await plan_route(sessions, graph, src_host, dst_host, list(inventory.hosts), via, direct)
     route = [src_host.name, *(h.name for h in plan.relays), dst_host.name]
     report = CopyReport(route, 0, 0.0, total, reused)
+    report.files, report.files_up_to_date = len(spec["files"]), up_to_date
+    report.files_sent = len(spec["files"]) - up_to_date
     if plan.route is not None:
         report.expected_bps, report.direct_bps = plan.route.expected_bps, plan.route.direct_bps
     done = {f["path"] for f in status if f["complete"]}
@@ -275,8 +288,9 @@ def _note_relays(report: CopyReport, outcomes: Sequence[TransferOutcome]) -> Non
 def copy_spec(
     scan: Scan | Mapping[str, Any], dest: str, root_mode: int | None = 0o755
 ) -> dict[str, Any]:
-    """The files-mode receiver spec that rebuilds a scanned (unhashed) source at ``dest``.
-    Chunk hashes are computed while sending; ``source_id`` (size:mtime) tells a rerun whether
+    """The files-mode receiver spec that rebuilds a scanned source at ``dest``.  Chunk hashes
+    are computed while sending (a ``--checksum`` scan has them already: the destination then
+    compares contents, not sizes and mtimes); ``source_id`` (size:mtime) tells a rerun whether
     a partial copy at the destination belongs to this version of the source.  A tree's top
     directory gets ``root_mode`` (None: it exists, and keeps its own).  A scan reply is
     checked first (``UnsafeScan``)."""
@@ -293,8 +307,8 @@ def copy_spec(
             spec["links"].append({"path": path, "target": entry.target})
         else:
             chunks, at = [], 0
-            for _, size in entry.chunks:
-                chunks.append([at, size, None])
+            for digest, size in entry.chunks:  # hashes: only a --checksum copy reads them
+                chunks.append([at, size, digest])
                 at += size
             spec["files"].append(
                 {
@@ -312,20 +326,46 @@ def copy_spec(
 def _items(
     spec: dict[str, Any], states: Sequence[dict[str, Any]], src_path: str, root: str | None
 ) -> tuple[list[wire.SendItem], int, int]:
-    """Frames still to send: one per (file, chunk) that the destination lacks (``root``: where
-    a tree goes; None for a file)."""
+    """Frames still to send (``root``: where a tree goes; None for a file): the files below
+    PACK_FILE_BYTES that the destination lacks packed many to a frame, in listing order (a
+    directory's files travel together); every missing chunk of a larger file a frame of its
+    own."""
     items: list[wire.SendItem] = []
+    pack: list[tuple[int, str, int]] = []  # (file index, source path, size)
     total = reused = 0
+
+    def close_pack() -> None:
+        if pack:
+            segments = tuple((path, 0, size) for _, path, size in pack)
+            targets, at = [], 0
+            for index, _, size in pack:
+                targets.append((index, 0, at, size))
+                at += size
+            items.append(wire.SendItem(at, None, None, 0, tuple(targets), segments))
+            pack.clear()
+
+    packed_bytes = 0
     for index, (entry, state) in enumerate(zip(spec["files"], states, strict=True)):
         done = set(state["done"])
         source = src_path if root is None else src_path + entry["path"][len(root) :]
-        for offset, size, digest in entry["chunks"]:
-            total += size
+        chunks = entry["chunks"]
+        total += entry["size"]
+        if state["complete"] or (chunks and all(c[0] in done for c in chunks)):
+            reused += entry["size"]
+            continue
+        if 0 < entry["size"] < PACK_FILE_BYTES and len(chunks) == 1 and not done:
+            if packed_bytes + entry["size"] > PACK_BYTES or len(pack) >= PACK_FILES:
+                close_pack()
+                packed_bytes = 0
+            pack.append((index, source, entry["size"]))
+            packed_bytes += entry["size"]
+            continue
+        for offset, size, digest in chunks:
             if offset in done:
                 reused += size
                 continue
-            target = ((index, offset),)
-            items.append(wire.SendItem(size, digest, source, offset, target))
+            items.append(wire.SendItem(size, digest, source, offset, ((index, offset),)))
+    close_pack()
     return items, total, reused
 
 
