@@ -36,7 +36,7 @@ def test_first_probe_pushes_and_later_probes_reuse(operator_home: Path) -> None:
     assert asyncio.run(twice()) == (True, False)
     (installed,) = cache_dir(operator_home).glob("agent-*")
     assert installed.name == f"agent-{agent.agent_digest()}"
-    assert hashlib.sha256(agent.agent_payload()).hexdigest().startswith(agent.agent_digest())
+    assert hashlib.sha256(agent.agent_payload()).hexdigest() == agent.payload_sha256()
     assert unpacked(installed) == agent.agent_files()
     # byte-compiled at install, so no run ever compiles it again
     assert list((installed / "lepton_agent" / "__pycache__").glob("cli.*.pyc"))

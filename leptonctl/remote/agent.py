@@ -88,7 +88,7 @@ from importlib.util import cache_from_source
 directory, name, digest = sys.argv[1:4]
 os.umask(0o077)  # the bytecode caches' directories too: nothing here for other users
 data = sys.stdin.buffer.read()
-if hashlib.sha256(data).hexdigest()[:len(digest)] != digest:
+if hashlib.sha256(data).hexdigest() != digest:
     sys.exit("agent upload corrupted or truncated: sha256 mismatch")
 os.makedirs(directory, mode=0o700, exist_ok=True)
 st = os.stat(directory)
@@ -193,7 +193,18 @@ def agent_source() -> bytes:
 
 @cache
 def agent_digest() -> str:
-    return hashlib.sha256(agent_payload()).hexdigest()[:20]
+    """What names the agent's cache directory on the hosts: a hash of the payload's files
+    (names and bytes), computed without packing them. The payload itself is built only to
+    push it (a deflated zip costs more than a command's whole probe of one host); the
+    installer checks it against ``payload_sha256``."""
+    digest = hashlib.sha256()
+    for name, data in sorted(agent_files().items()):
+        digest.update(b"%s\0%d\0" % (name.encode(), len(data)) + data)
+    return digest.hexdigest()[:20]
+
+
+def payload_sha256() -> str:
+    return hashlib.sha256(agent_payload()).hexdigest()
 
 
 def payload_name() -> str:
@@ -239,7 +250,7 @@ def installer_command(host: Host) -> str:
             shlex.quote(_INSTALLER),
             _CACHE_DIR,
             shlex.quote(payload_name()),
-            shlex.quote(agent_digest()),
+            shlex.quote(payload_sha256()),
         ]
     )
 
