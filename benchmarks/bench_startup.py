@@ -10,13 +10,15 @@ the contenders interleaved (one of each per round, rotating the order) on a priv
 state store under a temporary HOME.  ``jobs``, ``show`` and ``node list`` run on the
 local default (this machine, no inventory) with one finished job in the store.  The
 peer is the same venv's ``python -c pass``.  It prints medians and the ratios the
-goals of issue 14 item 1 are stated in.  Nothing here is a test; nothing asserts.
+goals of issue 14 item 1 are stated in, with the CPU time of each (user + system: steadier
+than wall time on a shared machine).  Nothing here is a test; nothing asserts.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -32,13 +34,17 @@ def leptonctl() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "leptonctl"]
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the process and its children)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=ROOT)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{argv} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -70,18 +76,23 @@ def main() -> None:
     for argv in contenders.values():  # warm the page cache and the bytecode
         timed(argv, env)
     samples: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
     for round_ in range(args.runs):
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
-            samples[name].append(timed(contenders[name], env))
+            wall, used = timed(contenders[name], env)
+            samples[name].append(wall)
+            cpu[name].append(used)
 
     med = {name: statistics.median(values) for name, values in samples.items()}
+    med_cpu = {name: statistics.median(values) for name, values in cpu.items()}
     peer = med["python -c pass (peer)"]
+    peer_cpu = med_cpu["python -c pass (peer)"]
     load = os.getloadavg()[0]
     print(f"\n{args.runs} interleaved runs each, medians (seconds); load average {load:.2f}:\n")
-    print("| command | median s | min s | max s | / python -c pass | goal |")
-    print("|---|---|---|---|---|---|")
+    print("| command | median s | min s | max s | / python -c pass | CPU s | CPU / peer | goal |")
+    print("|---|---|---|---|---|---|---|---|")
     goals = {
         "leptonctl --version": "<= 3x",
         "leptonctl --help": "<= 3x",
@@ -93,7 +104,8 @@ def main() -> None:
     for name, values in samples.items():
         print(
             f"| {name} | {med[name]:.3f} | {min(values):.3f} | {max(values):.3f} "
-            f"| {med[name] / peer:.2f}x | {goals.get(name, '')} |"
+            f"| {med[name] / peer:.2f}x | {med_cpu[name]:.3f} | {med_cpu[name] / peer_cpu:.2f}x "
+            f"| {goals.get(name, '')} |"
         )
 
 
