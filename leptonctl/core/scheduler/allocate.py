@@ -70,26 +70,32 @@ def _gpu_order(gpu: Gpu) -> tuple[int, int, int, int, int]:
 def gpu_taken(gpu: Gpu, used: frozenset[str]) -> bool:
     """Whether ``used`` (device ids) holds ``gpu``, its parent GPU or one of its MIG devices
     (an allocation from before MIG was switched on or off holds what it held)."""
+    return _is_taken(gpu, used, _mig_parents(used))
+
+
+def _mig_parents(used: frozenset[str]) -> frozenset[str]:
+    """The GPU indexes (as text) of which ``used`` holds a MIG device."""
+    return frozenset(u.partition("/")[0] for u in used if "/" in u)
+
+
+def _is_taken(gpu: Gpu, used: frozenset[str], parents: frozenset[str]) -> bool:
     if gpu.id in used:
         return True
     if gpu.mig is not None:
         return str(gpu.index) in used
-    prefix = f"{gpu.index}/"
-    return any(u.startswith(prefix) for u in used)
+    return bool(parents) and gpu.id in parents
 
 
 def free_gpus(node: Node, request: Request, usage: Usage, *, ever: bool = False) -> list[Gpu]:
     """Free GPUs of ``node`` that suit ``request``, in the order they should be taken.
     Busy (another user's process) and unhealthy devices are not free, unless ``ever``
     (whether the request could run once they are free again)."""
-    found = [
-        g
-        for g in node.gpus
-        if (ever or g.unavailable is None)
-        and not gpu_taken(g, usage.gpus)
-        and gpu_matches(g, request)
-    ]
-    return sorted(found, key=_gpu_order)
+    used = usage.gpus
+    gpus = node.gpus if ever else [g for g in node.gpus if g.unavailable is None]
+    if used:
+        parents = _mig_parents(used)
+        gpus = [g for g in gpus if not _is_taken(g, used, parents)]
+    return sorted((g for g in gpus if gpu_matches(g, request)), key=_gpu_order)
 
 
 def unavailable_gpus(node: Node, request: Request, usage: Usage) -> list[Gpu]:
@@ -149,7 +155,11 @@ def allocate(job_id: str, node: Node, request: Request, usage: Usage) -> Allocat
         chosen, note = pick_gpus(candidates, request.gpus)
         chosen.sort(key=lambda g: (g.index, g.mig or 0))
         gpus = tuple(sorted({g.index for g in chosen}))
-        skipped = unavailable_gpus(node, request, usage)
+        skipped = (
+            unavailable_gpus(node, request, usage)
+            if any(g.unavailable is not None for g in node.gpus)
+            else []
+        )
         if skipped:
             note = (f"{note}; " if note else "") + "not used: " + describe_unavailable(skipped)
     if request.fpgas > 0:

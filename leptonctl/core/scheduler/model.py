@@ -43,17 +43,17 @@ class Gpu:
     # (peer GPU index, active NVLink links, path) for the peers the probe told about
     links: tuple[tuple[int, int, str | None], ...] = ()
 
-    @property
-    def id(self) -> str:
-        """The device's name on its host: ``"3"`` for GPU 3, ``"3/mig1"`` for its MIG device 1."""
-        return str(self.index) if self.mig is None else f"{self.index}/mig{self.mig}"
+    # derived, kept as plain attributes (the scheduler reads them in its inner loops)
+    id: str = field(init=False, compare=False, repr=False)  # see __post_init__
+    unavailable: str | None = field(init=False, compare=False, repr=False)
 
-    @property
-    def unavailable(self) -> str | None:
-        """Why it is not handed out now (unhealthy first), or None."""
-        if self.unhealthy is not None:
-            return f"unhealthy: {self.unhealthy}"
-        return self.busy
+    def __post_init__(self) -> None:
+        # ``id``: the device's name on its host: "3" for GPU 3, "3/mig1" for its MIG device 1.
+        # ``unavailable``: why it is not handed out now (unhealthy first), or None.
+        name = str(self.index) if self.mig is None else f"{self.index}/mig{self.mig}"
+        why = f"unhealthy: {self.unhealthy}" if self.unhealthy is not None else self.busy
+        object.__setattr__(self, "id", name)
+        object.__setattr__(self, "unavailable", why)
 
 
 @dataclass(frozen=True)

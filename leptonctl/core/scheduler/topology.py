@@ -51,19 +51,20 @@ def _score(members: Sequence[Gpu], order: dict[str, int]) -> tuple[int, ...]:
 def pick_gpus(candidates: Sequence[Gpu], count: int) -> tuple[list[Gpu], str | None]:
     """``count`` of ``candidates`` (in the order they are preferred one by one) and why
     that set: "NVLink x18, NUMA node 0" (None for a single device).  Assumes enough."""
-    chosen, why = _pick(tuple(candidates), count)
-    return list(chosen), why
+    if count <= 1 or len(candidates) <= count:
+        chosen = list(candidates[:count])
+        return chosen, describe_set(chosen)
+    if not any(g.links for g in candidates) and len({g.numa_node for g in candidates}) <= 1:
+        chosen = list(candidates[:count])  # nothing to tell them apart: the order decides
+        return chosen, describe_set(chosen)
+    found, why = _pick(tuple(candidates), count)
+    return list(found), why
 
 
 @lru_cache(maxsize=4096)  # the planner asks the same question many times over
 def _pick(candidates: tuple[Gpu, ...], count: int) -> tuple[tuple[Gpu, ...], str | None]:
-    if count <= 1 or len(candidates) <= count:
-        chosen = list(candidates[:count])
-        return tuple(chosen), describe_set(chosen)
     order = {g.id: i for i, g in enumerate(candidates)}
-    if not any(g.links for g in candidates) and len({g.numa_node for g in candidates}) <= 1:
-        chosen = list(candidates[:count])  # nothing to tell them apart: the order decides
-    elif comb(len(candidates), count) <= EXHAUSTIVE_LIMIT:
+    if comb(len(candidates), count) <= EXHAUSTIVE_LIMIT:
         best = min(combinations(candidates, count), key=lambda s: _score(s, order))
         chosen = list(best)
     else:
