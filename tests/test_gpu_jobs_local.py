@@ -8,6 +8,7 @@ import json
 import os
 import pwd
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +95,43 @@ def test_jobs_see_their_gpu_and_mig_device_by_uuid(
     assert results["1"] == (f"{gpu_uuid(0)}|{gpu_uuid(0)}", [{"id": "0", "uuid": gpu_uuid(0)}])
     mig = mig_uuid(7, 1)
     assert results["3g.40gb"] == (f"{mig}|{mig}", [{"id": "7/mig1", "uuid": mig}])
+
+
+def test_a_leptonctl_jobs_process_leaves_its_gpu_to_the_job_a_strangers_makes_it_busy(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    fake_nvml: FakeNvml,
+    monkeypatch: pytest.MonkeyPatch,
+    stranger: subprocess.Popen[bytes],
+) -> None:
+    use_box(tmp_path, fake_nvml, monkeypatch, h100_box())
+    pid_file = tmp_path / "job.pid"
+    code, out, err = cli(
+        capsys,
+        "submit",
+        "--json",
+        "--",
+        f"echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; exec sleep 60",
+    )
+    assert code == 0, err
+    job_id = json.loads(out.splitlines()[0])["id"]
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        job_pid = int(pid_file.read_text())
+        # the fake driver now shows the job's process on GPU 0, the stranger's on GPU 1
+        use_box(tmp_path, fake_nvml, monkeypatch, h100_box(
+            processes={0: [(job_pid, 1 << 30)], 1: [(stranger.pid, 1 << 30)]}
+        ))  # fmt: skip
+        code, out, err = cli(capsys, "status", "--json")
+        assert code == 0, err
+        (host,) = json.loads(out)["hosts"]
+        assert host["gpus"][0]["placement"] == {"state": "job", "why": f"leptonctl job {job_id}"}
+        assert host["gpus"][1]["placement"]["state"] == "busy"
+        code, out, err = cli(capsys, "submit", "--gpus", "1", "--dry-run", "--json", "--", "true")
+        assert code == 0, err
+        (planned,) = json.loads(out)["placements"]
+        assert planned["gpu_devices"] == [{"id": "0", "uuid": gpu_uuid(0)}]
+    finally:
+        cli(capsys, "cancel", str(job_id))
