@@ -9,15 +9,22 @@ command contacted.  No lab, no root; about 3 s.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from leptonctl.cli.app import run
+from leptonctl.core.records import StoredFacts
+from leptonctl.inventory import load_inventory
+from leptonctl.services.context import ServiceContext
+from leptonctl.services.jobs.reconcile import reconcile
+from leptonctl.store.sqlite import SqliteStore
 
 
 def closed_port() -> int:
@@ -102,3 +109,40 @@ def test_a_job_that_ended_while_nothing_watched_is_collected_by_the_next_jobs(
         if job["state"] != "RUNNING" or time.monotonic() > deadline:
             break
     assert (job["state"], job["exit_code"]) == ("COMPLETED", 0)
+
+
+class FactsReadStore(SqliteStore):
+    """A real SQLite store that notes which hosts' facts each pass reads."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.asked: list[list[str]] = []
+
+    def load_facts(self, hosts: Iterable[str] | None = None) -> dict[str, StoredFacts]:
+        self.asked.append(sorted(hosts) if hosts is not None else ["*"])
+        return super().load_facts(hosts)
+
+
+def test_with_no_job_waiting_a_pass_reads_the_facts_of_busy_hosts_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = tmp_path / "hosts.ini"
+    inv.write_text("h1 ansible_connection=local\nh2 ansible_connection=local\n")
+    state = tmp_path / "state.db"
+    base = ["-i", str(inv), "--state", str(state)]
+    code, out, err = cli(capsys, *base, "submit", "--json", "-l", "h1", "--", "sleep 30")
+    assert code == 0, err
+    job_id = json.loads(out)["id"]
+    try:
+        with FactsReadStore(state) as store:
+
+            async def one_pass() -> None:
+                async with ServiceContext(load_inventory(inv), store=store) as ctx:
+                    await reconcile(ctx)
+
+            asyncio.run(one_pass())
+            record = store.jobs.get(job_id)
+            assert record is not None and record.state == "RUNNING"
+            assert store.asked == [["h1"]]  # h2 runs nothing and nothing waits for a place
+    finally:
+        assert cli(capsys, *base, "cancel", str(job_id))[0] == 0

@@ -10,7 +10,7 @@ job command calls it first; so do ``leptonctl schedule`` and cron.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,15 +157,19 @@ async def reconcile(
         ids_on[record.host or ""].append(record.agent_id)
         if record.cancel_requested:
             cancels_on[record.host or ""].append(record.agent_id)
-    known = stored_facts(store, hosts)
     orphans = store.jobs.orphans()
+    pending = store.jobs.in_states(("PENDING",))
+    # every host's stored facts are read and parsed only when a job waits for a place
+    waiting = any(not r.cancel_requested for r in pending)
+    busy = set(ids_on) | {h for h, ids in orphans.items() if ids}
+    known = stored_facts(store, hosts if waiting else [h for h in hosts if h.name in busy])
     now = clock()
     stale = {n for n, (at, f) in known.items() if f is None or now - at > FACTS_MAX_AGE}
     stale.update(h.name for h in hosts if h.name not in known)
     observed_hosts = hosts_to_observe(
         inventory,
         active,
-        store.jobs.in_states(("PENDING",)),
+        pending,
         orphans,
         {n: f for n, (_, f) in known.items()},
         stale,
@@ -203,7 +207,7 @@ async def reconcile(
     up = {h.name for h in hosts if not isinstance(outcomes.get(h.name), HostError)}
     report.unreachable = {n: o for n, o in outcomes.items() if isinstance(o, HostError)}
     # read (and parsed) before the queue's lock: capacity only, never what holds it
-    facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
+    facts = {n: f for n, (_, f) in stored_facts(store, hosts).items()} if waiting else None
     with store.jobs.exclusive():
         for name, outcome in outcomes.items():
             if isinstance(outcome, _HostReport) and outcome.orphans_ended:
@@ -217,7 +221,14 @@ async def reconcile(
         drained = store.drained()
         why_not = {n: f"unreachable: {e.message}" for n, e in report.unreachable.items()}
         why_not.update((n, f"drained: {reason}") for n, (reason, _) in drained.items())
-        nodes = nodes_from(hosts, facts, up - set(drained), why_not)
+
+        def nodes() -> list[Node]:
+            # no job waited when the pass began, but one was queued meanwhile: read now
+            parsed = facts
+            if parsed is None:
+                parsed = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
+            return nodes_from(hosts, parsed, up - set(drained), why_not)
+
         starts = _decide(store, inventory, nodes, now, stage, whole)
         plain, staged = claim_starts(store, starts, staging, owner, now)
     if staging is not None:
@@ -410,7 +421,7 @@ def _requeue(store: Store, record: JobRecord, why: str, report: ReconcileReport)
 def _decide(
     store: Store,
     inventory: Inventory,
-    nodes: list[Node],
+    nodes_now: Callable[[], list[Node]],
     now: float,
     stage: bool = True,
     whole: bool = True,
@@ -418,8 +429,8 @@ def _decide(
     """One scheduling pass inside the caller's transaction; returns ids now STARTING.
     Without ``stage``, a job with inputs is not moved to STARTING (a read-only command
     would not stage it: its devices would sit idle).  Without ``whole`` (a part of the
-    cluster), no job is failed as impossible and no waiting reason is rewritten."""
-    up = {n.name for n in nodes if n.schedulable}
+    cluster), no job is failed as impossible and no waiting reason is rewritten.
+    ``nodes_now`` gives the scheduler's nodes; it is called only when a job waits."""
     queued = store.jobs.in_states(("PENDING", "STARTING", "RUNNING"))  # one read of the queue
     pending = []
     for record in queued:
@@ -430,6 +441,8 @@ def _decide(
     starting = [r for r in queued if r.state == "STARTING"]
     if not pending:
         return [r.id for r in starting]
+    nodes = nodes_now()
+    up = {n.name for n in nodes if n.schedulable}
     from leptonctl.services.jobs.inputs import input_locality  # the data layer: pending only
 
     active = [r for r in queued if r.state != "PENDING"]
