@@ -467,3 +467,30 @@ def test_an_estimate_keyed_by_a_mig_profile_applies_to_a_job_asking_that_profile
     assert estimate_for(job, node) == 90.0
     whole = Job("2", Request(gpus=1, gpu_type="h100"), estimates={"h100": 30.0, "gpu": 10.0})
     assert estimate_for(whole, node) == 30.0
+
+
+def test_status_counts_busy_and_unhealthy_gpus_and_names_whose_and_why() -> None:
+    from rich.console import Console
+
+    from leptonctl.core.reports import HostStatus
+    from leptonctl.render.status import gpu_table, hosts_table
+
+    doc = h100_box()
+    doc["gpus"][0]["processes"] = [foreign()]
+    doc["gpus"][1]["health"]["remapped_rows_failed"] = True
+    facts = parse_facts(doc)
+    rows = []
+    for ignore in (False, True):
+        host = make_host(
+            "gpu01", vars=MappingProxyType({"lepton_gpu_foreign": "ignore"} if ignore else {})
+        )
+        rows.append(HostStatus(host=host, facts=facts, probed_at=1000.0))
+    console = Console(width=300, record=True)
+    console.print(hosts_table(rows[:1], 1000.0))
+    console.print(gpu_table(rows[:1]))
+    text = console.export_text()
+    assert "(1 busy, 1 unhealthy)" in text
+    assert "used by bob pid 4242 (python)" in text and "unhealthy: row remapping failed" in text
+    console = Console(width=300, record=True)
+    console.print(hosts_table(rows[1:], 1000.0))
+    assert "(1 unhealthy)" in console.export_text()

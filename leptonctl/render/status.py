@@ -43,7 +43,7 @@ def hosts_table(rows: Sequence[HostStatus], now: float) -> Table:
             Text(_cpu_cell(facts, row.capacity), style=style or ""),
             Text(f"{facts.cpu.load[0]:.2f}", style=style or ""),
             Text(_memory_cell(facts), style=style or ""),
-            Text(_gpus_cell(facts.gpus), style=style or ""),
+            Text(_gpus_cell(facts.gpus, row.host.gpu_foreign_ignored), style=style or ""),
             Text(_fpgas_cell(facts), style=style or ""),
             Text(_disk_cell(facts), style=style or ""),
             Text(facts.agent_version, style=style or ""),
@@ -180,9 +180,16 @@ def _memory_cell(facts: HostFacts) -> str:
     return f"{human_bytes(used, True)}/{human_bytes(facts.memory.total_bytes, True)}"
 
 
-def _gpus_cell(gpus: Sequence[GpuFacts]) -> str:
+def _gpus_cell(gpus: Sequence[GpuFacts], foreign_ignored: bool = False) -> str:
     if not gpus:
         return "-"
+    kinds = Counter(gpu_condition(g, foreign_ignored=foreign_ignored)[0] for g in gpus)
+    trouble = ", ".join(f"{kinds[k]} {k}" for k in ("busy", "unhealthy") if kinds[k])
+    cell = _gpus_summary(gpus)
+    return f"{cell} ({trouble})" if trouble else cell
+
+
+def _gpus_summary(gpus: Sequence[GpuFacts]) -> str:
     models = Counter(short_gpu_name(g.name) for g in gpus)
     kinds = ", ".join(f"{n}× {m}" for m, n in models.items())
     utils = [g.utilization_pct for g in gpus if g.utilization_pct is not None]
