@@ -121,6 +121,12 @@ def test_a_tree_copies_identically_then_only_what_changed_is_sent(
     assert f": 0 bytes sent, {files} files up to date" in out
     again = cp_json(capsys, inv, src, dst)
     assert (again["bytes"], again["files_sent"], again["files_up_to_date"]) == (0, 0, files)
+    (dst_real / "empty-dir" / "inner-empty").rmdir()  # nothing to send, something to make
+    (dst_real / "link").unlink()
+    (dst_real / "link").symlink_to("elsewhere")
+    remade = cp_json(capsys, inv, src, dst)
+    assert (remade["bytes"], remade["files_up_to_date"]) == (0, files)
+    assert listing(dst_real) == want
 
     touched = src_real / "small" / "f100"
     touched.write_bytes(os.urandom(3700))  # new bytes and a new mtime

@@ -359,3 +359,29 @@ def test_a_no_op_copy_says_how_many_files_are_up_to_date() -> None:
         "h1 -> h2: 10 bytes in 2.0 s (0.0 MB/s), 1 files sent, 2 files up to date, "
         "10 bytes were already there"
     ]
+
+
+def test_file_status_says_whether_the_dirs_and_links_are_there_as_asked(
+    tmp_path: Path, src: AgentHost
+) -> None:
+    dest = tmp_path / "out"
+    (dest / "sub").mkdir(parents=True)
+    (dest / "sub").chmod(0o750)
+    (dest / "link").symlink_to("sub")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "inner").mkdir(parents=True)
+    dirs = [{"path": str(dest / "sub"), "mode": 0o750}]
+    links = [{"path": str(dest / "link"), "target": "sub"}]
+
+    def tree_ok(dirs: list[dict[str, Any]], links: list[dict[str, Any]]) -> bool:
+        reply = src.ok("file-status", files=[], dest=str(dest), dirs=dirs, links=links)
+        assert reply["files"] == []
+        return bool(reply["tree_ok"])
+
+    assert tree_ok(dirs, links)
+    assert not tree_ok([{"path": str(dest / "sub"), "mode": 0o755}], links)  # another mode
+    assert not tree_ok(dirs, [{"path": str(dest / "link"), "target": "else"}])
+    assert not tree_ok([*dirs, {"path": str(dest / "missing"), "mode": 0o755}], links)
+    (dest / "via").symlink_to(elsewhere)  # a directory reached through a link is not there
+    assert not tree_ok([{"path": str(dest / "via" / "inner"), "mode": 0o755}], [])
+    assert src.ok("file-status", files=[], dest=str(dest))["tree_ok"] is True

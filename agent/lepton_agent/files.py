@@ -541,13 +541,39 @@ def file_state(entry, tree):
     return {"path": path, "done": have, "complete": complete}
 
 
-def file_status(files, dest=None):
+def file_status(files, dest=None, dirs=None, links=None):
     """file_state of every entry; dest (optional) is the copy's destination: nothing under it
-    is reached through a symbolic link (without it: nothing under the files' common parent)."""
-    if not isinstance(files, list):
-        raise BadRequest("files must be a list")
-    tree = DestTree(dest_paths_base([entry.get("path") for entry in files], dest), create=False)
+    is reached through a symbolic link (without it: nothing under the files' common parent).
+    tree_ok: every directory of dirs is there with its mode, every symlink of links with its
+    target (a copy with nothing to send then has nothing to make either)."""
+    if not all(isinstance(v, list) for v in (files, dirs or [], links or [])):
+        raise BadRequest("files, dirs and links must be lists")
+    for entry in (dirs or []) + (links or []):
+        if not isinstance(entry, dict):
+            raise BadRequest("a dir or link must be an object")
+    paths = [entry.get("path") for entry in files + (dirs or []) + (links or [])]
+    tree = DestTree(dest_paths_base(paths, dest), create=False)
     try:
-        return {"schema": SCHEMA, "files": [file_state(entry, tree) for entry in files]}
+        states = [file_state(entry, tree) for entry in files]
+        ok = all(dir_ok(entry, tree) for entry in dirs or [])
+        ok = ok and all(link_ok(entry, tree) for entry in links or [])
+        return {"schema": SCHEMA, "files": states, "tree_ok": ok}
     finally:
         tree.close()
+
+
+def dir_ok(entry, tree):
+    """Directory entry["path"] is there (not through a link) with mode entry["mode"]."""
+    fd = tree.dir_fd(tree.rel(entry["path"]))
+    return fd is not None and os.fstat(fd).st_mode & 0o7777 == entry.get("mode", -1) & 0o7777
+
+
+def link_ok(entry, tree):
+    """Symbolic link entry["path"] is there and points at entry["target"]."""
+    parent, name = tree.where(entry["path"])
+    if parent is None:
+        return False
+    try:
+        return os.readlink(name, dir_fd=parent) == entry.get("target")
+    except OSError:
+        return False

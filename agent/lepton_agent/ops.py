@@ -82,7 +82,7 @@ HANDLERS = {
     "grant": lambda r, ctx: keys.grant(ctx.data_dir, r),
     "revoke": lambda r, ctx: keys.revoke(ctx.data_dir, r.transfer),
     "scan": lambda r, ctx: datasets.scan_tree(r.path, r.chunk_size, r.hash),
-    "file-status": lambda r, ctx: files.file_status(r.files, r.dest),
+    "file-status": lambda r, ctx: files.file_status(r.files, r.dest, r.dirs, r.links),
     "path-info": lambda r, ctx: datasets.path_info(r.paths),
     "materialize": lambda r, ctx: datasets.materialize(
         ctx.data_dir, r.dest, r.manifest or {}, r.label

@@ -200,6 +200,7 @@ class ScanReply(TypedDict, total=False):
 class FileStatusReply(TypedDict, total=False):
     schema: int
     files: List[Dict[str, Any]]
+    tree_ok: bool  # every dir (with its mode) and symlink (with its target) of the request is there
 
 
 class PathInfoReply(TypedDict, total=False):

@@ -582,9 +582,14 @@ class Scan(Request[ScanReply]):
 @dataclasses.dataclass(frozen=True)
 class FileStatus(Request[FileStatusReply]):
     OP = "file-status"
-    SUMMARY = "which chunks of a files-mode destination are already in place"
+    SUMMARY = (
+        "which chunks of a files-mode destination are already in place; with dirs and links "
+        "(of a files-mode spec) also whether those are there as asked (tree_ok)"
+    )
     files: List[Dict[str, Any]]
     dest: Optional[str] = None
+    dirs: Optional[List[Dict[str, Any]]] = None
+    links: Optional[List[Dict[str, Any]]] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,6 @@ from leptonctl.remote.transfer import Hop, TransferOutcome, Transfers, operator_
 from leptonctl.services.context import ServiceContext
 from leptonctl.services.data.datasets import (
     DATA_OP_TIMEOUT,
-    file_states,
     make_tree,
     path_info,
     refuse_scan,
@@ -166,7 +165,7 @@ async def copy(
     new_top = scan.kind == "dir" and found != "dir"
     top = await path_info(sessions, src_host, [src_path], CopyError) if new_top else None
     spec = copy_spec(scan, dest, top[0].mode if top else None)
-    status = await file_states(sessions, dst_host, spec["files"], CopyError, dest)
+    status, tree_ok = await _dest_states(sessions, dst_host, spec, dest)
     items, total, reused = _items(spec, status, src_path, dest if scan.kind == "dir" else None)
     to_send = sum(i.size for i in items)
     up_to_date = sum(1 for f in status if f["complete"])
@@ -211,7 +210,7 @@ async def copy(
         _check_space(outcomes, dst_host, dest)
         clean = not any(o.errors for o in outcomes)
     failed = False
-    bare = not items and bool(spec["dirs"] or spec["links"])  # things that need no bytes
+    bare = not items and not tree_ok  # directories or symlinks to make (they need no bytes)
     if clean and (len(done) < len(spec["files"]) or bare):
         # Nothing to send, yet directories, symlinks or empty files may be missing; or
         # parallel streams each finished before a shared file was whole: the destination
@@ -233,6 +232,39 @@ async def copy(
         )
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _dest_states(
+    sessions: AgentSessions, host: Host, spec: Mapping[str, Any], dest: str
+) -> tuple[list[dict[str, Any]], bool]:
+    """What the destination already has, in one request: per file of the spec, which chunks
+    (``{"path", "done": [offset...], "complete"}``: a file with the source's size and mtime
+    counts as complete unless the spec has chunk hashes, --checksum); and whether all of its
+    directories and symlinks are there as the spec says.  Nothing under ``dest`` reached
+    through a symbolic link counts as there."""
+    files = spec["files"]
+    request = wire.FileStatus(files=files, dest=dest, dirs=spec["dirs"], links=spec["links"])
+    try:
+        reply = await sessions.request(host, request, DATA_OP_TIMEOUT)
+    except AgentError as exc:
+        if exc.operation is None:
+            raise
+        raise CopyError(f"{host.name}: cannot read the destination: {exc.reason}") from None
+    states: Any = reply.get("files")
+    good = isinstance(states, list) and len(states) == len(files)
+    good = good and isinstance(reply.get("tree_ok"), bool)
+    for entry, state in zip(files, states if good else [], strict=False):
+        good = (
+            good
+            and isinstance(state, dict)
+            and state.get("path") == entry["path"]
+            and isinstance(state.get("complete"), bool)
+            and isinstance(state.get("done"), list)
+            and set(state["done"]) <= {c[0] for c in entry["chunks"]}
+        )
+    if not good:
+        raise AgentError(host.name, "the agent's file-status reply does not match the request")
+    return states, bool(reply["tree_ok"])
 
 
 def _check_space(outcomes: Sequence[TransferOutcome], host: Host, dest: str) -> None:
