@@ -494,3 +494,33 @@ def test_status_counts_busy_and_unhealthy_gpus_and_names_whose_and_why() -> None
     console = Console(width=300, record=True)
     console.print(hosts_table(rows[1:], 1000.0))
     assert "(1 unhealthy)" in console.export_text()
+
+
+def test_a_process_of_another_state_stores_job_makes_the_gpu_busy_ours_does_not() -> None:
+    from leptonctl.core.jobviews import owned_job_tags
+
+    doc = h100_box()
+    doc["gpus"][0]["processes"] = [foreign(10, job="12.0.aaaa")]  # our job 12 (uid aaaa)
+    doc["gpus"][1]["processes"] = [foreign(11, job="12.0.bbbb")]  # another store's job 12
+    doc["gpus"][2]["processes"] = [foreign(12, job="99.0.cccc")]  # a job this store never had
+    facts = parse_facts(doc)
+    ours = {12: replace_spec(record(12, None), uid="aaaa")}
+    owned = owned_job_tags([facts, None], ours.get)
+    assert owned == frozenset({"12.0.aaaa"})
+    host = make_host("gpu01")
+    (node,) = nodes_from([host], {"gpu01": facts}, {"gpu01"}, ours=owned)
+    assert node.gpus[0].busy is None
+    assert node.gpus[1].busy == (
+        "used by bob pid 11 (python), leptonctl job 12 of another state store"
+    )
+    assert node.gpus[2].busy is not None
+    (alloc,) = start(node, Request(gpus=1)).start
+    assert alloc.gpus == (0,)
+    (trusting,) = nodes_from([host], {"gpu01": facts}, {"gpu01"})  # no store asked
+    assert [g.busy for g in trusting.gpus[:3]] == [None, None, None]
+
+
+def replace_spec(r: JobRecord, **spec: Any) -> JobRecord:
+    from dataclasses import replace
+
+    return replace(r, spec={**r.spec, **spec})

@@ -4,14 +4,14 @@ job, and which job directories on a host may go.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from leptonctl.core.capacity import effective_capacity
 from leptonctl.core.facts import HostFacts
 from leptonctl.core.records import FINAL, JobRecord
 from leptonctl.core.scheduler import Allocation, Core, Fpga, Job, Node, Request, Running
-from leptonctl.core.scheduler.devices import gpu_devices
+from leptonctl.core.scheduler.devices import gpu_devices, job_tags
 from leptonctl.core.scheduler.model import SIZES
 from leptonctl.errors import LimitError
 from leptonctl.inventory import DeclaredCapacity, Host, Inventory, select_hosts
@@ -24,10 +24,14 @@ def nodes_from(
     facts: Mapping[str, HostFacts | None],
     up: set[str],
     why_not: Mapping[str, str] | None = None,
+    *,
+    ours: Collection[str] | None = None,
 ) -> list[Node]:
     """Scheduler nodes: probed facts limited by declared capacity; unreachable = unschedulable.
     What neither a probe nor the inventory says is unknown, not zero (``Node.unknown``);
-    ``why_not`` says why a host is not schedulable (drained, unreachable)."""
+    ``why_not`` says why a host is not schedulable (drained, unreachable).  A GPU with a
+    process that is no leptonctl job's is busy; with ``ours`` (:func:`owned_job_tags`), a
+    process of another state store's job is busy too."""
     nodes = []
     for host in hosts:
         host_facts = facts.get(host.name)
@@ -39,7 +43,9 @@ def nodes_from(
                 groups=tuple(host.groups),
                 cpus=cap.cpus or 0,
                 memory_bytes=cap.memory_bytes or 0,
-                gpus=gpu_devices(cap.gpus, host_facts, foreign_ignored=host.gpu_foreign_ignored),
+                gpus=gpu_devices(
+                    cap.gpus, host_facts, foreign_ignored=host.gpu_foreign_ignored, ours=ours
+                ),
                 fpgas=tuple(
                     Fpga(i, fpga_names[i] if i < len(fpga_names) else None)
                     for i in range(cap.fpgas)
@@ -51,6 +57,22 @@ def nodes_from(
             )
         )
     return nodes
+
+
+def owned_job_tags(
+    facts: Iterable[HostFacts | None], get: Callable[[int], JobRecord | None]
+) -> frozenset[str]:
+    """The agent job ids named by the probes' GPU processes that are this store's jobs
+    (``get``: the store's job lookup; an id is ``<job>.<attempt>.<uid>``, and the uid drawn
+    at submit tells this store's job from another store's job of the same number)."""
+    owned = set()
+    for tag in job_tags(facts):
+        number, _, rest = tag.partition(".")
+        _, _, uid = rest.partition(".")
+        record = get(int(number)) if number.isdigit() else None
+        if record is not None and str(record.spec.get("uid", "x")) == uid:
+            owned.add(tag)
+    return frozenset(owned)
 
 
 def unknown_sizes(facts: HostFacts | None, declared: DeclaredCapacity | None) -> frozenset[str]:

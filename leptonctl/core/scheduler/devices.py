@@ -14,7 +14,7 @@ Pure: probe facts and the GPUs the node may use (declared capacity applied) in, 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from leptonctl.core.capacity import GpuSlot
 from leptonctl.core.facts import GpuFacts, GpuProcess, HostFacts
@@ -23,10 +23,16 @@ from leptonctl.core.scheduler.model import Gpu
 
 
 def gpu_devices(
-    slots: Sequence[GpuSlot], facts: HostFacts | None, *, foreign_ignored: bool = False
+    slots: Sequence[GpuSlot],
+    facts: HostFacts | None,
+    *,
+    foreign_ignored: bool = False,
+    ours: Collection[str] | None = None,
 ) -> tuple[Gpu, ...]:
     """The devices of the GPUs in ``slots`` (what the node may use), as ``facts`` saw them.
-    A slot the probe does not describe (declared capacity only) is a plain whole GPU."""
+    A slot the probe does not describe (declared capacity only) is a plain whole GPU.
+    ``ours``: the agent job ids of this state store's jobs among those the probe names (see
+    :func:`foreign_use`); None: every leptonctl job's process counts as ours."""
     by_index: Mapping[int, GpuFacts] = {g.index: g for g in facts.gpus} if facts else {}
     index_of = {g.uuid: g.index for g in by_index.values() if g.uuid}
     devices: list[Gpu] = []
@@ -46,7 +52,7 @@ def gpu_devices(
                     uuid=mig.uuid,
                     mig=mig.index,
                     profile=mig.profile,
-                    busy=None if foreign_ignored else foreign_use(mig.processes),
+                    busy=None if foreign_ignored else foreign_use(mig.processes, ours),
                     unhealthy=unhealthy,
                 )
                 for mig in gpu.mig_devices
@@ -65,7 +71,7 @@ def gpu_devices(
                 slot.memory_bytes,
                 slot.numa_node,
                 uuid=gpu.uuid,
-                busy=None if foreign_ignored else foreign_use(gpu.processes),
+                busy=None if foreign_ignored else foreign_use(gpu.processes, ours),
                 unhealthy=unhealthy,
                 links=links,
             )
@@ -73,13 +79,18 @@ def gpu_devices(
     return tuple(devices)
 
 
-def foreign_use(processes: Sequence[GpuProcess]) -> str | None:
-    """ "used by bob pid 4242 (python)" for the processes that are no leptonctl job's
-    (the first one named, the rest counted), or None when there are none."""
-    foreign = [p for p in processes if p.job is None]
+def foreign_use(processes: Sequence[GpuProcess], ours: Collection[str] | None = None) -> str | None:
+    """Why the processes that are no leptonctl job's make a GPU busy: "used by bob pid 4242
+    (python)" (the first one named, the rest counted); None when there are none.  With
+    ``ours`` (the agent job ids of this state store's jobs), a process of another store's
+    job is foreign too: that store's jobs hold GPUs this one does not know about."""
+    foreign = [p for p in processes if p.job is None or (ours is not None and p.job not in ours)]
     if not foreign:
         return None
-    text = f"used by {describe_process(foreign[0])}"
+    first = foreign[0]
+    text = f"used by {describe_process(first)}"
+    if first.job is not None:
+        text += f", leptonctl job {first.job.split('.')[0]} of another state store"
     if len(foreign) > 1:
         text += f" and {len(foreign) - 1} more process{'es' if len(foreign) > 2 else ''}"
     return text
@@ -118,3 +129,14 @@ def gpu_condition(gpu: GpuFacts, *, foreign_ignored: bool = False) -> tuple[str,
     if gpu.processes and foreign_ignored:
         return "free", "free (other processes ignored: lepton_gpu_foreign)"
     return "free", "free"
+
+
+def job_tags(facts: Iterable[HostFacts | None]) -> set[str]:
+    """The agent job ids the probes name as the jobs of GPU processes (to ask the store
+    which of them are its own)."""
+    tags: set[str] = set()
+    for host in facts:
+        for gpu in host.gpus if host is not None else ():
+            procs = [*gpu.processes, *(p for m in gpu.mig_devices for p in m.processes)]
+            tags.update(p.job for p in procs if p.job is not None)
+    return tags
