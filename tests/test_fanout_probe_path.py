@@ -37,7 +37,7 @@ def run_entry(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/nonexistent", "LEPTON_AGENT_NO_PYNVML": "1"},
+        env={"PATH": "/nonexistent", "LEPTON_AGENT_NO_NVML": "1"},
     )
     last = proc.stderr.splitlines()[-1:] or [""]
     modules = set(json.loads(last[0])) if last[0].startswith("[") else set()  # not on an exit
