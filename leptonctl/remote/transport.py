@@ -262,6 +262,7 @@ def finished(host: str, command: str, status: int | None, out: bytes, err: bytes
 # /bin/sh decodes and evals: ``exec /bin/sh -c 'eval "$(printf "...")"'``.
 _PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - frozenset("'\\!")
 _LITERAL = _PLAIN - frozenset('"$`%')  # kept as is inside the printf format in double quotes
+_FORMAT = tuple(chr(b) if chr(b) in _LITERAL else f"\\{b:03o}" for b in range(256))  # by byte
 
 
 def sh_line(script: str) -> str:
@@ -270,7 +271,7 @@ def sh_line(script: str) -> str:
     if set(script) <= _PLAIN:
         return f"exec /bin/sh -c '{script}'"
     data = script.encode("utf-8", "surrogateescape")
-    escaped = "".join(chr(b) if chr(b) in _LITERAL else f"\\{b:03o}" for b in data)
+    escaped = "".join([_FORMAT[b] for b in data])
     return f'exec /bin/sh -c \'eval "$(printf "{escaped}")"\''
 
 
