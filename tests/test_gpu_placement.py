@@ -524,3 +524,23 @@ def replace_spec(r: JobRecord, **spec: Any) -> JobRecord:
     from dataclasses import replace
 
     return replace(r, spec={**r.spec, **spec})
+
+
+def test_the_dashboards_gpu_detail_says_why_a_gpu_is_passed_over() -> None:
+    from rich.console import Console
+
+    from leptonctl.core.dashboard import cluster_frame
+    from leptonctl.core.reports import HostStatus
+    from leptonctl.render.dashboard import gpu_detail
+
+    doc = h100_box()
+    doc["gpus"][5]["processes"] = [foreign()]
+    doc["gpus"][6]["health"]["ecc_uncorrected_volatile"] = 1
+    rows = [HostStatus(make_host("gpu01"), parse_facts(doc), 1000.0)]
+    table = gpu_detail(cluster_frame(rows, {}, {}, [], 1000.0), 200)
+    console = Console(width=200, record=True)
+    console.print(table)
+    lines = {line.split()[1]: line for line in console.export_text().splitlines()[1:]}
+    assert "used by bob pid 4242 (python)" in lines["5"]
+    assert "unhealthy: 1 uncorrected ECC error" in lines["6"]
+    assert lines["4"].rstrip().endswith("-")

@@ -24,6 +24,7 @@ from leptonctl.core.dashboard import ClusterFrame, ClusterTotals, HostView, gpu_
 from leptonctl.core.facts import GpuFacts
 from leptonctl.core.history import BLOCKS, sparkline
 from leptonctl.core.scan import printable
+from leptonctl.core.scheduler.devices import gpu_condition
 from leptonctl.render.jobs import JOB_STYLE
 from leptonctl.render.units import human_age, human_bytes, short_gpu_name
 
@@ -419,6 +420,10 @@ def _gpu_job(view: HostView, gpu: GpuFacts) -> Text:
     for job in view.jobs:
         if gpu.index in ((job.allocation or {}).get("gpus") or []):
             return Text(f"{job.id} {printable(job.name)}", style="green")
+    # not ours: why placement passes it over (unhealthy, another user's process), if it does
+    state, why = gpu_condition(gpu, foreign_ignored=view.status.host.gpu_foreign_ignored)
+    if state in ("unhealthy", "busy"):
+        return Text(printable(why), style="red" if state == "unhealthy" else "yellow")
     return Text("busy" if gpu_busy(gpu) else "-", style="yellow" if gpu_busy(gpu) else "dim")
 
 
