@@ -8,7 +8,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.datasets import parse_input
 from leptonctl.core.jobspec import Submission
@@ -20,7 +20,6 @@ from leptonctl.core.scheduler import (
 )
 from leptonctl.errors import AgentError, UsageError
 from leptonctl.inventory import Host, Inventory, select_hosts
-from leptonctl.remote.agent import AgentSessions, run_agent, wire
 from leptonctl.services.context import ServiceContext
 from leptonctl.services.jobs.reconcile import (
     NODE_FAIL_AFTER,
@@ -31,6 +30,9 @@ from leptonctl.services.jobs.reconcile import (
 from leptonctl.services.jobs.starts import Staging
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import FINAL, JobRecord
+
+if TYPE_CHECKING:
+    from leptonctl.remote.agent import AgentSessions
 
 # -- submit ----------------------------------------------------------------------
 
@@ -177,6 +179,7 @@ async def cancel(ctx: ServiceContext, ids: Sequence[int], any_user: bool = False
         records.append(record)
     if not any_user:
         check_own_jobs(records, store.actor.user)
+    from leptonctl.remote.agent import run_agent
     from leptonctl.remote.pool import HostPool  # the SSH stack: only when a job is cancelled
     from leptonctl.services.hosts.status import new_host_key_recorder
 
@@ -302,6 +305,8 @@ class LogChunk:
 
 async def read_log(sessions: AgentSessions, host: Host, agent_id: str, offset: int) -> LogChunk:
     """One piece of a job's log, over the host's agent session (``logs -f`` polls this)."""
+    from leptonctl.remote.agent import wire
+
     try:
         doc = await sessions.request(host, wire.JobLog(id=agent_id, offset=offset))
     except AgentError as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
 from leptonctl.core.jobviews import allocation_record, job_view, nodes_from, running_view
@@ -24,7 +24,6 @@ from leptonctl.core.scheduler.allocate import could_ever_fit
 from leptonctl.core.scheduler.dispatch import allowed_nodes
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory import Host, Inventory
-from leptonctl.remote.agent import AgentSessions, probe_host, wire
 from leptonctl.remote.transport import Connection
 from leptonctl.services.context import ServiceContext
 from leptonctl.services.jobs.starts import (
@@ -36,6 +35,9 @@ from leptonctl.services.jobs.starts import (
 )
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import FINAL, JobRecord
+
+if TYPE_CHECKING:
+    from leptonctl.remote.agent import AgentSessions
 
 FACTS_MAX_AGE = 600.0  # seconds before a host's stored capacity is probed again
 NODE_FAIL_AFTER = 120.0  # seconds a host may be unreachable before its jobs are NODE_FAIL
@@ -177,6 +179,8 @@ async def reconcile(
     )
 
     async def observe(host: Host, conn: Connection) -> _HostReport:
+        from leptonctl.remote.agent import probe_host, wire  # a host is contacted: the wire
+
         sessions = ctx.sessions
         ended = await _settle_orphans(sessions, store, host, orphans.get(host.name, []))
         for agent_id in cancels_on.get(host.name, []):  # cancel is level-triggered
@@ -299,6 +303,8 @@ async def _settle_orphans(
     that had ended meanwhile (their end records tell what really happened)."""
     if not agent_ids:
         return {}
+    from leptonctl.remote.agent import wire
+
     doc = await sessions.request(host, wire.JobStatus(ids=list(agent_ids)))
     ended: dict[str, Mapping[str, Any]] = {
         str(j["id"]): j
@@ -314,6 +320,8 @@ async def _settle_orphans(
 
 async def _kill(sessions: AgentSessions, host: Host, agent_id: str) -> None:
     """job-kill; the agent's refusal changes nothing here (the next observation tells)."""
+    from leptonctl.remote.agent import wire
+
     try:
         await sessions.request(host, wire.JobKill(id=agent_id))
     except AgentError as exc:

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 from leptonctl.core.jobviews import agent_spec
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory import Host
-from leptonctl.remote.agent import AgentSessions, wire
 from leptonctl.remote.transport import Connection
 from leptonctl.store.claims import new_claimant
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import JobRecord
 
 if TYPE_CHECKING:
+    from leptonctl.remote.agent import AgentSessions, wire
     from leptonctl.services.jobs.reconcile import ReconcileReport
 
 START_LEASE = 30.0  # seconds a claim on staging and starting a job lasts unless renewed
@@ -155,6 +155,8 @@ async def start_one(
 ) -> wire.JobStartReply | AgentError:
     """One ``job-start``: its reply, or the agent's refusal (a job-level failure; a host
     that cannot be asked raises)."""
+    from leptonctl.remote.agent import wire  # imported when a job starts
+
     try:
         return await sessions.request(host, wire.JobStart(spec=spec))
     except AgentError as exc:
