@@ -544,3 +544,20 @@ def test_the_dashboards_gpu_detail_says_why_a_gpu_is_passed_over() -> None:
     assert "used by bob pid 4242 (python)" in lines["5"]
     assert "unhealthy: 1 uncorrected ECC error" in lines["6"]
     assert lines["4"].rstrip().endswith("-")
+
+
+def test_a_job_without_a_type_takes_a_whole_gpu_on_another_host_before_a_mig_device() -> None:
+    sliced = with_mig(h100_box())
+    for gpu in sliced["gpus"][1:]:
+        gpu["processes"] = [foreign()]  # only the MIG devices of GPU 0 are free there
+    (mig_host,) = nodes_from(
+        [make_host("mig01")], {"mig01": parse_facts(sliced)}, {"mig01"}
+    )  # fmt: skip
+    (whole,) = nodes_from([make_host("gpu01")], {"gpu01": parse_facts(h100_box())}, {"gpu01"})
+    decision = dispatch([Job("1", Request(gpus=1))], [mig_host, whole], [], {}, 0.0)
+    (alloc,) = decision.start
+    assert (alloc.host, alloc.gpu_ids) == ("gpu01", ("0",))
+    typed = dispatch(
+        [Job("2", Request(gpus=1, gpu_type="1g.10gb"))], [mig_host, whole], [], {}, 0.0
+    )
+    assert [(a.host, a.gpu_ids) for a in typed.start] == [("mig01", ("0/mig0",))]

@@ -111,14 +111,16 @@ def reservation_kept(
     return allocate(reservation.job.id, node, reservation.job.request, usage) is not None
 
 
-def _fit_key(job: Job, node: Node, alloc: Allocation) -> tuple[int, int]:
-    """Best fit: no unused device kinds, smallest GPUs, then least slack, scarcest first."""
+def _fit_key(job: Job, node: Node, alloc: Allocation) -> tuple[int, int, int]:
+    """Best fit: no unused device kinds, whole GPUs before MIG devices (as on one node),
+    smallest GPUs, then least slack, scarcest first."""
     request = job.request
     unused_kinds = int(bool(node.gpus) and request.gpus == 0)
     unused_kinds += int(bool(node.fpgas) and request.fpgas == 0)
     by_id = {g.id: g for g in node.gpus}
-    gpu_memory = sum(by_id[i].memory_bytes or 0 for i in alloc.devices if i in by_id)
-    return (unused_kinds, gpu_memory)
+    chosen = [by_id[i] for i in alloc.devices if i in by_id]
+    migs = sum(1 for g in chosen if g.mig is not None)
+    return (unused_kinds, migs, sum(g.memory_bytes or 0 for g in chosen))
 
 
 def _placements(
@@ -150,7 +152,7 @@ def _placements(
         est = estimate_for(job, node) if use_estimates else None
         mct = (0.0, est) if est is not None else (1.0, 0.0)
         local = -job.locality.get(node.name, 0.0)
-        ranked.append(((*mct, local, fit[0], fit[1], *slack), node.name, alloc))
+        ranked.append(((*mct, local, *fit, *slack), node.name, alloc))
     ranked.sort(key=lambda r: (r[0], r[1]))
     return [r[2] for r in ranked]
 
