@@ -34,11 +34,9 @@ PART_FDS = 256
 
 
 # A frame of at most this many bytes that holds whole files is kept in memory until its hash
-# checks out, then its files are written, synced (SYNC_THREADS at a time) and renamed as a
-# batch: a packed frame of small files costs no journal and no part file left open per file.
+# checks out, then its files are written and renamed into place (see commit_whole): a packed
+# frame of small files costs no journal, no part file left open and no sync per file.
 BUFFERED_FRAME_BYTES = 64 * 1024 * 1024
-WHOLE_BATCH_FILES = 256  # two batches open at a time: well inside a default fd limit of 1024
-SYNC_THREADS = 8
 
 
 def open_subdir(parent, name, create, shown):
@@ -84,6 +82,19 @@ def open_nofollow(parent, name, flags):
             raise
     os.unlink(name, dir_fd=parent)
     return os.open(name, flags | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+
+
+def sync_filesystem(fd):
+    """Write back everything of the filesystem that holds fd (syncfs(2); sync(2) where the C
+    library has no syncfs)."""
+    try:
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()
 
 
 def create_fresh(parent, name):
@@ -221,7 +232,7 @@ class FilesSink:
 
         self.fds, self.opened, self.done = collections.OrderedDict(), set(), {}
         self.pending, self.pending_bytes = [], 0
-        self.whole_done, self.pool, self.syncing = set(), None, None  # see commit_whole
+        self.whole_done = set()  # files committed whole (commit_whole)
         for entry in dirs:
             os.fchmod(self.tree.dir_fd(self.tree.rel(entry["path"])), entry["mode"] & 0o7777)
         for entry in links:
@@ -328,50 +339,26 @@ class FilesSink:
         self.commit_whole([(t[0], view[t[2] : t[2] + t[3]]) for t in targets if self.whole(t)])
 
     def commit_whole(self, pieces):
-        """Whole files ((index, bytes), ...) into place in batches of WHOLE_BATCH_FILES: each
-        written to a fresh part file with its mode and mtime; a batch is synced (several at
-        once) while the next one is written, then renamed into place as a whole."""
-        for at in range(0, len(pieces), WHOLE_BATCH_FILES):
-            written = []
-            try:
-                for index, data in pieces[at : at + WHOLE_BATCH_FILES]:
-                    if index in self.fds:  # a part file of an earlier, chunked attempt
-                        os.close(self.fds.pop(index))
-                    parent, name = self.place(index)
-                    fd = create_fresh(parent, name + PART)
-                    written.append((index, fd))
-                    while data:
-                        data = data[os.write(fd, data) :]
-                    entry = self.files[index]
-                    os.fchmod(fd, entry["mode"] & 0o7777)
-                    if entry.get("mtime_ns") is not None:  # the source's: cp's quick check
-                        os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
-            except BaseException:
-                for _, fd in written:
-                    os.close(fd)
-                raise
-            self.settle()
-            if self.pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self.pool = ThreadPoolExecutor(SYNC_THREADS)
-            syncing = [self.pool.submit(os.fdatasync, fd) for _, fd in written]
-            self.syncing = (syncing, written)
-
-    def settle(self, rename=True):
-        """Wait for the batch being synced, close its files and rename them into place."""
-        if self.syncing is None:
-            return
-        syncing, written = self.syncing
-        self.syncing = None
-        try:
-            for future in syncing:
-                future.result()
-        finally:
-            for _, fd in written:
-                os.close(fd)
-        for index, _ in written if rename else ():
+        """Whole files ((index, bytes), ...) into place: each written to a fresh part file with
+        its mode and mtime, then renamed over its name. Nothing is synced per file (as rsync,
+        tar and cp(1)): finish() syncs the destination's filesystem once, before any file is
+        reported complete. A crash before that leaves such a file short (ext4 and XFS allocate
+        its blocks when they write it back), never with the source's size and wrong bytes, so
+        the quick check of the next copy sends it again."""
+        for index, data in pieces:
+            if index in self.fds:  # a part file of an earlier, chunked attempt
+                os.close(self.fds.pop(index))
             parent, name = self.place(index)
+            fd = create_fresh(parent, name + PART)
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+                entry = self.files[index]
+                os.fchmod(fd, entry["mode"] & 0o7777)
+                if entry.get("mtime_ns") is not None:  # the source's: cp's quick check
+                    os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+            finally:
+                os.close(fd)
             os.rename(name + PART, name, src_dir_fd=parent, dst_dir_fd=parent)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name + JOURNAL, dir_fd=parent)
@@ -394,8 +381,9 @@ class FilesSink:
 
     def finish(self):
         """Rename every complete file into place; the paths that are complete."""
-        self.settle()
         self.flush()
+        if self.whole_done:
+            sync_filesystem(self.tree.dir_fd(""))
         done = []
         for index, entry in enumerate(self.files):
             path = entry["path"]
@@ -433,15 +421,10 @@ class FilesSink:
         return done
 
     def close(self):
-        with contextlib.suppress(OSError):
-            self.settle(rename=False)  # an error cut the copy short: its parts stay parts
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
         self.tree.close()
-        if self.pool is not None:
-            self.pool.shutdown()
-            self.pool = None
 
     def discard(self, done):
         """Remove the part files and journals of the files not in ``done`` (the disk is
