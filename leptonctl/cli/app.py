@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any
 
 import typer
@@ -52,7 +53,7 @@ class LazyCommand:
         return command
 
 
-_OWN_OPTIONS = {"ignore_unknown_options": True}  # the rest of the line goes to the host
+_OWN_OPTIONS = MappingProxyType({"ignore_unknown_options": True})  # the rest goes to the host
 
 COMMANDS: tuple[LazyCommand, ...] = (
     LazyCommand(
@@ -167,7 +168,11 @@ class _LazyCommands(MutableMapping[str, Any]):
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._loaded:
-            self._loaded[name] = self._table[name].load()
+            entry = self._table[name]  # KeyError: no such command
+            try:
+                self._loaded[name] = entry.load()
+            except KeyError as exc:  # a fault in the command's module, not a missing name
+                raise RuntimeError(f"cannot load the command {name!r}: {exc!r}") from exc
         return self._loaded[name]
 
     def __setitem__(self, name: str, command: Any) -> None:
