@@ -32,63 +32,18 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_status import FLOOR, ensure_ansible  # noqa: E402
+from bench_status import FLOOR, HostClock, Sample, ensure_ansible, measure  # noqa: E402
 
 from tests.lab import WIDE_SUBNET, Lab  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-@dataclass(frozen=True)
-class Sample:
-    wall: float
-    operator_cpu: float
-    operator_rss_mb: float
-    host_cpu: float
-
-
-class HostClock:
-    """CPU used by the lab's hosts: their sshd listeners' own time plus their reaped
-    children's (each connection's sshd, the login shell, the agent)."""
-
-    def __init__(self, lab: Lab) -> None:
-        self.pids = [h.sshd_pid for h in lab.hosts if h.sshd_pid is not None]
-
-    def seconds(self) -> float:
-        total = 0
-        for pid in self.pids:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-        return total / TICK
-
-
-def measure(argv: list[str], env: dict[str, str], hosts: HostClock) -> Sample:
-    before = hosts.seconds()
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    errors = proc.stderr.read() if proc.stderr else b""
-    if proc.stderr:
-        proc.stderr.close()
-    if status != 0:
-        raise SystemExit(f"{argv[:5]} failed ({status}):\n{errors.decode(errors='replace')}")
-    time.sleep(0.5)  # the hosts' last sessions end and are reaped
-    return Sample(
-        wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, hosts.seconds() - before
-    )
 
 
 def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
