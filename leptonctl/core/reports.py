@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.capacity import NodeCapacity, effective_capacity
 from leptonctl.core.facts import HostFacts
-from leptonctl.core.netgraph import LinkMeasurement
-from leptonctl.core.playbook import PlannedStep
-from leptonctl.core.scheduler import Plan
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
+
+if TYPE_CHECKING:  # annotations only: a command that reads jobs loads no playbook code
+    from leptonctl.core.netgraph import LinkMeasurement
+    from leptonctl.core.playbook import PlannedStep
+    from leptonctl.core.scheduler import Plan
 
 # -- status ----------------------------------------------------------------------------
 
