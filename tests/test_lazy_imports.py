@@ -78,6 +78,18 @@ def test_jobs_on_the_local_default_loads_no_ssh_stack_and_no_graph(tmp_path: Pat
     assert packages(modules) & {"asyncssh", "networkx", "psycopg"} == set()
 
 
+def test_node_list_and_a_local_job_load_no_ssh_stack_and_no_graph(tmp_path: Path) -> None:
+    """On the local default, nothing needs SSH: listing nodes, running a job to its end and
+    showing it as JSON load neither asyncssh nor networkx (nor rich and PyYAML for JSON)."""
+    for argv in (["node", "list", "--json"], ["submit", "--wait", "--", "true"]):
+        code, modules = loaded_by(argv, tmp_path)
+        assert code == 0, argv
+        assert packages(modules) & {"asyncssh", "networkx", "psycopg"} == set(), argv
+    code, modules = loaded_by(["show", "1", "--json"], tmp_path)
+    assert code == 0
+    assert packages(modules) & set(HEAVY) == set()
+
+
 def test_a_command_loads_its_own_module_only(tmp_path: Path) -> None:
     code, modules = loaded_by(["state", "--help"], tmp_path)
     assert code == 0
