@@ -42,8 +42,8 @@ agent = importlib.import_module(found.group(1) + ".datasets")
 wire = importlib.import_module(found.group(1) + ".wire")
 cli = importlib.import_module(found.group(1) + ".cli")
 honest = agent.scan_tree
-def scan_tree(path, chunk_size, hashed=True):
-    doc = honest(path, chunk_size, hashed)
+def scan_tree(path, chunk_size, hashed=True, pack=False):
+    doc = honest(path, chunk_size, hashed)  # one entry per file: what the host claims below
     with open({extra!r}) as fh:
         claim = json.load(fh)
     if isinstance(claim, str):  # an error message of the host's choosing
@@ -273,10 +273,11 @@ def test_a_damaged_stored_manifest_spoils_only_its_own_dataset(
     state = operator_home / ".local" / "share" / "leptonctl" / "state.db"
     db = sqlite3.connect(state)
     (text,) = db.execute("SELECT manifest FROM datasets WHERE name = 'bad'").fetchone()
-    entry = json.loads(text)["entries"][0]
+    ((digest, size),) = json.loads(text)["chunks"]  # the one chunk of the file "bad"
     damaged = {"kind": "dir", "entries": [
         {"path": "link", "type": "symlink", "mode": 511, "size": 0, "target": str(tmp_path)},
-        {**entry, "path": "link/planted"},
+        {"path": "link/planted", "type": "file", "mode": 420, "size": size,
+         "chunks": [{"hash": digest, "size": size}]},
     ]}  # fmt: skip
     db.execute("UPDATE datasets SET manifest = ? WHERE name = 'bad'", (json.dumps(damaged),))
     db.commit()
@@ -284,7 +285,8 @@ def test_a_damaged_stored_manifest_spoils_only_its_own_dataset(
     code, out, err = cli(capsys, "data", "ls", "--json")
     assert code == 0, err
     assert {d["name"] for d in json.loads(out)["datasets"]} == {"good", "bad"}
-    assert "bad@1" in err and "unreadable" in err
+    code, _, err = cli(capsys, "data", "ls", "bad")  # a listing never reads manifests; this does
+    assert code == ExitCode.FAILED and "bad@1" in err and "unreadable" in err
     code, _, err = cli(capsys, "data", "get", "bad", str(tmp_path / "bad-out"))
     assert code == ExitCode.FAILED and "dataset bad@1" in err and "lies under 'link'" in err
     assert not (tmp_path / "planted").exists() and not (tmp_path / "bad-out").exists()

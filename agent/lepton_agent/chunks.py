@@ -218,7 +218,9 @@ class ChunkBatch:
 
 
 def chunk_import(data_dir, items):
-    """Copy file ranges of this host into its own chunk store, verifying each hash."""
+    """Copy file ranges of this host into its own chunk store, verifying each hash. An item
+    is one range ({"h", "n", "path", "o"}) or the segments of a pack ({"h", "n", "s":
+    [[path, offset, length], ...]}, files opened without following a symbolic link)."""
     if not isinstance(items, list):
         raise BadRequest("items must be a list")
     stored, failed = [], {}
@@ -226,17 +228,12 @@ def chunk_import(data_dir, items):
         digest, size = check_hash(item.get("h")), int(item.get("n", -1))
         sink = ChunkSink(data_dir, digest)
         try:
-            with open(item["path"], "rb", buffering=0) as fh:
-                fh.seek(int(item.get("o") or 0))
-                left = size
-                while left:
-                    block = fh.read(min(left, IO_BLOCK))
-                    if not block:
-                        break
-                    sink.write(block)
-                    left -= len(block)
+            left = size
+            follow = item.get("s") is None  # one range: its path as given, as before packs
+            for path, offset, length in import_segments(item):
+                left -= copy_segment(path, offset, min(length, left), sink, follow)
             problem = sink.commit() if not left else "the file is shorter than expected"
-        except (OSError, KeyError) as exc:
+        except (OSError, KeyError, ValueError, TypeError) as exc:
             problem = "cannot read: %s" % exc
         finally:
             sink.abort()
@@ -245,3 +242,27 @@ def chunk_import(data_dir, items):
         else:
             stored.append(digest)
     return {"schema": SCHEMA, "stored": stored, "failed": failed}
+
+
+def import_segments(item):
+    """(path, offset, length) ranges of a chunk-import item, in order."""
+    if item.get("s") is not None:
+        return [(str(p), int(o), int(n)) for p, o, n in item["s"]]
+    return [(item["path"], int(item.get("o") or 0), int(item.get("n", -1)))]
+
+
+def copy_segment(path, offset, length, sink, follow=False):
+    """Copy length bytes of path from offset into sink: the bytes copied (fewer: it is
+    shorter)."""
+    fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW))
+    done = 0
+    try:
+        while done < length:
+            block = os.pread(fd, min(length - done, IO_BLOCK), offset + done)
+            if not block:
+                break
+            sink.write(block)
+            done += len(block)
+    finally:
+        os.close(fd)
+    return done

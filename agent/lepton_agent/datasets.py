@@ -9,6 +9,7 @@ import os
 from .chunks import chunk_path, hash_range
 from .files import DestTree, check_dest, first_link_above, is_file_at, open_nofollow
 from .fsutil import IO_BLOCK, free_bytes, open_locked
+from .packing import PackedScan, manifest_entries, manifest_hashes
 from .sysinfo import read_text
 from .wire import SCHEMA, BadRequest
 
@@ -29,17 +30,22 @@ def path_info(paths):
     return {"schema": SCHEMA, "paths": infos}
 
 
-def scan_tree(path, chunk_size, hashed=True):
+def scan_tree(path, chunk_size, hashed=True, pack=False):
     """Manifest of a local file or tree: {"kind", "entries": [{"path", "type", "mode", "size",
     "mtime_ns", "chunks": [[hash, size]...], "target"}]}. Paths are relative POSIX paths ("" =
     the file). With hashed false nothing is read: chunks are [null, size] (a copy that hashes
-    while it sends)."""
+    while it sends). With pack (and hashed) the reply is a packed format-2 manifest (see
+    packing.py): small files share chunks."""
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(path):
         raise BadRequest("no such file or directory: %s" % path)
     if not isinstance(chunk_size, int) or chunk_size < 4096:
         raise BadRequest("chunk_size must be an integer >= 4096")
+    packed = PackedScan(chunk_size) if pack and hashed else None
     if os.path.isfile(path):
+        if packed is not None:
+            packed.add_file(path, "")
+            return dict(packed.finish("file"), schema=SCHEMA)
         entry = scan_file(path, "", chunk_size, hashed)
         return {"schema": SCHEMA, "kind": "file", "entries": [entry]}
     entries = []
@@ -49,15 +55,26 @@ def scan_tree(path, chunk_size, hashed=True):
         rel_top = "" if rel_top == "." else rel_top
         if rel_top:
             mode = os.stat(top).st_mode & 0o7777
-            entries.append({"path": rel_top, "type": "dir", "mode": mode, "size": 0, "chunks": [],
-                            "target": None})  # fmt: skip
+            if packed is not None:
+                packed.add_dir(rel_top, mode)
+            else:
+                entries.append({"path": rel_top, "type": "dir", "mode": mode, "size": 0,
+                                "chunks": [], "target": None})  # fmt: skip
         for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(top, d))]):
             full, rel = os.path.join(top, name), os.path.join(rel_top, name)
             if os.path.islink(full):
+                if packed is not None:
+                    packed.add_link(rel, os.readlink(full))
+                    continue
                 entries.append({"path": rel, "type": "symlink", "mode": 0o777, "size": 0,
                                 "chunks": [], "target": os.readlink(full)})  # fmt: skip
             elif os.path.isfile(full):
+                if packed is not None:
+                    packed.add_file(full, rel)
+                    continue
                 entries.append(scan_file(full, rel, chunk_size, hashed))
+    if packed is not None:
+        return dict(packed.finish("dir"), schema=SCHEMA)
     return {"schema": SCHEMA, "kind": "dir", "entries": entries}
 
 
@@ -85,11 +102,11 @@ def entry_path(dest, kind, rel):
 
 def check_manifest_entries(kind, entries):
     """Refuse a manifest with an entry under one of its own symbolic links (sub -> /etc, then
-    sub/x): built, it would write outside the dataset."""
-    links = {os.path.normpath(e.get("path") or "") for e in entries if e.get("type") == "symlink"}
+    sub/x): built, it would write outside the dataset. entries: manifest_entries tuples."""
+    links = {os.path.normpath(e[0] or "") for e in entries if e[1] == "symlink"}
     for entry in entries:
-        path = entry.get("path")
-        above = first_link_above(os.path.normpath(path or ""), links)
+        path = entry[0]
+        above = first_link_above(os.path.normpath(path or ""), links) if links else None
         if kind == "dir" and above is not None:
             raise BadRequest("manifest path %r is under its symbolic link %r" % (path, above))
 
@@ -107,7 +124,7 @@ def materialize(data_dir, dest, manifest, label=None):
     if isinstance(dest, str) and dest and not os.path.isabs(dest):
         dest = os.path.join(data_dir, dest)
     dest = check_dest(dest)
-    kind, entries = manifest.get("kind"), manifest.get("entries") or []
+    kind, entries = manifest.get("kind"), manifest_entries(manifest)
     check_manifest_entries(kind, entries)
     label = str(label or "")
     parent, name = os.path.dirname(dest), os.path.basename(dest)
@@ -115,9 +132,7 @@ def materialize(data_dir, dest, manifest, label=None):
     reused = {"schema": SCHEMA, "done": True, "missing": [], "path": dest, "reused": True}
     if built_here(dest, sidecar, label):
         return reused
-    needed = {
-        chunk_hash(c) for e in entries if e.get("type") == "file" for c in e.get("chunks", [])
-    }
+    needed = manifest_hashes(manifest)
     missing = sorted(h for h in needed if not os.path.exists(chunk_path(data_dir, h)))
     if missing:
         return {"schema": SCHEMA, "done": False, "missing": missing, "path": dest}
@@ -131,20 +146,21 @@ def materialize(data_dir, dest, manifest, label=None):
     tree = DestTree(parent)
     unique = "%s.%d.%s" % (os.uname().nodename, os.getpid(), os.urandom(4).hex())
     build = os.path.join(parent, ".%s.lepton-build.%s" % (name, unique))
-    copied = 0
+    copied, chunks = 0, OpenChunks(data_dir)
     try:
         if kind == "dir":
             os.mkdir(build, 0o755)
-        for entry in entries:
-            target = entry_path(build, kind, entry.get("path", ""))
-            if entry["type"] == "dir":
-                os.fchmod(tree.dir_fd(tree.rel(target)), entry["mode"] & 0o7777)
-            elif entry["type"] == "symlink":
+        for path, type_, mode, _, pieces, link in entries:
+            target = entry_path(build, kind, path or "")
+            if type_ == "dir":
+                os.fchmod(tree.dir_fd(tree.rel(target)), mode & 0o7777)
+            elif type_ == "symlink":
                 where, base = tree.where(target)
-                os.symlink(entry["target"], base, dir_fd=where)
+                os.symlink(link, base, dir_fd=where)
             else:
-                concatenate(data_dir, entry["chunks"], tree.where(target), entry["mode"])
+                concatenate(data_dir, pieces, tree.where(target), mode, chunks)
                 copied += 1
+        sync_tree(tree.dir_fd(""))  # one sync for the whole tree, not one per file
         fd = open_nofollow(tree.dir_fd(""), os.path.basename(sidecar),
                            os.O_WRONLY | os.O_CREAT | os.O_TRUNC)  # fmt: skip
         with os.fdopen(fd, "w") as fh:
@@ -155,6 +171,7 @@ def materialize(data_dir, dest, manifest, label=None):
             os.unlink(dest)
         os.replace(build, dest)
     finally:
+        chunks.close()
         tree.close()
         release(lock)
         if os.path.lexists(build):
@@ -202,39 +219,74 @@ def release(fd):
         os.close(fd)
 
 
-def chunk_hash(chunk):
-    """A manifest chunk: [hash, size] (scan) or {"hash", "size"} (the operator's manifest)."""
-    return chunk["hash"] if isinstance(chunk, dict) else chunk[0]
+def sync_tree(fd):
+    """Make what was written on fd's filesystem durable: syncfs(2) where libc has it (one
+    call for a tree of a million files), else sync(2)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()
 
 
-def chunk_size_of(chunk):
-    return chunk["size"] if isinstance(chunk, dict) else chunk[1]
-
-
-def concatenate(data_dir, chunks, place, mode):
-    """Write the chunks, in order, as a new file at place (directory fd, name)."""
+def concatenate(data_dir, pieces, place, mode, chunks=None):
+    """Write the pieces (chunk hash, offset in the chunk, length), in order, as a new file at
+    place (directory fd, name); not synced (the caller syncs the tree once). chunks: an
+    OpenChunks that keeps the chunk of the last piece open for the next file."""
     where, name = place
+    own = chunks is None
+    chunks = OpenChunks(data_dir) if own else chunks
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=where)
     try:
-        for chunk in chunks:
-            digest, size = chunk_hash(chunk), chunk_size_of(chunk)
-            src = os.open(chunk_path(data_dir, digest), os.O_RDONLY)
-            try:
-                left = size
-                while left:
-                    copy = getattr(os, "copy_file_range", None)
-                    try:
-                        got = copy(src, fd, left) if copy else 0
-                    except OSError:
-                        got = 0
-                    if not got:
-                        got = os.write(fd, os.read(src, min(left, IO_BLOCK)))
-                        if not got:
-                            raise OSError("chunk %s is shorter than its manifest says" % digest)
-                    left -= got
-            finally:
-                os.close(src)
-        os.fsync(fd)
-        os.fchmod(fd, mode & 0o7777)
+        for digest, offset, length in pieces:
+            copy_range(chunks.fd(digest), fd, offset, length, digest)
+        os.fchmod(fd, mode & 0o7777)  # synced with the whole tree (sync_tree)
     finally:
         os.close(fd)
+        if own:
+            chunks.close()
+
+
+class OpenChunks:
+    """The chunk file read last, kept open: the files of one pack follow each other."""
+
+    def __init__(self, data_dir):
+        self.data_dir, self.digest, self.open = data_dir, None, None
+
+    def fd(self, digest):
+        if digest != self.digest:
+            self.close()
+            self.open = os.open(chunk_path(self.data_dir, digest), os.O_RDONLY)
+            self.digest = digest
+        return self.open
+
+    def close(self):
+        if self.open is not None:
+            os.close(self.open)
+        self.digest, self.open = None, None
+
+
+def copy_range(src, fd, offset, length, digest):
+    """length bytes of src from offset to fd at its position (copy_file_range: a reflink
+    where the filesystem can)."""
+    copy = getattr(os, "copy_file_range", None)
+    left = length
+    while left:
+        try:
+            got = copy(src, fd, left, offset) if copy else 0
+        except OSError:
+            got, copy = 0, None
+        if not got:
+            block = os.pread(src, min(left, IO_BLOCK), offset)
+            if not block:
+                raise OSError("chunk %s is shorter than its manifest says" % digest)
+            view = memoryview(block)
+            while view:
+                view = view[os.write(fd, view) :]
+            got = len(block)
+        left -= got
+        offset += got

@@ -81,7 +81,7 @@ HANDLERS = {
     "chunk-drop": chunk_drop,
     "grant": lambda r, ctx: keys.grant(ctx.data_dir, r),
     "revoke": lambda r, ctx: keys.revoke(ctx.data_dir, r.transfer),
-    "scan": lambda r, ctx: datasets.scan_tree(r.path, r.chunk_size, r.hash),
+    "scan": lambda r, ctx: datasets.scan_tree(r.path, r.chunk_size, r.hash, r.pack),
     "file-status": lambda r, ctx: files.file_status(r.files, r.dest, r.dirs, r.links),
     "path-info": lambda r, ctx: datasets.path_info(r.paths),
     "materialize": lambda r, ctx: datasets.materialize(

@@ -195,6 +195,15 @@ class ScanReply(TypedDict, total=False):
     schema: int
     kind: str
     entries: List[Dict[str, Any]]
+    format: int  # 2: a packed scan, the columns below instead of entries
+    chunks: List[Any]
+    paths: List[str]
+    types: str
+    modes: List[int]
+    sizes: List[int]
+    pieces: List[List[int]]
+    links: List[Any]
+    mtimes: List[Any]
 
 
 class FileStatusReply(TypedDict, total=False):

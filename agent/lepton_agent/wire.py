@@ -509,7 +509,10 @@ class ChunkRm(Request[ChunkRmReply]):
 @dataclasses.dataclass(frozen=True)
 class ChunkImport(Request[ChunkImportReply]):
     OP = "chunk-import"
-    SUMMARY = "copy file ranges of this host [{h, n, path, o}] into its chunk store, verified"
+    SUMMARY = (
+        "copy file ranges of this host [{h, n, path, o}] or [{h, n, s: [[path, offset, "
+        "length], ...]}] (a pack of small files) into its chunk store, verified"
+    )
     items: List[Dict[str, Any]]
 
 
@@ -573,10 +576,15 @@ class Revoke(Request[RevokeReply]):
 @dataclasses.dataclass(frozen=True)
 class Scan(Request[ScanReply]):
     OP = "scan"
-    SUMMARY = "walk a path: entries {path, type, mode, size, mtime_ns, chunks, target}"
+    SUMMARY = (
+        "walk a path: entries {path, type, mode, size, mtime_ns, chunks, target}; with pack "
+        "(and hash) a packed manifest instead: small files share chunks, in columns "
+        "(format 2: chunks, paths, types, modes, sizes, pieces, links, mtimes)"
+    )
     path: str
     chunk_size: int
     hash: bool = True
+    pack: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -602,7 +610,7 @@ class PathInfo(Request[PathInfoReply]):
 @dataclasses.dataclass(frozen=True)
 class Materialize(Request[MaterializeReply]):
     OP = "materialize"
-    SUMMARY = "build a dataset at dest from local chunks"
+    SUMMARY = "build a dataset at dest from local chunks (a format 1 or 2 manifest)"
     dest: str
     manifest: Dict[str, Any]
     label: Optional[str] = None

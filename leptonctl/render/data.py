@@ -110,7 +110,7 @@ def _state(state: str) -> Text:
 
 
 def _files(record: DatasetRecord) -> int:
-    return sum(1 for e in record.manifest.entries if e.type == "file")
+    return record.manifest.file_count
 
 
 def _healthy_min(hashes: Sequence[str], replicas: Replicas, k: int) -> int:

@@ -305,7 +305,7 @@ def _dataset_summary(
         "size": record.size,
         "replicas": record.replicas,
         "chunks": len(hashes),
-        "files": sum(1 for e in record.manifest.entries if e.type == "file"),
+        "files": record.manifest.file_count,
         "healthy_min": min(healthy, default=record.replicas),
         "created": record.created,
         "completed": record.completed,

@@ -30,7 +30,13 @@ REPLICA_STATES = ("ok", "corrupt")
 
 _COLUMNS = (
     "name, version, state, created, completed, replicas, chunk_size, size, source, manifest, "
-    "created_by, created_from"
+    "created_by, created_from, files"
+)
+# What a record is read with: every column but the manifest, which is read when an entry is
+# first asked for (a listing of datasets never reads the manifest of a million files).
+_SUMMARY = (
+    "name, version, state, created, completed, replicas, chunk_size, size, source, NULL, "
+    "created_by, created_from, files"
 )
 _BATCH = 500  # host parameters per statement, well below SQLite's limit
 
@@ -83,9 +89,9 @@ class DataTable:
             version = int(latest) + 1
             self._db.execute(
                 f"INSERT INTO datasets({_COLUMNS}) "  # noqa: S608 - a constant column list
-                "VALUES (?, ?, 'writing', ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, 'writing', ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, version, now, replicas, chunk_size, manifest.size, source, text,
-                 self._actor.user, self._actor.machine),
+                 self._actor.user, self._actor.machine, manifest.file_count),
             )  # fmt: skip
             sizes = manifest.chunk_sizes()
             self._db.executemany(
@@ -273,22 +279,51 @@ class DataTable:
         return rows
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[DatasetRecord]:
-        rows = self._read(f"SELECT {_COLUMNS} FROM datasets {where}", params)  # noqa: S608
-        return [self._record(row) for row in rows]
+        rows = self._read(f"SELECT {_SUMMARY} FROM datasets {where}", params)  # noqa: S608
+        if not rows:
+            return []
+        names = sorted({str(row[0]) for row in rows})
+        tables: dict[tuple[str, int], dict[str, int]] = {}
+        for start in range(0, len(names), _BATCH):
+            batch = tuple(names[start : start + _BATCH])
+            marks = ", ".join("?" for _ in batch)
+            for name, version, digest, size in self._read(
+                "SELECT dc.name, dc.version, dc.hash, c.size FROM dataset_chunks dc "  # noqa: S608
+                f"JOIN chunks c ON c.hash = dc.hash WHERE dc.name IN ({marks}) "
+                "ORDER BY dc.name, dc.version, dc.hash",
+                batch,
+            ):
+                tables.setdefault((str(name), int(version)), {})[str(digest)] = int(size)
+        return [self._record(row, tables.get((str(row[0]), int(row[1])), {})) for row in rows]
+
+    def manifest_of(self, name: str, version: int) -> Manifest:
+        """The manifest of one version, read and checked (a damaged one says why)."""
+        rows = self._read(
+            "SELECT manifest FROM datasets WHERE name = ? AND version = ?", (name, version)
+        )
+        if not rows:
+            return Manifest.damaged(
+                f"dataset {name}@{version} is no longer in the state store {self._db.where}"
+            )
+        try:
+            return Manifest.from_dict(json.loads(rows[0][0]))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            # That version cannot be used (find_record and to_dict say why), the others can.
+            return Manifest.damaged(
+                f"the manifest of dataset {name}@{version} in {self._db.where} is unreadable: {exc}"
+            )
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self._db.read(sql, params, "read the datasets")
 
-    def _record(self, row: tuple[Any, ...]) -> DatasetRecord:
-        (name, version, state, created, completed, replicas, chunk_size, size, source, text,
-         by, origin) = row  # fmt: skip
-        try:
-            manifest = Manifest.from_dict(json.loads(text))
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            # That version cannot be used (find_record and to_dict say why), the others can.
-            manifest = Manifest.damaged(
-                f"the manifest of dataset {name}@{version} in {self._db.where} is unreadable: {exc}"
-            )
+    def _record(self, row: tuple[Any, ...], chunks: dict[str, int]) -> DatasetRecord:
+        (name, version, state, created, completed, replicas, chunk_size, size, source, _,
+         by, origin, files) = row  # fmt: skip
+        manifest = Manifest.lazy(
+            lambda: self.manifest_of(str(name), int(version)),
+            files=None if files is None else int(files),
+            chunks=lambda: chunks,
+        )
         return DatasetRecord(
             name=str(name),
             version=int(version),

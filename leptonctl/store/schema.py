@@ -170,6 +170,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX job_devices_by_job ON job_devices(job_id);
     """,
+    # 10: the number of files of a dataset version, so that a listing never reads its
+    # manifest (NULL: written before this step; counted from the manifest when asked).
+    """
+    ALTER TABLE datasets ADD COLUMN files {int};
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -220,6 +225,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "manifest",
             "created_by",
             "created_from",
+            "files",
         ),
     ),
     ("dataset_chunks", ("name", "version", "hash")),

@@ -18,9 +18,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from leptonctl.core.datasets import DAMAGED_HINT, MAX_SIZE, ChunkRef, Manifest
+from leptonctl.core.datasets import DAMAGED_HINT, ChunkRef
+from leptonctl.core.packing import chunk_ranges as chunk_ranges
+from leptonctl.core.packing import files_spec as files_spec
+from leptonctl.core.packing import manifest_from_scan as manifest_from_scan
+from leptonctl.core.packing import slice_target
 from leptonctl.core.reports import GetReport, PutReport, RemoveReport
-from leptonctl.core.scan import UnsafeScan, printable, read_scan
+from leptonctl.core.scan import UnsafeScan, printable
 from leptonctl.core.storages import LOCAL_DATA_DIR_HINT, independent_count, storage_key
 from leptonctl.errors import AgentError, HostError, LeptonError, StateError, UsageError
 from leptonctl.inventory.model import Host, Inventory
@@ -63,11 +67,6 @@ def split_location(text: str, inventory: Inventory) -> tuple[Host | None, str]:
     return None, os.path.abspath(os.path.expanduser(text))
 
 
-def manifest_from_scan(doc: Mapping[str, Any], chunk_size: int = MAX_SIZE) -> Manifest:
-    """The manifest of a hashed scan reply, checked (``UnsafeScan`` names the bad entry)."""
-    return read_scan(doc, chunk_size=chunk_size, hashed=True).to_manifest()
-
-
 def refuse_scan(host: Host, path: str, exc: UnsafeScan, error: type[LeptonError]) -> LeptonError:
     """The error for a scan that cannot be trusted: names the host, the source and the entry
     (paths as repr: printed literally, whatever they contain)."""
@@ -77,18 +76,6 @@ def refuse_scan(host: Host, path: str, exc: UnsafeScan, error: type[LeptonError]
         "entry under a symlink is refused (check the source tree, or whether that host's "
         "agent can be trusted)",
     )
-
-
-def chunk_ranges(manifest: Manifest, root: str) -> dict[str, tuple[str, int]]:
-    """hash -> (absolute path, offset) of its first occurrence under ``root``."""
-    ranges: dict[str, tuple[str, int]] = {}
-    for entry in manifest.entries:
-        offset = 0
-        path = os.path.join(root, entry.path) if entry.path else root
-        for chunk in entry.chunks:
-            ranges.setdefault(chunk.hash, (path, offset))
-            offset += chunk.size
-    return ranges
 
 
 async def put(
@@ -112,7 +99,7 @@ async def put(
             src_host = operator_host()
         try:
             scan = await sessions.request(
-                src_host, wire.Scan(path=path, chunk_size=chunk_size), DATA_OP_TIMEOUT
+                src_host, wire.Scan(path=path, chunk_size=chunk_size, pack=True), DATA_OP_TIMEOUT
             )
         except AgentError as exc:
             if exc.operation is None:
@@ -255,35 +242,11 @@ def find_record(store: Store, name: str, version: int | None) -> DatasetRecord:
 
 def usable(record: DatasetRecord) -> DatasetRecord:
     """The record, unless its stored manifest is damaged (then a ``StateError`` that names
-    that version: the other datasets stay usable)."""
-    if record.manifest.defect is not None:
+    that version: the other datasets stay usable).  A manifest the store reads lazily is
+    read here."""
+    if record.manifest.kind and record.manifest.defect is not None:
         raise StateError(record.manifest.defect, hint=DAMAGED_HINT)
     return record
-
-
-def files_spec(manifest: Manifest, dest: str, root_mode: int | None = 0o755) -> dict[str, Any]:
-    """The files-mode receiver spec that rebuilds ``manifest`` at ``dest``; a tree's top
-    directory gets ``root_mode`` (None: it exists, and keeps its own)."""
-    spec: dict[str, Any] = {"files": [], "dirs": [], "links": []}
-    if manifest.kind == "dir" and root_mode is not None:
-        spec["dirs"].append({"path": dest, "mode": root_mode})
-    for entry in manifest.entries:
-        path = os.path.join(dest, entry.path) if entry.path else dest
-        if entry.type == "dir" and not entry.path and root_mode is None:
-            continue
-        if entry.type == "dir":
-            spec["dirs"].append({"path": path, "mode": entry.mode})
-        elif entry.type == "symlink":
-            spec["links"].append({"path": path, "target": entry.target})
-        else:
-            offsets, at = [], 0
-            for chunk in entry.chunks:
-                offsets.append([at, chunk.size, chunk.hash])
-                at += chunk.size
-            spec["files"].append(
-                {"path": path, "size": entry.size, "mode": entry.mode, "chunks": offsets}
-            )
-    return spec
 
 
 async def get(
@@ -311,22 +274,23 @@ async def get(
     spec = files_spec(record.manifest, dest, None if os.path.isdir(dest) else _new_dir_mode())
     me = operator_host()
     states = await file_states(sessions, me, spec["files"], DataError, dest)
-    needed: dict[str, list[list[int]]] = defaultdict(list)
+    needed: dict[str, list[tuple[int, ...]]] = defaultdict(list)
     sizes = record.manifest.chunk_sizes()
     reused = 0
     done = {state["path"] for state in states if state["complete"]}
+    pieces = [e.chunks for e in record.manifest.entries if e.type == "file"]
     for index, (entry, state) in enumerate(zip(spec["files"], states, strict=True)):
         # Only chunks journaled next to a part file can be kept: a finished file that
         # differs is rebuilt whole (its good chunks never get into the new part file).
         part = entry["path"] + ".lepton-part"  # as the agent sees it: a file, not a link
         keep = state["complete"] or (os.path.isfile(part) and not os.path.islink(part))
         have = set(state["done"]) if keep else set()
-        for offset, _, digest in entry["chunks"]:
+        for (offset, _, _), piece in zip(entry["chunks"], pieces[index], strict=True):
             if offset in have:
                 reused += 1
             else:
-                needed[digest].append([index, offset])
-    wanted = sum(sizes[h] * len(t) for h, t in needed.items())
+                needed[piece.hash].append(slice_target(index, offset, piece, sizes[piece.hash]))
+    wanted = sum(t[3] if len(t) == 4 else sizes[h] for h, ts in needed.items() for t in ts)
     free = (await path_info(sessions, me, [dest], DataError))[0].free_bytes
     if wanted > free:
         raise DataError(
@@ -348,10 +312,7 @@ async def get(
             if not by_host:
                 break
             for host_name, hashes in by_host.items():
-                items = [
-                    wire.SendItem(sizes[h], hash=h, targets=tuple((i, o) for i, o in needed[h]))
-                    for h in hashes
-                ]
+                items = [wire.SendItem(sizes[h], hash=h, targets=tuple(needed[h])) for h in hashes]
                 for digest in hashes:
                     tried[digest].add(host_name)
                 try:

@@ -57,7 +57,15 @@ class Origin:
     """Bytes that are not on any host's store yet: ranges of files on ``host``."""
 
     host: Host
-    ranges: Mapping[str, tuple[str, int]]  # hash -> (path, offset)
+    ranges: Mapping[str, tuple[tuple[str, int, int], ...]]  # hash -> (path, offset, length)...
+
+    def item(self, digest: str, size: int) -> wire.SendItem:
+        """The frame that reads chunk ``digest`` from the files: one range of a file, or
+        the segments of a pack of small files."""
+        segments = self.ranges[digest]
+        if len(segments) == 1 and segments[0][2] == size:
+            return wire.SendItem(size, digest, segments[0][0], segments[0][1])
+        return wire.SendItem(size, digest, segments=segments)
 
 
 @dataclass
@@ -249,8 +257,7 @@ class Replicator:
                 source = sources[0]
             elif origin is not None and digest in origin.ranges:
                 source = origin.host.name
-                path, offset = origin.ranges[digest]
-                item = wire.SendItem(sizes[digest], digest, path, offset)
+                item = origin.item(digest, sizes[digest])
             else:
                 placed.shortfalls[digest] = "no healthy copy left to copy from"
                 continue
