@@ -107,7 +107,10 @@ def main() -> None:
             inventory, ini = inventories(lab, work, size)
             ips = [h.ip for h in lab.hosts[:size]]
             status = [sys.executable, "-m", "leptonctl", "-i", str(inventory)]
-            status += ["-f", str(size), "status", "--json"]
+            # every host in flight at once, and asyncssh's own login timeout (the floor's): on
+            # this lab the last of 256 handshakes waits for CPU longer than the default 10 s
+            status += ["-f", str(size), "--connect-timeout", "120", "--timeout", "300"]
+            status += ["status", "--json"]
             contenders: dict[str, Callable[[], Sample]] = {
                 "leptonctl status": lambda argv=status: measure(argv, env, hosts),
                 "floor: asyncssh + true": lambda ips=ips: measure(
