@@ -27,7 +27,6 @@ import io
 import json
 import shlex
 import sys
-import zipfile
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -36,7 +35,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
 from leptonctl.core.outputs import RunResult
-from leptonctl.core.scan import printable
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory.model import Host
 from leptonctl.remote.transport import Connection, Stream
@@ -175,6 +173,8 @@ def agent_files() -> dict[str, bytes]:
 @cache
 def agent_payload() -> bytes:
     """The deterministic archive: the same files always make the same bytes."""
+    import zipfile  # only to push: a command that finds the agent in place never packs it
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in sorted(agent_files().items()):
@@ -213,6 +213,8 @@ def payload_name() -> str:
 
 def explode(directory: Path) -> Path:
     """Unpack the payload into ``directory`` (for debugging: ``python DIR probe``)."""
+    import zipfile
+
     with zipfile.ZipFile(io.BytesIO(agent_payload())) as archive:
         archive.extractall(directory)
     return directory
@@ -413,6 +415,8 @@ class AgentSessions:
             raise
         error = reply.get("error")
         if error is not None:
+            from leptonctl.core.scan import printable
+
             raise AgentError.refused(host.name, request.OP, printable(str(error)))
         return cast(ReplyT, reply)  # its type says what it should hold: check before trusting
 
