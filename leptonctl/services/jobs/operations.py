@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.datasets import parse_input
 from leptonctl.core.jobspec import Submission
-from leptonctl.core.jobviews import nodes_from, running_view
+from leptonctl.core.jobviews import nodes_from, owned_job_tags, running_view
 from leptonctl.core.reports import DryRun
 from leptonctl.core.scheduler import (
     Job,
@@ -139,7 +139,9 @@ def dry_run(store: Store, inventory: Inventory, jobs: Sequence[Submission], now:
     unknown = tuple(h.name for h in hosts if h.capacity is None and facts.get(h.name) is None)
     drained = store.drained()
     why_not = {n: f"drained: {reason}" for n, (reason, _) in drained.items()}
-    nodes = nodes_from(hosts, facts, {h.name for h in hosts} - set(drained), why_not)
+    schedulable = {h.name for h in hosts} - set(drained)
+    ours = owned_job_tags(facts.values(), store.jobs.get)
+    nodes = nodes_from(hosts, facts, schedulable, why_not, ours=ours)
     ids = {job.name: str(i) for i, job in enumerate(jobs)}
     views = []
     for i, job in enumerate(jobs):

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from leptonctl.core.facts import HostFacts, WireError, parse_facts
-from leptonctl.core.jobviews import allocation_record, job_view, nodes_from, running_view
+from leptonctl.core.jobviews import (
+    allocation_record,
+    job_view,
+    nodes_from,
+    owned_job_tags,
+    running_view,
+)
 from leptonctl.core.scheduler import (
     Node,
     dispatch,
@@ -231,7 +237,8 @@ async def reconcile(
             parsed = facts
             if parsed is None:
                 parsed = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
-            return nodes_from(hosts, parsed, up - set(drained), why_not)
+            ours = owned_job_tags(parsed.values(), store.jobs.get)
+            return nodes_from(hosts, parsed, up - set(drained), why_not, ours=ours)
 
         starts = _decide(store, inventory, nodes, now, stage, whole)
         plain, staged = claim_starts(store, starts, staging, owner, now)

@@ -24,7 +24,13 @@ from leptonctl.core.health import (
     hardware_changes,
     hardware_signature,
 )
-from leptonctl.core.jobviews import job_view, nodes_from, removable_job_dirs, running_view
+from leptonctl.core.jobviews import (
+    job_view,
+    nodes_from,
+    owned_job_tags,
+    removable_job_dirs,
+    running_view,
+)
 from leptonctl.core.outputs import RunResult
 from leptonctl.core.playbook import PlannedStep
 from leptonctl.core.scheduler import dispatch
@@ -226,7 +232,7 @@ def preview_dispatch(store: Store, inventory: Inventory, now: float) -> dict[str
     finished = {str(i): s for i, s in store.jobs.states_of(deps).items() if s in FINAL}
     decision = dispatch(
         [job_view(r, inventory, schedulable) for r in pending],
-        nodes_from(hosts, facts, schedulable),
+        nodes_from(hosts, facts, schedulable, ours=owned_job_tags(facts.values(), store.jobs.get)),
         [running_view(r) for r in active],
         finished,
         now,
