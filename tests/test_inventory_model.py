@@ -178,3 +178,17 @@ def test_unknown_host_lookup_raises_limit_error_with_suggestion() -> None:
         inv.host("gpu1")
     assert "gpu1" in str(err.value)
     assert err.value.hint is not None and "gpu01" in err.value.hint
+
+
+@pytest.mark.parametrize("value", ["ignroe", "yes", "[ignore]", "1"])
+def test_a_mistyped_lepton_gpu_foreign_is_an_error_at_its_line(value: str) -> None:
+    with pytest.raises(InventoryError) as err:
+        one_host(f"rack: r1\nlepton_gpu_foreign: {value}\n")
+    assert (err.value.line, err.value.key) == (5, "lepton_gpu_foreign")
+    assert "'ignore' or 'busy'" in err.value.detail
+
+
+def test_lepton_gpu_foreign_ignore_and_busy_are_read() -> None:
+    assert one_host("lepton_gpu_foreign: Ignore\n").gpu_foreign_ignored
+    assert not one_host("lepton_gpu_foreign: busy\n").gpu_foreign_ignored
+    assert not one_host("rack: r1\n").gpu_foreign_ignored

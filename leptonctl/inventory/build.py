@@ -497,6 +497,18 @@ class _Resolver:
             )
         self.ssh_word("data_address", value, "data_address")
 
+    def gpu_foreign(self) -> None:
+        value = self.values.get("lepton_gpu_foreign")
+        if value is None:
+            return
+        if not isinstance(value, str) or value.strip().lower() not in ("ignore", "busy"):
+            raise self.error(
+                "lepton_gpu_foreign",
+                f"lepton_gpu_foreign must be 'ignore' or 'busy', got {value!r}",
+                hint="'ignore': GPUs with other users' processes are still handed out; "
+                "'busy' (the default): they are not",
+            )
+
     def jumps(self) -> str | None:
         value = self.proxy_jump()
         if value is None:
@@ -509,6 +521,7 @@ class _Resolver:
 
     def host(self, groups: tuple[str, ...], source: str) -> Host:
         self.data_address()
+        self.gpu_foreign()
         passwords = self.password_vars()
         kept = {k: v for k, v in self.values.items() if not _PASSWORD_VARS.fullmatch(k)}
         return Host(
