@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,12 @@ import pytest
 from agent.lepton_agent import chunks as agent_chunks
 from agent.lepton_agent import datasets as agent_datasets
 from agent.lepton_agent.packing import closes_pack, pack_below, pack_target
+from leptonctl.cli.app import run
 from leptonctl.core.datasets import ChunkRef, Manifest, ManifestEntry
 from leptonctl.core.scan import UnsafeScan
 from leptonctl.services.data.datasets import chunk_ranges, manifest_from_scan
+from leptonctl.store.interface import Store
+from tests.pg import execute_raw
 
 CHUNK = 64 * 1024  # packs of about 32 KiB: a few hundred of them in a small tree
 
@@ -220,3 +224,81 @@ def test_a_listing_reads_no_manifest() -> None:
     lazy = Manifest.lazy(load, files=1, chunks=lambda: {"a" * 64: 3})
     assert lazy.file_count == 1 and lazy.hashes() == ["a" * 64] and not loads
     assert lazy.entries[0].path == "f" and loads == [1]
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = run(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_version_stored_before_packing_still_lists_gets_and_verifies(
+    capsys: pytest.CaptureFixture[str], operator_home: Path, tmp_path: Path
+) -> None:
+    src = make_tree(tmp_path / "src", files=40)
+    assert cli(capsys, "data", "put", str(src), "old", "-k", "1")[0] == 0
+    # Rewrite its manifest as a version before packing stored it: an object per file and a
+    # chunk per file (this machine's chunk store gets those chunks, as that put made them).
+    manifest = scan(src, 1 << 20)
+    data_dir = operator_home / ".local" / "share" / "leptonctl"
+    entries = []
+    for entry in manifest.entries:
+        doc = {"path": entry.path, "type": entry.type, "mode": entry.mode, "size": entry.size}
+        if entry.type == "file":
+            data = (src / entry.path).read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            (data_dir / "chunks" / digest[:2]).mkdir(parents=True, exist_ok=True)
+            (data_dir / "chunks" / digest[:2] / digest).write_bytes(data)
+            doc["chunks"] = [{"hash": digest, "size": len(data)}]
+        entries.append(doc)
+    old = {"kind": "dir", "entries": entries}
+    db = sqlite3.connect(data_dir / "state.db")
+    db.execute("UPDATE datasets SET manifest = ?, files = NULL", (json.dumps(old),))
+    db.execute("DELETE FROM dataset_chunks")
+    rows = [("old", 1, e["chunks"][0]["hash"]) for e in entries if e.get("chunks")]
+    db.executemany("INSERT OR IGNORE INTO dataset_chunks VALUES (?, ?, ?)", rows)
+    db.executemany(
+        "INSERT OR IGNORE INTO chunks VALUES (?, ?)",
+        [(e["chunks"][0]["hash"], e["size"]) for e in entries if e.get("chunks")],
+    )
+    db.executemany(
+        "INSERT OR IGNORE INTO replicas VALUES (?, 'localhost', 'ok', 0)",
+        [(h,) for _, _, h in rows],
+    )
+    db.commit()
+    db.close()
+    code, out, err = cli(capsys, "data", "ls", "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)["datasets"]
+    assert row["files"] == 40 and row["chunks"] == len(rows)
+    code, _, err = cli(capsys, "data", "get", "old", str(tmp_path / "out"))
+    assert code == 0, err
+    for path in src.rglob("*"):
+        if path.is_file():
+            assert (tmp_path / "out" / path.relative_to(src)).read_bytes() == path.read_bytes()
+    code, out, err = cli(capsys, "data", "verify", "old", "--json")
+    assert code == 0 and json.loads(out)["healthy"], out + err
+
+
+def test_a_listing_of_datasets_never_parses_a_manifest(
+    any_store: Store, state_backend: str
+) -> None:
+    """A million-file manifest costs `data ls` nothing: only its files count and chunk rows
+    are read (here: a manifest that could not even be parsed still lists)."""
+    a, b = "a" * 64, "b" * 64
+    for name, digest in (("huge", a), ("small", b)):
+        manifest = Manifest(
+            "dir", (ManifestEntry("f", "file", 0o644, 10, (ChunkRef(digest, 10, 0),)),)
+        )
+        record = any_store.data.begin_version(
+            name, manifest=manifest, replicas=1, chunk_size=1 << 20, source="/x", now=1.0
+        )
+        any_store.data.complete(name, record.version, 2.0)
+    execute_raw(state_backend, "UPDATE datasets SET manifest = 'not json' WHERE name = 'huge'")
+    listed = {r.name: r for r in any_store.data.datasets()}
+    assert listed["huge"].manifest.file_count == 1 and listed["huge"].manifest.hashes() == [a]
+    assert listed["huge"].manifest.defect is None  # not read, so not found damaged either
+    damaged = any_store.data.get("huge")
+    assert damaged is not None and damaged.manifest.entries == ()
+    assert damaged.manifest.defect is not None and "unreadable" in damaged.manifest.defect

@@ -33,10 +33,12 @@ _COLUMNS = (
     "created_by, created_from, files"
 )
 # What a record is read with: every column but the manifest, which is read when an entry is
-# first asked for (a listing of datasets never reads the manifest of a million files).
+# first asked for (a listing of datasets never reads the manifest of a million files). A
+# version written before the files column (a small manifest, one object per file) is read
+# at once: a listing counts its files.
 _SUMMARY = (
-    "name, version, state, created, completed, replicas, chunk_size, size, source, NULL, "
-    "created_by, created_from, files"
+    "name, version, state, created, completed, replicas, chunk_size, size, source, "
+    "CASE WHEN files IS NULL THEN manifest END, created_by, created_from, files"
 )
 _BATCH = 500  # host parameters per statement, well below SQLite's limit
 
@@ -305,8 +307,11 @@ class DataTable:
             return Manifest.damaged(
                 f"dataset {name}@{version} is no longer in the state store {self._db.where}"
             )
+        return self._parse(name, version, str(rows[0][0]))
+
+    def _parse(self, name: str, version: int, text: str) -> Manifest:
         try:
-            return Manifest.from_dict(json.loads(rows[0][0]))
+            return Manifest.from_dict(json.loads(text))
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             # That version cannot be used (find_record and to_dict say why), the others can.
             return Manifest.damaged(
@@ -317,13 +322,16 @@ class DataTable:
         return self._db.read(sql, params, "read the datasets")
 
     def _record(self, row: tuple[Any, ...], chunks: dict[str, int]) -> DatasetRecord:
-        (name, version, state, created, completed, replicas, chunk_size, size, source, _,
+        (name, version, state, created, completed, replicas, chunk_size, size, source, text,
          by, origin, files) = row  # fmt: skip
-        manifest = Manifest.lazy(
-            lambda: self.manifest_of(str(name), int(version)),
-            files=None if files is None else int(files),
-            chunks=lambda: chunks,
-        )
+        if text is not None:
+            manifest = self._parse(str(name), int(version), str(text))
+        else:
+            manifest = Manifest.lazy(
+                lambda: self.manifest_of(str(name), int(version)),
+                files=None if files is None else int(files),
+                chunks=lambda: chunks,
+            )
         return DatasetRecord(
             name=str(name),
             version=int(version),

@@ -273,18 +273,22 @@ async def get(
         raise DataError(f"{dest!r} exists and is not a directory")
     spec = files_spec(record.manifest, dest, None if os.path.isdir(dest) else _new_dir_mode())
     me = operator_host()
-    states = await file_states(sessions, me, spec["files"], DataError, dest)
+    states: list[dict[str, Any]] | None = None  # a new destination: nothing to ask about
+    if os.path.lexists(dest):  # what is there already is kept where it checks
+        states = await file_states(sessions, me, spec["files"], DataError, dest)
     needed: dict[str, list[tuple[int, ...]]] = defaultdict(list)
     sizes = record.manifest.chunk_sizes()
     reused = 0
-    done = {state["path"] for state in states if state["complete"]}
+    done = {state["path"] for state in states or () if state["complete"]}
     pieces = [e.chunks for e in record.manifest.entries if e.type == "file"]
-    for index, (entry, state) in enumerate(zip(spec["files"], states, strict=True)):
-        # Only chunks journaled next to a part file can be kept: a finished file that
-        # differs is rebuilt whole (its good chunks never get into the new part file).
-        part = entry["path"] + ".lepton-part"  # as the agent sees it: a file, not a link
-        keep = state["complete"] or (os.path.isfile(part) and not os.path.islink(part))
-        have = set(state["done"]) if keep else set()
+    for index, entry in enumerate(spec["files"]):
+        have: set[int] = set()
+        if states is not None:
+            # Only chunks journaled next to a part file can be kept: a finished file that
+            # differs is rebuilt whole (its good chunks never get into the new part file).
+            part = entry["path"] + ".lepton-part"  # as the agent sees it: a file, not a link
+            keep = states[index]["complete"] or (os.path.isfile(part) and not os.path.islink(part))
+            have = set(states[index]["done"]) if keep else set()
         for (offset, _, _), piece in zip(entry["chunks"], pieces[index], strict=True):
             if offset in have:
                 reused += 1
