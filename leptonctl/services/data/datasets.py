@@ -109,6 +109,7 @@ async def put(
             manifest = manifest_from_scan(scan, chunk_size)
         except UnsafeScan as exc:
             raise refuse_scan(src_host, path, exc, DataError) from None
+        del scan  # a million files' columns: the manifest holds what is needed
         sizes = manifest.chunk_sizes()
         chunks = [ChunkRef(h, n) for h, n in sizes.items()]
         replicator = Replicator(sessions, hosts, graph, _advance(progress))
