@@ -4,9 +4,9 @@
 The scheduler prefers hosts holding more of the input bytes (``locality``);
 before the job starts, the missing chunks are copied into that host's chunk
 store from healthy replicas, and the dataset is materialised from the local
-chunks (hard links where a file is one chunk, copies otherwise).  A hop that the
-operator had to relay (central keys, no connection) is recorded as a ``hop_relayed``
-event with the job's id.
+chunks (each file a copy of its pieces: a packed chunk holds many small files).
+A hop that the operator had to relay (central keys, no connection) is recorded as
+a ``hop_relayed`` event with the job's id.
 """
 
 from __future__ import annotations
