@@ -385,3 +385,24 @@ def test_file_status_says_whether_the_dirs_and_links_are_there_as_asked(
     (dest / "via").symlink_to(elsewhere)  # a directory reached through a link is not there
     assert not tree_ok([{"path": str(dest / "via" / "inner"), "mode": 0o755}], [])
     assert src.ok("file-status", files=[], dest=str(dest))["tree_ok"] is True
+
+
+def test_the_receiver_is_told_only_the_files_that_frames_go_to() -> None:
+    from leptonctl.services.net import copy as cp
+
+    spec = {
+        "files": [{"path": f"/d/t/f{i}", "size": 10, "chunks": [[0, 10, None]]} for i in range(5)],
+        "dirs": [{"path": "/d/t", "mode": 0o755}],
+        "links": [{"path": "/d/t/l", "target": "f0"}],
+    }
+    items = [
+        wire.SendItem(20, None, None, 0, ((1, 0, 0, 10), (3, 0, 10, 10)), (("/s/f1", 0, 10),) * 2),
+        wire.SendItem(10, None, "/s/f4", 0, ((4, 0),)),
+    ]
+    sending, renumbered = cp._receiver_spec(spec, items, "/d/t", tree_ok=True)
+    assert [f["path"] for f in sending["files"]] == ["/d/t/f1", "/d/t/f3", "/d/t/f4"]
+    assert (sending["dirs"], sending["links"], sending["dest"]) == ([], [], "/d/t")
+    assert [i.targets for i in renumbered] == [((0, 0, 0, 10), (1, 0, 10, 10)), ((2, 0),)]
+    assert [i.segments for i in renumbered] == [i.segments for i in items]
+    sending, _ = cp._receiver_spec(spec, items, "/d/t", tree_ok=False)
+    assert (sending["dirs"], sending["links"]) == (spec["dirs"], spec["links"])

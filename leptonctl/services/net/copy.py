@@ -186,7 +186,8 @@ async def copy(
     transfers = Transfers(sessions, ctx.store, ctx.clock)
     clean = not items  # every stream ended without an error
     if items:
-        run = (transfers, plan, spec, items, streams, rate_bps, compress, progress, to_send)
+        sending, items = _receiver_spec(spec, items, dest, tree_ok)
+        run = (transfers, plan, sending, items, streams, rate_bps, compress, progress, to_send)
         outcomes = await _run(*run)
         if not plan.relays and all(_never_connected(o) for o in outcomes):
             # The two hosts could not connect for a reason the transfer did not recognise
@@ -216,7 +217,7 @@ async def copy(
         # parallel streams each finished before a shared file was whole: the destination
         # makes what needs no bytes and renames every file whose chunks are all in.
         try:
-            outcome = await make_tree(transfers, dst_host, spec)
+            outcome = await make_tree(transfers, dst_host, {**spec, "dest": dest})
         except HostError as exc:
             raise CopyError(f"{exc.host}: {exc.message}", hint="run the same cp again") from None
         done.update(outcome.hops[-1].files_done if outcome.hops else ())
@@ -232,6 +233,24 @@ async def copy(
         )
     report.seconds = time.monotonic() - started
     return report
+
+
+def _receiver_spec(
+    spec: Mapping[str, Any], items: Sequence[wire.SendItem], dest: str, tree_ok: bool
+) -> tuple[dict[str, Any], list[wire.SendItem]]:
+    """What the destination is told: only the files that frames go to (a rerun that sends
+    one file of 100,000 does not make the receiver read and check the other 99,999), the
+    directories and symlinks unless they are all there already, and ``dest``: nothing under
+    it is reached through a symbolic link.  The items' targets are renumbered to match."""
+    wanted = sorted({target[0] for item in items for target in item.targets})
+    renumber = {old: new for new, old in enumerate(wanted)}
+    renumbered = [
+        dataclasses.replace(item, targets=tuple((renumber[t[0]], *t[1:]) for t in item.targets))
+        for item in items
+    ]
+    files = [spec["files"][i] for i in wanted]
+    others = ([], []) if tree_ok else (spec["dirs"], spec["links"])
+    return {"files": files, "dirs": others[0], "links": others[1], "dest": dest}, renumbered
 
 
 async def _dest_states(
