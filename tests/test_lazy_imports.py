@@ -90,6 +90,71 @@ def test_node_list_and_a_local_job_load_no_ssh_stack_and_no_graph(tmp_path: Path
     assert packages(modules) & set(HEAVY) == set()
 
 
+# What a reading command with nothing to plan must not load: the scheduler and the job
+# views built on it, the facts parser, the job spec, the reports, the start machinery and
+# the documents of every other command (issue 14 item 1).
+PLANNING = (
+    "leptonctl.core.scheduler",
+    "leptonctl.core.jobviews",
+    "leptonctl.core.facts",
+    "leptonctl.core.capacity",
+    "leptonctl.core.jobspec",
+    "leptonctl.core.reports",
+    "leptonctl.services.jobs.operations",
+    "leptonctl.services.jobs.starts",
+    "leptonctl.render.documents",
+)
+
+
+def test_reading_jobs_with_nothing_queued_loads_no_planner_and_no_rich_into_a_pipe(
+    tmp_path: Path,
+) -> None:
+    """With only finished jobs in the store, `jobs`, `show` and their --json load none of
+    PLANNING, and printing a table into a pipe (not a terminal) loads no rich."""
+    assert loaded_by(["submit", "--wait", "--", "true"], tmp_path)[0] == 0
+    for argv in (
+        ["jobs"],
+        ["jobs", "--all"],
+        ["jobs", "--json"],
+        ["show", "1"],
+        ["show", "1", "--json"],
+    ):
+        code, modules = loaded_by(argv, tmp_path)
+        assert code == 0, argv
+        assert modules & set(PLANNING) == set(), argv
+        assert packages(modules) & set(HEAVY) == set(), argv
+
+
+def test_node_list_loads_no_planner_and_no_rich_into_a_pipe(tmp_path: Path) -> None:
+    for argv in (["node", "list"], ["node", "list", "--json"]):
+        code, modules = loaded_by(argv, tmp_path)
+        assert code == 0, argv
+        assert modules & (set(PLANNING) - {"leptonctl.core.reports"}) == set(), argv
+        assert packages(modules) & set(HEAVY) == set(), argv
+
+
+def test_a_pending_job_still_gets_planned_by_a_reading_command(tmp_path: Path) -> None:
+    """The lazy imports change nothing a pass does: with a job waiting (`--after` a job
+    still running), `jobs` observes and plans, loading the scheduler."""
+    assert loaded_by(["submit", "--", "sleep 60"], tmp_path)[0] == 0  # job 1 runs
+    try:
+        assert loaded_by(["submit", "--after", "1", "--", "true"], tmp_path)[0] == 0
+        code, modules = loaded_by(["jobs"], tmp_path)
+        assert code == 0
+        assert "leptonctl.core.scheduler" in modules
+    finally:
+        loaded_by(["cancel", "1", "2"], tmp_path)
+
+
+def test_the_priority_bound_is_the_job_specs() -> None:
+    """`submit --priority/--retries` bounds, written in cli.jobs without importing the
+    job spec, are the store's (core.jobspec.MAX_INT)."""
+    from leptonctl.cli.jobs import MAX_INT
+    from leptonctl.core.jobspec import MAX_INT as SPEC_MAX_INT
+
+    assert MAX_INT == SPEC_MAX_INT
+
+
 def test_a_command_loads_its_own_module_only(tmp_path: Path) -> None:
     code, modules = loaded_by(["state", "--help"], tmp_path)
     assert code == 0

@@ -178,6 +178,15 @@ def print_lines(out: Sequence[str], err: Sequence[str] = ()) -> None:
         print(line, file=sys.stderr)
 
 
+def print_table(rich_view: Callable[[], object], plain_view: Callable[[], Sequence[str]]) -> None:
+    """A table view: a rich table on a terminal; into a pipe or a file, the plain lines
+    (aligned columns, no colour, no wrapping), and rich is not even imported."""
+    if sys.stdout.isatty():
+        print_rich(rich_view())
+    else:
+        print_lines(plain_view())
+
+
 def print_rich(renderable: object) -> None:
     """A rich view (rich is imported only where a table is printed)."""
     from rich.console import Console

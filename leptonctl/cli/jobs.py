@@ -5,38 +5,23 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from leptonctl.cli.context import JsonOption, LimitOption, emit, in_context, print_rich
-from leptonctl.core.jobspec import (
-    MAX_INT,
-    Submission,
-    check_inputs,
-    check_workdir,
-    expand_array,
-    make_request,
-    parse_array,
-    parse_batch_text,
-    parse_duration,
-    parse_env,
-    parse_estimates,
-)
-from leptonctl.core.records import ACTIVE
-from leptonctl.core.reports import DryRun
-from leptonctl.core.scan import printable
+from leptonctl.cli.context import JsonOption, LimitOption, emit, in_context, print_table
 from leptonctl.errors import ExitCode, UsageError
-from leptonctl.render.documents import (
-    dry_run_document,
-    job_document,
-    jobs_document,
-    submitted_document,
-)
-from leptonctl.services.context import ServiceContext
-from leptonctl.services.jobs import operations as job_service
-from leptonctl.services.jobs import queue
-from leptonctl.services.jobs.reconcile import NODE_FAIL_AFTER, ReconcileReport
+from leptonctl.services.jobs.reconcile import NODE_FAIL_AFTER
+
+if TYPE_CHECKING:  # a reading command (`jobs`, `show`, `logs`) loads no job spec nor plan
+    from leptonctl.core.jobspec import Submission
+    from leptonctl.core.records import JobRecord
+    from leptonctl.core.reports import DryRun
+    from leptonctl.services.context import ServiceContext
+    from leptonctl.services.jobs import queue
+    from leptonctl.services.jobs.reconcile import ReconcileReport
+
+MAX_INT = 2**63 - 1  # core.jobspec.MAX_INT (a test checks), without importing the job spec
 
 
 def submit(
@@ -95,6 +80,20 @@ def submit(
     A job no allowed host could ever run is rejected with the reason (exit 1) and kept in
     the history as FAILED.
     """
+    from leptonctl.core.jobspec import (
+        Submission,
+        check_inputs,
+        check_workdir,
+        expand_array,
+        make_request,
+        parse_array,
+        parse_duration,
+        parse_env,
+        parse_estimates,
+    )
+    from leptonctl.render.documents import dry_run_document, submitted_document
+    from leptonctl.services.jobs import queue
+
     if file is not None:
         if command:
             raise UsageError("give either --file or a command, not both")
@@ -144,10 +143,13 @@ def submit(
 
 
 async def _plan(c: ServiceContext, jobs: list[Submission]) -> DryRun:
+    from leptonctl.services.jobs import queue
+
     return queue.plan(c, jobs)
 
 
 def _batch(path: Path) -> list[Submission]:
+    from leptonctl.core.jobspec import parse_batch_text
     from leptonctl.core.safeyaml import read_source  # PyYAML: only for a batch file
 
     return parse_batch_text(read_source(path, "batch file"), str(path))
@@ -176,6 +178,8 @@ def _print_dry_run(result: DryRun) -> None:
 
 def _warn_unreachable(report: ReconcileReport) -> None:
     """Unreachable hosts do not fail a reading command, but the reader should know."""
+    from leptonctl.core.scan import printable
+
     for name, error in sorted(report.unreachable.items()):
         print(
             f"warning: {name}: {printable(error.message)} ({error.kind}); "
@@ -214,6 +218,8 @@ def jobs(
         return
     if mine and user is not None:
         raise UsageError("--mine and --user name two different filters: give one")
+    from leptonctl.services.jobs import queue
+
     report, records = in_context(
         ctx,
         lambda c: queue.job_list(
@@ -223,8 +229,8 @@ def jobs(
     _warn_unreachable(report)
     emit(
         as_json,
-        lambda: jobs_document(records),
-        lambda: print_rich(_jobs_view().jobs_table(records, time.time())),
+        lambda: _documents().jobs_document(records),
+        lambda: _print_jobs(records),
     )
 
 
@@ -255,12 +261,14 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Everything about one job: state, host, devices, why it is pending."""
+    from leptonctl.services.jobs import queue
+
     report, record = in_context(ctx, lambda c: queue.job_detail(c, job_id))
     _warn_unreachable(report)
     emit(
         as_json,
-        lambda: job_document(record),
-        lambda: print_rich(_jobs_view().job_panel(record, time.time())),
+        lambda: _documents().job_document(record),
+        lambda: _print_job(record),
     )
 
 
@@ -277,6 +285,8 @@ def logs(
         sys.stdout.write(data)
         sys.stdout.flush()
 
+    from leptonctl.services.jobs import operations as job_service
+
     in_context(ctx, lambda c: job_service.job_log(c, job_id, follow, write))
 
 
@@ -289,6 +299,9 @@ def cancel(
 ) -> None:
     """Cancel jobs: pending ones leave the queue; running ones are killed as a whole tree.
     Another user's job needs --any-user."""
+    from leptonctl.core.records import ACTIVE
+    from leptonctl.services.jobs import queue
+
     results = in_context(ctx, lambda c: queue.cancel(c, job_ids, any_user))
     for job_id, state in results.items():
         print(f"job {job_id}: {'cancel requested' if state in ACTIVE else state}")
@@ -304,6 +317,7 @@ def schedule(
     ] = NODE_FAIL_AFTER,
 ) -> None:
     """Reconcile once (what cron calls): collect ended jobs, requeue lost ones, start what fits."""
+    from leptonctl.services.jobs import operations as job_service
 
     def show(report: ReconcileReport) -> None:
         lost = sorted(report.unreachable) or "-"
@@ -320,8 +334,30 @@ def schedule(
     raise typer.Exit(int(ExitCode.HOSTS_UNREACHABLE) if report.unreachable else 0)
 
 
-def _jobs_view() -> Any:
-    """The rich renderers (rich is imported only where a table is printed)."""
-    from leptonctl.render import jobs
+def _documents() -> Any:
+    """The JSON documents of the reading commands (imported only under --json)."""
+    from leptonctl.render import job_documents
 
-    return jobs
+    return job_documents
+
+
+def _print_jobs(records: list[JobRecord]) -> None:
+    from leptonctl.render import jobs as view
+    from leptonctl.render.columns import plain_table
+
+    now = time.time()
+    print_table(
+        lambda: view.jobs_table(records, now),
+        lambda: plain_table(view.JOB_COLUMNS, view.job_rows(records, now)),
+    )
+
+
+def _print_job(record: JobRecord) -> None:
+    from leptonctl.render import jobs as view
+    from leptonctl.render.columns import plain_table
+
+    now = time.time()
+    print_table(
+        lambda: view.job_panel(record, now),
+        lambda: plain_table(None, view.panel_rows(record, now), gap=2),
+    )

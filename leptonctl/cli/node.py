@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from leptonctl.cli.context import JsonOption, emit, in_context, print_rich, with_context
-from leptonctl.core.reports import NodeRow
-from leptonctl.render.documents import nodes_document
-from leptonctl.services.context import ServiceContext
+from leptonctl.cli.context import JsonOption, emit, in_context, print_table, with_context
 from leptonctl.services.hosts import nodes as service
 from leptonctl.services.jobs.reconcile import NODE_FAIL_AFTER
+
+if TYPE_CHECKING:
+    from leptonctl.core.reports import NodeRow
+    from leptonctl.services.context import ServiceContext
 
 app = typer.Typer(
     help="Drain, resume and list hosts (where new jobs may go).", no_args_is_help=True
@@ -68,10 +69,20 @@ def list_nodes(
 ) -> None:
     """Every inventory host: active or drained (and why), and its jobs."""
     rows = with_context(ctx, service.node_rows)
-    emit(as_json, lambda: nodes_document(rows), lambda: print_rich(_nodes_table(rows)))
+    emit(as_json, lambda: _nodes_document(rows), lambda: _print_nodes(rows))
 
 
-def _nodes_table(rows: list[NodeRow]) -> object:
-    from leptonctl.render.nodes import nodes_table
+def _nodes_document(rows: list[NodeRow]) -> object:
+    from leptonctl.render.job_documents import nodes_document
 
-    return nodes_table(rows, time.time())
+    return nodes_document(rows)
+
+
+def _print_nodes(rows: list[NodeRow]) -> None:
+    from leptonctl.render.columns import plain_table
+    from leptonctl.render.nodes import NODE_COLUMNS, node_lines, nodes_table
+
+    now = time.time()
+    print_table(
+        lambda: nodes_table(rows, now), lambda: plain_table(NODE_COLUMNS, node_lines(rows, now))
+    )

@@ -10,6 +10,9 @@ from typing import Any
 from leptonctl.core.capacity import effective_capacity
 from leptonctl.core.facts import HostFacts
 from leptonctl.core.records import FINAL, JobRecord
+from leptonctl.core.records import NOT_PROBED as NOT_PROBED  # re-exported: a record's views
+from leptonctl.core.records import containment as containment
+from leptonctl.core.records import gpu_devices_of as gpu_devices_of
 from leptonctl.core.scheduler import Allocation, Core, Fpga, Job, Node, Request, Running
 from leptonctl.core.scheduler.devices import gpu_devices, job_tags
 from leptonctl.core.scheduler.model import SIZES
@@ -160,15 +163,6 @@ def allocation_record(alloc: Allocation) -> dict[str, Any]:
     return record
 
 
-def gpu_devices_of(alloc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The GPU devices of a stored allocation (``{"id", "uuid"}``, uuid None where unknown);
-    an allocation recorded before devices had ids holds its whole GPUs by index."""
-    found = alloc.get("gpu_devices")
-    if isinstance(found, list) and all(isinstance(d, Mapping) and "id" in d for d in found):
-        return [{"id": str(d["id"]), "uuid": d.get("uuid")} for d in found]
-    return [{"id": str(g), "uuid": None} for g in alloc.get("gpus") or ()]
-
-
 def visible_devices(alloc: Mapping[str, Any]) -> str:
     """CUDA_VISIBLE_DEVICES for a stored allocation: the devices' UUIDs ("GPU-...",
     "MIG-...") when every one has one (stable across reordering, the only way to name a
@@ -204,30 +198,6 @@ def agent_spec(record: JobRecord, extra_env: Mapping[str, str] | None = None) ->
         "cpus": cores or None,
         "memory_bytes": int(alloc.get("memory_bytes") or 0) or None,
     }
-
-
-NOT_PROBED = "not pinned: the host's CPUs are not known (never probed, capacity only declared)"
-
-
-def containment(r: JobRecord) -> dict[str, Any]:
-    """What confines a started job: ``cpus`` (the CPU ids it is pinned to, or None),
-    ``cpus_note`` (why not pinned), ``memory_limit_bytes`` (None: no limit) and
-    ``memory_enforcement`` (how the host enforces it: sampling, rlimit; None before start)."""
-    alloc = r.allocation or {}
-    held = alloc.get("containment")
-    limit = int(alloc.get("memory_bytes") or 0) or None
-    if not alloc:
-        return {"cpus": None, "cpus_note": None, "memory_limit_bytes": None,
-                "memory_enforcement": None}  # fmt: skip
-    if isinstance(held, dict):
-        cpus, note = held.get("cpus"), held.get("cpus_note")
-        memory = held.get("memory") if limit else None
-    else:
-        cpus = list(alloc.get("cores") or ()) or None
-        note = None if cpus else NOT_PROBED
-        memory = None
-    return {"cpus": cpus, "cpus_note": note, "memory_limit_bytes": limit,
-            "memory_enforcement": memory}  # fmt: skip
 
 
 def removable_job_dirs(

@@ -88,3 +88,39 @@ class Event:
     host: str | None
     detail: Mapping[str, Any]
     actor: str | None = None  # "user@machine" of the leptonctl that recorded it
+
+
+# -- what a stored job holds (read by renderers: no scheduler needed) ----------------
+
+
+def gpu_devices_of(alloc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The GPU devices of a stored allocation (``{"id", "uuid"}``, uuid None where unknown);
+    an allocation recorded before devices had ids holds its whole GPUs by index."""
+    found = alloc.get("gpu_devices")
+    if isinstance(found, list) and all(isinstance(d, Mapping) and "id" in d for d in found):
+        return [{"id": str(d["id"]), "uuid": d.get("uuid")} for d in found]
+    return [{"id": str(g), "uuid": None} for g in alloc.get("gpus") or ()]
+
+
+NOT_PROBED = "not pinned: the host's CPUs are not known (never probed, capacity only declared)"
+
+
+def containment(r: JobRecord) -> dict[str, Any]:
+    """What confines a started job: ``cpus`` (the CPU ids it is pinned to, or None),
+    ``cpus_note`` (why not pinned), ``memory_limit_bytes`` (None: no limit) and
+    ``memory_enforcement`` (how the host enforces it: sampling, rlimit; None before start)."""
+    alloc = r.allocation or {}
+    held = alloc.get("containment")
+    limit = int(alloc.get("memory_bytes") or 0) or None
+    if not alloc:
+        return {"cpus": None, "cpus_note": None, "memory_limit_bytes": None,
+                "memory_enforcement": None}  # fmt: skip
+    if isinstance(held, dict):
+        cpus, note = held.get("cpus"), held.get("cpus_note")
+        memory = held.get("memory") if limit else None
+    else:
+        cpus = list(alloc.get("cores") or ()) or None
+        note = None if cpus else NOT_PROBED
+        memory = None
+    return {"cpus": cpus, "cpus_note": note, "memory_limit_bytes": limit,
+            "memory_enforcement": memory}  # fmt: skip

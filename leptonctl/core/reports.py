@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leptonctl.core.capacity import NodeCapacity, effective_capacity
-from leptonctl.core.facts import HostFacts
 from leptonctl.errors import HostError
 from leptonctl.inventory.model import Host
 
 if TYPE_CHECKING:  # annotations only: a command that reads jobs loads no playbook code
+    from leptonctl.core.capacity import NodeCapacity
+    from leptonctl.core.facts import HostFacts
     from leptonctl.core.netgraph import LinkMeasurement
     from leptonctl.core.playbook import PlannedStep
     from leptonctl.core.scheduler import Plan
@@ -43,6 +43,8 @@ class HostStatus:
 
     @property
     def capacity(self) -> NodeCapacity:
+        from leptonctl.core.capacity import effective_capacity  # `node list` needs none
+
         return effective_capacity(self.facts, self.host.capacity)
 
 

@@ -1,18 +1,23 @@
-"""Renderers for the job commands: queue table, one job, a dry-run plan."""
+"""Renderers for the job commands: queue table, one job, a dry-run plan.
+
+The rows are plain strings (:func:`job_rows`, :func:`panel_rows`): a terminal gets them
+as rich tables, a pipe as plain columns (``leptonctl.render.columns``), so printing the
+queue into a pipe loads no rich."""
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rich.table import Table
-from rich.text import Text
-
-from leptonctl.core.jobviews import containment, gpu_devices_of
-from leptonctl.core.records import JobRecord
-from leptonctl.core.reports import DryRun
-from leptonctl.render.text import add_row
+from leptonctl.core.records import containment, gpu_devices_of
 from leptonctl.render.units import human_age, human_bytes
+
+if TYPE_CHECKING:  # annotations only: listing jobs loads no plan (and no rich into a pipe)
+    from rich.table import Table
+
+    from leptonctl.core.records import JobRecord
+    from leptonctl.core.reports import DryRun
 
 JOB_STYLE = {  # a job state's colour, in every view of jobs
     "PENDING": "yellow",
@@ -26,32 +31,46 @@ JOB_STYLE = {  # a job state's colour, in every view of jobs
 }
 
 
-def jobs_table(records: Sequence[JobRecord], now: float) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
-    for column in ("ID", "NAME", "STATE", "HOST", "DEVICES", "TIME", "EXIT", "REASON"):
-        table.add_column(column, no_wrap=column not in ("NAME", "REASON"))
-    for r in records:
-        add_row(
-            table,
+JOB_COLUMNS = ("ID", "NAME", "STATE", "HOST", "DEVICES", "TIME", "EXIT", "REASON")
+
+
+def job_rows(records: Sequence[JobRecord], now: float) -> list[tuple[str, ...]]:
+    """The queue's rows, one per job, in ``JOB_COLUMNS`` order."""
+    return [
+        (
             str(r.id),
             r.name,
-            Text(r.state, style=JOB_STYLE.get(r.state, "")),
+            r.state,
             r.host or "-",
             devices(r),
             _elapsed(r, now),
             "-" if r.exit_code is None else str(r.exit_code),
             r.reason or "",
         )
+        for r in records
+    ]
+
+
+def jobs_table(records: Sequence[JobRecord], now: float) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    from leptonctl.render.text import add_row
+
+    table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
+    for column in JOB_COLUMNS:
+        table.add_column(column, no_wrap=column not in ("NAME", "REASON"))
+    for row in job_rows(records, now):
+        state = row[2]
+        add_row(table, *row[:2], Text(state, style=JOB_STYLE.get(state, "")), *row[3:])
     return table
 
 
-def job_panel(r: JobRecord, now: float) -> Table:
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
+def panel_rows(r: JobRecord, now: float) -> list[tuple[str, str]]:
+    """Everything about one job (``show``): (what, value) rows."""
     command = r.spec.get("command")
     request = r.spec.get("request") or {}
-    rows = [
+    return [
         ("id", str(r.id)),
         ("name", r.name),
         ("state", r.state),
@@ -73,12 +92,27 @@ def job_panel(r: JobRecord, now: float) -> Table:
         ("exit code", "-" if r.exit_code is None else str(r.exit_code)),
         ("peak RSS", human_bytes(r.peak_rss_bytes) if r.peak_rss_bytes else "-"),
     ]
-    for key, value in rows:
+
+
+def job_panel(r: JobRecord, now: float) -> Table:
+    from rich.table import Table
+
+    from leptonctl.render.text import add_row
+
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in panel_rows(r, now):
         add_row(table, key, value)
     return table
 
 
 def plan_table(result: DryRun) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    from leptonctl.render.text import add_row
+
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
     for column in ("JOB", "HOST", "DEVICES", "START", "END", "WHY"):
         table.add_column(column, no_wrap=column != "WHY")

@@ -3,21 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rich.table import Table
-from rich.text import Text
-
-from leptonctl.core.reports import NodeRow
-from leptonctl.render.text import add_row
 from leptonctl.render.units import human_age
+
+if TYPE_CHECKING:  # a pipe gets plain columns (node_lines): no rich
+    from rich.table import Table
+
+    from leptonctl.core.reports import NodeRow
+
+NODE_COLUMNS = ("HOST", "STATE", "JOBS", "SINCE", "REASON")
+NODE_STYLE = {"drained": "yellow", "active": "green"}
+
+
+def node_lines(rows: Sequence[NodeRow], now: float) -> list[tuple[str, ...]]:
+    """One row per host, in ``NODE_COLUMNS`` order."""
+    return [
+        (
+            row.host,
+            "drained" if row.drained else "active",
+            str(row.running),
+            "-" if row.since is None else f"{human_age(now - row.since)} ago",
+            row.reason or "",
+        )
+        for row in rows
+    ]
 
 
 def nodes_table(rows: Sequence[NodeRow], now: float) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    from leptonctl.render.text import add_row
+
     table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
-    for column in ("HOST", "STATE", "JOBS", "SINCE", "REASON"):
+    for column in NODE_COLUMNS:
         table.add_column(column)
-    for row in rows:
-        state = Text("drained", style="yellow") if row.drained else Text("active", style="green")
-        since = "-" if row.since is None else f"{human_age(now - row.since)} ago"
-        add_row(table, row.host, state, str(row.running), since, row.reason or "")
+    for host, state, *rest in node_lines(rows, now):
+        add_row(table, host, Text(state, style=NODE_STYLE[state]), *rest)
     return table

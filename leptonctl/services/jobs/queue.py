@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from leptonctl.core.jobspec import Submission, check_after
 from leptonctl.core.records import JobRecord
-from leptonctl.core.reports import DryRun
 from leptonctl.services import queries
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.jobs import operations as job_service
 from leptonctl.services.jobs.reconcile import ReconcileReport, reconcile
+
+if TYPE_CHECKING:  # `jobs` and `show` load neither the job spec nor the planner
+    from leptonctl.core.jobspec import Submission
+    from leptonctl.core.reports import DryRun
 
 # How a finished job maps to `submit --wait`'s exit status (documented in the README).
 WAIT_EXIT = {"COMPLETED": 0, "TIMEOUT": 124, "CANCELLED": 130, "NODE_FAIL": 3}
@@ -34,12 +36,16 @@ class Submitted:
 
 def plan(ctx: ServiceContext, jobs: Sequence[Submission]) -> DryRun:
     """``submit --dry-run``: the plan, touching neither a host nor the queue."""
+    from leptonctl.services.jobs import operations as job_service
+
     _check_after(ctx, jobs)
     return job_service.dry_run(ctx.store, ctx.inventory, jobs, ctx.clock())
 
 
 async def submit(ctx: ServiceContext, jobs: Sequence[Submission]) -> Submitted:
     """Queue ``jobs`` (all or none), then reconcile once: what fits starts now."""
+    from leptonctl.services.jobs import operations as job_service
+
     _check_after(ctx, jobs)
     ids = job_service.enqueue(ctx.store, ctx.inventory, jobs, ctx.clock())
     report = await reconcile(ctx)
@@ -49,6 +55,8 @@ async def submit(ctx: ServiceContext, jobs: Sequence[Submission]) -> Submitted:
 async def wait_exit_code(ctx: ServiceContext, ids: Sequence[int]) -> int:
     """Wait until every job in ``ids`` has ended; the exit status ``submit --wait`` gives:
     the first job's that did not complete (0 when all did)."""
+    from leptonctl.services.jobs import operations as job_service
+
     records = await job_service.wait_for(ctx, ids)
     worst = 0
     for record in records:
@@ -92,10 +100,14 @@ async def job_detail(ctx: ServiceContext, job_id: int) -> tuple[ReconcileReport,
 
 async def cancel(ctx: ServiceContext, ids: Sequence[int], any_user: bool = False) -> dict[int, str]:
     """Cancel jobs, then reconcile once (a cancelled pending job leaves the queue now)."""
+    from leptonctl.services.jobs import operations as job_service
+
     results = await job_service.cancel(ctx, ids, any_user)
     await observe(ctx)
     return results
 
 
 def _check_after(ctx: ServiceContext, jobs: Sequence[Submission]) -> None:
+    from leptonctl.core.jobspec import check_after
+
     check_after(jobs, lambda job_id: ctx.store.jobs.get(job_id) is not None)

@@ -14,36 +14,23 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from leptonctl.core.facts import HostFacts, WireError, parse_facts
-from leptonctl.core.jobviews import (
-    allocation_record,
-    job_view,
-    nodes_from,
-    owned_job_tags,
-    running_view,
-)
-from leptonctl.core.scheduler import (
-    Node,
-    dispatch,
-)
-from leptonctl.core.scheduler.allocate import could_ever_fit
-from leptonctl.core.scheduler.dispatch import allowed_nodes
 from leptonctl.errors import AgentError, HostError
 from leptonctl.inventory import Host, Inventory
-from leptonctl.remote.transport import Connection
 from leptonctl.services.context import ServiceContext
-from leptonctl.services.jobs.starts import (
-    Staging,
-    claim_starts,
-    new_owner,
-    stage_and_start,
-    start_jobs,
-)
+from leptonctl.store.claims import new_claimant
 from leptonctl.store.interface import Store
 from leptonctl.store.jobs import FINAL, JobRecord
 
 if TYPE_CHECKING:
+    from leptonctl.core.facts import HostFacts
+    from leptonctl.core.scheduler import Node
     from leptonctl.remote.agent import AgentSessions
+    from leptonctl.remote.transport import Connection
+    from leptonctl.services.jobs.starts import Staging
+
+# The scheduler, the job views, the facts parser and the start machinery are imported where
+# a pass needs them (a job active, pending or to start): a pass with nothing to do, the one
+# every reading command begins with when nothing is queued, loads none of them.
 
 FACTS_MAX_AGE = 600.0  # seconds before a host's stored capacity is probed again
 NODE_FAIL_AFTER = 120.0  # seconds a host may be unreachable before its jobs are NODE_FAIL
@@ -54,11 +41,16 @@ NODE_FAIL_AFTER = 120.0  # seconds a host may be unreachable before its jobs are
 
 def stored_facts(store: Store, hosts: Sequence[Host]) -> dict[str, tuple[float, HostFacts | None]]:
     out: dict[str, tuple[float, HostFacts | None]] = {}
-    for name, stored in store.load_facts([h.name for h in hosts]).items():
+    stored = store.load_facts([h.name for h in hosts])
+    if not stored:
+        return out
+    from leptonctl.core.facts import WireError, parse_facts
+
+    for name, facts in stored.items():
         try:
-            out[name] = (stored.probed_at, parse_facts(stored.document))
+            out[name] = (facts.probed_at, parse_facts(facts.document))
         except WireError:
-            out[name] = (stored.probed_at, None)
+            out[name] = (facts.probed_at, None)
     return out
 
 
@@ -87,6 +79,10 @@ def hosts_to_observe(
     wanted = {r.host for r in active if r.host} | {h for h, ids in orphans.items() if ids}
     waiting = [r for r in pending if r.state == "PENDING" and not r.cancel_requested]
     if waiting:
+        from leptonctl.core.jobviews import job_view, nodes_from
+        from leptonctl.core.scheduler.allocate import could_ever_fit
+        from leptonctl.core.scheduler.dispatch import allowed_nodes
+
         names = {h.name for h in inventory.hosts}
         nodes = nodes_from(inventory.hosts, facts, names)  # capacity only: who is up is moot
         for record in waiting:
@@ -141,6 +137,8 @@ async def reconcile(
     none of those hosts could run nor rewrites why a job waits.
     """
     if staging is None and stage:
+        from leptonctl.services.jobs.starts import Staging
+
         mine = Staging()
         try:
             report = await reconcile(
@@ -151,7 +149,7 @@ async def reconcile(
         finally:
             await mine.close()
     inventory, options, store, clock = ctx.inventory, ctx.options, ctx.store, ctx.clock
-    owner = staging.owner if staging is not None else new_owner()
+    owner = staging.owner if staging is not None else new_claimant()  # starts.new_owner()
     report = ReconcileReport()
     hosts = list(inventory.hosts)
     by_name = {h.name: h for h in hosts}
@@ -237,18 +235,29 @@ async def reconcile(
             parsed = facts
             if parsed is None:
                 parsed = {n: f for n, (_, f) in stored_facts(store, hosts).items()}
+            from leptonctl.core.jobviews import nodes_from, owned_job_tags
+
             ours = owned_job_tags(parsed.values(), store.jobs.get)
             return nodes_from(hosts, parsed, up - set(drained), why_not, ours=ours)
 
         starts = _decide(store, inventory, nodes, now, stage, whole)
-        plain, staged = claim_starts(store, starts, staging, owner, now)
-    if staging is not None:
+        plain: list[int] = []
+        staged: list[int] = []
+        if starts:
+            from leptonctl.services.jobs.starts import claim_starts
+
+            plain, staged = claim_starts(store, starts, staging, owner, now)
+    if staging is not None and staged:
+        from leptonctl.services.jobs.starts import stage_and_start
+
         for job_id in staged:
             work = stage_and_start(
                 ctx.sessions, store, job_id, by_name, staging.owner, clock, report
             )
             staging.spawn(job_id, work)
     if plain:
+        from leptonctl.services.jobs.starts import start_jobs
+
         await start_jobs(ctx.sessions, store, plain, by_name, clock, report, owner)
     return report
 
@@ -458,6 +467,8 @@ def _decide(
         return [r.id for r in starting]
     nodes = nodes_now()
     up = {n.name for n in nodes if n.schedulable}
+    from leptonctl.core.jobviews import allocation_record, job_view, running_view
+    from leptonctl.core.scheduler import dispatch
     from leptonctl.services.jobs.inputs import input_locality  # the data layer: pending only
 
     active = [r for r in queued if r.state != "PENDING"]
