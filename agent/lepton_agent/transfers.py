@@ -164,7 +164,10 @@ class NextHop:
 
 def receive(data_dir, transfer_id):
     """The forced command of a transfer key: receive frames, store them, pass them on."""
+    import gc
     import hashlib
+
+    gc.disable()  # a process of its own; a spec of 100,000 files is no garbage to look for
 
     spec = read_transfer_spec(data_dir, transfer_id)
     try:  # one-shot: nobody can use this key again
@@ -363,7 +366,10 @@ def send(data_dir, spec):
     and a trailer line {"h": hash} follows the bytes. With "store": true the sender also keeps
     a copy of every item in its own chunk store (a `put host:/path` whose source host is a
     replica)."""
+    import gc
     import hashlib
+
+    gc.disable()  # a process of its own (see receive)
 
     transfer_id = check_transfer_id(spec.get("transfer"))
     if not isinstance(spec.get("next"), dict):

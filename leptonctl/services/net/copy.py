@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import gc
 import posixpath
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from leptonctl.core.hops import OPERATOR, RelayedHop, classify_hop_error
 from leptonctl.core.netgraph import Route, best_route
@@ -40,6 +42,8 @@ from leptonctl.services.data.datasets import (
 )
 
 CP_CHUNK_SIZE = 16 << 20
+P = ParamSpec("P")
+R = TypeVar("R")
 # Files below PACK_FILE_BYTES go many to a frame (a packed item of at most PACK_BYTES and
 # PACK_FILES files): the receiver writes and commits each frame's files as one batch, so a tree
 # of small files costs a few round trips of the disk per frame, not a few per file.
@@ -116,6 +120,27 @@ async def _reachable(sessions: AgentSessions, host: Host) -> bool:
     return True
 
 
+def without_gc(
+    fn: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Python's cyclic garbage collector off while fn runs: the listings of a big tree are
+    hundreds of thousands of small acyclic objects, which it would scan again and again (a
+    third of a 100,000-file no-op copy's time) without ever finding garbage."""
+
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            if collecting:
+                gc.enable()
+
+    return run
+
+
+@without_gc
 async def copy(
     ctx: ServiceContext,
     src: str,
