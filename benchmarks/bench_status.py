@@ -99,6 +99,38 @@ def measure(argv: list[str], env: dict[str, str], hosts: HostClock | None = None
     return Sample(wall, cpu, usage.ru_maxrss / 1024, used)
 
 
+# Runs a Python program (``-m MODULE`` or ``-c CODE``) and prints, on stderr's last line, when it
+# first connected to a host and when it ended, in seconds after this hook started.
+FIRST_CONNECT = """
+import atexit, runpy, socket, sys, time
+started, marks = time.perf_counter(), []
+connect = socket.socket.connect
+def hooked(sock, address, *rest):
+    if isinstance(address, tuple) and not marks:
+        marks.append(time.perf_counter() - started)
+    return connect(sock, address, *rest)
+socket.socket.connect = hooked
+atexit.register(lambda: sys.stderr.write("\\n%.4f %.4f\\n" % (
+    marks[0] if marks else -1, time.perf_counter() - started)))
+kind, target, sys.argv = sys.argv[1], sys.argv[2], [sys.argv[2]] + sys.argv[3:]
+if kind == "-m":
+    runpy.run_module(target, run_name="__main__")
+else:
+    exec(compile(target, "<floor>", "exec"), {"__name__": "__main__"})
+"""
+
+
+def first_connect(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(seconds to the first host connection, seconds to the end) of ``python -m/-c ...``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", FIRST_CONNECT, *argv[1:]], env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[:4]} failed ({proc.returncode}):\n{proc.stderr}")
+    first, end = proc.stderr.strip().splitlines()[-1].split()
+    return float(first), float(end)
+
+
 def timed(argv: list[str], env: dict[str, str]) -> float:
     return measure(argv, env).wall
 
@@ -253,6 +285,10 @@ def main() -> None:
         warm = warm_refresh_seconds(lab, inventory, max(5, args.runs))
         timed(leptonctl, env)  # the agent of this very tree is on the hosts
         parts = probe_parts(lab)
+        phases: dict[str, list[tuple[float, float]]] = {"status": [], "floor": []}
+        for _ in range(args.runs):
+            phases["status"].append(first_connect(leptonctl, env))
+            phases["floor"].append(first_connect(floor, env))
         load = os.getloadavg()[0]
 
     med = {name: statistics.median(s.wall for s in values) for name, values in samples.items()}
@@ -293,6 +329,13 @@ def main() -> None:
     )
     if "leptonctl status (baseline)" in med:
         print(f"| cold status / baseline | {cold / med['leptonctl status (baseline)']:.2f} | |")
+    print("\nWhen the first host is contacted (medians, seconds after the interpreter starts):\n")
+    print("| program | first connection | end | after the first connection |")
+    print("|---|---|---|---|")
+    for name, runs in phases.items():
+        first = statistics.median(f for f, _ in runs)
+        end = statistics.median(e for _, e in runs)
+        print(f"| {name} | {first:.3f} | {end:.3f} | {end - first:.3f} |")
     print("\nOne probe on a host, by parts (CPU ms per run, 30 runs each):\n")
     print("| part | CPU ms |")
     print("|---|---|")
