@@ -25,7 +25,7 @@ from tests.pg import execute_raw
 CHUNK = 64 * 1024  # packs of about 32 KiB: a few hundred of them in a small tree
 
 
-def make_tree(root: Path, files: int = 2000, seed: int = 7) -> Path:
+def make_tree(root: Path, files: int = 1000, seed: int = 7) -> Path:
     rng = random.Random(seed)
     for i in range(files):
         sub = root / f"d{i // 100:02}"
@@ -43,7 +43,7 @@ def test_small_files_share_chunks_of_about_half_the_chunk_size(tmp_path: Path) -
     manifest = scan(make_tree(tmp_path / "t"))
     sizes = manifest.chunk_sizes()
     files = [e for e in manifest.entries if e.type == "file"]
-    assert len(files) == 2000 and len(sizes) < len(files) / 4  # not a chunk per file
+    assert len(files) == 1000 and len(sizes) < len(files) / 4  # not a chunk per file
     assert max(sizes.values()) <= CHUNK
     mean = sum(sizes.values()) / len(sizes)
     assert pack_target(CHUNK) / 3 < mean < CHUNK  # about the target, bounded by the chunk size
@@ -63,7 +63,7 @@ def test_one_changed_file_changes_about_one_chunk(tmp_path: Path) -> None:
     before = set(scan(root).chunk_sizes())
     rng = random.Random(1)
     new_counts = []
-    for i in rng.sample(range(2000), 12):
+    for i in rng.sample(range(1000), 12):
         path = root / f"d{i // 100:02}" / f"f{i:05}.bin"
         path.write_bytes(os.urandom(rng.randint(1, 4096)))
         after = set(scan(root).chunk_sizes())
