@@ -1,12 +1,19 @@
 """A table printed into a pipe is plain aligned columns (no rich loaded, see
 test_lazy_imports.py): the same cells, in the same places, as a wide terminal shows,
-less the colour; every cell literal.  The JSON documents of the reading commands are the
-ones render.documents makes.  About 1 s.
+less the colour; every cell literal.  On a terminal it fits, the same columns in the rich
+table's styles, still without rich.  The JSON documents of the reading commands are the
+ones render.documents makes.  About 10 s (a few fresh interpreters on a pseudo-terminal).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +24,18 @@ from leptonctl.core.records import JobRecord
 from leptonctl.core.reports import NodeRow
 from leptonctl.render import documents, job_documents
 from leptonctl.render.columns import cell_width, plain_table
-from leptonctl.render.jobs import JOB_COLUMNS, job_panel, job_rows, jobs_table, panel_rows
-from leptonctl.render.nodes import NODE_COLUMNS, node_lines, nodes_table
+from leptonctl.render.jobs import (
+    JOB_COLUMNS,
+    job_panel,
+    job_rows,
+    job_style,
+    jobs_table,
+    panel_rows,
+    panel_style,
+)
+from leptonctl.render.nodes import NODE_COLUMNS, node_lines, node_style, nodes_table
+
+ROOT = Path(__file__).resolve().parent.parent
 
 NOW = 1_795_370_100.0
 
@@ -120,3 +137,125 @@ def test_the_reading_commands_documents_are_render_documents(
     assert run(["show", "1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["id"] == 1 and shown["state"] == "COMPLETED"
+
+
+def styled(ansi: str) -> list[tuple[str, frozenset[str]]]:
+    """Each visible character of terminal output with the SGR codes in force (blanks,
+    whose style cannot be seen, left out)."""
+    shown: list[tuple[str, frozenset[str]]] = []
+    codes: set[str] = set()
+    at = 0
+    while at < len(ansi):
+        if ansi.startswith("\x1b[", at):
+            end = ansi.index("m", at)
+            params = ansi[at + 2 : end]
+            codes = set() if params in ("", "0") else codes | set(params.split(";"))
+            at = end + 1
+            continue
+        if not ansi[at].isspace():
+            shown.append((ansi[at], frozenset(codes)))
+        at += 1
+    return shown
+
+
+NODES = [NodeRow("a", True, "fan", NOW - 90, 0), NodeRow("b", False, None, None, 2)]
+
+
+@pytest.mark.parametrize(
+    ("rich_view", "ours"),
+    [
+        (
+            lambda: jobs_table(RECORDS, NOW),
+            lambda: plain_table(JOB_COLUMNS, job_rows(RECORDS, NOW), style=job_style),
+        ),
+        (
+            lambda: job_panel(RECORDS[1], NOW),
+            lambda: plain_table(None, panel_rows(RECORDS[1], NOW), gap=2, style=panel_style),
+        ),
+        (
+            lambda: nodes_table(NODES, NOW),
+            lambda: plain_table(NODE_COLUMNS, node_lines(NODES, NOW), style=node_style),
+        ),
+    ],
+    ids=["jobs", "show", "node-list"],
+)
+def test_a_terminal_gets_the_rich_tables_styles_without_rich(rich_view: Any, ours: Any) -> None:
+    """Where the table fits the terminal, the lines printed without rich show every
+    character in the colour and weight the rich table gives it."""
+    out = io.StringIO()
+    Console(file=out, width=300, color_system="standard", force_terminal=True).print(rich_view())
+    assert styled("\n".join(ours())) == styled(out.getvalue())
+
+
+PROBE = (
+    "import sys\n"
+    "from leptonctl.cli.app import run\n"
+    "code = run(sys.argv[1:])\n"
+    "print('@@', code, 'rich' in sys.modules, file=sys.stderr)\n"
+)
+
+
+def on_a_terminal(argv: list[str], home: Path, **env: str) -> tuple[str, str]:
+    """Run leptonctl with its stdout on a pseudo-terminal: (what it showed, its exit code
+    and whether it loaded rich)."""
+    main, child = pty.openpty()
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LEPTONCTL_")},
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "PYTHONPATH": str(ROOT),
+        "TERM": "xterm",
+        **env,
+    }
+    for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        if name not in env:
+            environ.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *argv],
+        stdout=child,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environ,
+        cwd=home,
+        timeout=60,
+    )
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(main)
+    return b"".join(chunks).decode(), done.stderr.rpartition("@@")[2].strip()
+
+
+def test_the_queue_on_a_terminal_is_styled_without_rich_unless_too_wide(tmp_path: Path) -> None:
+    """On a terminal the queue is the styled columns (no rich) when it fits; a terminal
+    too narrow for it, or NO_COLOR, gets rich's own table."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LEPTONCTL_")}
+    environ.update(
+        HOME=str(tmp_path),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        PYTHONPATH=str(ROOT),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "submit", "--name", "x" * 30, "--wait", "--", "true"],
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    shown, said = on_a_terminal(["jobs", "--all"], tmp_path, COLUMNS="200")
+    assert said == "0 False"
+    assert "\x1b[1mID\x1b[0m" in shown and "\x1b[2;32mCOMPLETED\x1b[0m" in shown
+    shown, said = on_a_terminal(["jobs", "--all"], tmp_path, COLUMNS="40")
+    assert said == "0 True"  # too wide for 40 columns: rich wraps it
+    _, said = on_a_terminal(["jobs", "--all"], tmp_path, COLUMNS="200", NO_COLOR="1")
+    assert said == "0 True"

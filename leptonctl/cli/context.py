@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar
@@ -178,13 +179,39 @@ def print_lines(out: Sequence[str], err: Sequence[str] = ()) -> None:
         print(line, file=sys.stderr)
 
 
-def print_table(rich_view: Callable[[], object], plain_view: Callable[[], Sequence[str]]) -> None:
-    """A table view: a rich table on a terminal; into a pipe or a file, the plain lines
-    (aligned columns, no colour, no wrapping), and rich is not even imported."""
-    if sys.stdout.isatty():
-        print_rich(rich_view())
-    else:
-        print_lines(plain_view())
+def print_table(
+    rich_view: Callable[[], object], plain_view: Callable[[bool], Sequence[str]]
+) -> None:
+    """A borderless table view.  Into a pipe or a file: the plain lines (aligned columns,
+    no colour, no wrapping; ``plain_view(False)``).  On a terminal it fits: the same lines
+    in the rich table's styles (``plain_view(True)``), without loading rich.  Otherwise
+    (too wide: rich wraps it; or a terminal setting rich reads), the rich table."""
+    if not sys.stdout.isatty():
+        print_lines(plain_view(False))
+        return
+    if _plain_terminal():
+        import shutil
+
+        from leptonctl.render.columns import width_of
+
+        if width_of(plain_view(False)) <= shutil.get_terminal_size().columns:
+            print_lines(plain_view(True))
+            return
+    print_rich(rich_view())
+
+
+_RICH_SETTINGS = ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "JUPYTER_COLUMNS")
+
+
+def _plain_terminal() -> bool:
+    """A terminal that shows what rich would show it in our styles: no environment
+    setting that changes rich's output, and a terminal that takes colours."""
+    env = os.environ
+    return not any(name in env for name in _RICH_SETTINGS) and env.get("TERM", "") not in (
+        "",
+        "dumb",
+        "unknown",
+    )
 
 
 def print_rich(renderable: object) -> None:

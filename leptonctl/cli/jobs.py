@@ -348,7 +348,9 @@ def _print_jobs(records: list[JobRecord]) -> None:
     now = time.time()
     print_table(
         lambda: view.jobs_table(records, now),
-        lambda: plain_table(view.JOB_COLUMNS, view.job_rows(records, now)),
+        lambda styled: plain_table(
+            view.JOB_COLUMNS, view.job_rows(records, now), style=view.job_style if styled else None
+        ),
     )
 
 
@@ -359,5 +361,7 @@ def _print_job(record: JobRecord) -> None:
     now = time.time()
     print_table(
         lambda: view.job_panel(record, now),
-        lambda: plain_table(None, view.panel_rows(record, now), gap=2),
+        lambda styled: plain_table(
+            None, view.panel_rows(record, now), gap=2, style=view.panel_style if styled else None
+        ),
     )

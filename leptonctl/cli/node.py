@@ -80,9 +80,12 @@ def _nodes_document(rows: list[NodeRow]) -> object:
 
 def _print_nodes(rows: list[NodeRow]) -> None:
     from leptonctl.render.columns import plain_table
-    from leptonctl.render.nodes import NODE_COLUMNS, node_lines, nodes_table
+    from leptonctl.render.nodes import NODE_COLUMNS, node_lines, node_style, nodes_table
 
     now = time.time()
     print_table(
-        lambda: nodes_table(rows, now), lambda: plain_table(NODE_COLUMNS, node_lines(rows, now))
+        lambda: nodes_table(rows, now),
+        lambda styled: plain_table(
+            NODE_COLUMNS, node_lines(rows, now), style=node_style if styled else None
+        ),
     )

@@ -51,6 +51,13 @@ def job_rows(records: Sequence[JobRecord], now: float) -> list[tuple[str, ...]]:
     ]
 
 
+def job_style(line: int, column: int, text: str) -> str:
+    """A cell's style in the queue table, as ``jobs_table`` shows it (line 0: the header)."""
+    if line == 0:
+        return "bold"
+    return JOB_STYLE.get(text, "") if column == JOB_COLUMNS.index("STATE") else ""
+
+
 def jobs_table(records: Sequence[JobRecord], now: float) -> Table:
     from rich.table import Table
     from rich.text import Text
@@ -92,6 +99,11 @@ def panel_rows(r: JobRecord, now: float) -> list[tuple[str, str]]:
         ("exit code", "-" if r.exit_code is None else str(r.exit_code)),
         ("peak RSS", human_bytes(r.peak_rss_bytes) if r.peak_rss_bytes else "-"),
     ]
+
+
+def panel_style(line: int, column: int, text: str) -> str:
+    """A cell's style in ``job_panel``: the names bold."""
+    return "bold" if column == 0 else ""
 
 
 def job_panel(r: JobRecord, now: float) -> Table:

@@ -30,6 +30,13 @@ def node_lines(rows: Sequence[NodeRow], now: float) -> list[tuple[str, ...]]:
     ]
 
 
+def node_style(line: int, column: int, text: str) -> str:
+    """A cell's style in ``nodes_table`` (line 0: the header)."""
+    if line == 0:
+        return "bold"
+    return NODE_STYLE.get(text, "") if column == 1 else ""
+
+
 def nodes_table(rows: Sequence[NodeRow], now: float) -> Table:
     from rich.table import Table
     from rich.text import Text
