@@ -272,7 +272,7 @@ def test_a_damaged_stored_manifest_spoils_only_its_own_dataset(
     # What an older leptonctl let in: a file under a symlink of the same dataset.
     state = operator_home / ".local" / "share" / "leptonctl" / "state.db"
     db = sqlite3.connect(state)
-    (text,) = db.execute("SELECT manifest FROM datasets WHERE name = 'bad'").fetchone()
+    (text,) = db.execute("SELECT manifest FROM dataset_manifests WHERE name = 'bad'").fetchone()
     ((digest, size),) = json.loads(text)["chunks"]  # the one chunk of the file "bad"
     damaged = {"kind": "dir", "entries": [
         {"path": "link", "type": "symlink", "mode": 511, "size": 0, "target": str(tmp_path)},

@@ -268,16 +268,16 @@ def test_jobs_running_when_the_device_table_arrives_hold_their_devices(
         store.jobs.update(first, state="RUNNING", host="h1", allocation=GPU0)
     # as a store from before step 9 was: no job_devices table (nor what later steps made),
     # the job running
-    later = "ALTER TABLE datasets DROP COLUMN files"  # step 10
+    later = ("ALTER TABLE datasets DROP COLUMN files", "DROP TABLE dataset_manifests")  # 10, 11
     if state_backend.startswith("postgresql://"):
         execute_raw(
             state_backend,
             "DROP TABLE job_devices",
-            later,
+            *later,
             "UPDATE leptonctl_schema SET version = 8",
         )
     else:
-        execute_raw(state_backend, "DROP TABLE job_devices", later, "PRAGMA user_version = 8")
+        execute_raw(state_backend, "DROP TABLE job_devices", *later, "PRAGMA user_version = 8")
     with open_store(state_backend) as store:  # migrated on opening
         assert store.jobs.device_holders() == {("h1", "gpu:0"): first}
         with pytest.raises(DeviceTaken):

@@ -328,6 +328,7 @@ def _int(where: str, key: str, value: object) -> int:
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _BAD_PART = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")  # an empty, '.' or '..' part
+_UNSAFE = re.compile(_CONTROL.pattern + "|" + _BAD_PART.pattern)  # either (or a leading /)
 
 
 def check_path(where: str, path: str) -> None:
@@ -484,7 +485,7 @@ def _column_entry(
 ) -> ManifestEntry:
     if not isinstance(path, str):
         raise ValueError(f"manifest entry {index}: 'path' must be a string")
-    if path and (_CONTROL.search(path) or path[0] == "/" or _BAD_PART.search(path)):
+    if path and _UNSAFE.search(path):
         check_path(f"manifest entry {index} ({path!r})", path)  # raises, saying why
     kind = _TYPES.get(letter)
     if (
@@ -499,7 +500,7 @@ def _column_entry(
         return _refuse_entry(index, path, letter, mode, size, flat)
     pieces = []
     for at in range(0, len(flat), 3):
-        ci, offset, length = flat[at : at + 3]
+        ci, offset, length = flat if len(flat) == 3 else flat[at : at + 3]
         if type(ci) is not int or not 0 <= ci < len(table):
             raise ValueError(
                 f"manifest entry {index} ({path!r}): a piece names chunk {ci!r}, not in the "

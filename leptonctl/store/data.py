@@ -91,10 +91,14 @@ class DataTable:
             version = int(latest) + 1
             self._db.execute(
                 f"INSERT INTO datasets({_COLUMNS}) "  # noqa: S608 - a constant column list
-                "VALUES (?, ?, 'writing', ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, version, now, replicas, chunk_size, manifest.size, source, text,
+                "VALUES (?, ?, 'writing', ?, NULL, ?, ?, ?, ?, '', ?, ?, ?)",
+                (name, version, now, replicas, chunk_size, manifest.size, source,
                  self._actor.user, self._actor.machine, manifest.file_count),
             )  # fmt: skip
+            self._db.execute(
+                "INSERT INTO dataset_manifests(name, version, manifest) VALUES (?, ?, ?)",
+                (name, version, text),
+            )
             sizes = manifest.chunk_sizes()
             self._db.executemany(
                 "INSERT INTO dataset_chunks(name, version, hash) VALUES (?, ?, ?)",
@@ -199,6 +203,9 @@ class DataTable:
             self._db.execute(
                 "DELETE FROM dataset_chunks WHERE name = ? AND version = ?", (name, version)
             )
+            self._db.execute(
+                "DELETE FROM dataset_manifests WHERE name = ? AND version = ?", (name, version)
+            )
             self._db.execute("DELETE FROM datasets WHERE name = ? AND version = ?", (name, version))
         still = self._referenced_among(candidates)
         return sorted(candidates - still)
@@ -300,9 +307,15 @@ class DataTable:
 
     def manifest_of(self, name: str, version: int) -> Manifest:
         """The manifest of one version, read and checked (a damaged one says why)."""
-        rows = self._read(
-            "SELECT manifest FROM datasets WHERE name = ? AND version = ?", (name, version)
-        )
+        rows = [
+            row
+            for table in ("datasets", "dataset_manifests")  # before step 11: in the row itself
+            for row in self._read(
+                f"SELECT manifest FROM {table} WHERE name = ? AND version = ?",  # noqa: S608
+                (name, version),
+            )
+            if row[0]
+        ]
         if not rows:
             return Manifest.damaged(
                 f"dataset {name}@{version} is no longer in the state store {self._db.where}"

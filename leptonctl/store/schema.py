@@ -175,6 +175,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE datasets ADD COLUMN files {int};
     """,
+    # 11: manifests in a table of their own, one row per version: a row of datasets stays
+    # small however many files its version has (SQLite walks a large value's overflow pages
+    # to reach the columns stored after it), so a listing reads no byte of a manifest.
+    # datasets.manifest is '' for such a version (it holds the manifests written before).
+    """
+    CREATE TABLE dataset_manifests (
+        name TEXT NOT NULL,
+        version {int} NOT NULL,
+        manifest TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -228,6 +240,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "files",
         ),
     ),
+    ("dataset_manifests", ("name", "version", "manifest")),
     ("dataset_chunks", ("name", "version", "hash")),
     ("chunks", ("hash", "size")),
     ("replicas", ("hash", "host", "state", "checked")),
