@@ -1,8 +1,7 @@
 """A table printed into a pipe is plain aligned columns (no rich loaded, see
 test_lazy_imports.py): the same cells, in the same places, as a wide terminal shows,
 less the colour; every cell literal.  On a terminal it fits, the same columns in the rich
-table's styles, still without rich.  The JSON documents of the reading commands are the
-ones render.documents makes.  About 10 s (a few fresh interpreters on a pseudo-terminal).
+table's styles, still without rich.  About 10 s (a few fresh interpreters on a pseudo-terminal).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from rich.console import Console
 from leptonctl.cli.app import run
 from leptonctl.core.records import JobRecord
 from leptonctl.core.reports import NodeRow
-from leptonctl.render import documents, job_documents
+from leptonctl.render import job_documents
 from leptonctl.render.columns import cell_width, plain_table
 from leptonctl.render.jobs import (
     JOB_COLUMNS,
@@ -124,14 +123,15 @@ def test_the_queue_into_a_pipe_is_plain_columns(capsys: pytest.CaptureFixture[st
     assert shown[:2] == ["id" + " " * 12 + "1", "name" + " " * 10 + "evil\\x1b[2J[red]x"]
 
 
-def test_the_reading_commands_documents_are_render_documents(
+def test_show_json_of_a_finished_job_comes_from_the_light_documents(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for r in RECORDS:
-        assert job_documents.job_document(r) == documents.job_document(r)
-    assert job_documents.jobs_document(RECORDS) == documents.jobs_document(RECORDS)
     rows = [NodeRow("a", True, "fan", NOW, 1), NodeRow("b", False, None, None, 0)]
-    assert job_documents.nodes_document(rows) == documents.nodes_document(rows)
+    nodes = job_documents.nodes_document(rows)["nodes"]
+    assert [(n["host"], n["state"], n["jobs"]) for n in nodes] == [
+        ("a", "drained", 1),
+        ("b", "active", 0),
+    ]
     assert run(["submit", "--wait", "--", "true"]) == 0
     capsys.readouterr()
     assert run(["show", "1", "--json"]) == 0

@@ -15,17 +15,15 @@ from leptonctl.core.capacity import NodeCapacity
 from leptonctl.core.crontab import CronEntry
 from leptonctl.core.datasets import VerifyReport
 from leptonctl.core.facts import GpuFacts, HostFacts
-from leptonctl.core.jobviews import containment
 from leptonctl.core.netgraph import Route
 from leptonctl.core.outputs import RunResult
-from leptonctl.core.records import DatasetRecord, JobRecord
+from leptonctl.core.records import DatasetRecord
 from leptonctl.core.reports import (
     CopyReport,
     DryRun,
     GarbageReport,
     GetReport,
     HostStatus,
-    NodeRow,
     ProbeReport,
     PutReport,
     RebalanceReport,
@@ -36,6 +34,9 @@ from leptonctl.core.scheduler.devices import gpu_condition
 from leptonctl.core.scheduler.model import Allocation
 from leptonctl.core.storages import shared_from_facts
 from leptonctl.errors import HostError
+from leptonctl.render.job_documents import job_document as job_document
+from leptonctl.render.job_documents import jobs_document as jobs_document
+from leptonctl.render.job_documents import nodes_document as nodes_document
 
 
 def status_document(rows: Sequence[HostStatus], now: float) -> dict[str, Any]:
@@ -126,47 +127,6 @@ def exec_document(
     return {"command": command, "results": rows, "summary": {"total": len(rows), "ok": ok}}
 
 
-def job_document(record: JobRecord) -> dict[str, Any]:
-    """One job as ``jobs --json`` and ``show --json`` print it."""
-    spec = record.spec
-    return {
-        "id": record.id,
-        "name": record.name,
-        "state": record.state,
-        "host": record.host,
-        "exit_code": record.exit_code,
-        "submitted": record.submitted,
-        "submitted_by": record.submitted_by,
-        "submitted_from": record.submitted_from,
-        "started": record.started,
-        "ended": record.ended,
-        "priority": record.priority,
-        "reason": record.reason,
-        "attempt": record.attempt,
-        "retries": record.retries,
-        "devices": {
-            "gpus": list((record.allocation or {}).get("gpus", [])),
-            "fpgas": list((record.allocation or {}).get("fpgas", [])),
-            "cpus": list((record.allocation or {}).get("cores", [])),
-        },
-        "containment": containment(record),
-        "allocation": dict(record.allocation) if record.allocation else None,
-        "request": spec.get("request"),
-        "command": spec.get("command"),
-        "walltime": spec.get("walltime"),
-        "after": spec.get("after", []),
-        "inputs": [
-            {"name": i.get("name"), "version": i.get("version"), "mount": i.get("mount")}
-            for i in spec.get("inputs") or []
-        ],
-        "peak_rss_bytes": record.peak_rss_bytes,
-    }
-
-
-def jobs_document(records: Sequence[JobRecord]) -> dict[str, Any]:
-    return {"jobs": [job_document(r) for r in records]}
-
-
 def cron_document(entries: Sequence[CronEntry]) -> dict[str, Any]:
     """``cron show --json``: our crontab entries."""
     return {
@@ -226,22 +186,6 @@ def _planned_devices(alloc: Allocation | None) -> dict[str, Any]:
         "gpu_devices": [{"id": i, "uuid": u} for i, u in zip(alloc.gpu_ids, uuids, strict=True)],
         "cpus": list(alloc.cores),
         "why": alloc.gpu_note,
-    }
-
-
-def nodes_document(rows: Sequence[NodeRow]) -> dict[str, Any]:
-    """``node list --json``."""
-    return {
-        "nodes": [
-            {
-                "host": r.host,
-                "state": "drained" if r.drained else "active",
-                "reason": r.reason,
-                "since": r.since,
-                "jobs": r.running,
-            }
-            for r in rows
-        ]
     }
 
 
