@@ -56,6 +56,7 @@ def requests_for(tmp: Path) -> list[wire.Request]:
         wire.ChunkVerify(),
         wire.ChunkPin(store=STORE, refs=[{"ref": REF, "name": "contract@1", "hashes": [h]}]),
         wire.Scan(path=str(tree), chunk_size=4096),
+        wire.Scan(path=str(tree), chunk_size=4096, pack=True),
         wire.PathInfo(paths=[str(tree), str(tmp / "nothing")]),
         wire.Materialize(dest=str(tmp / "ds"), manifest={"kind": "dir", "entries": [entry]}),
         wire.FileStatus(files=[target]),
@@ -96,6 +97,8 @@ def test_every_registered_operation_round_trips_through_a_real_agent(tmp_path: P
         assert reply["schema"] == wire.SCHEMA
         missing = [key for key in wire.reply_keys(type(request)) if key not in reply]
         assert missing == [], (request.OP, reply)
+        shapes = wire.reply_shapes(type(request))
+        assert not shapes or any(all(k in reply for k in shape) for shape in shapes), reply
 
 
 def test_every_operation_names_a_typed_reply_whose_keys_the_agent_documents() -> None:

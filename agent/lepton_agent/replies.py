@@ -206,6 +206,16 @@ class ScanReply(TypedDict, total=False):
     mtimes: List[Any]
 
 
+# Keys of a reply that has two shapes: a scan is unpacked (``entries``) or packed (format 2:
+# the columns); the contract requires the keys common to both, and one of the shapes.
+SHAPE_KEYS = {
+    "ScanReply": (
+        ("entries",),
+        ("format", "chunks", "paths", "types", "modes", "sizes", "pieces", "links", "mtimes"),
+    ),
+}
+
+
 class FileStatusReply(TypedDict, total=False):
     schema: int
     files: List[Dict[str, Any]]

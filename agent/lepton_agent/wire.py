@@ -43,6 +43,7 @@ from .common import AGENT_VERSION as AGENT_VERSION  # the probe path imports no 
 from .common import MIB as MIB
 from .common import SCHEMA as SCHEMA
 from .common import json_line as json_line
+from .replies import SHAPE_KEYS
 from .replies import (
     ChunkDropReply as ChunkDropReply,
 )
@@ -397,7 +398,15 @@ def reply_type(cls: Type[Request[Any]]) -> Any:
 
 def reply_keys(cls: Type[Request[Any]]) -> Tuple[str, ...]:
     """The keys a successful reply of the operation carries."""
-    return tuple(reply_type(cls).__annotations__)
+    reply = reply_type(cls)
+    shaped = {key for shape in SHAPE_KEYS.get(reply.__name__, ()) for key in shape}
+    return tuple(key for key in reply.__annotations__ if key not in shaped)
+
+
+def reply_shapes(cls: Type[Request[Any]]) -> Tuple[Tuple[str, ...], ...]:
+    """The alternative key sets of a reply with several shapes (one of them is present in
+    full); () for a reply of one shape."""
+    return tuple(SHAPE_KEYS.get(reply_type(cls).__name__, ()))
 
 
 @dataclasses.dataclass(frozen=True)
