@@ -3,11 +3,12 @@ is stored in about (bytes / chunk size) packed chunks, not a chunk per file, fro
 machine and from a host; it comes back byte-identical (empty files, empty directories, deep
 paths, long and non-ASCII names, symlinks); changing one file re-sends about one chunk; a
 lost packed chunk is found by verify and restored by repair; a job's --input sees the
-files; rm frees the chunks.  And one 100,000-file tree through put, ls, get, verify and rm.
+files; rm frees the chunks.  And one 100,000-file tree through put, ls, get, verify, repair,
+a job's --input, cp from this machine and host to host (and a no-op cp), and rm.
 The put from a host runs on both lab profiles, the rest on the root lab.
 
 Cost on the 2-core CI machine (idle): about 25 s per 10,000-file test (the tree is made
-once), and about 70 s for the 100,000-file test (making and comparing the trees included);
+once), and about 2 minutes for the 100,000-file test (making and comparing the trees included);
 more when the machine is shared."""
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def test_a_tree_put_from_a_host_verify_repair_and_a_job_input_see_the_packed_fil
     assert log.split() == [str(files), "non-ASCII", "../d001/f000.bin"], log
 
 
-def test_a_tree_of_100000_files_put_ls_get_verify_rm(
+def test_a_tree_of_100000_files_put_ls_get_verify_repair_input_cp_rm(
     lab: Lab, inv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     on_the_root_lab_only(lab)
@@ -197,6 +198,33 @@ def test_a_tree_of_100000_files_put_ls_get_verify_rm(
     assert listing(dest) == want
     assert ok(capsys, inv, "data", "verify", "huge")["healthy"]
     held = chunks_of(capsys, inv, "huge")
+
+    digest, hosts = next(iter(held.items()))  # a pack of ~thousands of files lost on a host
+    victim = chunk_on(lab, hosts[0], digest)
+    victim.chmod(0o600)
+    victim.unlink()
+    ok(capsys, inv, "data", "repair", "huge")
+    assert victim.exists() or all(len(h) == 2 for h in chunks_of(capsys, inv, "huge").values())
+    assert ok(capsys, inv, "data", "verify", "huge")["healthy"]
+
+    code, out, err = cli(
+        capsys, "-i", str(inv), "submit", "--input", "huge", "--wait", "--json", "--",
+        "sh", "-c", 'cd "$LEPTON_INPUT_HUGE" && find . -type f | wc -l',
+    )  # fmt: skip
+    assert code == 0, out + err
+    job_id = json.loads(out.splitlines()[0])["id"]
+    code, log, _ = cli(capsys, "-i", str(inv), "logs", str(job_id))
+    assert log.split() == [str(sum(1 for kind, _, _ in want.values() if kind == "file"))]
+
+    # cp of the same tree: this machine -> h1, then h1 -> h2 host to host, then a no-op
+    h1, h2 = lab.hosts[0].name, lab.hosts[1].name
+    ok(capsys, inv, "cp", str(src), f"{h1}:/tmp/bigtree")
+    ok(capsys, inv, "cp", f"{h1}:/tmp/bigtree", f"{h2}:/tmp/bigtree")
+    assert listing(lab.path_on(h2, "/tmp/bigtree")) == want
+    again = ok(capsys, inv, "cp", f"{h1}:/tmp/bigtree", f"{h2}:/tmp/bigtree")
+    assert again["files_sent"] == 0 and again["files_up_to_date"] >= 100_000, again
+    for host in (h1, h2):
+        shutil.rmtree(lab.path_on(host, "/tmp/bigtree"))
     ok(capsys, inv, "data", "rm", "huge")
     for digest, hosts in held.items():
         assert not any(chunk_on(lab, h, digest).exists() for h in hosts)
