@@ -34,6 +34,18 @@ def operator_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def same_umask(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that changes the process umask (the agent's main sets 077 for the commands it
+    runs) would make later tests write files the lab's non-root user cannot read: restore it,
+    and fail the test that leaked it."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    after = os.umask(before)
+    assert after == before, f"{request.node.nodeid} left the process umask at {after:04o}"
+
+
 @pytest.fixture(scope="session")
 def fake_nvml(tmp_path_factory: pytest.TempPathFactory) -> FakeNvml:
     """A fake libnvidia-ml.so.1 (tests/fixtures/agent/fake_nvml/fake_nvml.c), compiled once per

@@ -9,6 +9,7 @@ goes to the full parser.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,11 @@ def test_the_short_path_answers_as_the_full_parser_does(tmp_path, capsys):
         (cli.main, ["probe", f"--root={root}", "--data-dir", str(data_dir)]),
         (commands.main, ["probe", "--root", str(root), f"--data-dir={data_dir}"]),
     ):
-        assert main(argv) == 0
+        umask = os.umask(0o022)
+        try:
+            assert main(argv) == 0
+        finally:
+            os.umask(umask)  # main sets the agent's 077 for the commands it runs
         document = json.loads(capsys.readouterr().out)
         for varying in ("time", "probe_ms"):
             document.pop(varying)
