@@ -5,7 +5,6 @@ cuts (issue 17, item 1). The tree is made once for the module; each test compare
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -13,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from leptonctl.cli.app import run
 from tests.conftest import write_inventory
+from tests.helpers import cli, tree_listing
 from tests.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -31,22 +30,10 @@ def make_tree(root: Path) -> Path:
     return root
 
 
-def listing(root: Path) -> dict[str, tuple[str, int, str]]:
-    out: dict[str, tuple[str, int, str]] = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_dir():
-            out[rel] = ("dir", path.stat().st_mode & 0o777, "")
-        else:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            out[rel] = ("file", path.stat().st_mode & 0o777, digest)
-    return out
-
-
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[str, int, str]]]:
     root = make_tree(tmp_path_factory.mktemp("big") / "tree")
-    return root, listing(root)
+    return root, tree_listing(root)
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +48,6 @@ def on_h1(lab: Lab, tree: tuple[Path, dict[str, tuple[str, int, str]]]) -> str:
 @pytest.fixture
 def inv(lab: Lab, lab_operator: Path, tmp_path: Path) -> Path:
     return write_inventory(tmp_path / "inventory.yaml", lab)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = run(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, " ".join(captured.err.split())
 
 
 def test_put_from_this_machine_then_ls_verify_and_get(
@@ -86,7 +66,7 @@ def test_put_from_this_machine_then_ls_verify_and_get(
     dest = tmp_path / "out"
     code, out, err = cli(capsys, "-i", str(inv), "data", "get", "big-local", str(dest))
     assert code == 0, out + err
-    assert listing(dest) == want
+    assert tree_listing(dest) == want
 
 
 def test_put_from_a_host_then_get_to_this_machine(
@@ -101,7 +81,7 @@ def test_put_from_a_host_then_get_to_this_machine(
     dest = tmp_path / "out"
     code, out, err = cli(capsys, "-i", str(inv), "data", "get", "big-host", str(dest))
     assert code == 0, out + err
-    assert listing(dest) == tree[1]
+    assert tree_listing(dest) == tree[1]
 
 
 def test_cp_host_to_host_and_host_to_this_machine(
@@ -113,8 +93,8 @@ def test_cp_host_to_host_and_host_to_this_machine(
     lab.path_on(h2, "/tmp/bigcopy").mkdir()
     code, out, err = cli(capsys, "-i", str(inv), "cp", f"{h1}:{on_h1}", f"{h2}:/tmp/bigcopy/")
     assert code == 0, out + err
-    assert listing(lab.path_on(h2, "/tmp/bigcopy/bigtree")) == tree[1]
+    assert tree_listing(lab.path_on(h2, "/tmp/bigcopy/bigtree")) == tree[1]
     dest = tmp_path / "here"  # not there yet: the tree goes to the path itself
     code, out, err = cli(capsys, "-i", str(inv), "cp", f"{h1}:{on_h1}", str(dest))
     assert code == 0, out + err
-    assert listing(dest) == tree[1]
+    assert tree_listing(dest) == tree[1]

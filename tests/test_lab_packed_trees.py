@@ -13,7 +13,6 @@ more when the machine is shared."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -22,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from leptonctl.cli.app import run
 from tests.conftest import write_inventory
+from tests.helpers import cli, tree_listing
 from tests.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -56,24 +55,10 @@ def make_tree(root: Path, dirs: int = DIRS, files: int = FILES, size: int = SIZE
     return root
 
 
-def listing(root: Path) -> dict[str, tuple[str, int, str]]:
-    out: dict[str, tuple[str, int, str]] = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_symlink():
-            out[rel] = ("link", 0, os.readlink(path))
-        elif path.is_dir():
-            out[rel] = ("dir", path.stat().st_mode & 0o777, "")
-        else:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            out[rel] = ("file", path.stat().st_mode & 0o777, digest)
-    return out
-
-
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[str, int, str]]]:
     root = make_tree(tmp_path_factory.mktemp("packed") / "tree")
-    return root, listing(root)
+    return root, tree_listing(root)
 
 
 @pytest.fixture
@@ -92,13 +77,6 @@ def on_the_root_lab_only(lab: Lab) -> None:
 @pytest.fixture
 def inv(lab: Lab, lab_operator: Path, tmp_path: Path) -> Path:
     return write_inventory(tmp_path / "inventory.yaml", lab)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = run(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, " ".join(captured.err.split())
 
 
 def ok(capsys: pytest.CaptureFixture[str], inv: Path, *args: str) -> dict:
@@ -129,7 +107,7 @@ def test_a_tree_from_this_machine_is_packed_comes_back_identical_and_one_change_
     assert all(len(hosts) == 2 for hosts in first.values())
     dest = tmp_path / "out"
     ok(capsys, inv, "data", "get", "packed", str(dest))
-    assert listing(dest) == tree[1]
+    assert tree_listing(dest) == tree[1]
 
     (src / "d050" / "f050.bin").write_bytes(os.urandom(SIZE))  # one file of 10,000 changed
     again = ok(capsys, inv, "data", "put", str(src), "packed", "-k", "2", "--chunk-size", "4MiB")
@@ -159,7 +137,7 @@ def test_a_tree_put_from_a_host_verify_repair_and_a_job_input_see_the_packed_fil
     held = chunks_of(capsys, inv, "hosted")
     dest = tmp_path / "out"
     ok(capsys, inv, "data", "get", "hosted", str(dest))
-    assert listing(dest) == tree[1]
+    assert tree_listing(dest) == tree[1]
 
     digest, hosts = next(iter(held.items()))  # a packed chunk lost on one host
     victim = chunk_on(lab, hosts[0], digest)
@@ -188,14 +166,14 @@ def test_a_tree_of_100000_files_put_ls_get_verify_repair_input_cp_rm(
 ) -> None:
     on_the_root_lab_only(lab)
     src = make_tree(tmp_path / "big", dirs=400, files=250, size=512)
-    want = listing(src)
+    want = tree_listing(src)
     put = ok(capsys, inv, "data", "put", str(src), "huge", "-k", "2", "--chunk-size", "16MiB")
     assert put["chunks"] <= 4 * put["size"] // (16 << 20), put  # 50 MiB: a few packs
     row = next(d for d in ok(capsys, inv, "data", "ls")["datasets"] if d["name"] == "huge")
     assert row["files"] == 100_000 + len(ODD)
     dest = tmp_path / "out"
     ok(capsys, inv, "data", "get", "huge", str(dest))
-    assert listing(dest) == want
+    assert tree_listing(dest) == want
     assert ok(capsys, inv, "data", "verify", "huge")["healthy"]
     held = chunks_of(capsys, inv, "huge")
 
@@ -220,7 +198,7 @@ def test_a_tree_of_100000_files_put_ls_get_verify_repair_input_cp_rm(
     h1, h2 = lab.hosts[0].name, lab.hosts[1].name
     ok(capsys, inv, "cp", str(src), f"{h1}:/tmp/bigtree")
     ok(capsys, inv, "cp", f"{h1}:/tmp/bigtree", f"{h2}:/tmp/bigtree")
-    assert listing(lab.path_on(h2, "/tmp/bigtree")) == want
+    assert tree_listing(lab.path_on(h2, "/tmp/bigtree")) == want
     again = ok(capsys, inv, "cp", f"{h1}:/tmp/bigtree", f"{h2}:/tmp/bigtree")
     assert again["files_sent"] == 0 and again["files_up_to_date"] >= 100_000, again
     for host in (h1, h2):

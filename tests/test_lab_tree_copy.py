@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from leptonctl.cli.app import run
 from tests.conftest import _operator_for, write_inventory
+from tests.helpers import cli
 from tests.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -35,13 +35,6 @@ def lab(any_lab: Lab) -> Lab:
 @pytest.fixture
 def inv(lab: Lab, lab_operator: Path, tmp_path: Path) -> Path:
     return write_inventory(tmp_path / "inventory.yaml", lab)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = run(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, " ".join(captured.err.split())
 
 
 def cp_json(capsys: pytest.CaptureFixture[str], inv: Path, *args: str) -> dict[str, object]:
