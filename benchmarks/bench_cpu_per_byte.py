@@ -30,9 +30,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from transfer_common import Lab, inventory, leptonctl, scp, trust_operator_key
+from transfer_common import (
+    Lab,
+    in_ram,
+    inventory,
+    leptonctl,
+    scp,
+    shape_every_pair,
+    trust_operator_key,
+)
 
-DATA_DIR = "/root/.local/share/leptonctl"
 CGROUP = Path("/sys/fs/cgroup/cpuacct/leptonctl-bench")
 GIB = 1 << 30
 
@@ -86,19 +93,13 @@ def main() -> None:
         raise SystemExit(f"cannot build the lab: {reason}")
     rows: list[tuple[str, float, float, int]] = []  # what, wall, cpu, hops
     with Lab(4, prefix="lepw", first_ip=200) as lab:
-        names = [h.name for h in lab.hosts]
 
         def sh(host: str, script: str) -> None:
             lab.run_in(host, ["sh", "-c", script], check=True)
 
-        for name in names:
-            sh(name, f"mount -t tmpfs -o size=8g tmpfs /tmp && mkdir -p {DATA_DIR} && "
-                     f"mount -t tmpfs -o size=8g tmpfs {DATA_DIR}")  # fmt: skip
+        in_ram(lab)
         if args.link_mbit:
-            for src in names:
-                for dst in names:
-                    if src != dst:
-                        lab.shape(src, dst, args.link_mbit)
+            shape_every_pair(lab, args.link_mbit)
         inv = inventory(lab, Path(tempfile.mkdtemp(dir=lab.base)) / "hosts.ini")
         trust_operator_key(lab, "h1")
         sh("h1", f"head -c {size} /dev/urandom > /tmp/payload")

@@ -28,9 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from transfer_common import Lab, inventory, leptonctl, mbps, scp, trust_operator_key
-
-DATA_DIR = "/root/.local/share/leptonctl"
+from transfer_common import (
+    DATA_DIR,
+    Lab,
+    in_ram,
+    inventory,
+    leptonctl,
+    mbps,
+    scp,
+    shape_every_pair,
+    trust_operator_key,
+)
 
 
 def timed(action) -> float:  # type: ignore[no-untyped-def]
@@ -52,7 +60,6 @@ def main() -> None:
     if reason:
         raise SystemExit(f"cannot build the lab: {reason}")
     with Lab(4, prefix="lepb", first_ip=60) as lab:
-        names = [h.name for h in lab.hosts]
 
         def sh(host: str, script: str) -> None:
             lab.run_in(host, ["sh", "-c", script], check=True)
@@ -61,14 +68,9 @@ def main() -> None:
             sh("h1", "sync")
 
         if args.storage == "tmpfs":
-            for name in names:
-                sh(name, f"mount -t tmpfs -o size=8g tmpfs /tmp && mkdir -p {DATA_DIR} && "
-                         f"mount -t tmpfs -o size=8g tmpfs {DATA_DIR}")  # fmt: skip
+            in_ram(lab)
         if args.link_mbit:
-            for src in names:
-                for dst in names:
-                    if src != dst:
-                        lab.shape(src, dst, args.link_mbit)
+            shape_every_pair(lab, args.link_mbit)
         inv = inventory(lab, Path(tempfile.mkdtemp(dir=lab.base)) / "hosts.ini")
         trust_operator_key(lab, "h1")
         sh("h1", f"head -c {size} /dev/urandom > /tmp/payload")

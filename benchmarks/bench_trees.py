@@ -30,9 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from transfer_common import Lab, inventory, leptonctl, trust_operator_key
+from transfer_common import Lab, in_ram, inventory, leptonctl, trust_operator_key
 
-DATA_DIR = "/root/.local/share/leptonctl"
 MAKE_TREE = """
 import os, sys
 root, files, size, per_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -172,12 +171,7 @@ def main() -> None:
         scratch = Path(tmp) / "scratch"  # this machine's side of `data get`
         scratch.mkdir()
         if args.storage == "tmpfs":
-            for host in lab.hosts:
-                mounts = (
-                    f"mount -t tmpfs -o size=8g tmpfs /tmp && mkdir -p {DATA_DIR} && "
-                    f"mount -t tmpfs -o size=8g tmpfs {DATA_DIR}"
-                )
-                sh(lab, host.name, "sh", "-c", mounts)
+            in_ram(lab)
             subprocess.run(
                 ["mount", "-t", "tmpfs", "-o", "size=8g", "tmpfs", str(scratch)], check=True
             )

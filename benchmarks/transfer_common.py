@@ -14,6 +14,7 @@ sys.path.insert(0, str(ROOT))
 from tests.lab import Lab  # noqa: E402
 
 SCP_CIPHER = "aes128-gcm@openssh.com"
+DATA_DIR = "/root/.local/share/leptonctl"  # the lab's root user's data dir
 
 
 def inventory(lab: Lab, path: Path) -> Path:
@@ -60,6 +61,24 @@ def scp(lab: Lab, src: str, dst: str, path: str, target: str) -> float:
         check=True,
     )  # fmt: skip
     return time.perf_counter() - started
+
+
+def in_ram(lab: Lab) -> None:
+    """Every host's /tmp and data dir on a tmpfs of its own."""
+    for h in lab.hosts:
+        lab.run_in(
+            h.name,
+            ["sh", "-c", f"mount -t tmpfs -o size=8g tmpfs /tmp && mkdir -p {DATA_DIR} && "
+                         f"mount -t tmpfs -o size=8g tmpfs {DATA_DIR}"],
+            check=True,
+        )  # fmt: skip
+
+
+def shape_every_pair(lab: Lab, rate_mbit: float) -> None:
+    for src in lab.hosts:
+        for dst in lab.hosts:
+            if src is not dst:
+                lab.shape(src.name, dst.name, rate_mbit)
 
 
 def random_file(lab: Lab, host: str, path: str, size: int) -> None:
