@@ -107,7 +107,7 @@ def test_batch_file_with_a_bad_entry_is_rejected_before_anything_is_queued(
         "jobs:\n  - {name: ok, command: 'true'}\n  - {name: bad, command: x, gpus: -2}\n"
     )
     code, _, err = cli(capsys, "submit", "--file", str(batch))
-    assert code == ExitCode.USAGE and "entry 1 (gpus)" in err
+    assert code == ExitCode.USAGE and "entry 1 (gpus)" in " ".join(err.split())  # wrapped
     _, out, _ = cli(capsys, "jobs", "--all", "--json")
     assert json.loads(out)["jobs"] == []
 
